@@ -1,0 +1,203 @@
+"""Decode convert kernels: request-local top-k positions -> physical KV slots.
+
+Three variants share one call signature (DESIGN.md, "decode") and differ only in their guards:
+``guarded`` bounds every access, ``pid`` takes the row from the program id, ``unguarded``
+reproduces the kernel that faulted under graph replay (a fixture for the checker only).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.rowtile import convert_row_guarded
+
+
+@triton.jit
+def _decode_guarded_kernel(
+    qo_indptr_ptr,  # int32 [R+1]: query rows of request r are qo_indptr[r]..qo_indptr[r+1]
+    kv_indptr_ptr,  # int32 [R+1]: request r owns kv_indices[kv_indptr[r]:kv_indptr[r+1]]
+    page_kv_indptr_ptr,  # int32 [R+1]: request r's region in out
+    kv_indices_ptr,  # int32 [N]: physical KV slots
+    token_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
+    out_ptr,  # int32 [>= R*K]: flat output workspace
+    num_requests,
+    num_kv,
+    num_out,
+    ti_stride0,
+    ti_stride1,
+    fill,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    req = tl.program_id(0)
+    # The query-row loop is clamped to rows that exist: a stale qo_indptr cannot walk past R.
+    row_start = tl.maximum(tl.load(qo_indptr_ptr + req), 0)
+    row_end = tl.minimum(tl.load(qo_indptr_ptr + req + 1), num_requests)
+    kv_start = tl.load(kv_indptr_ptr + req)
+    ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
+    out_start = tl.load(page_kv_indptr_ptr + req)
+    length = tl.minimum(tl.load(page_kv_indptr_ptr + req + 1) - out_start, NUM_TOPK_TOKENS)
+    for row in range(row_start, row_end):
+        row_ptr = token_indices_ptr + row * ti_stride0
+        convert_row_guarded(
+            row_ptr, ti_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+            out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
+        )
+
+
+@triton.jit
+def _decode_pid_kernel(
+    kv_indptr_ptr,  # int32 [R+1]: request r owns kv_indices[kv_indptr[r]:kv_indptr[r+1]]
+    page_kv_indptr_ptr,  # int32 [R+1]: request r's region in out
+    kv_indices_ptr,  # int32 [N]: physical KV slots
+    token_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
+    out_ptr,  # int32 [>= R*K]: flat output workspace
+    num_kv,
+    num_out,
+    ti_stride0,
+    ti_stride1,
+    fill,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # Decode has one query token per request, so the top-k row is the program id itself and
+    # qo_indptr (the buffer that went stale in the GLM-5.2 failure) is never read.
+    req = tl.program_id(0)
+    kv_start = tl.load(kv_indptr_ptr + req)
+    ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
+    out_start = tl.load(page_kv_indptr_ptr + req)
+    length = tl.minimum(tl.load(page_kv_indptr_ptr + req + 1) - out_start, NUM_TOPK_TOKENS)
+    row_ptr = token_indices_ptr + req * ti_stride0
+    convert_row_guarded(
+        row_ptr, ti_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+        out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
+    )
+
+
+@triton.jit
+def _decode_unguarded_kernel(
+    qo_indptr_ptr,  # int32 [R+1]: trusted blindly as the query-row range of request r
+    kv_indptr_ptr,  # int32 [R+1]: request r's slice starts at kv_indptr[r]
+    page_kv_indptr_ptr,  # int32 [R+1]: request r's region in out
+    kv_indices_ptr,  # int32 [N]: physical KV slots
+    token_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
+    out_ptr,  # int32 [>= R*K]: flat output workspace
+    ti_stride0,
+    ti_stride1,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    req = tl.program_id(0)
+    row_start = tl.load(qo_indptr_ptr + req)
+    row_end = tl.load(qo_indptr_ptr + req + 1)
+    kv_start = tl.load(kv_indptr_ptr + req)
+    out_start = tl.load(page_kv_indptr_ptr + req)
+    length = tl.load(page_kv_indptr_ptr + req + 1) - out_start
+    for row in range(row_start, row_end):
+        row_ptr = token_indices_ptr + row * ti_stride0  # no row bound
+        for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
+            cols = col0 + tl.arange(0, BLOCK_N)
+            in_region = cols < length
+            pos = tl.load(row_ptr + cols * ti_stride1, mask=in_region)
+            slot = tl.load(kv_indices_ptr + kv_start + pos, mask=in_region)  # no check on pos
+            tl.store(out_ptr + out_start + cols, slot, mask=in_region)
+
+
+def _workspace(out: torch.Tensor | None, rows: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty(rows * k, dtype=torch.int32, device=like.device)
+    return out
+
+
+def _check_call(block_size: int, k: int, block_n: int) -> None:
+    if block_size != 1:
+        raise ValueError(f"decode kernels support BLOCK_SIZE=1 only, got {block_size}")
+    if block_n <= 0 or block_n & (block_n - 1):
+        raise ValueError(f"BLOCK_N must be a power of two, got {block_n}")
+    if k <= 0:
+        raise ValueError(f"NUM_TOPK_TOKENS must be positive, got {k}")
+
+
+def decode_guarded(
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    page_kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    token_indices: torch.Tensor,
+    BLOCK_SIZE: int = 1,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 128,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """Decode convert that bounds every load and store; still walks qo_indptr's query rows."""
+    _check_call(BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N)
+    num_requests = kv_indptr.shape[0] - 1
+    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    if num_requests > 0:
+        _decode_guarded_kernel[(num_requests,)](
+            qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            num_requests, kv_indices.numel(), out.numel(),
+            token_indices.stride(0), token_indices.stride(1), fill,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+        )
+    return out
+
+
+def decode_pid(
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    page_kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    token_indices: torch.Tensor,
+    BLOCK_SIZE: int = 1,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 128,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """Decode convert with the row from the program id; never reads qo_indptr (decode only)."""
+    _check_call(BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N)
+    num_requests = kv_indptr.shape[0] - 1
+    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    if num_requests > 0:
+        _decode_pid_kernel[(num_requests,)](
+            kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            kv_indices.numel(), out.numel(),
+            token_indices.stride(0), token_indices.stride(1), fill,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+        )
+    return out
+
+
+def decode_unguarded(
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    page_kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    token_indices: torch.Tensor,
+    BLOCK_SIZE: int = 1,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 128,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """UNSAFE on purpose: a fixture for the checker, never a kernel to ship.
+
+    Faithful to the kernel that faulted: loops over qo_indptr[r]..qo_indptr[r+1], loads the
+    top-k row without a row bound, and loads kv_indices[kv_start + p] masked only by the column
+    bound, with no check on p (so p = -1 with kv_start == 0 reads kv_indices[-1]). It writes the
+    raw slot and ignores ``fill``.
+    """
+    _check_call(BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N)
+    num_requests = kv_indptr.shape[0] - 1
+    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    if num_requests > 0:
+        _decode_unguarded_kernel[(num_requests,)](
+            qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            token_indices.stride(0), token_indices.stride(1),
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+        )
+    return out

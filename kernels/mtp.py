@@ -1,0 +1,134 @@
+"""MTP gather kernels: several query tokens per request, one top-k row per token.
+
+``guarded`` bounds the request id, every position and every store; ``unguarded`` trusts
+``token_to_seq_idxs`` and the positions blindly (a fixture for the checker only).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.rowtile import convert_row_guarded
+
+
+@triton.jit
+def _mtp_guarded_kernel(
+    sparse_kv_indptr_ptr,  # int32 [T+1]: token t's region in out
+    token_to_seq_idxs_ptr,  # int32 [T]: request of token t
+    topk_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
+    kv_indices_ptr,  # int32 [N]: physical KV slots
+    kv_indptr_ptr,  # int32 [R+1]: request r owns kv_indices[kv_indptr[r]:kv_indptr[r+1]]
+    out_ptr,  # int32 [>= T*K]: flat output workspace
+    num_requests,
+    num_kv,
+    num_out,
+    tk_stride0,
+    tk_stride1,
+    fill,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    token = tl.program_id(0)
+    req = tl.load(token_to_seq_idxs_ptr + token)
+    known = (req >= 0) & (req < num_requests)
+    req = tl.where(known, req, 0)
+    kv_start = tl.load(kv_indptr_ptr + req, mask=known, other=0)
+    # An unknown request gets ctx 0, so its whole region is filled.
+    ctx = tl.load(kv_indptr_ptr + req + 1, mask=known, other=0) - kv_start
+    out_start = tl.load(sparse_kv_indptr_ptr + token)
+    length = tl.minimum(tl.load(sparse_kv_indptr_ptr + token + 1) - out_start, NUM_TOPK_TOKENS)
+    row_ptr = topk_indices_ptr + token * tk_stride0
+    convert_row_guarded(
+        row_ptr, tk_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+        out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
+    )
+
+
+@triton.jit
+def _mtp_unguarded_kernel(
+    sparse_kv_indptr_ptr,  # int32 [T+1]: token t's region in out
+    token_to_seq_idxs_ptr,  # int32 [T]: trusted blindly as the request of token t
+    topk_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
+    kv_indices_ptr,  # int32 [N]: physical KV slots
+    kv_indptr_ptr,  # int32 [R+1]: request r's slice starts at kv_indptr[r]
+    out_ptr,  # int32 [>= T*K]: flat output workspace
+    tk_stride0,
+    tk_stride1,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    token = tl.program_id(0)
+    req = tl.load(token_to_seq_idxs_ptr + token)  # no bound on the request id
+    kv_start = tl.load(kv_indptr_ptr + req)
+    out_start = tl.load(sparse_kv_indptr_ptr + token)
+    length = tl.load(sparse_kv_indptr_ptr + token + 1) - out_start
+    row_ptr = topk_indices_ptr + token * tk_stride0
+    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
+        cols = col0 + tl.arange(0, BLOCK_N)
+        in_region = cols < length
+        pos = tl.load(row_ptr + cols * tk_stride1, mask=in_region)
+        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=in_region)  # no check on pos
+        tl.store(out_ptr + out_start + cols, slot, mask=in_region)
+
+
+def _prepare(out: torch.Tensor | None, tokens: int, k: int, block_n: int, like: torch.Tensor):
+    if block_n <= 0 or block_n & (block_n - 1):
+        raise ValueError(f"BLOCK_N must be a power of two, got {block_n}")
+    if k <= 0:
+        raise ValueError(f"NUM_TOPK_TOKENS must be positive, got {k}")
+    if out is None:
+        return torch.empty(tokens * k, dtype=torch.int32, device=like.device)
+    return out
+
+
+def mtp_guarded(
+    sparse_kv_indptr: torch.Tensor,
+    token_to_seq_idxs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 1024,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """MTP gather that bounds the request id, every position, gather and store."""
+    num_tokens = sparse_kv_indptr.shape[0] - 1
+    out = _prepare(out, num_tokens, NUM_TOPK_TOKENS, BLOCK_N, sparse_kv_indptr)
+    if num_tokens > 0:
+        _mtp_guarded_kernel[(num_tokens,)](
+            sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
+            kv_indptr.shape[0] - 1, kv_indices.numel(), out.numel(),
+            topk_indices.stride(0), topk_indices.stride(1), fill,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+        )
+    return out
+
+
+def mtp_unguarded(
+    sparse_kv_indptr: torch.Tensor,
+    token_to_seq_idxs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 1024,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """UNSAFE on purpose: a fixture for the checker, never a kernel to ship.
+
+    Trusts token_to_seq_idxs (no bound on the request id) and the positions (no check on p);
+    writes the raw slot and ignores ``fill``.
+    """
+    num_tokens = sparse_kv_indptr.shape[0] - 1
+    out = _prepare(out, num_tokens, NUM_TOPK_TOKENS, BLOCK_N, sparse_kv_indptr)
+    if num_tokens > 0:
+        _mtp_unguarded_kernel[(num_tokens,)](
+            sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
+            topk_indices.stride(0), topk_indices.stride(1),
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+        )
+    return out

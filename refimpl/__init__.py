@@ -1,0 +1,1 @@
+"""The oracle: pure-torch, vectorized references of each kernel path's contract (DESIGN.md)."""

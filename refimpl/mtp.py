@@ -1,0 +1,103 @@
+"""Reference of the MTP gather path (several query tokens per request).
+
+Contract (DESIGN.md, "mtp"), for token t < T of request r = token_to_seq_idxs[t], with
+ctx_r = kv_indptr[r+1] - kv_indptr[r], region [sparse_kv_indptr[t], sparse_kv_indptr[t+1]) of
+length L_t, and p = topk_indices[t, j]:
+
+    out[sparse_kv_indptr[t] + j] = kv_indices[kv_indptr[r] + p]   if 0 <= p < ctx_r
+                                   fill                           otherwise        (j < L_t)
+
+With q tokens per request, token j of request r sees L_t = clamp(ctx_r - q + j + 1, 0, K).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from refimpl.regions import apply_reference, scatter_regions
+
+
+def mtp_reference(
+    sparse_kv_indptr: torch.Tensor,
+    token_to_seq_idxs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 1024,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(expected, mask)`` over the flat workspace; ``mask`` marks the regions."""
+    num_tokens = sparse_kv_indptr.numel() - 1
+    num_requests = kv_indptr.numel() - 1
+    k = NUM_TOPK_TOKENS
+    num_out = out.numel() if out is not None else num_tokens * k
+    req = token_to_seq_idxs[:num_tokens].to(torch.int64)
+    known = (req >= 0) & (req < num_requests)
+    req = req.clamp(0, max(num_requests - 1, 0))
+    if num_requests > 0:
+        kv_start = kv_indptr[req]
+        ctx = torch.where(known, kv_indptr[req + 1] - kv_start, 0)
+    else:
+        kv_start = torch.zeros_like(req)
+        ctx = torch.zeros_like(req)
+    region_start = sparse_kv_indptr[:num_tokens]
+    region_len = sparse_kv_indptr[1 : num_tokens + 1] - region_start
+    positions = topk_indices[:num_tokens, :k]
+    return scatter_regions(
+        kv_indices, kv_start, ctx, positions, region_start, region_len, num_out, fill
+    )
+
+
+def mtp_reference_impl(
+    sparse_kv_indptr: torch.Tensor,
+    token_to_seq_idxs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    NUM_TOPK_TOKENS: int = 2048,
+    BLOCK_N: int = 1024,
+    out: torch.Tensor | None = None,
+    fill: int = 0,
+) -> torch.Tensor:
+    """The reference run as an implementation (a sanity row that must always pass)."""
+    expected, mask = mtp_reference(
+        sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr,
+        NUM_TOPK_TOKENS, BLOCK_N, out, fill,
+    )
+    return apply_reference(out, expected, mask)
+
+
+def mtp_violations(tensors: dict[str, torch.Tensor], k: int) -> list[str]:
+    """Every way ``tensors`` break the MTP contract, as short phrases (empty: well-formed)."""
+    from refimpl.checks import check_indptr, check_regions_fit, check_rows, check_slots
+
+    sparse, seq = tensors["sparse_kv_indptr"], tensors["token_to_seq_idxs"]
+    kv = tensors["kv_indptr"]
+    num_tokens, num_requests = sparse.numel() - 1, kv.numel() - 1
+    problems = check_indptr("kv_indptr", kv) + check_indptr("sparse_kv_indptr", sparse)
+    if seq.numel() < num_tokens:
+        problems.append(
+            f"token_to_seq_idxs has {seq.numel()} entries, expected at least {num_tokens}"
+        )
+    elif num_tokens > 0:
+        seq = seq[:num_tokens].cpu()
+        if int(seq.min()) < 0 or int(seq.max()) >= num_requests:
+            problems.append(f"token_to_seq_idxs holds a request outside 0..{num_requests - 1}")
+    problems += check_slots(tensors["kv_indices"], kv)
+    problems += check_rows("topk_indices", tensors["topk_indices"], num_tokens, k)
+    if not problems:
+        lengths = causal_lengths(kv.cpu(), seq.cpu().long() if num_tokens else seq[:0].long(), k)
+        problems += check_regions_fit("sparse_kv_indptr", sparse, lengths, num_tokens * k)
+    return problems
+
+
+def causal_lengths(kv_indptr: torch.Tensor, seq: torch.Tensor, k: int) -> torch.Tensor:
+    """L_t = clamp(ctx_r - q_r + j + 1, 0, K) for token t, the j-th of the q_r of request r."""
+    ctx = kv_indptr[1:] - kv_indptr[:-1]
+    num_requests = ctx.numel()
+    q = torch.bincount(seq, minlength=num_requests)
+    one_hot = torch.nn.functional.one_hot(seq, num_requests) if seq.numel() else seq[:, None]
+    j = (one_hot.cumsum(0) * one_hot).sum(1) - 1 if seq.numel() else seq
+    return (ctx[seq] - q[seq] + j + 1).clamp(0, k)
