@@ -1,0 +1,3 @@
+from diffcheck.cli import main
+
+main()

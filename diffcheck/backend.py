@@ -1,0 +1,64 @@
+"""Choosing the device, and the Triton interpreter set-up for machines without a GPU.
+
+``TRITON_INTERPRET`` is read when ``@triton.jit`` decorates a kernel, so it must be set before
+any kernel module is imported; implementations are therefore loaded only after ``prepare``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from diffcheck.errors import DeviceError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve(name: str) -> torch.device:
+    """``auto`` picks CUDA (or ROCm through torch.cuda) when present, else the CPU."""
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device '{name}'; known: {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda but torch sees no CUDA/ROCm device; use --device cpu "
+                          "to run kernels through the Triton interpreter")
+    return torch.device(name)
+
+
+def interpreted(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def prepare(device: torch.device) -> None:
+    """Make Triton kernels runnable on ``device``; call before loading any implementation."""
+    if not interpreted(device):
+        return
+    os.environ["TRITON_INTERPRET"] = "1"
+    import numpy
+
+    major, minor = (int(x) for x in numpy.__version__.split(".")[:2])
+    if (major, minor) >= (2, 3):
+        raise DeviceError(f"numpy {numpy.__version__} breaks the Triton 3.6 interpreter; "
+                          "install 'numpy<2.3' (see constraints-cpu.txt)")
+    loaded = [m for m in ("kernels.decode", "kernels.mtp") if m in sys.modules]
+    for name in loaded:
+        kernel = next((v for k, v in vars(sys.modules[name]).items() if k.startswith("_")
+                       and k.endswith("_kernel")), None)
+        if kernel is not None and type(kernel).__name__ != "InterpretedFunction":
+            raise DeviceError(f"{name} was imported before TRITON_INTERPRET=1 was set; run the "
+                              "CPU check in a fresh process or set TRITON_INTERPRET=1 first")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe(device: torch.device) -> str:
+    """The device column of the report."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return "cpu:triton-interpreter"

@@ -1,0 +1,82 @@
+"""Staging a case on the device: every tensor a view into a larger allocation.
+
+Each buffer sits between two margins filled with MARGIN_VALUE, and the output workspace is
+poisoned with POISON before a call, so unwritten region elements, writes outside the regions
+and writes past the workspace are all visible afterwards. The margin of a buffer is at least
+one full row of the widest top-k buffer, so off-by-a-row and off-by-a-tile reads stay inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+#: what the output workspace holds before a call (never a slot, never a fill value)
+POISON = -0x2A2A2A2B
+#: what the margins around every buffer hold (no real slot reaches 2^30)
+MARGIN_VALUE = 0x5EADBEEF
+MIN_MARGIN = 1024
+
+
+@dataclass
+class Buffer:
+    """One allocation: ``margin`` elements, the tensor's own span, ``margin`` elements."""
+
+    name: str
+    alloc: torch.Tensor
+    margin: int
+    span: int
+    view: torch.Tensor
+
+    def before(self) -> torch.Tensor:
+        return self.alloc[: self.margin]
+
+    def after(self) -> torch.Tensor:
+        return self.alloc[self.margin + self.span :]
+
+
+@dataclass
+class Staged:
+    """The views handed to an implementation, and the allocations that hold them."""
+
+    buffers: dict[str, Buffer]
+    out: Buffer
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: buf.view for name, buf in self.buffers.items()}
+
+    def poison_out(self) -> None:
+        self.out.view.fill_(POISON)
+
+
+def margin_for(tensors: dict[str, torch.Tensor]) -> int:
+    widest = max((t.shape[-1] for t in tensors.values() if t.dim() == 2), default=0)
+    return max(MIN_MARGIN, widest)
+
+
+def place(name: str, source: torch.Tensor, margin: int, device: torch.device) -> Buffer:
+    """Copy ``source`` (whole, contiguous) into the middle of a margin-padded allocation."""
+    span = source.numel()
+    alloc = torch.full((margin + span + margin,), MARGIN_VALUE, dtype=torch.int32, device=device)
+    view = alloc[margin : margin + span].view(source.shape)
+    view.copy_(source)
+    return Buffer(name, alloc, margin, span, view)
+
+
+def stage(
+    inputs: dict[str, torch.Tensor],
+    columns: dict[str, int],
+    out_size: int,
+    device: torch.device,
+) -> Staged:
+    """Stage whole input buffers, apply strided column views, add a poisoned workspace."""
+    margin = margin_for(inputs)
+    buffers = {}
+    for name, tensor in inputs.items():
+        buf = place(name, tensor.contiguous(), margin, device)
+        if name in columns:
+            buf.view = buf.view[:, : columns[name]]
+        buffers[name] = buf
+    out = place("out", torch.full((out_size,), POISON, dtype=torch.int32), margin, device)
+    return Staged(buffers, out)

@@ -1,0 +1,169 @@
+"""A case: the buffers one kernel call sees, plus what it should have been (malformed cases).
+
+Stored as ``.npz`` (``allow_pickle=False``): arrays ``inputs/<name>`` and ``intended/<name>``
+and a JSON ``meta`` entry. Loading validates names, dtypes, shapes and the contract, and every
+problem is reported as one line that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffcheck.errors import CaseFileError
+from diffcheck.paths import PATHS, PathSpec, get_path
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Case:
+    """Named int32 input tensors for one path, with the contract scalars and provenance."""
+
+    path: str
+    name: str
+    k: int
+    fill: int
+    seed: int
+    description: str
+    #: the buffers as allocated (for a strided view: the whole wider buffer)
+    inputs: dict[str, torch.Tensor]
+    #: strided views: tensor name -> number of leading columns the kernel is given
+    columns: dict[str, int] = field(default_factory=dict)
+    #: malformed cases only: the fresh metadata the output is judged against
+    intended: dict[str, torch.Tensor] | None = None
+    suite: str = ""
+    #: where a stored case came from (a file path), for the reproduce command
+    source: str = ""
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.suite}/{self.name}" if self.suite else self.name
+
+    @property
+    def well_formed(self) -> bool:
+        return self.intended is None
+
+    def views(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Apply the strided column views to a set of whole buffers."""
+        return {n: t[:, : self.columns[n]] if n in self.columns else t for n, t in tensors.items()}
+
+    def kernel_inputs(self) -> dict[str, torch.Tensor]:
+        return self.views(self.inputs)
+
+    def intended_inputs(self) -> dict[str, torch.Tensor]:
+        return self.views(self.intended if self.intended is not None else self.inputs)
+
+
+def schema_problems(case: Case, spec: PathSpec) -> list[str]:
+    """Names, dtypes and dimensions of every tensor set of a case."""
+    problems = []
+    sets = {"inputs": case.inputs}
+    if case.intended is not None:
+        sets["intended"] = case.intended
+    for label, tensors in sets.items():
+        missing = [n for n in spec.tensors if n not in tensors]
+        extra = [n for n in tensors if n not in spec.tensors]
+        if missing:
+            problems.append(f"{label} lack {', '.join(missing)} (a {spec.name} case needs "
+                            f"{', '.join(spec.tensors)})")
+        if extra:
+            problems.append(f"{label} hold unknown tensors {', '.join(extra)}")
+        for name in spec.tensors:
+            t = tensors.get(name)
+            if t is None:
+                continue
+            where = name if label == "inputs" else f"intended {name}"
+            if t.dtype != torch.int32:
+                problems.append(f"{where} is {str(t.dtype).replace('torch.', '')}, expected int32 "
+                                f"(save with .to(torch.int32))")
+            if t.dim() != spec.ndim(name):
+                problems.append(f"{where} has {t.dim()} dimensions, expected {spec.ndim(name)}")
+    for name, cols in case.columns.items():
+        if name not in spec.matrices:
+            problems.append(f"columns names {name}, which is not a 2-D tensor of {spec.name}")
+        elif name in case.inputs and not 0 < cols <= case.inputs[name].shape[-1]:
+            problems.append(f"columns[{name}] = {cols} does not fit its buffer "
+                            f"of width {case.inputs[name].shape[-1]}")
+    if case.k <= 0:
+        problems.append(f"K is {case.k}, expected a positive number of top-k columns")
+    return problems
+
+
+def case_problems(case: Case) -> list[str]:
+    """Everything wrong with a case: schema first, then the intended batch's contract."""
+    spec = get_path(case.path)
+    problems = schema_problems(case, spec)
+    if problems:
+        return problems
+    label = "intended batch" if case.intended is not None else "batch"
+    return [f"{label}: {p}" for p in spec.violations_of(case.intended_inputs(), case.k)]
+
+
+def save_case(case: Case, path: str | Path) -> Path:
+    """Write ``case`` as an ``.npz`` file that loads without pickle."""
+    path = Path(path)
+    arrays = {f"inputs/{n}": t.detach().cpu().contiguous().numpy() for n, t in case.inputs.items()}
+    if case.intended is not None:
+        arrays.update({f"intended/{n}": t.detach().cpu().contiguous().numpy()
+                       for n, t in case.intended.items()})
+    meta = {
+        "format": FORMAT_VERSION, "path": case.path, "name": case.name, "suite": case.suite,
+        "k": case.k, "fill": case.fill, "seed": case.seed, "description": case.description,
+        "columns": case.columns,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_case(path: str | Path) -> Case:
+    """Read and validate a case file; raises CaseFileError with one actionable line."""
+    path = Path(path)
+
+    def fail(why: str) -> CaseFileError:
+        return CaseFileError(f"case file {path}: {why}")
+
+    if not path.is_file():
+        raise fail("no such file (write one with `diffcheck export` or diffcheck.case.save_case)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise fail(f"not a readable .npz archive ({type(e).__name__}: {e})") from None
+    if "meta" not in arrays:
+        raise fail("no 'meta' entry (not written by diffcheck; re-save it with save_case)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        spec_name, k, fill = meta["path"], int(meta["k"]), int(meta["fill"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise fail(f"'meta' is not valid case metadata ({type(e).__name__}: {e})") from None
+    if spec_name not in PATHS:
+        raise fail(f"unknown path '{spec_name}'; known: {', '.join(PATHS)}")
+    inputs, intended = {}, {}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in ("inputs", "intended") or not name:
+            raise fail(f"unexpected entry '{key}' (expected inputs/<name> or intended/<name>)")
+        if value.dtype.kind not in "iub":
+            raise fail(f"{name} holds {value.dtype} data, expected int32")
+        (inputs if group == "inputs" else intended)[name] = torch.from_numpy(np.array(value))
+    case = Case(
+        path=spec_name, name=str(meta.get("name") or path.stem), k=k, fill=fill,
+        seed=int(meta.get("seed", 0)), description=str(meta.get("description", "")),
+        inputs=inputs, columns={str(n): int(c) for n, c in dict(meta.get("columns", {})).items()},
+        intended=intended or None, suite=str(meta.get("suite", "")), source=str(path),
+    )
+    problems = case_problems(case)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise fail(problems[0] + more)
+    return case
+

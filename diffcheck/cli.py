@@ -1,0 +1,209 @@
+"""The ``diffcheck`` command line: parse, call the library, map errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diffcheck.errors import DiffcheckError, ExitCode, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Differential verification of sparse-attention index kernels against a pure-torch "
+    "reference: exact outputs, no writes outside the regions, on CPU (Triton interpreter) or GPU.",
+)
+
+
+def _err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def exit_codes(command: Callable) -> Callable:
+    """Map diffcheck's exceptions to exit codes in one place, for every command."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DiffcheckError as e:
+            _err(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Exception as e:  # a bug in diffcheck itself
+            _err(f"internal error: {type(e).__name__}: {e} (set DIFFCHECK_DEBUG=1 for a traceback)")
+            if os.environ.get("DIFFCHECK_DEBUG"):
+                traceback.print_exc()
+            raise typer.Exit(ExitCode.INTERNAL) from None
+
+    return wrapper
+
+
+def _progress(total: int, enabled: bool):
+    """A progress bar on stderr for long runs; silent when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not enabled or not console.is_terminal,
+    )
+
+
+@app.command()
+@exit_codes
+def compare(
+    path: Annotated[str, typer.Option(help="Kernel path: decode, mtp or all.")] = "all",
+    impl: Annotated[
+        list[str] | None,
+        typer.Option(help="Implementation to check (repeatable); default: the ones "
+                     "registered as safe. See `diffcheck list`."),
+    ] = None,
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(help="Named suite (repeatable); default smoke unless --cases is given."),
+    ] = None,
+    cases: Annotated[
+        list[Path] | None, typer.Option(help="Stored case file .npz (repeatable).")
+    ] = None,
+    case: Annotated[
+        list[str] | None,
+        typer.Option(help="Only cases whose id (suite/name) or name matches this glob "
+                     "(repeatable)."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="Execution mode: eager.")] = "eager",
+    invalid_fill: Annotated[
+        int | None,
+        typer.Option(help="Value for invalid entries: 0 (ATOM, default) or -1 (vLLM/SGLang). "
+                     "Overrides the fill stored in --cases files."),
+    ] = None,
+    report: Annotated[
+        Path, typer.Option(help="CSV report, one row per case x implementation x mode.")
+    ] = Path("diffcheck-report.csv"),
+    seed: Annotated[int, typer.Option(help="Seed of the generated suites.")] = 0,
+    max_cases: Annotated[int | None, typer.Option(help="Run at most this many cases.")] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu (Triton interpreter) or cuda.")
+    ] = "auto",
+    fail_on: Annotated[
+        str,
+        typer.Option(help="Comma-separated statuses that fail the run (exit 1).",
+                     show_default="mismatch and everything more severe"),
+    ] = "",
+    quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
+) -> None:
+    """Run cases x implementations, compare every output element with the reference.
+
+    Exit codes: 0 all passed, 1 some row failed, 2 interrupted, 3 internal error,
+    4 usage or input error, 5 nothing selected.
+    """
+    from diffcheck import backend, modes
+    from diffcheck.report import ReportWriter, summarize
+    from diffcheck.runner import Interrupted, RunSettings, run_all
+    from diffcheck.selection import select
+    from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
+
+    try:
+        failing = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
+    except ValueError as e:
+        raise UsageError(f"--fail-on: {e}") from None
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    chosen = select(
+        path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
+        modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
+    )
+    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill)
+    for implementation in chosen.impls:  # an import failure is a usage error, before any row
+        settings.implementation(implementation)
+    jobs = chosen.jobs()
+    writer = ReportWriter(report)
+    started = time.perf_counter()
+    typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
+               f"{len(chosen.modes)} modes = {len(jobs)} rows on {backend.describe(dev)}",
+               err=True)
+    with _progress(len(jobs), enabled=True) as bar:
+        task = bar.add_task("comparing", total=len(jobs))
+
+        def on_row(row) -> None:
+            writer.write(row)
+            bar.advance(task)
+
+        try:
+            rows = run_all(jobs, settings, on_row)
+        except Interrupted as stop:
+            _err(f"interrupted after {len(stop.rows)} of {len(jobs)} rows; report: {report}")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+    if not quiet:
+        typer.echo(summarize(rows, failing))
+    typer.echo(f"report: {report} ({len(rows)} rows, {time.perf_counter() - started:.1f} s)",
+               err=True)
+    if any(Status(r.status) in failing for r in rows):
+        raise typer.Exit(ExitCode.FAILURES)
+
+
+@app.command("list")
+@exit_codes
+def list_(
+    what: Annotated[
+        str, typer.Argument(help="suites, cases or implementations (default: all three).")
+    ] = "all",
+    seed: Annotated[int, typer.Option(help="Seed the listed cases are generated with.")] = 0,
+) -> None:
+    """Show the named suites, their cases, and the registered implementations."""
+    from diffcheck.impls import BUILTIN
+    from diffcheck.paths import PATHS
+
+    if what not in ("all", "suites", "cases", "implementations"):
+        raise UsageError(f"unknown listing '{what}'; known: suites, cases, implementations")
+    if what in ("all", "suites", "cases"):
+        for spec in PATHS.values():
+            for name, builder in spec.suites().items():
+                typer.echo(f"suite {name:<8} {spec.name:<7} {len(builder.names)} cases")
+                if what == "cases":
+                    for c in builder(seed, 0):
+                        typer.echo(f"  {c.case_id:<32} K={c.k:<5} {c.description}")
+    if what in ("all", "implementations"):
+        for implementation in BUILTIN.values():
+            safety = "safe" if implementation.safe else "UNSAFE"
+            typer.echo(f"impl  {implementation.name:<18} {safety:<6} {implementation.summary}")
+
+
+@app.command()
+@exit_codes
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the .npz case files into.")],
+    suite: Annotated[str, typer.Option(help="Suite to export.")] = "edge",
+    path: Annotated[str, typer.Option(help="decode, mtp or all.")] = "all",
+    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 0,
+    invalid_fill: Annotated[int, typer.Option(help="Fill value stored in the cases.")] = 0,
+) -> None:
+    """Write a suite's cases as .npz files, to edit, share or replay with --cases."""
+    from diffcheck.case import save_case
+    from diffcheck.paths import select_paths
+    from diffcheck.selection import build_suites
+
+    paths = [spec.name for spec in select_paths(path)]
+    for c in build_suites(paths, [suite], seed, invalid_fill):
+        written = save_case(c, out_dir / f"{c.suite}-{c.name}.npz")
+        typer.echo(str(written))
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,126 @@
+"""Exact comparison of a staged output against the reference: findings as data.
+
+Nothing here renders text for people except ``describe``; the report and the console take the
+numbers and locations from the findings.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import torch
+
+from diffcheck.buffers import MARGIN_VALUE, POISON, Buffer, Staged
+from diffcheck.status import Status
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One kind of difference in one buffer: how many elements, and the first of them."""
+
+    kind: Status
+    buffer: str
+    count: int
+    #: flat element index in the buffer (negative or >= its size for out-of-bounds elements)
+    index: int
+    location: str
+    expected: int | None = None
+    actual: int | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    checked: int
+    findings: tuple[Finding, ...]
+
+    def of(self, kind: Status) -> Finding | None:
+        return next((f for f in self.findings if f.kind == kind), None)
+
+
+class RegionLocator:
+    """Turns a flat output index into "request 3, column 2047" using the intended regions."""
+
+    def __init__(self, region_indptr: torch.Tensor, row_label: str) -> None:
+        bounds = region_indptr.cpu().tolist()
+        self.starts, self.ends, self.label = bounds[:-1], bounds[1:], row_label
+
+    def __call__(self, index: int) -> str:
+        row = bisect.bisect_right(self.starts, index) - 1
+        if 0 <= row < len(self.starts) and index < self.ends[row]:
+            return f"{self.label} {row}, column {index - self.starts[row]}"
+        return f"element {index}, outside every region"
+
+
+def out_of_bounds_label(buffer: str, offset: int, size: int) -> str:
+    """``kv_indices[-1]`` is one element before the start; ``out[+1]`` the first past the end."""
+    if offset < 0:
+        return f"{buffer}[{offset}] ({-offset * 4} bytes before its start)"
+    past = offset - size + 1
+    return f"{buffer}[+{past}] (element {past} past its end)"
+
+
+def _first(mask: torch.Tensor) -> tuple[int, int]:
+    hits = torch.nonzero(mask.reshape(-1))
+    return hits.numel(), (int(hits[0]) if hits.numel() else -1)
+
+
+def margin_writes(buf: Buffer) -> Finding | None:
+    """Writes into the margins of one allocation: out-of-bounds writes."""
+    before = buf.before() != MARGIN_VALUE
+    after = buf.after() != MARGIN_VALUE
+    n_before, first_before = _first(before)
+    n_after, first_after = _first(after)
+    if not n_before + n_after:
+        return None
+    if n_before:
+        offset = first_before - buf.margin
+        actual = int(buf.before()[first_before])
+    else:
+        offset = buf.span + first_after
+        actual = int(buf.after()[first_after])
+    return Finding(Status.OOB_WRITE, buf.name, n_before + n_after, offset,
+                   out_of_bounds_label(buf.name, offset, buf.span), MARGIN_VALUE, actual)
+
+
+def compare_output(
+    staged: Staged,
+    expected: torch.Tensor,
+    mask: torch.Tensor,
+    locate: RegionLocator,
+    well_formed: bool,
+) -> Comparison:
+    """Compare every region element exactly; anything changed outside the regions is found."""
+    out = staged.out.view.reshape(-1)
+    findings = []
+    differs = (out != expected) & mask
+    count, first = _first(differs)
+    if count:
+        kind = Status.MISMATCH if well_formed else Status.STALE_SENSITIVE
+        findings.append(Finding(kind, "out", count, first, locate(first),
+                                int(expected[first]), int(out[first])))
+    stray = (out != POISON) & ~mask
+    count, first = _first(stray)
+    if count:
+        findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
+                                POISON, int(out[first])))
+    for buf in (staged.out, *staged.buffers.values()):
+        finding = margin_writes(buf)
+        if finding is not None:
+            findings.append(finding)
+    return Comparison(int(mask.sum()), tuple(findings))
+
+
+def describe(finding: Finding, checked: int) -> str:
+    """One line for a person, in the style of torch.testing.assert_close."""
+    if finding.kind in (Status.MISMATCH, Status.STALE_SENSITIVE):
+        share = f" ({100 * finding.count / checked:.1f}%)" if checked else ""
+        return (f"Mismatched elements: {finding.count} / {checked}{share}, first at "
+                f"{finding.location}: expected {finding.expected}, got {finding.actual}")
+    if finding.kind == Status.STRAY_WRITE:
+        return (f"Stray writes: {finding.count} elements of out outside every region, first at "
+                f"{finding.location} (now {finding.actual})")
+    if finding.kind == Status.OOB_WRITE:
+        return (f"Out-of-bounds write: {finding.location}, {finding.count} elements "
+                f"(now {finding.actual})")
+    return f"{finding.kind}: {finding.location}"

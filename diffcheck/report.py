@@ -1,0 +1,100 @@
+"""The CSV report (one row per case x implementation x mode) and the console summary.
+
+This is the only module that imports pandas. Rows are appended to the CSV as they finish, so
+an interrupted or crashed run keeps every row it completed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from diffcheck.status import ORDER, Status
+
+
+@dataclass
+class ReportRow:
+    """Field order is the CSV column order; README.md documents every column."""
+
+    run_id: str
+    path: str
+    implementation: str
+    impl_safe: bool
+    mode: str
+    device: str
+    suite: str
+    case_id: str
+    seed: int
+    fill: int
+    rows: int
+    tokens: int
+    k: int
+    well_formed: bool
+    status: str
+    elements_checked: int
+    mismatches: int
+    first_mismatch: str
+    first_expected: int | None
+    first_actual: int | None
+    stray_writes: int
+    first_stray: str
+    oob_writes: int
+    first_oob_write: str
+    error: str
+    elapsed_ms: float
+    detail: str
+    reproduce: str
+
+
+COLUMNS = [f.name for f in fields(ReportRow)]
+_NULLABLE_INT = ("first_expected", "first_actual")
+
+
+def frame(rows: list[ReportRow]) -> pd.DataFrame:
+    df = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+    for name in _NULLABLE_INT:
+        df[name] = df[name].astype("Int64")
+    return df
+
+
+class ReportWriter:
+    """Appends each finished row to the CSV at once (header written with the first row)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame([]).to_csv(self.path, index=False)
+        self.count = 0
+
+    def write(self, row: ReportRow) -> None:
+        frame([row]).to_csv(self.path, mode="a", header=False, index=False)
+        self.count += 1
+
+
+def read_report(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def summarize(rows: list[ReportRow], fail_on: frozenset[Status], worst: int = 10) -> str:
+    """Counts by path x implementation x mode x status, then the worst rows with their detail."""
+    if not rows:
+        return "no rows"
+    df = frame(rows)
+    present = [s.value for s in ORDER if s.value in set(df["status"])]
+    table = pd.crosstab([df["path"], df["implementation"], df["mode"]], df["status"])
+    table = table[present]
+    lines = [table.to_string(), ""]
+    failing = [r for r in rows if Status(r.status) in fail_on]
+    failing.sort(key=lambda r: -Status(r.status).severity)
+    for row in failing[:worst]:
+        lines.append(f"{row.case_id} [{row.mode}] {row.implementation}: {row.status}")
+        if row.detail:
+            lines.append(f"  {row.detail}")
+        lines.append(f"  reproduce: {row.reproduce}")
+    if len(failing) > worst:
+        lines.append(f"... and {len(failing) - worst} more failing rows (see the CSV report)")
+    passed = sum(r.status == Status.PASS for r in rows)
+    lines.append(f"{len(rows)} rows: {passed} passed, {len(failing)} failed")
+    return "\n".join(lines)
