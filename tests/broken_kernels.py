@@ -1,0 +1,124 @@
+"""Deliberately broken kernels: each one is a bug diffcheck claims to catch.
+
+test_broken_kernels.py ties every public function here to the status it must get. They share
+one Triton kernel whose BUG constexpr selects the mistake, so each differs from the correct
+pid-row kernel in exactly one place.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+CORRECT, LEN_PLUS_ONE, WRONG_FILL, SKIP_LAST_TILE, WRITE_BEFORE_OUT, TOKEN_AS_REQUEST = range(6)
+
+
+@triton.jit
+def _buggy_row_kernel(
+    req_of_row_ptr,  # int32 [rows] or unused: request of each output row (MTP layout)
+    kv_indptr_ptr,  # int32 [R+1]
+    region_indptr_ptr,  # int32 [rows+1]: output regions
+    kv_indices_ptr,  # int32 [N]
+    topk_ptr,  # int32 [rows, K] (strided)
+    out_ptr,  # int32 flat workspace
+    stride0,
+    stride1,
+    fill,
+    NUM_TOPK_TOKENS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BUG: tl.constexpr,
+    USE_REQ_MAP: tl.constexpr,
+):
+    row = tl.program_id(0)
+    req = row
+    if USE_REQ_MAP and BUG != TOKEN_AS_REQUEST:
+        req = tl.load(req_of_row_ptr + row)
+    kv_start = tl.load(kv_indptr_ptr + req)
+    ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
+    out_start = tl.load(region_indptr_ptr + row)
+    length = tl.load(region_indptr_ptr + row + 1) - out_start
+    if BUG == LEN_PLUS_ONE:
+        length = length + 1
+    tiles_end = NUM_TOPK_TOKENS
+    if BUG == SKIP_LAST_TILE:
+        tiles_end = NUM_TOPK_TOKENS - BLOCK_N
+    for col0 in range(0, tiles_end, BLOCK_N):
+        cols = col0 + tl.arange(0, BLOCK_N)
+        in_region = cols < length
+        pos = tl.load(topk_ptr + row * stride0 + cols * stride1, mask=in_region, other=-1)
+        valid = in_region & (pos >= 0) & (pos < ctx)
+        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
+        if BUG == WRONG_FILL:
+            value = tl.where(valid, slot, -1)
+        else:
+            value = tl.where(valid, slot, fill)
+        dst = out_start + cols
+        if BUG == WRITE_BEFORE_OUT:
+            dst = dst - 1
+        tl.store(out_ptr + dst, value, mask=in_region)
+
+
+def _decode(bug, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, block_n, out, fill):
+    rows = kv_indptr.shape[0] - 1
+    out = torch.empty(rows * k, dtype=torch.int32) if out is None else out
+    _buggy_row_kernel[(rows,)](
+        kv_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+        token_indices.stride(0), token_indices.stride(1), fill,
+        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug, USE_REQ_MAP=False,
+    )
+    return out
+
+
+def decode_len_plus_one(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                        BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Writes one element past the end of every region."""
+    return _decode(LEN_PLUS_ONE, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_wrong_fill(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                      BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Writes -1 for invalid entries whatever the contract's fill."""
+    return _decode(WRONG_FILL, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_skips_last_tile(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                           BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Its tile loop stops one tile short of K."""
+    return _decode(SKIP_LAST_TILE, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_writes_before_out(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Off by one backwards: request 0 writes out[-1]."""
+    return _decode(WRITE_BEFORE_OUT, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_raises(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                  BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """A launcher that rejects a valid call."""
+    raise ValueError(f"unsupported NUM_TOPK_TOKENS={NUM_TOPK_TOKENS}")
+
+
+def decode_ignores_out(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                       BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Correct values, but in a tensor of its own instead of the out= workspace."""
+    return _decode(CORRECT, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, None, fill)
+
+
+def mtp_token_as_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
+                         kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
+    """The decode mistake on the MTP layout: token t taken as request t."""
+    rows = sparse_kv_indptr.shape[0] - 1
+    out = torch.empty(rows * NUM_TOPK_TOKENS, dtype=torch.int32) if out is None else out
+    # Clamp the token count so request t+1 exists: the bug is the wrong row, not a wild read.
+    rows = min(rows, kv_indptr.shape[0] - 1)
+    _buggy_row_kernel[(rows,)](
+        token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
+        topk_indices.stride(0), topk_indices.stride(1), fill,
+        NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, BUG=TOKEN_AS_REQUEST, USE_REQ_MAP=True,
+    )
+    return out

@@ -1,0 +1,36 @@
+"""Tests run on the CPU through the Triton interpreter; set it up before triton is imported."""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from diffcheck import backend  # noqa: E402
+from diffcheck.impls import Implementation  # noqa: E402
+from diffcheck.modes import Eager  # noqa: E402
+from diffcheck.runner import Job, RunSettings, run_all  # noqa: E402
+from diffcheck.selection import build_suites  # noqa: E402
+
+CPU = torch.device("cpu")
+backend.prepare(CPU)
+
+
+def suite_cases(path: str, *suites: str, fill: int = 0, seed: int = 0):
+    return build_suites([path], list(suites), seed, fill)
+
+
+def run_cases(impl: Implementation, cases, fill_override=None):
+    """Run ``impl`` eagerly over ``cases`` on the CPU; one ReportRow per case."""
+    settings = RunSettings(CPU, "test", 0, fill_override)
+    return run_all([Job(c, impl, Eager()) for c in cases if c.path == impl.path], settings)
+
+
+def make_impl(name: str, target: str, safe: bool = False, accepts_fill: bool = True):
+    return Implementation(name, target, safe, "test kernel", accepts_fill)
+
+
+@pytest.fixture
+def tmp_case_dir(tmp_path):
+    return tmp_path

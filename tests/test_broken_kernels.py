@@ -1,0 +1,57 @@
+"""Every deliberately broken kernel is caught, with the right status and location."""
+
+import inspect
+
+import broken_kernels
+import pytest
+from conftest import make_impl, run_cases, suite_cases
+
+from diffcheck.status import Status
+
+#: broken kernel -> (status it must get, text its first finding must contain)
+EXPECTED = {
+    "decode_len_plus_one": (Status.STRAY_WRITE, "outside every region"),
+    "decode_wrong_fill": (Status.MISMATCH, "expected 0, got -1"),
+    "decode_skips_last_tile": (Status.MISMATCH, "column 128"),
+    "decode_writes_before_out": (Status.OOB_WRITE, "out[-1] (4 bytes before its start)"),
+    "decode_raises": (Status.ERROR, "ValueError: unsupported NUM_TOPK_TOKENS=256"),
+    "decode_ignores_out": (Status.ERROR, "other than the out= workspace"),
+    "mtp_token_as_request": (Status.MISMATCH, "Mismatched elements"),
+}
+
+
+def worst_row(rows):
+    return max(rows, key=lambda r: Status(r.status).severity)
+
+
+@pytest.mark.parametrize("name, expected", EXPECTED.items())
+def test_broken_kernel_gets_its_status(name, expected):
+    status, text = expected
+    path = name.split("_")[0]
+    impl = make_impl(f"{path}:{name}", f"broken_kernels:{name}")
+    rows = run_cases(impl, suite_cases(path, "smoke", "edge"))
+    row = worst_row(rows)
+    assert row.status == status.value, (row.case_id, row.detail)
+    assert text in row.detail, row.detail
+
+
+def test_every_broken_kernel_is_asserted_on():
+    public = {n for n, f in vars(broken_kernels).items()
+              if inspect.isfunction(f) and f.__module__ == broken_kernels.__name__
+              and not n.startswith("_")}
+    assert public == set(EXPECTED)
+
+
+def test_wrong_fill_passes_when_the_contract_fill_is_its_own():
+    impl = make_impl("decode:wrong-fill", "broken_kernels:decode_wrong_fill")
+    rows = run_cases(impl, suite_cases("decode", "edge", fill=-1))
+    assert {r.status for r in rows} == {"pass"}
+
+
+def test_outside_implementation_is_judged_against_the_run_fill():
+    # A callable that cannot take fill= writes the ATOM fill (0); a vLLM-contract run wants -1.
+    impl = make_impl("decode:no-fill-kw", "refimpl.decode:decode_reference_impl",
+                     accepts_fill=False)
+    cases = [c for c in suite_cases("decode", "edge", fill=-1)
+             if "odd" in c.name and "duplicates" not in c.name]
+    assert {r.status for r in run_cases(impl, cases)} == {"mismatch"}
