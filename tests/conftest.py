@@ -8,13 +8,27 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from diffcheck import backend  # noqa: E402
+from diffcheck.errors import DiffcheckError  # noqa: E402
 from diffcheck.impls import Implementation  # noqa: E402
 from diffcheck.modes import Eager  # noqa: E402
 from diffcheck.runner import Job, RunSettings, run_all  # noqa: E402
 from diffcheck.selection import build_suites  # noqa: E402
 
 CPU = torch.device("cpu")
-backend.prepare(CPU)
+try:
+    backend.prepare(CPU)
+    INTERPRETER_PROBLEM = ""
+except DiffcheckError as e:  # e.g. a GPU image whose numpy is too new for the interpreter
+    INTERPRETER_PROBLEM = str(e)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a working interpreter only the `cuda` tests can run; skip the rest, saying why."""
+    if INTERPRETER_PROBLEM:
+        skip = pytest.mark.skip(reason=f"Triton interpreter unusable: {INTERPRETER_PROBLEM}")
+        for item in items:
+            if "cuda" not in item.keywords:
+                item.add_marker(skip)
 
 
 def suite_cases(path: str, *suites: str, fill: int = 0, seed: int = 0):

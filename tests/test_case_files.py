@@ -1,0 +1,133 @@
+"""Case files: round trip, and one clear line for every way a file can be wrong."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import suite_cases
+
+from diffcheck.case import Case, load_case, save_case
+from diffcheck.errors import CaseFileError
+
+
+@pytest.mark.parametrize("path", ["decode", "mtp"])
+def test_every_suite_case_round_trips(path, tmp_path):
+    for case in suite_cases(path, "smoke", "edge", fill=-1):
+        loaded = load_case(save_case(case, tmp_path / f"{case.name}.npz"))
+        assert (loaded.path, loaded.name, loaded.suite, loaded.k, loaded.fill, loaded.seed) == (
+            case.path, case.name, case.suite, case.k, case.fill, case.seed)
+        assert loaded.description == case.description and loaded.columns == case.columns
+        for name, tensor in case.kernel_inputs().items():
+            got = loaded.kernel_inputs()[name]
+            assert torch.equal(got, tensor) and got.stride() == tensor.stride()
+        assert loaded.well_formed
+
+
+def stale_qo_case():
+    """A malformed decode case: qo_indptr left prefill-shaped, as in the GLM-5.2 failure."""
+    fresh = suite_cases("decode", "smoke")[0]
+    inputs = dict(fresh.inputs)
+    rows = inputs["qo_indptr"].numel() - 1
+    inputs["qo_indptr"] = torch.tensor([0] + [rows + 3] * rows, dtype=torch.int32)
+    return Case("decode", "stale-qo", fresh.k, 0, 1, "stale qo_indptr", inputs,
+                dict(fresh.columns), intended=dict(fresh.inputs), suite="stale")
+
+
+def test_malformed_case_keeps_its_intended_batch(tmp_path):
+    case = stale_qo_case()
+    loaded = load_case(save_case(case, tmp_path / "stale.npz"))
+    assert not loaded.well_formed
+    assert torch.equal(loaded.inputs["qo_indptr"], case.inputs["qo_indptr"])
+    assert torch.equal(loaded.intended["qo_indptr"], case.intended["qo_indptr"])
+
+
+def write(tmp_path, **arrays):
+    target = tmp_path / "case.npz"
+    np.savez(target, **arrays)
+    return target
+
+
+def valid_arrays():
+    case = suite_cases("decode", "smoke")[0]
+    arrays = {f"inputs/{n}": t.numpy() for n, t in case.inputs.items()}
+    arrays["meta"] = np.array('{"path": "decode", "k": 256, "fill": 0, "name": "x"}')
+    return arrays
+
+
+def error_of(path) -> str:
+    with pytest.raises(CaseFileError) as info:
+        load_case(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"case file {path}: ")
+    return message
+
+
+def test_missing_file(tmp_path):
+    assert "no such file" in error_of(tmp_path / "nope.npz")
+
+
+def test_not_an_archive(tmp_path):
+    target = tmp_path / "junk.npz"
+    target.write_bytes(b"definitely not a zip archive")
+    assert "not a readable .npz archive" in error_of(target)
+
+
+def test_wrong_dtype_says_how_to_fix(tmp_path):
+    arrays = valid_arrays()
+    arrays["inputs/kv_indptr"] = arrays["inputs/kv_indptr"].astype(np.int64)
+    assert "kv_indptr is int64, expected int32 (save with .to(torch.int32))" in error_of(
+        write(tmp_path, **arrays))
+
+
+def test_missing_tensor(tmp_path):
+    arrays = valid_arrays()
+    del arrays["inputs/kv_indices"]
+    assert "inputs lack kv_indices" in error_of(write(tmp_path, **arrays))
+
+
+def test_wrong_shape(tmp_path):
+    arrays = valid_arrays()
+    arrays["inputs/token_indices"] = arrays["inputs/token_indices"].reshape(-1)
+    assert "token_indices has 1 dimensions, expected 2" in error_of(write(tmp_path, **arrays))
+
+
+def test_indptr_that_decreases(tmp_path):
+    arrays = valid_arrays()
+    bad = arrays["inputs/kv_indptr"].copy()
+    bad[3] = bad[2] - 1
+    arrays["inputs/kv_indptr"] = bad
+    assert "kv_indptr decreases at entry 3" in error_of(write(tmp_path, **arrays))
+
+
+def test_missing_or_broken_meta(tmp_path):
+    arrays = valid_arrays()
+    del arrays["meta"]
+    assert "no 'meta' entry" in error_of(write(tmp_path, **arrays))
+    arrays["meta"] = np.array("{not json")
+    assert "'meta' is not valid case metadata" in error_of(write(tmp_path, **arrays))
+    arrays["meta"] = np.array('{"path": "prefill", "k": 4, "fill": 0}')
+    assert "unknown path 'prefill'; known: decode, mtp" in error_of(write(tmp_path, **arrays))
+
+
+class Hostile:
+    """Unpickling this would create a marker file: loading a case must never unpickle."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_loading_never_unpickles(tmp_path):
+    Hostile.marker = tmp_path / "pwned"
+    arrays = valid_arrays()
+    hostile = np.empty(1, dtype=object)
+    hostile[0] = Hostile()
+    arrays["inputs/kv_indices"] = hostile
+    target = tmp_path / "hostile.npz"
+    np.savez(target, **arrays)  # np.save pickles object arrays by default
+    assert pickle.dumps(Hostile())  # the payload is real
+    message = error_of(target)
+    assert "not a readable .npz archive" in message
+    assert not Hostile.marker.exists()

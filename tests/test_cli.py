@@ -1,0 +1,164 @@
+"""The command line: exit codes, one-line errors, the CSV report and reproduce commands."""
+
+import shlex
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffcheck.cli import app
+from diffcheck.errors import ExitCode
+from diffcheck.report import COLUMNS
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_compare_with_defaults_passes_and_writes_the_report(tmp_path):
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--device", "cpu", "--report", report)
+    assert result.exit_code == ExitCode.OK, result.output
+    df = pd.read_csv(report)
+    assert list(df.columns) == COLUMNS
+    assert set(df["status"]) == {"pass"}
+    assert set(df["implementation"]) == {"decode:guarded", "decode:pid", "decode:reference",
+                                         "mtp:guarded", "mtp:reference"}
+    assert set(df["mode"]) == {"eager"} and set(df["suite"]) == {"smoke"}
+    assert "rows: " in result.output and "passed" in result.output
+
+
+def test_failure_exits_1_and_the_reproduce_command_reproduces_the_row(tmp_path):
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--path", "decode", "--suite", "edge", "--impl",
+                    "decode:unguarded", "--case", "*odd-minus-one", "--report", report)
+    assert result.exit_code == ExitCode.FAILURES, result.output
+    (row,) = pd.read_csv(report).to_dict("records")
+    assert row["status"] == "mismatch" and row["first_mismatch"] == "request 0, column 0"
+    again = tmp_path / "again.csv"
+    words = shlex.split(row["reproduce"])[1:] + ["--report", str(again)]
+    assert invoke(*words).exit_code == ExitCode.FAILURES
+    (same,) = pd.read_csv(again).to_dict("records")
+    for column in ("case_id", "status", "mismatches", "first_mismatch", "first_actual"):
+        assert same[column] == row[column]
+
+
+def test_fail_on_decides_what_fails(tmp_path):
+    args = ["compare", "--path", "decode", "--suite", "edge", "--impl", "decode:unguarded",
+            "--case", "*odd-minus-one", "--report", tmp_path / "r.csv"]
+    assert invoke(*args, "--fail-on", "stray_write,error").exit_code == ExitCode.OK
+    assert invoke(*args, "--fail-on", "mismatch").exit_code == ExitCode.FAILURES
+    assert "unknown status 'bogus'" in error_line(invoke(*args, "--fail-on", "bogus"))
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--impl", "decode:pdi"], "unknown implementation 'decode:pdi'; known: decode:guarded"),
+    (["--suite", "nightly"], "unknown suite 'nightly'; known: smoke, edge"),
+    (["--path", "prefill"], "unknown path 'prefill'; known: decode, mtp"),
+    (["--mode", "graph"], "--mode graph is not available in this version yet"),
+    (["--invalid-fill", "7"], "--invalid-fill must be 0 or -1, got 7"),
+    (["--path", "mtp", "--impl", "decode:pid"], "--impl decode:pid does not follow --path mtp"),
+    (["--max-cases", "0"], "--max-cases must be at least 1"),
+])
+def test_usage_errors_exit_4_with_one_line(args, text, tmp_path):
+    result = invoke("compare", "--report", tmp_path / "r.csv", *args)
+    assert result.exit_code == ExitCode.USAGE
+    assert text in error_line(result)
+
+
+def test_corrupt_case_file_exits_4(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"\x00" * 64)
+    result = invoke("compare", "--cases", bad, "--report", tmp_path / "r.csv")
+    assert result.exit_code == ExitCode.USAGE
+    assert f"case file {bad}: not a readable .npz archive" in error_line(result)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_exits_4(tmp_path):
+    result = invoke("compare", "--device", "cuda", "--report", tmp_path / "r.csv")
+    assert result.exit_code == ExitCode.USAGE
+    assert "torch sees no CUDA/ROCm device" in error_line(result)
+
+
+def test_nothing_selected_exits_5(tmp_path):
+    result = invoke("compare", "--case", "no-such-case", "--report", tmp_path / "r.csv")
+    assert result.exit_code == ExitCode.NO_ROWS
+    assert "nothing to run" in error_line(result)
+
+
+def test_exported_cases_replay_with_their_stored_fill(tmp_path):
+    out = tmp_path / "cases"
+    result = invoke("export", out, "--suite", "edge", "--path", "mtp", "--invalid-fill", "-1")
+    assert result.exit_code == 0, result.output
+    files = sorted(out.glob("*.npz"))
+    assert len(files) == 8
+    report = tmp_path / "r.csv"
+    args = ["compare", "--report", report, "--impl", "mtp:guarded"]
+    for f in files[:3]:
+        args += ["--cases", f]
+    assert invoke(*args).exit_code == ExitCode.OK
+    df = pd.read_csv(report)
+    assert len(df) == 3 and set(df["fill"]) == {-1} and set(df["suite"]) == {"edge"}
+    assert all("--cases" in cmd for cmd in df["reproduce"])
+
+
+def test_list_shows_suites_and_implementations():
+    result = invoke("list")
+    assert result.exit_code == 0
+    assert "suite smoke" in result.output and "suite edge" in result.output
+    assert "decode:unguarded   UNSAFE" in result.output
+    cases = invoke("list", "cases")
+    assert "edge/decode-ctx-k-plus-1" in cases.output
+
+
+def test_interrupt_keeps_finished_rows_and_exits_2(tmp_path, monkeypatch):
+    import diffcheck.runner as runner
+
+    real, calls = runner.run_job, []
+
+    def interrupted_on_third(job, settings):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(job, settings)
+
+    monkeypatch.setattr(runner, "run_job", interrupted_on_third)
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--report", report)
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert "interrupted after 2 of" in error_line(result)
+    assert len(pd.read_csv(report)) == 2
+
+
+def test_internal_error_exits_3_and_keeps_rows(tmp_path, monkeypatch):
+    import diffcheck.runner as runner
+
+    real, calls = runner.compare_output, []
+
+    def broken_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "compare_output", broken_on_second)
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--report", report)
+    assert result.exit_code == ExitCode.INTERNAL
+    assert "internal error: RuntimeError: boom" in error_line(result)
+    assert len(pd.read_csv(report)) == 1
+
+
+def test_help_documents_exit_codes():
+    result = invoke("compare", "--help")
+    assert result.exit_code == 0
+    assert "4 usage or input error" in result.output
