@@ -4,6 +4,10 @@ Each buffer sits between two margins filled with MARGIN_VALUE, and the output wo
 poisoned with POISON before a call, so unwritten region elements, writes outside the regions
 and writes past the workspace are all visible afterwards. The margin of a buffer is at least
 one full row of the widest top-k buffer, so off-by-a-row and off-by-a-tile reads stay inside it.
+
+Two fillings of the margins exist: ``constant`` (MARGIN_VALUE everywhere) and ``tags`` (each
+element names its buffer and offset, see diffcheck.tags). Running a case under both finds
+out-of-bounds reads whose values reach the output.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from diffcheck import tags
 
 #: what the output workspace holds before a call (never a slot, never a fill value)
 POISON = -0x2A2A2A2B
@@ -28,6 +34,9 @@ class Buffer:
     margin: int
     span: int
     view: torch.Tensor
+    filling: str = "constant"
+    #: the margins as staged (before, then after), to find writes into them
+    pristine: torch.Tensor | None = None
 
     def before(self) -> torch.Tensor:
         return self.alloc[: self.margin]
@@ -43,6 +52,13 @@ class Staged:
     buffers: dict[str, Buffer]
     out: Buffer
 
+    def all(self) -> list[Buffer]:
+        return [*self.buffers.values(), self.out]
+
+    def names(self) -> list[str]:
+        """Buffer names by tag id."""
+        return [buf.name for buf in self.all()]
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {name: buf.view for name, buf in self.buffers.items()}
 
@@ -55,13 +71,26 @@ def margin_for(tensors: dict[str, torch.Tensor]) -> int:
     return max(MIN_MARGIN, widest)
 
 
-def place(name: str, source: torch.Tensor, margin: int, device: torch.device) -> Buffer:
+FILLINGS = ("constant", "tags")
+
+
+def place(
+    name: str, source: torch.Tensor, margin: int, device: torch.device,
+    filling: str = "constant", buffer_id: int = 0,
+) -> Buffer:
     """Copy ``source`` (whole, contiguous) into the middle of a margin-padded allocation."""
     span = source.numel()
     alloc = torch.full((margin + span + margin,), MARGIN_VALUE, dtype=torch.int32, device=device)
+    if filling == "tags":
+        before = torch.arange(-margin, 0, device=device)
+        after = torch.arange(span, span + margin, device=device)
+        alloc[:margin] = tags.encode_range(buffer_id, before)
+        alloc[margin + span :] = tags.encode_range(buffer_id, after)
+    elif filling != "constant":
+        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
     view = alloc[margin : margin + span].view(source.shape)
     view.copy_(source)
-    return Buffer(name, alloc, margin, span, view)
+    return Buffer(name, alloc, margin, span, view, filling)
 
 
 def stage(
@@ -69,14 +98,23 @@ def stage(
     columns: dict[str, int],
     out_size: int,
     device: torch.device,
+    filling: str = "constant",
+    order: tuple[str, ...] = (),
 ) -> Staged:
-    """Stage whole input buffers, apply strided column views, add a poisoned workspace."""
+    """Stage whole input buffers, apply strided column views, add a poisoned workspace.
+
+    ``order`` fixes the buffer ids that tags carry (the path's tensor order); ``out`` comes last.
+    """
     margin = margin_for(inputs)
+    names = list(order) or list(inputs)
     buffers = {}
-    for name, tensor in inputs.items():
-        buf = place(name, tensor.contiguous(), margin, device)
+    for name in names:
+        buf = place(name, inputs[name].contiguous(), margin, device, filling, names.index(name))
         if name in columns:
             buf.view = buf.view[:, : columns[name]]
         buffers[name] = buf
-    out = place("out", torch.full((out_size,), POISON, dtype=torch.int32), margin, device)
+    out_source = torch.full((out_size,), POISON, dtype=torch.int32)
+    out = place("out", out_source, margin, device, filling, len(names))
+    for buf in (*buffers.values(), out):
+        buf.pristine = torch.cat([buf.before(), buf.after()]).clone()
     return Staged(buffers, out)

@@ -103,6 +103,16 @@ def compare(
         typer.Option(help="Comma-separated statuses that fail the run (exit 1).",
                      show_default="mismatch and everything more severe"),
     ] = "",
+    interpreter_check: Annotated[
+        bool,
+        typer.Option(help="On CPU, bounds-check every load and store of the Triton interpreter "
+                     "(an access outside every tensor is recorded and neutralised)."),
+    ] = True,
+    fillings: Annotated[
+        int,
+        typer.Option(help="Red-zone fillings per case: 2 runs each case with constant and "
+                     "with tagged margins to find out-of-bounds reads; 1 runs it once."),
+    ] = 2,
     quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
 ) -> None:
     """Run cases x implementations, compare every output element with the reference.
@@ -120,6 +130,8 @@ def compare(
         failing = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
     except ValueError as e:
         raise UsageError(f"--fail-on: {e}") from None
+    if fillings not in (1, 2):
+        raise UsageError(f"--fillings must be 1 or 2, got {fillings}")
     if invalid_fill not in (None, 0, -1):
         raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
     dev = backend.resolve(device)
@@ -128,7 +140,8 @@ def compare(
         path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
     )
-    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill)
+    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill,
+                           interpreter_check, fillings)
     for implementation in chosen.impls:  # an import failure is a usage error, before any row
         settings.implementation(implementation)
     jobs = chosen.jobs()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffcheck.buffers import MARGIN_VALUE, POISON, Buffer, Staged
+from diffcheck.buffers import POISON, Buffer, Staged
 from diffcheck.status import Status
 
 
@@ -27,6 +27,9 @@ class Finding:
     location: str
     expected: int | None = None
     actual: int | None = None
+    #: how an out-of-bounds access was found: interpreter, redzone-tag, redzone-diff,
+    #: redzone-write
+    found_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ def _first(mask: torch.Tensor) -> tuple[int, int]:
 
 def margin_writes(buf: Buffer) -> Finding | None:
     """Writes into the margins of one allocation: out-of-bounds writes."""
-    before = buf.before() != MARGIN_VALUE
-    after = buf.after() != MARGIN_VALUE
+    before = buf.before() != buf.pristine[: buf.margin]
+    after = buf.after() != buf.pristine[buf.margin :]
     n_before, first_before = _first(before)
     n_after, first_after = _first(after)
     if not n_before + n_after:
@@ -80,7 +83,8 @@ def margin_writes(buf: Buffer) -> Finding | None:
         offset = buf.span + first_after
         actual = int(buf.after()[first_after])
     return Finding(Status.OOB_WRITE, buf.name, n_before + n_after, offset,
-                   out_of_bounds_label(buf.name, offset, buf.span), MARGIN_VALUE, actual)
+                   out_of_bounds_label(buf.name, offset, buf.span), None, actual,
+                   found_by="redzone-write")
 
 
 def compare_output(
@@ -121,6 +125,10 @@ def describe(finding: Finding, checked: int) -> str:
         return (f"Stray writes: {finding.count} elements of out outside every region, first at "
                 f"{finding.location} (now {finding.actual})")
     if finding.kind == Status.OOB_WRITE:
-        return (f"Out-of-bounds write: {finding.location}, {finding.count} elements "
-                f"(now {finding.actual})")
+        now = f", now {finding.actual}" if finding.actual is not None else ""
+        return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
+                f"found by {finding.found_by}")
+    if finding.kind == Status.OOB_READ:
+        return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
+                f"found by {finding.found_by}")
     return f"{finding.kind}: {finding.location}"

@@ -42,6 +42,11 @@ class ReportRow:
     first_stray: str
     oob_writes: int
     first_oob_write: str
+    oob_write_found_by: str
+    oob_reads: int
+    first_oob_read: str
+    oob_read_found_by: str
+    fillings: int
     error: str
     elapsed_ms: float
     detail: str

@@ -6,6 +6,7 @@ so an exception anywhere else is a bug in diffcheck and propagates (exit 3).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 from collections.abc import Callable, Iterable
@@ -13,14 +14,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffcheck import backend
-from diffcheck.buffers import Staged, stage
+from diffcheck import backend, tags
+from diffcheck.buffers import FILLINGS, Staged, stage
 from diffcheck.case import Case
 from diffcheck.compare import Comparison, RegionLocator, compare_output, describe
 from diffcheck.impls import Implementation
 from diffcheck.modes import Mode
+from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow
+from diffcheck.sandbox import Sandbox
 from diffcheck.status import Status, worst
 
 
@@ -38,6 +41,10 @@ class RunSettings:
     run_seed: int
     #: --invalid-fill when given explicitly: overrides the fill stored in case files
     fill_override: int | None = None
+    #: bounds-check every interpreter load and store (CPU only)
+    interpreter_check: bool = True
+    #: red-zone fillings to run each case under (1: constant only; 2: constant and tags)
+    fillings: int = 2
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict
@@ -100,38 +107,76 @@ def reproduce(job: Job, settings: RunSettings, fill: int) -> str:
         words += ["--suite", case.suite, "--case", case.case_id, "--seed", str(settings.run_seed)]
     words += ["--impl", job.impl.name, "--mode", job.mode.name, "--invalid-fill", str(fill),
               "--device", settings.device.type]
+    if not settings.interpreter_check:
+        words.append("--no-interpreter-check")
+    if settings.fillings != 2:
+        words += ["--fillings", str(settings.fillings)]
     return shlex.join(words)
 
 
-def run_job(job: Job, settings: RunSettings) -> ReportRow:
+@dataclass
+class Execution:
+    """One run of a job under one red-zone filling."""
+
+    staged: Staged
+    accesses: list = field(default_factory=list)
+    error: str = ""
+    elapsed_ms: float = 0.0
+
+
+def execute(job: Job, settings: RunSettings, fill: int, filling: str, out_size: int) -> Execution:
+    """Stage the case under ``filling`` and run the mode once, sandboxed on the interpreter."""
     case, spec = job.case, get_path(job.case.path)
-    fill = fill_of(case, settings)
-    inputs = case.inputs
-    out_size = spec.workspace_size(case.intended_inputs(), case.k)
-    expected, mask = reference(case, fill, out_size, settings)
-    staged = stage(inputs, case.columns, out_size, settings.device)
-    error, comparison = "", Comparison(0, ())
+    staged = stage(case.inputs, case.columns, out_size, settings.device, filling, spec.tensors)
+    run = Execution(staged)
+    sandbox = None
+    if settings.interpreter_check and backend.interpreted(settings.device):
+        ids = {name: i for i, name in enumerate(staged.names())}
+        sandbox = Sandbox(extents(staged), tag=lambda name, off: tags.encode(ids[name], off))
     start = time.perf_counter()
     try:
         fn = settings.implementation(job.impl)
         staged.poison_out()
-        result = job.mode.execute(invoke_call(job, staged, fn, fill), settings.device)
+        with sandbox if sandbox is not None else contextlib.nullcontext():
+            result = job.mode.execute(invoke_call(job, staged, fn, fill), settings.device)
         if isinstance(result, torch.Tensor) and result.data_ptr() != staged.out.view.data_ptr():
             raise RuntimeError("returned a tensor other than the out= workspace it was given")
     except KeyboardInterrupt:
         raise
     except Exception as e:  # the implementation raised: a status, not a crash
-        error = one_line(e)
-    elapsed_ms = (time.perf_counter() - start) * 1e3
-    if not error:
+        run.error = one_line(e)
+    run.elapsed_ms = (time.perf_counter() - start) * 1e3
+    run.accesses = sandbox.accesses if sandbox is not None else []
+    return run
+
+
+def run_job(job: Job, settings: RunSettings) -> ReportRow:
+    case, spec = job.case, get_path(job.case.path)
+    fill = fill_of(case, settings)
+    out_size = spec.workspace_size(case.intended_inputs(), case.k)
+    expected, mask = reference(case, fill, out_size, settings)
+    runs = []
+    for filling in FILLINGS[: max(1, settings.fillings)]:
+        runs.append(execute(job, settings, fill, filling, out_size))
+        if runs[-1].error:
+            break
+    first = runs[0]
+    comparison = Comparison(0, ())
+    if not first.error:
         locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
-        comparison = compare_output(staged, expected, mask, locate, case.well_formed)
-    return make_row(job, settings, fill, comparison, error, elapsed_ms)
+        comparison = compare_output(first.staged, expected, mask, locate, case.well_formed)
+        extra = from_sandbox(first.accesses)
+        if len(runs) > 1 and not runs[1].error and not any(
+                f.kind == Status.OOB_READ for f in extra):
+            by_filling = from_fillings(first.staged, runs[1].staged, locate)
+            extra += [by_filling] if by_filling else []
+        comparison = Comparison(comparison.checked, comparison.findings + tuple(extra))
+    return make_row(job, settings, fill, comparison, first.error, first.elapsed_ms, len(runs))
 
 
 def make_row(
     job: Job, settings: RunSettings, fill: int, comparison: Comparison, error: str,
-    elapsed_ms: float,
+    elapsed_ms: float, fillings: int,
 ) -> ReportRow:
     case, spec = job.case, get_path(job.case.path)
     requests, tokens = spec.counts(case.intended_inputs())
@@ -139,6 +184,7 @@ def make_row(
     region = comparison.of(Status.MISMATCH) or comparison.of(Status.STALE_SENSITIVE)
     stray = comparison.of(Status.STRAY_WRITE)
     oob = comparison.of(Status.OOB_WRITE)
+    read = comparison.of(Status.OOB_READ)
     detail = " | ".join(describe(f, comparison.checked) for f in comparison.findings) or error
     return ReportRow(
         run_id=settings.run_id, path=case.path, implementation=job.impl.name,
@@ -153,7 +199,11 @@ def make_row(
         first_actual=region.actual if region else None,
         stray_writes=stray.count if stray else 0, first_stray=stray.location if stray else "",
         oob_writes=sum(f.count for f in comparison.findings if f.kind == Status.OOB_WRITE),
-        first_oob_write=oob.location if oob else "", error=error,
+        first_oob_write=oob.location if oob else "",
+        oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
+                                            if f.kind == Status.OOB_WRITE})),
+        oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
+        oob_read_found_by=read.found_by if read else "", fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), detail=detail, reproduce=reproduce(job, settings, fill),
     )
 

@@ -35,9 +35,10 @@ def suite_cases(path: str, *suites: str, fill: int = 0, seed: int = 0):
     return build_suites([path], list(suites), seed, fill)
 
 
-def run_cases(impl: Implementation, cases, fill_override=None):
+def run_cases(impl: Implementation, cases, fill_override=None, interpreter_check=True,
+              fillings=2):
     """Run ``impl`` eagerly over ``cases`` on the CPU; one ReportRow per case."""
-    settings = RunSettings(CPU, "test", 0, fill_override)
+    settings = RunSettings(CPU, "test", 0, fill_override, interpreter_check, fillings)
     return run_all([Job(c, impl, Eager()) for c in cases if c.path == impl.path], settings)
 
 

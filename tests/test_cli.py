@@ -42,12 +42,14 @@ def test_failure_exits_1_and_the_reproduce_command_reproduces_the_row(tmp_path):
                     "decode:unguarded", "--case", "*odd-minus-one", "--report", report)
     assert result.exit_code == ExitCode.FAILURES, result.output
     (row,) = pd.read_csv(report).to_dict("records")
-    assert row["status"] == "mismatch" and row["first_mismatch"] == "request 0, column 0"
+    assert row["status"] == "oob_read" and row["first_mismatch"] == "request 0, column 0"
+    assert row["first_oob_read"].startswith("kv_indices[-1] (4 bytes before its start)")
     again = tmp_path / "again.csv"
     words = shlex.split(row["reproduce"])[1:] + ["--report", str(again)]
     assert invoke(*words).exit_code == ExitCode.FAILURES
     (same,) = pd.read_csv(again).to_dict("records")
-    for column in ("case_id", "status", "mismatches", "first_mismatch", "first_actual"):
+    for column in ("case_id", "status", "mismatches", "first_mismatch", "first_actual",
+                   "first_oob_read", "oob_read_found_by"):
         assert same[column] == row[column]
 
 
@@ -55,7 +57,7 @@ def test_fail_on_decides_what_fails(tmp_path):
     args = ["compare", "--path", "decode", "--suite", "edge", "--impl", "decode:unguarded",
             "--case", "*odd-minus-one", "--report", tmp_path / "r.csv"]
     assert invoke(*args, "--fail-on", "stray_write,error").exit_code == ExitCode.OK
-    assert invoke(*args, "--fail-on", "mismatch").exit_code == ExitCode.FAILURES
+    assert invoke(*args, "--fail-on", "oob_read").exit_code == ExitCode.FAILURES
     assert "unknown status 'bogus'" in error_line(invoke(*args, "--fail-on", "bogus"))
 
 
@@ -67,6 +69,7 @@ def test_fail_on_decides_what_fails(tmp_path):
     (["--invalid-fill", "7"], "--invalid-fill must be 0 or -1, got 7"),
     (["--path", "mtp", "--impl", "decode:pid"], "--impl decode:pid does not follow --path mtp"),
     (["--max-cases", "0"], "--max-cases must be at least 1"),
+    (["--fillings", "3"], "--fillings must be 1 or 2, got 3"),
 ])
 def test_usage_errors_exit_4_with_one_line(args, text, tmp_path):
     result = invoke("compare", "--report", tmp_path / "r.csv", *args)

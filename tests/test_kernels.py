@@ -21,21 +21,34 @@ def test_safe_kernels_pass_smoke_and_edge(impl, fill):
 
 
 @pytest.mark.parametrize("path", ["decode", "mtp"])
-def test_unguarded_mismatches_exactly_on_invalid_positions(path):
+def test_unguarded_fails_exactly_on_invalid_positions(path):
     rows = run_cases(BUILTIN[f"{path}:unguarded"], suite_cases(path, "smoke", "edge"))
     for row in rows:
         invalid = any(f"odd-{kind}" in row.case_id for kind in INVALID_POSITIONS)
-        assert row.status == ("mismatch" if invalid else "pass"), (row.case_id, row.detail)
-    assert sum(r.status == "mismatch" for r in rows) >= 4
+        # Every invalid-position case puts a bad p in request 0 or in the last request, so the
+        # gather leaves kv_indices: an out-of-bounds read, besides the wrong values.
+        assert row.status == ("oob_read" if invalid else "pass"), (row.case_id, row.detail)
+        assert (row.mismatches > 0) == invalid
+    assert sum(r.status == "oob_read" for r in rows) >= 4
 
 
-def test_unguarded_reads_before_kv_indices_for_request_zero():
+@pytest.mark.parametrize("check, found_by", [(True, "interpreter"), (False, "redzone-tag")])
+def test_unguarded_reads_kv_indices_minus_one(check, found_by):
     case = next(c for c in suite_cases("decode", "edge") if c.name == "decode-odd-minus-one")
-    (row,) = run_cases(BUILTIN["decode:unguarded"], [case])
-    # p = -1 at request 0, column 0 with kv_start == 0: the value came from kv_indices[-1],
-    # which lies in the margin diffcheck stages around every buffer.
+    (row,) = run_cases(BUILTIN["decode:unguarded"], [case], interpreter_check=check)
+    # p = -1 at request 0, column 0 with kv_start == 0: the load of kv_indices[-1].
+    assert row.status == "oob_read" and row.oob_read_found_by == found_by
+    assert row.first_oob_read.startswith("kv_indices[-1] (4 bytes before its start)")
     assert row.first_mismatch == "request 0, column 0"
-    assert row.first_actual == 0x5EADBEEF
+    if not check:  # the tag run's value reached the output at the same element
+        assert "reached out at request 0, column 0" in row.first_oob_read
+
+
+def test_one_filling_without_interpreter_check_misses_the_read():
+    # The read's value is wrong but only a second filling shows it came from outside.
+    case = next(c for c in suite_cases("decode", "edge") if c.name == "decode-odd-minus-one")
+    (row,) = run_cases(BUILTIN["decode:unguarded"], [case], interpreter_check=False, fillings=1)
+    assert row.status == "mismatch" and row.oob_reads == 0 and row.fillings == 1
 
 
 def test_decode_kernels_need_block_size_one():

@@ -1,0 +1,62 @@
+"""Out-of-bounds reads and writes: from the interpreter sandbox and from red-zone fillings."""
+
+from __future__ import annotations
+
+import torch
+
+from diffcheck import tags
+from diffcheck.buffers import Staged
+from diffcheck.compare import Finding, RegionLocator, out_of_bounds_label
+from diffcheck.sandbox import Access, Extent
+from diffcheck.status import Status
+
+
+def extents(staged: Staged) -> list[Extent]:
+    """The bytes each staged tensor may touch: its whole buffer, margins excluded."""
+    return [Extent(buf.name, buf.alloc.data_ptr() + buf.margin * buf.alloc.element_size(),
+                   buf.span * buf.alloc.element_size(), buf.alloc.element_size())
+            for buf in staged.all()]
+
+
+def from_sandbox(accesses: list[Access]) -> list[Finding]:
+    """One finding per kind (read, write): total lanes, the first access as its location."""
+    findings = []
+    for kind, status in (("read", Status.OOB_READ), ("write", Status.OOB_WRITE)):
+        of_kind = [a for a in accesses if a.kind == kind]
+        if not of_kind:
+            continue
+        first = of_kind[0]
+        label = out_of_bounds_label(first.buffer, first.offset, first.size)
+        findings.append(Finding(status, first.buffer, sum(a.lanes for a in of_kind), first.offset,
+                                f"{label}, program {first.program[0]}", found_by="interpreter"))
+    return findings
+
+
+def from_fillings(
+    constant: Staged, tagged: Staged, locate: RegionLocator
+) -> Finding | None:
+    """Compare the outputs of one case under the constant and the tag filling.
+
+    Inputs inside the tensors are identical, so any difference came from a read outside them.
+    A tag in the tagged output names the read exactly; otherwise the difference is reported at
+    the first output element it reached.
+    """
+    a, b = constant.out.view.reshape(-1), tagged.out.view.reshape(-1)
+    differs = a != b
+    if not bool(differs.any()):
+        return None
+    hits = torch.nonzero(differs).flatten()
+    first = int(hits[0])
+    tagged_hits = hits[tags.is_tag(b[hits])]
+    names = tagged.names()
+    if tagged_hits.numel():
+        at = int(tagged_hits[0])
+        buffer_id, offset = tags.decode(int(b[at]))
+        if buffer_id < len(names):
+            buf = tagged.all()[buffer_id]
+            label = out_of_bounds_label(buf.name, offset, buf.span)
+            return Finding(Status.OOB_READ, buf.name, int(hits.numel()), offset,
+                           f"{label}, reached out at {locate(at)}", found_by="redzone-tag")
+    return Finding(Status.OOB_READ, "?", int(hits.numel()), first,
+                   f"output depends on red-zone contents, first at {locate(first)}",
+                   found_by="redzone-diff")

@@ -1,0 +1,171 @@
+"""Bounds-checks every load, store and atomic of the Triton interpreter (CPU).
+
+The interpreter performs each masked access as a raw host memory access: a wild index reads
+another object or kills the process. Inside ``with Sandbox(extents)``, every active lane's
+address is checked against the extents of the tensors the implementation was given before the
+access runs. An access outside all of them is recorded (nearest buffer, signed element offset,
+lanes, program id) and neutralised: a load yields a tag value, a store or atomic is dropped.
+
+Limits: an address inside *another* argument's extent passes (the margins diffcheck stages
+around every buffer make that rare: a small overrun lands in a margin); non-Triton code
+(torch ops inside a wrapper) is not checked. The patch is removed on exit, so other code in
+the process sees an untouched triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffcheck.errors import DeviceError
+
+#: triton versions whose interpreter internals this module was written against: [low, high)
+SUPPORTED = ((3, 3), (3, 7))
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The bytes a tensor argument may touch."""
+
+    name: str
+    start: int
+    nbytes: int
+    itemsize: int = 4
+
+    def offset_of(self, address: int) -> int:
+        """Signed element offset from the start (negative before it, >= size past its end)."""
+        return (address - self.start) // self.itemsize
+
+    @property
+    def size(self) -> int:
+        return self.nbytes // self.itemsize
+
+
+@dataclass
+class Access:
+    """Out-of-bounds lanes of one kind, nearest one buffer, first seen at ``offset``."""
+
+    kind: str  # "read" or "write"
+    buffer: str
+    offset: int
+    size: int
+    lanes: int
+    program: tuple[int, int, int]
+
+
+@dataclass
+class Sandbox:
+    extents: list[Extent]
+    #: value a neutralised load yields: tag(buffer, offset) -> int
+    tag: Callable[[str, int], int] = lambda buffer, offset: 0
+    accesses: list[Access] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        import triton
+
+        version = tuple(int(x) for x in triton.__version__.split(".")[:2])
+        if not SUPPORTED[0] <= version < SUPPORTED[1]:
+            raise DeviceError(
+                f"the interpreter sandbox supports triton {SUPPORTED[0][0]}.{SUPPORTED[0][1]} to "
+                f"<{SUPPORTED[1][0]}.{SUPPORTED[1][1]}, found {triton.__version__}; install "
+                "triton==3.6.0 or pass --no-interpreter-check")
+        self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
+        self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
+
+    # -- checking ---------------------------------------------------------------------------
+    def outside(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
+        """True for addresses whose element is not wholly inside any extent."""
+        a = addresses.astype(np.uint64)[..., None]
+        inside = (a >= self._starts) & (a + np.uint64(itemsize) <= self._ends)
+        return ~inside.any(axis=-1)
+
+    def nearest(self, address: int) -> Extent:
+        def distance(e: Extent) -> int:
+            if address < e.start:
+                return e.start - address
+            return max(0, address - (e.start + e.nbytes) + 1)
+
+        return min(self.extents, key=distance)
+
+    def record(self, kind: str, addresses: np.ndarray, bad: np.ndarray, builder) -> np.ndarray:
+        """Record the bad lanes; return the tag value each bad lane's load should yield."""
+        flat, where = addresses.reshape(-1), np.flatnonzero(bad)
+        program = tuple(int(i) for i in (builder.grid_idx or (0, 0, 0)))
+        groups: dict[str, list[int]] = {}
+        for i in where:
+            groups.setdefault(self.nearest(int(flat[i])).name, []).append(int(flat[i]))
+        by_name = {e.name: e for e in self.extents}
+        for name, addrs in groups.items():
+            extent = by_name[name]
+            self.accesses.append(Access(kind, name, extent.offset_of(addrs[0]), extent.size,
+                                        len(addrs), program))
+        tags = np.zeros(flat.shape, dtype=np.int64)
+        for i in where:
+            extent = self.nearest(int(flat[i]))
+            tags[i] = self.tag(extent.name, extent.offset_of(int(flat[i])))
+        return tags.reshape(addresses.shape)
+
+    # -- patching ---------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        from triton.runtime import interpreter
+
+        cls = interpreter.InterpreterBuilder
+        self._saved = {n: cls.__dict__[n] for n in (
+            "create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")}
+        sandbox, TensorHandle = self, interpreter.TensorHandle
+        load, store = self._saved["create_masked_load"], self._saved["create_masked_store"]
+        rmw, cas = self._saved["create_atomic_rmw"], self._saved["create_atomic_cas"]
+
+        def itemsize(ptrs) -> int:
+            return max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+
+        def checked_load(builder, ptrs, mask, other, *rest):
+            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
+                ptrs.data, itemsize(ptrs))
+            if not bad.any():
+                return load(builder, ptrs, mask, other, *rest)
+            tags = sandbox.record("read", ptrs.data, bad, builder)
+            dtype_np = interpreter._get_np_dtype(ptrs.get_element_ty())
+            base = other.data if other is not None else np.zeros(ptrs.data.shape, dtype_np)
+            base = np.where(bad, tags.astype(dtype_np), np.broadcast_to(base, ptrs.data.shape))
+            safe_mask = TensorHandle(mask.data & ~bad, mask.dtype)
+            return load(builder, ptrs, safe_mask, TensorHandle(base, ptrs.get_element_ty()), *rest)
+
+        def checked_store(builder, ptrs, value, mask, *rest):
+            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
+                ptrs.data, itemsize(ptrs))
+            if bad.any():
+                sandbox.record("write", ptrs.data, bad, builder)
+                mask = TensorHandle(mask.data & ~bad, mask.dtype)
+            return store(builder, ptrs, value, mask, *rest)
+
+        def checked_rmw(builder, op, ptrs, val, mask, *rest):
+            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
+                ptrs.data, itemsize(ptrs))
+            if bad.any():
+                sandbox.record("write", ptrs.data, bad, builder)
+                mask = TensorHandle(mask.data & ~bad, mask.dtype)
+            return rmw(builder, op, ptrs, val, mask, *rest)
+
+        def checked_cas(builder, ptrs, cmp, val, *rest):
+            bad = sandbox.outside(ptrs.data, itemsize(ptrs))
+            if bad.any():  # no mask to clear: send the bad lanes to a private scratch word
+                sandbox.record("write", ptrs.data, bad, builder)
+                sandbox._scratch = np.zeros(ptrs.data.size + 1, dtype=np.int64)
+                redirected = np.where(bad, np.uint64(sandbox._scratch.ctypes.data), ptrs.data)
+                ptrs = TensorHandle(redirected.astype(ptrs.data.dtype), ptrs.dtype)
+            return cas(builder, ptrs, cmp, val, *rest)
+
+        cls.create_masked_load = checked_load
+        cls.create_masked_store = checked_store
+        cls.create_atomic_rmw = checked_rmw
+        cls.create_atomic_cas = checked_cas
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from triton.runtime import interpreter
+
+        for name, fn in self._saved.items():
+            setattr(interpreter.InterpreterBuilder, name, fn)
