@@ -10,6 +10,9 @@ from diffcheck.compare import Finding, RegionLocator, out_of_bounds_label
 from diffcheck.sandbox import Access, Extent
 from diffcheck.status import Status
 
+#: element distance beyond which an out-of-bounds address is reported as wild
+WILD = 1 << 20
+
 
 def extents(staged: Staged) -> list[Extent]:
     """The bytes each staged tensor may touch: its whole buffer, margins excluded."""
@@ -27,6 +30,9 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
             continue
         first = of_kind[0]
         label = out_of_bounds_label(first.buffer, first.offset, first.size)
+        if not -WILD < first.offset < first.size + WILD:
+            # Far from every tensor: the sandbox names the nearest one, not the pointer's base.
+            label += ", a wild address; nearest tensor named"
         findings.append(Finding(status, first.buffer, sum(a.lanes for a in of_kind), first.offset,
                                 f"{label}, program {first.program[0]}", found_by="interpreter"))
     return findings

@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-CORRECT, LEN_PLUS_ONE, WRONG_FILL, SKIP_LAST_TILE, WRITE_BEFORE_OUT, TOKEN_AS_REQUEST = range(6)
+(CORRECT, LEN_PLUS_ONE, WRONG_FILL, SKIP_LAST_TILE, WRITE_BEFORE_OUT, TOKEN_AS_REQUEST,
+ READ_NEXT_ROW, NEXT_REQUEST, WILD_INDEX) = range(9)
 
 
 @triton.jit
@@ -32,6 +33,11 @@ def _buggy_row_kernel(
     req = row
     if USE_REQ_MAP and BUG != TOKEN_AS_REQUEST:
         req = tl.load(req_of_row_ptr + row)
+    if BUG == NEXT_REQUEST:
+        req = req + 1
+    topk_row = row
+    if BUG == READ_NEXT_ROW:
+        topk_row = row + 1
     kv_start = tl.load(kv_indptr_ptr + req)
     ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
     out_start = tl.load(region_indptr_ptr + row)
@@ -44,8 +50,10 @@ def _buggy_row_kernel(
     for col0 in range(0, tiles_end, BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         in_region = cols < length
-        pos = tl.load(topk_ptr + row * stride0 + cols * stride1, mask=in_region, other=-1)
+        pos = tl.load(topk_ptr + topk_row * stride0 + cols * stride1, mask=in_region, other=-1)
         valid = in_region & (pos >= 0) & (pos < ctx)
+        if BUG == WILD_INDEX:
+            pos = pos + (1 << 30)
         slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
         if BUG == WRONG_FILL:
             value = tl.where(valid, slot, -1)
@@ -120,5 +128,32 @@ def mtp_token_as_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_i
         token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
         topk_indices.stride(0), topk_indices.stride(1), fill,
         NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, BUG=TOKEN_AS_REQUEST, USE_REQ_MAP=True,
+    )
+    return out
+
+
+def decode_reads_next_row(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Reads top-k row r+1 for request r: the last request reads one row past the tensor."""
+    return _decode(READ_NEXT_ROW, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_wild_index(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                      BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Adds 2^30 to every position: a gather 4 GiB past kv_indices (SIGSEGV if unchecked)."""
+    return _decode(WILD_INDEX, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def mtp_unbounded_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
+                          kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
+    """Takes request token_to_seq_idxs[t] + 1 with no bound: the last reads kv_indptr[R+1]."""
+    rows = sparse_kv_indptr.shape[0] - 1
+    out = torch.empty(rows * NUM_TOPK_TOKENS, dtype=torch.int32) if out is None else out
+    _buggy_row_kernel[(rows,)](
+        token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
+        topk_indices.stride(0), topk_indices.stride(1), fill,
+        NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, BUG=NEXT_REQUEST, USE_REQ_MAP=True,
     )
     return out

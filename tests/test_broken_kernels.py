@@ -17,6 +17,9 @@ EXPECTED = {
     "decode_raises": (Status.ERROR, "ValueError: unsupported NUM_TOPK_TOKENS=256"),
     "decode_ignores_out": (Status.ERROR, "other than the out= workspace"),
     "mtp_token_as_request": (Status.MISMATCH, "Mismatched elements"),
+    "decode_reads_next_row": (Status.OOB_READ, "token_indices[+1] (element 1 past its end)"),
+    "decode_wild_index": (Status.OOB_READ, "a wild address; nearest tensor named"),
+    "mtp_unbounded_request": (Status.OOB_READ, "kv_indptr[+1] (element 1 past its end)"),
 }
 
 
