@@ -1,0 +1,51 @@
+"""The interpreter sandbox patches triton only while a call runs, for the versions it knows."""
+
+import pytest
+import torch
+import triton
+from conftest import suite_cases
+from triton.runtime import interpreter
+
+from diffcheck.buffers import stage
+from diffcheck.errors import DeviceError
+from diffcheck.oob import extents
+from diffcheck.sandbox import Sandbox
+
+PATCHED = ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
+
+
+def originals():
+    return {name: interpreter.InterpreterBuilder.__dict__[name] for name in PATCHED}
+
+
+def staged_case():
+    case = next(c for c in suite_cases("decode", "edge") if c.name == "decode-odd-minus-one")
+    return case, stage(case.inputs, case.columns, case.k * 4, torch.device("cpu"))
+
+
+def test_patch_is_removed_after_the_call_even_when_it_raises():
+    before = originals()
+    _, staged = staged_case()
+    with pytest.raises(RuntimeError), Sandbox(extents(staged)):
+        assert originals() != before
+        raise RuntimeError("kernel failed")
+    assert originals() == before
+
+
+def test_out_of_bounds_load_is_recorded_and_yields_the_tag():
+    from kernels.decode import decode_unguarded
+
+    case, staged = staged_case()
+    t = staged.tensors()
+    with Sandbox(extents(staged), tag=lambda name, offset: 4242) as sandbox:
+        decode_unguarded(*t.values(), NUM_TOPK_TOKENS=case.k, out=staged.out.view)
+    (access,) = sandbox.accesses
+    assert (access.kind, access.buffer, access.offset, access.program) == (
+        "read", "kv_indices", -1, (0, 0, 0))
+    assert int(staged.out.view[0]) == 4242  # request 0, column 0 holds the neutralised load
+
+
+def test_unknown_triton_version_is_refused(monkeypatch):
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    with pytest.raises(DeviceError, match="supports triton 3.3 to <3.7, found 3.9.0"):
+        Sandbox([])
