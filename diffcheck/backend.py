@@ -43,8 +43,10 @@ def prepare(device: torch.device) -> None:
     if (major, minor) >= (2, 3):
         raise DeviceError(f"numpy {numpy.__version__} breaks the Triton 3.6 interpreter; "
                           "install 'numpy<2.3' (see constraints-cpu.txt)")
-    loaded = [m for m in ("kernels.decode", "kernels.mtp") if m in sys.modules]
-    for name in loaded:
+    from diffcheck.impls import BUILTIN
+
+    modules = {impl.target.partition(":")[0] for impl in BUILTIN.values()}
+    for name in sorted(m for m in modules if m in sys.modules):
         kernel = next((v for k, v in vars(sys.modules[name]).items() if k.startswith("_")
                        and k.endswith("_kernel")), None)
         if kernel is not None and type(kernel).__name__ != "InterpretedFunction":

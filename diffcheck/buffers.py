@@ -34,7 +34,6 @@ class Buffer:
     margin: int
     span: int
     view: torch.Tensor
-    filling: str = "constant"
     #: the margins as staged (before, then after), to find writes into them
     pristine: torch.Tensor | None = None
 
@@ -90,7 +89,7 @@ def place(
         raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
     view = alloc[margin : margin + span].view(source.shape)
     view.copy_(source)
-    return Buffer(name, alloc, margin, span, view, filling)
+    return Buffer(name, alloc, margin, span, view)
 
 
 def stage(
@@ -108,8 +107,8 @@ def stage(
     margin = margin_for(inputs)
     names = list(order) or list(inputs)
     buffers = {}
-    for name in names:
-        buf = place(name, inputs[name].contiguous(), margin, device, filling, names.index(name))
+    for buffer_id, name in enumerate(names):
+        buf = place(name, inputs[name].contiguous(), margin, device, filling, buffer_id)
         if name in columns:
             buf.view = buf.view[:, : columns[name]]
         buffers[name] = buf

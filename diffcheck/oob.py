@@ -54,12 +54,12 @@ def from_fillings(
     hits = torch.nonzero(differs).flatten()
     first = int(hits[0])
     tagged_hits = hits[tags.is_tag(b[hits])]
-    names = tagged.names()
+    buffers = tagged.all()
     if tagged_hits.numel():
         at = int(tagged_hits[0])
         buffer_id, offset = tags.decode(int(b[at]))
-        if buffer_id < len(names):
-            buf = tagged.all()[buffer_id]
+        if buffer_id < len(buffers):
+            buf = buffers[buffer_id]
             label = out_of_bounds_label(buf.name, offset, buf.span)
             return Finding(Status.OOB_READ, buf.name, int(hits.numel()), offset,
                            f"{label}, reached out at {locate(at)}", found_by="redzone-tag")

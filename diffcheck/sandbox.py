@@ -91,20 +91,18 @@ class Sandbox:
 
     def record(self, kind: str, addresses: np.ndarray, bad: np.ndarray, builder) -> np.ndarray:
         """Record the bad lanes; return the tag value each bad lane's load should yield."""
-        flat, where = addresses.reshape(-1), np.flatnonzero(bad)
+        flat = addresses.reshape(-1)
         program = tuple(int(i) for i in (builder.grid_idx or (0, 0, 0)))
-        groups: dict[str, list[int]] = {}
-        for i in where:
-            groups.setdefault(self.nearest(int(flat[i])).name, []).append(int(flat[i]))
-        by_name = {e.name: e for e in self.extents}
-        for name, addrs in groups.items():
-            extent = by_name[name]
+        tags = np.zeros(flat.shape, dtype=np.int64)
+        groups: dict[str, tuple[Extent, list[int]]] = {}
+        for i in np.flatnonzero(bad):
+            address = int(flat[i])
+            extent = self.nearest(address)
+            groups.setdefault(extent.name, (extent, []))[1].append(address)
+            tags[i] = self.tag(extent.name, extent.offset_of(address))
+        for name, (extent, addrs) in groups.items():
             self.accesses.append(Access(kind, name, extent.offset_of(addrs[0]), extent.size,
                                         len(addrs), program))
-        tags = np.zeros(flat.shape, dtype=np.int64)
-        for i in where:
-            extent = self.nearest(int(flat[i]))
-            tags[i] = self.tag(extent.name, extent.offset_of(int(flat[i])))
         return tags.reshape(addresses.shape)
 
     # -- patching ---------------------------------------------------------------------------
@@ -118,12 +116,14 @@ class Sandbox:
         load, store = self._saved["create_masked_load"], self._saved["create_masked_store"]
         rmw, cas = self._saved["create_atomic_rmw"], self._saved["create_atomic_cas"]
 
-        def itemsize(ptrs) -> int:
-            return max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+        def bad_lanes(ptrs, mask) -> np.ndarray:
+            """Active lanes whose element lies outside every extent."""
+            itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+            active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
+            return active & sandbox.outside(ptrs.data, itemsize)
 
         def checked_load(builder, ptrs, mask, other, *rest):
-            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
-                ptrs.data, itemsize(ptrs))
+            bad = bad_lanes(ptrs, mask)
             if not bad.any():
                 return load(builder, ptrs, mask, other, *rest)
             tags = sandbox.record("read", ptrs.data, bad, builder)
@@ -134,23 +134,21 @@ class Sandbox:
             return load(builder, ptrs, safe_mask, TensorHandle(base, ptrs.get_element_ty()), *rest)
 
         def checked_store(builder, ptrs, value, mask, *rest):
-            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
-                ptrs.data, itemsize(ptrs))
+            bad = bad_lanes(ptrs, mask)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
             return store(builder, ptrs, value, mask, *rest)
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
-            bad = np.broadcast_to(mask.data, ptrs.data.shape) & sandbox.outside(
-                ptrs.data, itemsize(ptrs))
+            bad = bad_lanes(ptrs, mask)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
             return rmw(builder, op, ptrs, val, mask, *rest)
 
         def checked_cas(builder, ptrs, cmp, val, *rest):
-            bad = sandbox.outside(ptrs.data, itemsize(ptrs))
+            bad = bad_lanes(ptrs, None)
             if bad.any():  # no mask to clear: send the bad lanes to a private scratch word
                 sandbox.record("write", ptrs.data, bad, builder)
                 sandbox._scratch = np.zeros(ptrs.data.size + 1, dtype=np.int64)

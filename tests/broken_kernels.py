@@ -117,19 +117,25 @@ def decode_ignores_out(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_i
                    NUM_TOPK_TOKENS, BLOCK_N, None, fill)
 
 
+def _mtp(bug, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr,
+         k, block_n, out, fill, rows=None):
+    tokens = sparse_kv_indptr.shape[0] - 1
+    out = torch.empty(tokens * k, dtype=torch.int32) if out is None else out
+    _buggy_row_kernel[(tokens if rows is None else rows,)](
+        token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
+        topk_indices.stride(0), topk_indices.stride(1), fill,
+        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug, USE_REQ_MAP=True,
+    )
+    return out
+
+
 def mtp_token_as_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
                          kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
     """The decode mistake on the MTP layout: token t taken as request t."""
-    rows = sparse_kv_indptr.shape[0] - 1
-    out = torch.empty(rows * NUM_TOPK_TOKENS, dtype=torch.int32) if out is None else out
     # Clamp the token count so request t+1 exists: the bug is the wrong row, not a wild read.
-    rows = min(rows, kv_indptr.shape[0] - 1)
-    _buggy_row_kernel[(rows,)](
-        token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
-        topk_indices.stride(0), topk_indices.stride(1), fill,
-        NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, BUG=TOKEN_AS_REQUEST, USE_REQ_MAP=True,
-    )
-    return out
+    rows = min(sparse_kv_indptr.shape[0] - 1, kv_indptr.shape[0] - 1)
+    return _mtp(TOKEN_AS_REQUEST, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
+                kv_indptr, NUM_TOPK_TOKENS, BLOCK_N, out, fill, rows)
 
 
 def decode_reads_next_row(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
@@ -149,11 +155,5 @@ def decode_wild_index(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_in
 def mtp_unbounded_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
                           kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
     """Takes request token_to_seq_idxs[t] + 1 with no bound: the last reads kv_indptr[R+1]."""
-    rows = sparse_kv_indptr.shape[0] - 1
-    out = torch.empty(rows * NUM_TOPK_TOKENS, dtype=torch.int32) if out is None else out
-    _buggy_row_kernel[(rows,)](
-        token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
-        topk_indices.stride(0), topk_indices.stride(1), fill,
-        NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, BUG=NEXT_REQUEST, USE_REQ_MAP=True,
-    )
-    return out
+    return _mtp(NEXT_REQUEST, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
+                kv_indptr, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
