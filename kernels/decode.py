@@ -23,6 +23,7 @@ def _decode_guarded_kernel(
     token_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
     out_ptr,  # int32 [>= R*K]: flat output workspace
     num_requests,
+    num_rows,
     num_kv,
     num_out,
     ti_stride0,
@@ -32,9 +33,10 @@ def _decode_guarded_kernel(
     BLOCK_N: tl.constexpr,
 ):
     req = tl.program_id(0)
-    # The query-row loop is clamped to rows that exist: a stale qo_indptr cannot walk past R.
+    # The query-row loop is clamped to rows that exist: a stale qo_indptr cannot walk past R
+    # requests, nor past the rows the top-k buffer has (row-count skew).
     row_start = tl.maximum(tl.load(qo_indptr_ptr + req), 0)
-    row_end = tl.minimum(tl.load(qo_indptr_ptr + req + 1), num_requests)
+    row_end = tl.minimum(tl.load(qo_indptr_ptr + req + 1), tl.minimum(num_requests, num_rows))
     kv_start = tl.load(kv_indptr_ptr + req)
     ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
     out_start = tl.load(page_kv_indptr_ptr + req)
@@ -42,7 +44,7 @@ def _decode_guarded_kernel(
     for row in range(row_start, row_end):
         row_ptr = token_indices_ptr + row * ti_stride0
         convert_row_guarded(
-            row_ptr, ti_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+            row_ptr, ti_stride1, length, kv_indices_ptr, kv_start, ctx, num_kv,
             out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
         )
 
@@ -54,6 +56,7 @@ def _decode_pid_kernel(
     kv_indices_ptr,  # int32 [N]: physical KV slots
     token_indices_ptr,  # int32 [T, K] (strided): request-local positions, -1 unused
     out_ptr,  # int32 [>= R*K]: flat output workspace
+    num_rows,
     num_kv,
     num_out,
     ti_stride0,
@@ -70,8 +73,9 @@ def _decode_pid_kernel(
     out_start = tl.load(page_kv_indptr_ptr + req)
     length = tl.minimum(tl.load(page_kv_indptr_ptr + req + 1) - out_start, NUM_TOPK_TOKENS)
     row_ptr = token_indices_ptr + req * ti_stride0
+    readable = tl.where(req < num_rows, length, 0)  # a row past the top-k buffer reads nothing
     convert_row_guarded(
-        row_ptr, ti_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+        row_ptr, ti_stride1, readable, kv_indices_ptr, kv_start, ctx, num_kv,
         out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
     )
 
@@ -111,6 +115,11 @@ def _workspace(out: torch.Tensor | None, rows: int, k: int, like: torch.Tensor) 
     return out
 
 
+def _safe_request_count(*indptrs: torch.Tensor) -> int:
+    """Requests every indptr can describe: skewed lengths must not send a program past one."""
+    return min(t.shape[0] for t in indptrs) - 1
+
+
 def _check_call(block_size: int, k: int, block_n: int) -> None:
     if block_size != 1:
         raise ValueError(f"decode kernels support BLOCK_SIZE=1 only, got {block_size}")
@@ -134,12 +143,12 @@ def decode_guarded(
 ) -> torch.Tensor:
     """Decode convert that bounds every load and store; still walks qo_indptr's query rows."""
     _check_call(BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N)
-    num_requests = kv_indptr.shape[0] - 1
+    num_requests = _safe_request_count(qo_indptr, kv_indptr, page_kv_indptr)
     out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
     if num_requests > 0:
         _decode_guarded_kernel[(num_requests,)](
             qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
-            num_requests, kv_indices.numel(), out.numel(),
+            num_requests, token_indices.shape[0], kv_indices.numel(), out.numel(),
             token_indices.stride(0), token_indices.stride(1), fill,
             NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
         )
@@ -160,12 +169,12 @@ def decode_pid(
 ) -> torch.Tensor:
     """Decode convert with the row from the program id; never reads qo_indptr (decode only)."""
     _check_call(BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N)
-    num_requests = kv_indptr.shape[0] - 1
+    num_requests = _safe_request_count(kv_indptr, page_kv_indptr)
     out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
     if num_requests > 0:
         _decode_pid_kernel[(num_requests,)](
             kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
-            kv_indices.numel(), out.numel(),
+            token_indices.shape[0], kv_indices.numel(), out.numel(),
             token_indices.stride(0), token_indices.stride(1), fill,
             NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
         )

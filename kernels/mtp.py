@@ -21,6 +21,8 @@ def _mtp_guarded_kernel(
     kv_indices_ptr,  # int32 [N]: physical KV slots
     kv_indptr_ptr,  # int32 [R+1]: request r owns kv_indices[kv_indptr[r]:kv_indptr[r+1]]
     out_ptr,  # int32 [>= T*K]: flat output workspace
+    num_seq_ids,
+    num_rows,
     num_requests,
     num_kv,
     num_out,
@@ -31,7 +33,9 @@ def _mtp_guarded_kernel(
     BLOCK_N: tl.constexpr,
 ):
     token = tl.program_id(0)
-    req = tl.load(token_to_seq_idxs_ptr + token)
+    # A token without a request id (token_to_seq_idxs shorter than the regions) is unknown.
+    has_id = token < num_seq_ids
+    req = tl.load(token_to_seq_idxs_ptr + token, mask=has_id, other=-1)
     known = (req >= 0) & (req < num_requests)
     req = tl.where(known, req, 0)
     kv_start = tl.load(kv_indptr_ptr + req, mask=known, other=0)
@@ -40,8 +44,9 @@ def _mtp_guarded_kernel(
     out_start = tl.load(sparse_kv_indptr_ptr + token)
     length = tl.minimum(tl.load(sparse_kv_indptr_ptr + token + 1) - out_start, NUM_TOPK_TOKENS)
     row_ptr = topk_indices_ptr + token * tk_stride0
+    readable = tl.where(token < num_rows, length, 0)  # a row past the top-k buffer reads nothing
     convert_row_guarded(
-        row_ptr, tk_stride1, kv_indices_ptr, kv_start, ctx, num_kv,
+        row_ptr, tk_stride1, readable, kv_indices_ptr, kv_start, ctx, num_kv,
         out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
     )
 
@@ -94,13 +99,14 @@ def mtp_guarded(
     out: torch.Tensor | None = None,
     fill: int = 0,
 ) -> torch.Tensor:
-    """MTP gather that bounds the request id, every position, gather and store."""
+    """MTP gather that bounds the request id, the top-k row, every position, gather and store."""
     num_tokens = sparse_kv_indptr.shape[0] - 1
     out = _prepare(out, num_tokens, NUM_TOPK_TOKENS, BLOCK_N, sparse_kv_indptr)
     if num_tokens > 0:
         _mtp_guarded_kernel[(num_tokens,)](
             sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
-            kv_indptr.shape[0] - 1, kv_indices.numel(), out.numel(),
+            token_to_seq_idxs.shape[0], topk_indices.shape[0], kv_indptr.shape[0] - 1,
+            kv_indices.numel(), out.numel(),
             topk_indices.stride(0), topk_indices.stride(1), fill,
             NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
         )

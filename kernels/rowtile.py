@@ -10,6 +10,7 @@ import triton.language as tl
 def convert_row_guarded(
     row_ptr,  # int32*: start of one top-k row (request-local positions, -1 unused)
     ti_stride1,  # element stride between columns of that row
+    readable,  # columns of the row that exist (0 past the top-k buffer's rows): others FILL
     kv_indices_ptr,  # int32 [N]: physical KV slots
     kv_start,  # first slot of the row's request
     ctx,  # length of the row's request (0 for an unknown request)
@@ -25,7 +26,7 @@ def convert_row_guarded(
     for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         in_region = cols < length
-        pos = tl.load(row_ptr + cols * ti_stride1, mask=in_region, other=-1)
+        pos = tl.load(row_ptr + cols * ti_stride1, mask=cols < readable, other=-1)
         valid = in_region & (pos >= 0) & (pos < ctx)
         slot_at = kv_start + tl.where(valid, pos, 0)
         valid = valid & (slot_at >= 0) & (slot_at < num_kv)
