@@ -1,0 +1,57 @@
+"""The stale suite: malformed metadata from serving. Safe kernels stay inside their buffers."""
+
+import pytest
+from conftest import run_cases, suite_cases
+
+from diffcheck.impls import find
+from diffcheck.status import Status
+
+#: statuses a safe kernel may get on a malformed case: tolerant, or wrong but in bounds
+SAFE_ON_STALE = {Status.PASS.value, Status.STALE_SENSITIVE.value}
+
+
+def rows_by_name(impl_name, path):
+    rows = run_cases(find(impl_name), suite_cases(path, "stale"))
+    return {r.case_id.split("/")[1]: r for r in rows}
+
+
+def test_every_stale_case_is_malformed_with_a_well_formed_intended_batch():
+    for path in ("decode", "mtp"):
+        cases = suite_cases(path, "stale")
+        assert len(cases) >= 6
+        for case in cases:
+            assert not case.well_formed
+            assert any(case.inputs[n].shape != case.intended[n].shape
+                       or not case.inputs[n].equal(case.intended[n]) for n in case.inputs)
+
+
+@pytest.mark.parametrize("impl_name, path", [
+    ("decode:guarded", "decode"), ("decode:pid", "decode"), ("mtp:guarded", "mtp"),
+])
+def test_safe_kernels_never_leave_their_buffers_on_stale_metadata(impl_name, path):
+    rows = rows_by_name(impl_name, path)
+    bad = {name: (r.status, r.detail) for name, r in rows.items() if r.status not in SAFE_ON_STALE}
+    assert not bad
+    assert sum(r.status == "stale_sensitive" for r in rows.values()) >= 4
+
+
+def test_stale_prefill_qo_indptr_is_harmless_to_the_pid_kernel_only():
+    assert rows_by_name("decode:pid", "decode")["decode-stale-qo-prefill"].status == "pass"
+    guarded = rows_by_name("decode:guarded", "decode")["decode-stale-qo-prefill"]
+    assert guarded.status == "stale_sensitive"
+    assert "request 0" in guarded.first_mismatch
+
+
+def test_unguarded_decode_reads_before_kv_indices_on_unwritten_rows():
+    rows = rows_by_name("decode:unguarded", "decode")
+    unwritten = rows["decode-stale-rows-unwritten"]
+    assert unwritten.status == "oob_read"
+    assert unwritten.first_oob_read.startswith("kv_indices[-1] (4 bytes before its start)")
+    for name in ("decode-stale-qo-prefill", "decode-stale-row-skew"):
+        assert rows[name].first_oob_read.startswith("token_indices[+1]"), rows[name].detail
+
+
+def test_unguarded_mtp_reads_past_kv_indptr_with_request_ids_past_r():
+    rows = rows_by_name("mtp:unguarded", "mtp")
+    assert {r.status for r in rows.values()} == {"oob_read"}
+    assert rows["mtp-stale-seq-short"].first_oob_read.startswith("token_to_seq_idxs[+1]")
