@@ -1,7 +1,8 @@
-"""The differential run: every selected (case, implementation, mode) -> one ReportRow.
+"""One job, start to finish: stage, run the implementation, compare -> one report row.
 
 A failing kernel is a status, never an exception: only the implementation call is guarded,
-so an exception anywhere else is a bug in diffcheck and propagates (exit 3).
+so an exception anywhere else is a bug in diffcheck and propagates (exit 3). Where a job runs
+(this process or a worker) and its time limit are diffcheck.executors' business.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from diffcheck import backend, tags
 from diffcheck.buffers import FILLINGS, Staged, stage
 from diffcheck.case import Case
-from diffcheck.compare import Comparison, RegionLocator, compare_output, describe
+from diffcheck.compare import Comparison, Finding, RegionLocator, compare_output, describe
 from diffcheck.impls import Implementation
 from diffcheck.modes import Mode
 from diffcheck.oob import extents, from_fillings, from_sandbox
@@ -45,6 +46,10 @@ class RunSettings:
     interpreter_check: bool = True
     #: red-zone fillings to run each case under (1: constant only; 2: constant and tags)
     fillings: int = 2
+    #: seconds one job may take (all its fillings) before it ends as `timeout`; 0: no limit
+    timeout: float = 60.0
+    #: where jobs run: "none" (this process) or "process" (a worker that may die)
+    isolation: str = "none"
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict
@@ -56,12 +61,35 @@ class RunSettings:
         return self._loaded[impl.name]
 
 
-class Interrupted(Exception):
-    """Ctrl-C during a run; ``rows`` holds every row finished before it."""
+    def config(self) -> dict:
+        """The plain settings, to start a worker with the same ones."""
+        return {f: getattr(self, f) for f in (
+            "device", "run_id", "run_seed", "fill_override", "interpreter_check", "fillings",
+            "timeout", "isolation")}
 
-    def __init__(self, rows: list[ReportRow]) -> None:
-        super().__init__(f"interrupted after {len(rows)} rows")
-        self.rows = rows
+
+@dataclass
+class Outcome:
+    """A finished job: its report row and the findings behind it (for --details)."""
+
+    row: ReportRow
+    findings: tuple[Finding, ...] = ()
+
+
+#: words in an exception that mean the device itself failed (the context is lost)
+DEVICE_FAULT_MARKERS = (
+    "illegal memory access", "illegal address", "unspecified launch failure",
+    "device-side assert", "misaligned address", "an illegal instruction",
+    "CUDA error", "HIP error", "hipError", "cudaError",
+)
+
+
+def is_device_fault(error: BaseException) -> bool:
+    """True when ``error`` reports a device fault rather than an exception of the wrapper."""
+    if type(error).__name__ == "AcceleratorError":
+        return True
+    text = str(error)
+    return any(marker in text for marker in DEVICE_FAULT_MARKERS)
 
 
 def one_line(error: BaseException) -> str:
@@ -111,6 +139,8 @@ def reproduce(job: Job, settings: RunSettings, fill: int) -> str:
         words.append("--no-interpreter-check")
     if settings.fillings != 2:
         words += ["--fillings", str(settings.fillings)]
+    if settings.timeout != RunSettings.timeout:
+        words += ["--timeout", f"{settings.timeout:g}"]
     return shlex.join(words)
 
 
@@ -121,6 +151,8 @@ class Execution:
     staged: Staged
     accesses: list = field(default_factory=list)
     error: str = ""
+    #: the error was a device fault: nothing more may run in this process's context
+    fault: bool = False
     elapsed_ms: float = 0.0
 
 
@@ -145,12 +177,13 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str, out_size: 
         raise
     except Exception as e:  # the implementation raised: a status, not a crash
         run.error = one_line(e)
+        run.fault = is_device_fault(e)
     run.elapsed_ms = (time.perf_counter() - start) * 1e3
     run.accesses = sandbox.accesses if sandbox is not None else []
     return run
 
 
-def run_job(job: Job, settings: RunSettings) -> ReportRow:
+def run_job(job: Job, settings: RunSettings) -> Outcome:
     case, spec = job.case, get_path(job.case.path)
     fill = fill_of(case, settings)
     out_size = spec.workspace_size(case.intended_inputs(), case.k)
@@ -160,6 +193,8 @@ def run_job(job: Job, settings: RunSettings) -> ReportRow:
         runs.append(execute(job, settings, fill, filling, out_size))
         if runs[-1].error:
             break
+    if runs[-1].fault:  # the device is gone: nothing in its memory can be compared
+        return ended(job, settings, Status.FAULT, runs[-1].error, runs[-1].elapsed_ms)
     first = runs[0]
     comparison = Comparison(0, ())
     if not first.error:
@@ -171,21 +206,31 @@ def run_job(job: Job, settings: RunSettings) -> ReportRow:
             by_filling = from_fillings(first.staged, runs[1].staged, locate)
             extra += [by_filling] if by_filling else []
         comparison = Comparison(comparison.checked, comparison.findings + tuple(extra))
-    return make_row(job, settings, fill, comparison, first.error, first.elapsed_ms, len(runs))
+    row = make_row(job, settings, fill, comparison, first.error, first.elapsed_ms, len(runs))
+    return Outcome(row, comparison.findings)
+
+
+def ended(job: Job, settings: RunSettings, status: Status, why: str, elapsed_ms: float) -> Outcome:
+    """The row of a job that did not finish: a device fault, a dead worker or a time-out."""
+    row = make_row(job, settings, fill_of(job.case, settings), Comparison(0, ()), why,
+                   elapsed_ms, 0, status)
+    return Outcome(row)
 
 
 def make_row(
     job: Job, settings: RunSettings, fill: int, comparison: Comparison, error: str,
-    elapsed_ms: float, fillings: int,
+    elapsed_ms: float, fillings: int, ended_as: Status = Status.ERROR,
 ) -> ReportRow:
+    """``error`` (when set) ends the row as ``ended_as``: error, fault or timeout."""
     case, spec = job.case, get_path(job.case.path)
     requests, tokens = spec.counts(case.intended_inputs())
-    statuses = [f.kind for f in comparison.findings] + ([Status.ERROR] if error else [])
+    statuses = [f.kind for f in comparison.findings] + ([ended_as] if error else [])
     region = comparison.of(Status.MISMATCH) or comparison.of(Status.STALE_SENSITIVE)
     stray = comparison.of(Status.STRAY_WRITE)
     oob = comparison.of(Status.OOB_WRITE)
     read = comparison.of(Status.OOB_READ)
-    detail = " | ".join(describe(f, comparison.checked) for f in comparison.findings) or error
+    by_severity = sorted(comparison.findings, key=lambda f: -f.kind.severity)
+    detail = " | ".join(describe(f, comparison.checked) for f in by_severity) or error
     return ReportRow(
         run_id=settings.run_id, path=case.path, implementation=job.impl.name,
         impl_safe=job.impl.safe, mode=job.mode.name, device=backend.describe(settings.device),
@@ -207,19 +252,3 @@ def make_row(
         elapsed_ms=round(elapsed_ms, 3), detail=detail, reproduce=reproduce(job, settings, fill),
     )
 
-
-def run_all(
-    jobs: Iterable[Job],
-    settings: RunSettings,
-    on_row: Callable[[ReportRow], None] = lambda row: None,
-) -> list[ReportRow]:
-    """Run every job in order; Ctrl-C raises Interrupted carrying the finished rows."""
-    rows: list[ReportRow] = []
-    try:
-        for job in jobs:
-            row = run_job(job, settings)
-            rows.append(row)
-            on_row(row)
-    except KeyboardInterrupt:
-        raise Interrupted(rows) from None
-    return rows

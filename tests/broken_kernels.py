@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 (CORRECT, LEN_PLUS_ONE, WRONG_FILL, SKIP_LAST_TILE, WRITE_BEFORE_OUT, TOKEN_AS_REQUEST,
- READ_NEXT_ROW, NEXT_REQUEST, WILD_INDEX) = range(9)
+ READ_NEXT_ROW, NEXT_REQUEST, WILD_INDEX, RUNAWAY) = range(10)
 
 
 @triton.jit
@@ -47,6 +47,8 @@ def _buggy_row_kernel(
     tiles_end = NUM_TOPK_TOKENS
     if BUG == SKIP_LAST_TILE:
         tiles_end = NUM_TOPK_TOKENS - BLOCK_N
+    if BUG == RUNAWAY:  # a loop bound read one past kv_indptr by the last program
+        tiles_end = tl.load(kv_indptr_ptr + req + 2)
     for col0 in range(0, tiles_end, BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         in_region = cols < length
@@ -149,6 +151,23 @@ def decode_wild_index(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_in
                       BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
     """Adds 2^30 to every position: a gather 4 GiB past kv_indices (SIGSEGV if unchecked)."""
     return _decode(WILD_INDEX, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_faults_on_k512(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Correct, except that at K=512 it gathers 4 GiB past kv_indices: a device fault on a GPU,
+    SIGSEGV on the CPU without the interpreter check. The cases after it must still pass."""
+    bug = WILD_INDEX if NUM_TOPK_TOKENS == 512 else CORRECT
+    return _decode(bug, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_runaway(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Its tile loop runs to kv_indptr[req + 2]: the last request reads that bound from the
+    red zone (about 2^30), so the loop never ends in practice."""
+    return _decode(RUNAWAY, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill)
 
 

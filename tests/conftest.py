@@ -9,9 +9,10 @@ import torch  # noqa: E402
 
 from diffcheck import backend  # noqa: E402
 from diffcheck.errors import DiffcheckError  # noqa: E402
+from diffcheck.executors import run_all  # noqa: E402
 from diffcheck.impls import Implementation  # noqa: E402
 from diffcheck.modes import Eager  # noqa: E402
-from diffcheck.runner import Job, RunSettings, run_all  # noqa: E402
+from diffcheck.runner import Job, RunSettings  # noqa: E402
 from diffcheck.selection import build_suites  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -36,9 +37,10 @@ def suite_cases(path: str, *suites: str, fill: int = 0, seed: int = 0):
 
 
 def run_cases(impl: Implementation, cases, fill_override=None, interpreter_check=True,
-              fillings=2):
+              fillings=2, timeout=60.0, isolation="none"):
     """Run ``impl`` eagerly over ``cases`` on the CPU; one ReportRow per case."""
-    settings = RunSettings(CPU, "test", 0, fill_override, interpreter_check, fillings)
+    settings = RunSettings(CPU, "test", 0, fill_override, interpreter_check, fillings, timeout,
+                           isolation)
     return run_all([Job(c, impl, Eager()) for c in cases if c.path == impl.path], settings)
 
 

@@ -1,0 +1,275 @@
+"""Where jobs run: in this process under a time limit, or in a worker process that may die.
+
+A device fault poisons a CUDA context for good, and a wild access with the interpreter check
+off can kill the process (SIGSEGV). With isolation ``process`` every job runs in a worker
+started with ``spawn``: when the worker dies, reports a device fault or runs past the time
+limit, the job ends as ``fault`` or ``timeout``, the worker is replaced and the run goes on.
+In this process, the time limit is a SIGALRM timer that raises between interpreter steps; it
+cannot stop a GPU kernel that never returns (use isolation ``process`` on GPUs).
+
+Every finished row goes to ``on_outcome`` at once (the CLI appends it to the CSV), so nothing
+is lost on Ctrl-C, a dead worker or a crash of diffcheck itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
+
+from diffcheck.case import Case, load_case
+from diffcheck.errors import DeviceError
+from diffcheck.report import ReportRow
+from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
+from diffcheck.status import Status
+
+ISOLATIONS = ("auto", "process", "none")
+#: seconds a fresh worker may take to import torch and triton and set up its device
+WORKER_START_LIMIT = 180.0
+
+
+def resolve_isolation(name: str, settings: RunSettings) -> str:
+    """``auto``: a worker process wherever a kernel can take the process down with it."""
+    if name not in ISOLATIONS:
+        raise ValueError(f"unknown isolation '{name}'; known: {', '.join(ISOLATIONS)}")
+    if name != "auto":
+        return name
+    crashable = settings.device.type != "cpu" or not settings.interpreter_check
+    return "process" if crashable else "none"
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run; ``rows`` holds every row finished before it."""
+
+    def __init__(self, rows: list[ReportRow]) -> None:
+        super().__init__(f"interrupted after {len(rows)} rows")
+        self.rows = rows
+
+
+class CaseTimeout(BaseException):
+    """Raised by the in-process timer; a BaseException so no ``except Exception`` eats it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise CaseTimeout in this (main) thread after ``seconds``; no-op elsewhere or for 0."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CaseTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> Outcome:
+    why = (f"ran past the {settings.timeout:g} s time limit (--timeout); a loop bound or index "
+           "read from outside a tensor can run away")
+    return ended(job, settings, Status.TIMEOUT, why, elapsed_ms)
+
+
+class InProcess:
+    """Runs each job here, under the SIGALRM time limit."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        #: a device fault on a GPU: the context is gone and the run must stop
+        self.lost: Outcome | None = None
+
+    def run(self, job: Job) -> Outcome:
+        start = time.perf_counter()
+        try:
+            with time_limit(self.settings.timeout):
+                outcome = run_job(job, self.settings)
+        except CaseTimeout:
+            return timed_out(job, self.settings, (time.perf_counter() - start) * 1e3)
+        if outcome.row.status == Status.FAULT and self.settings.device.type != "cpu":
+            self.lost = outcome
+        return outcome
+
+    def close(self) -> None:
+        pass
+
+
+# -- the worker side ----------------------------------------------------------------------------
+def case_recipe(case: Case, run_seed: int) -> tuple:
+    """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
+    if case.source:
+        return ("file", case.source)
+    if case.suite:
+        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
+    return ("case", case)
+
+
+def rebuild(recipe: tuple) -> Case:
+    kind = recipe[0]
+    if kind == "file":
+        return load_case(recipe[1])
+    if kind == "suite":
+        from diffcheck.paths import get_path
+
+        _, path, suite, name, run_seed, fill = recipe
+        layout = get_path(path).suites()[suite].layouts[name]
+        return layout.case(path, suite, run_seed, fill)
+    return recipe[1]
+
+
+def serve(conn: Connection, config: dict) -> None:
+    """Worker main loop: receive (recipe, impl, mode), send back an Outcome, until None.
+
+    After a device fault the worker answers and exits: its context cannot run anything more.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from diffcheck import backend
+
+    settings = RunSettings(**config)
+    try:
+        backend.prepare(settings.device)
+        if settings.device.type == "cuda":
+            import torch
+
+            torch.cuda.init()
+    except Exception as e:
+        conn.send(("broken", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        recipe, impl, mode = message
+        try:
+            outcome = run_job(Job(rebuild(recipe), impl, mode), settings)
+        except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
+            conn.send(("crash", traceback.format_exc()))
+            return
+        conn.send(("outcome", outcome))
+        if outcome.row.status == Status.FAULT:
+            return
+
+
+# -- the parent side ----------------------------------------------------------------------------
+class Isolated:
+    """Runs each job in a worker process; replaces the worker after it dies, faults or hangs."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.process = None
+        self.conn: Connection | None = None
+        self.started = 0
+
+    def _start(self) -> None:
+        parent, child = self.context.Pipe()
+        self.process = self.context.Process(
+            target=serve, args=(child, self.settings.config()), daemon=True,
+            name="diffcheck-worker")
+        self.process.start()
+        child.close()
+        self.conn = parent
+        self.started += 1
+        if not parent.poll(WORKER_START_LIMIT):
+            self._stop()
+            raise DeviceError(f"the worker process did not start within {WORKER_START_LIMIT:g} s")
+        try:
+            kind, text = parent.recv()
+        except EOFError:
+            kind, text = "broken", self._death()
+        if kind != "ready":
+            self._stop()
+            raise DeviceError(f"the worker process could not set up the device: {text}")
+
+    def _death(self) -> str:
+        """Why the worker is gone, in words."""
+        assert self.process is not None
+        self.process.join(5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the worker process was killed by {name}"
+        return f"the worker process exited with code {code}"
+
+    def _stop(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+    def run(self, job: Job) -> Outcome:
+        if self.process is None or not self.process.is_alive():
+            self._stop()
+            self._start()
+        assert self.conn is not None
+        start = time.perf_counter()
+        self.conn.send((case_recipe(job.case, self.settings.run_seed), job.impl, job.mode))
+        limit = self.settings.timeout if self.settings.timeout > 0 else None
+        answered = self.conn.poll(limit)
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        if not answered:
+            self._stop()
+            return timed_out(job, self.settings, elapsed_ms)
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, ConnectionError):
+            why = self._death()
+            self._stop()
+            return ended(job, self.settings, Status.FAULT, f"{why} during the call", elapsed_ms)
+        if kind == "crash":
+            self._stop()
+            raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
+        if payload.row.status == Status.FAULT:
+            self._stop()  # it exits by itself; make sure before the next job
+        return payload
+
+    def close(self) -> None:
+        if self.conn is not None and self.process is not None and self.process.is_alive():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self.conn.send(None)
+            self.process.join(5)
+        self._stop()
+
+
+def executor_for(settings: RunSettings) -> InProcess | Isolated:
+    return Isolated(settings) if settings.isolation == "process" else InProcess(settings)
+
+
+def run_all(
+    jobs: Iterable[Job],
+    settings: RunSettings,
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+) -> list[ReportRow]:
+    """Run every job in order; Ctrl-C raises Interrupted carrying the finished rows."""
+    rows: list[ReportRow] = []
+    executor = executor_for(settings)
+    try:
+        for job in jobs:
+            outcome = executor.run(job)
+            rows.append(outcome.row)
+            on_outcome(outcome)
+            if isinstance(executor, InProcess) and executor.lost is not None:
+                raise DeviceError(
+                    f"{job.case.case_id} with {job.impl.name} faulted the device, whose context "
+                    "is now unusable; rerun with --isolation process to go on past faults")
+    except KeyboardInterrupt:
+        raise Interrupted(rows) from None
+    finally:
+        executor.close()
+    return rows

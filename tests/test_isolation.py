@@ -1,0 +1,64 @@
+"""Crash isolation and time limits: a job that dies or hangs is a row, and the run goes on."""
+
+from conftest import CPU, make_impl, suite_cases
+
+from diffcheck.executors import run_all
+from diffcheck.impls import find
+from diffcheck.modes import Eager
+from diffcheck.runner import Job, RunSettings, is_device_fault
+
+FAULTS_ON_K512 = make_impl("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512")
+RUNAWAY = make_impl("decode:runaway", "broken_kernels:decode_runaway")
+
+
+def settings(**overrides) -> RunSettings:
+    base = RunSettings(CPU, "test", 0)
+    for name, value in overrides.items():
+        setattr(base, name, value)
+    return base
+
+
+def test_worker_process_survives_a_segfaulting_kernel_and_the_next_cases_pass():
+    cases = suite_cases("decode", "smoke")
+    assert [c.k for c in cases].count(512) == 1
+    jobs = [Job(c, FAULTS_ON_K512, Eager()) for c in cases]
+    rows = run_all(jobs, settings(interpreter_check=False, isolation="process"))
+    by_k = {c.k: [] for c in cases}
+    for case, row in zip(cases, rows, strict=True):
+        by_k[case.k].append(row)
+    (crashed,) = by_k[512]
+    assert crashed.status == "fault"
+    assert "worker process was killed by SIG" in crashed.error
+    assert {r.status for r in by_k[256]} == {"pass"}
+
+
+def test_a_runaway_loop_times_out_and_the_next_job_runs_in_process():
+    first, second = suite_cases("decode", "smoke")[:2]
+    jobs = [Job(first, RUNAWAY, Eager()), Job(second, find("decode:pid"), Eager())]
+    rows = run_all(jobs, settings(timeout=1.0))
+    assert [r.status for r in rows] == ["timeout", "pass"]
+    assert "ran past the 1 s time limit" in rows[0].error
+
+
+def test_a_runaway_loop_times_out_in_a_worker_that_is_then_replaced():
+    first, second = suite_cases("decode", "smoke")[:2]
+    jobs = [Job(first, RUNAWAY, Eager()), Job(second, find("decode:pid"), Eager())]
+    rows = run_all(jobs, settings(timeout=3.0, isolation="process"))
+    assert [r.status for r in rows] == ["timeout", "pass"]
+
+
+def test_worker_rows_equal_in_process_rows():
+    cases = suite_cases("mtp", "stale")
+    jobs = [Job(c, find("mtp:unguarded"), Eager()) for c in cases]
+    here = run_all(jobs, settings())
+    there = run_all(jobs, settings(isolation="process"))
+    # (not the values: a wild gather yields a tag that depends on where memory happens to be)
+    keep = ("case_id", "status", "mismatches", "first_mismatch", "first_oob_read", "oob_reads")
+    assert [[getattr(r, k) for k in keep] for r in here] == \
+        [[getattr(r, k) for k in keep] for r in there]
+
+
+def test_device_faults_are_told_from_wrapper_exceptions():
+    assert is_device_fault(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_device_fault(RuntimeError("HIP error: hipErrorIllegalAddress"))
+    assert not is_device_fault(ValueError("unsupported NUM_TOPK_TOKENS=256"))
