@@ -113,6 +113,25 @@ def compare(
         typer.Option(help="Red-zone fillings per case: 2 runs each case with constant and "
                      "with tagged margins to find out-of-bounds reads; 1 runs it once."),
     ] = 2,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds one case may take (all its fillings) before it ends as "
+                     "`timeout` and the run goes on; 0 for no limit."),
+    ] = 60.0,
+    isolation: Annotated[
+        str,
+        typer.Option(help="Where kernels run: process (a worker that is replaced after a fault, "
+                     "crash or time-out), none (this process), or auto: process on a GPU or "
+                     "with --no-interpreter-check, none otherwise."),
+    ] = "auto",
+    details: Annotated[
+        Path | None,
+        typer.Option(help="Also write a CSV with one row per finding element or access "
+                     "(kind, buffer, offset, location, expected, actual)."),
+    ] = None,
+    details_max: Annotated[
+        int, typer.Option(help="Rows of --details per report row at most.")
+    ] = 20,
     quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
 ) -> None:
     """Run cases x implementations, compare every output element with the reference.
@@ -121,8 +140,9 @@ def compare(
     4 usage or input error, 5 nothing selected.
     """
     from diffcheck import backend, modes
-    from diffcheck.report import ReportWriter, summarize
-    from diffcheck.runner import Interrupted, RunSettings, run_all
+    from diffcheck.executors import Interrupted, resolve_isolation, run_all
+    from diffcheck.report import DetailsWriter, ReportWriter, summarize
+    from diffcheck.runner import RunSettings
     from diffcheck.selection import select
     from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
 
@@ -134,6 +154,10 @@ def compare(
         raise UsageError(f"--fillings must be 1 or 2, got {fillings}")
     if invalid_fill not in (None, 0, -1):
         raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    if timeout < 0:
+        raise UsageError(f"--timeout must be 0 (no limit) or positive, got {timeout:g}")
+    if details_max < 1:
+        raise UsageError(f"--details-max must be at least 1, got {details_max}")
     dev = backend.resolve(device)
     backend.prepare(dev)
     chosen = select(
@@ -141,24 +165,32 @@ def compare(
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
     )
     settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill,
-                           interpreter_check, fillings)
+                           interpreter_check, fillings, timeout)
+    try:
+        settings.isolation = resolve_isolation(isolation, settings)
+    except ValueError as e:
+        raise UsageError(f"--isolation: {e}") from None
     for implementation in chosen.impls:  # an import failure is a usage error, before any row
         settings.implementation(implementation)
     jobs = chosen.jobs()
     writer = ReportWriter(report)
+    detail_writer = DetailsWriter(details, details_max) if details else None
     started = time.perf_counter()
     typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
-               f"{len(chosen.modes)} modes = {len(jobs)} rows on {backend.describe(dev)}",
+               f"{len(chosen.modes)} modes = {len(jobs)} rows on {backend.describe(dev)}"
+               f"{', one worker process at a time' if settings.isolation == 'process' else ''}",
                err=True)
     with _progress(len(jobs), enabled=True) as bar:
         task = bar.add_task("comparing", total=len(jobs))
 
-        def on_row(row) -> None:
-            writer.write(row)
+        def on_outcome(outcome) -> None:
+            writer.write(outcome.row)
+            if detail_writer is not None:
+                detail_writer.write(outcome.row, outcome.findings)
             bar.advance(task)
 
         try:
-            rows = run_all(jobs, settings, on_row)
+            rows = run_all(jobs, settings, on_outcome)
         except Interrupted as stop:
             _err(f"interrupted after {len(stop.rows)} of {len(jobs)} rows; report: {report}")
             raise typer.Exit(ExitCode.INTERRUPTED) from None

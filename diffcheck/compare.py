@@ -14,6 +14,21 @@ import torch
 from diffcheck.buffers import POISON, Buffer, Staged
 from diffcheck.status import Status
 
+#: examples kept per finding for --details (the report keeps counts of all of them)
+EXAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Example:
+    """One element or access behind a finding: a row of the --details CSV."""
+
+    buffer: str
+    #: flat element index in the buffer (negative or >= its size when out of bounds)
+    offset: int
+    location: str
+    expected: int | None = None
+    actual: int | None = None
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -30,6 +45,8 @@ class Finding:
     #: how an out-of-bounds access was found: interpreter, redzone-tag, redzone-diff,
     #: redzone-write
     found_by: str = ""
+    #: the first few elements or accesses, for --details
+    examples: tuple[Example, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,11 @@ def _first(mask: torch.Tensor) -> tuple[int, int]:
     return hits.numel(), (int(hits[0]) if hits.numel() else -1)
 
 
+def _hits(mask: torch.Tensor, limit: int = EXAMPLES) -> list[int]:
+    """Flat indices of the first ``limit`` true elements."""
+    return torch.nonzero(mask.reshape(-1)).flatten()[:limit].tolist()
+
+
 def margin_writes(buf: Buffer) -> Finding | None:
     """Writes into the margins of one allocation: out-of-bounds writes."""
     before = buf.before() != buf.pristine[: buf.margin]
@@ -76,15 +98,16 @@ def margin_writes(buf: Buffer) -> Finding | None:
     n_after, first_after = _first(after)
     if not n_before + n_after:
         return None
-    if n_before:
-        offset = first_before - buf.margin
-        actual = int(buf.before()[first_before])
-    else:
-        offset = buf.span + first_after
-        actual = int(buf.after()[first_after])
-    return Finding(Status.OOB_WRITE, buf.name, n_before + n_after, offset,
-                   out_of_bounds_label(buf.name, offset, buf.span), None, actual,
-                   found_by="redzone-write")
+    changed = torch.cat([before, after])
+    now = torch.cat([buf.before(), buf.after()])
+    examples = []
+    for i in _hits(changed):
+        offset = i - buf.margin if i < buf.margin else buf.span + i - buf.margin
+        examples.append(Example(buf.name, offset, out_of_bounds_label(buf.name, offset, buf.span),
+                                int(buf.pristine[i]), int(now[i])))
+    first = examples[0]
+    return Finding(Status.OOB_WRITE, buf.name, n_before + n_after, first.offset, first.location,
+                   None, first.actual, found_by="redzone-write", examples=tuple(examples))
 
 
 def compare_output(
@@ -101,13 +124,16 @@ def compare_output(
     count, first = _first(differs)
     if count:
         kind = Status.MISMATCH if well_formed else Status.STALE_SENSITIVE
+        examples = tuple(Example("out", i, locate(i), int(expected[i]), int(out[i]))
+                         for i in _hits(differs))
         findings.append(Finding(kind, "out", count, first, locate(first),
-                                int(expected[first]), int(out[first])))
+                                int(expected[first]), int(out[first]), examples=examples))
     stray = (out != POISON) & ~mask
     count, first = _first(stray)
     if count:
+        examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in _hits(stray))
         findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
-                                POISON, int(out[first])))
+                                POISON, int(out[first]), examples=examples))
     for buf in (staged.out, *staged.buffers.values()):
         finding = margin_writes(buf)
         if finding is not None:

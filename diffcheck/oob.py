@@ -6,7 +6,7 @@ import torch
 
 from diffcheck import tags
 from diffcheck.buffers import Staged
-from diffcheck.compare import Finding, RegionLocator, out_of_bounds_label
+from diffcheck.compare import EXAMPLES, Example, Finding, RegionLocator, out_of_bounds_label
 from diffcheck.sandbox import Access, Extent
 from diffcheck.status import Status
 
@@ -33,8 +33,13 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
         if not -WILD < first.offset < first.size + WILD:
             # Far from every tensor: the sandbox names the nearest one, not the pointer's base.
             label += ", a wild address; nearest tensor named"
+        examples = tuple(
+            Example(a.buffer, a.offset, f"{out_of_bounds_label(a.buffer, a.offset, a.size)}, "
+                    f"program {a.program[0]}, {a.lanes} lanes")
+            for a in of_kind[:EXAMPLES])
         findings.append(Finding(status, first.buffer, sum(a.lanes for a in of_kind), first.offset,
-                                f"{label}, program {first.program[0]}", found_by="interpreter"))
+                                f"{label}, program {first.program[0]}", found_by="interpreter",
+                                examples=examples))
     return findings
 
 
@@ -53,16 +58,21 @@ def from_fillings(
         return None
     hits = torch.nonzero(differs).flatten()
     first = int(hits[0])
-    tagged_hits = hits[tags.is_tag(b[hits])]
     buffers = tagged.all()
-    if tagged_hits.numel():
-        at = int(tagged_hits[0])
+    examples = []
+    for at in hits[tags.is_tag(b[hits])][:EXAMPLES].tolist():
         buffer_id, offset = tags.decode(int(b[at]))
         if buffer_id < len(buffers):
             buf = buffers[buffer_id]
             label = out_of_bounds_label(buf.name, offset, buf.span)
-            return Finding(Status.OOB_READ, buf.name, int(hits.numel()), offset,
-                           f"{label}, reached out at {locate(at)}", found_by="redzone-tag")
+            examples.append(Example(buf.name, offset, f"{label}, reached out at {locate(at)}",
+                                    int(a[at]), int(b[at])))
+    if examples:
+        first_tag = examples[0]
+        return Finding(Status.OOB_READ, first_tag.buffer, int(hits.numel()), first_tag.offset,
+                       first_tag.location, found_by="redzone-tag", examples=tuple(examples))
+    examples = [Example("out", at, f"output depends on red-zone contents at {locate(at)}",
+                        int(a[at]), int(b[at])) for at in hits[:EXAMPLES].tolist()]
     return Finding(Status.OOB_READ, "?", int(hits.numel()), first,
                    f"output depends on red-zone contents, first at {locate(first)}",
-                   found_by="redzone-diff")
+                   found_by="redzone-diff", examples=tuple(examples))

@@ -78,6 +78,40 @@ class ReportWriter:
         self.count += 1
 
 
+#: columns of the --details CSV, one row per finding element or access
+DETAIL_COLUMNS = ["run_id", "path", "implementation", "mode", "case_id", "kind", "found_by",
+                  "buffer", "offset", "location", "expected", "actual"]
+
+
+class DetailsWriter:
+    """Appends up to ``cap`` finding rows per report row (most severe findings first)."""
+
+    def __init__(self, path: str | Path, cap: int) -> None:
+        self.path, self.cap = Path(path), cap
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(columns=DETAIL_COLUMNS).to_csv(self.path, index=False)
+        self.count = 0
+
+    def write(self, row: ReportRow, findings) -> None:
+        records = []
+        for finding in sorted(findings, key=lambda f: -f.kind.severity):
+            for example in finding.examples:
+                records.append({
+                    "run_id": row.run_id, "path": row.path, "implementation": row.implementation,
+                    "mode": row.mode, "case_id": row.case_id, "kind": finding.kind.value,
+                    "found_by": finding.found_by, "buffer": example.buffer,
+                    "offset": example.offset, "location": example.location,
+                    "expected": example.expected, "actual": example.actual,
+                })
+        records = records[: self.cap]
+        if records:
+            df = pd.DataFrame(records, columns=DETAIL_COLUMNS)
+            for name in ("expected", "actual"):
+                df[name] = df[name].astype("Int64")
+            df.to_csv(self.path, mode="a", header=False, index=False)
+            self.count += len(records)
+
+
 def read_report(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 

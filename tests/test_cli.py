@@ -124,9 +124,9 @@ def test_list_shows_suites_and_implementations():
 
 
 def test_interrupt_keeps_finished_rows_and_exits_2(tmp_path, monkeypatch):
-    import diffcheck.runner as runner
+    import diffcheck.executors as executors
 
-    real, calls = runner.run_job, []
+    real, calls = executors.run_job, []
 
     def interrupted_on_third(job, settings):
         calls.append(job)
@@ -134,7 +134,7 @@ def test_interrupt_keeps_finished_rows_and_exits_2(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(job, settings)
 
-    monkeypatch.setattr(runner, "run_job", interrupted_on_third)
+    monkeypatch.setattr(executors, "run_job", interrupted_on_third)
     report = tmp_path / "r.csv"
     result = invoke("compare", "--report", report)
     assert result.exit_code == ExitCode.INTERRUPTED
@@ -165,3 +165,39 @@ def test_help_documents_exit_codes():
     result = invoke("compare", "--help")
     assert result.exit_code == 0
     assert "4 usage or input error" in result.output
+
+
+def test_stale_sensitive_is_reported_but_fails_only_when_asked(tmp_path):
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--suite", "stale", "--path", "decode", "--impl", "decode:pid",
+                    "--report", report)
+    assert result.exit_code == 0, result.output
+    assert "stale_sensitive" in set(pd.read_csv(report)["status"])
+    strict = invoke("compare", "--suite", "stale", "--path", "decode", "--impl", "decode:pid",
+                    "--report", report, "--fail-on", "stale_sensitive,mismatch")
+    assert strict.exit_code == ExitCode.FAILURES
+
+
+def test_details_lists_each_finding_capped_per_row(tmp_path):
+    report, details = tmp_path / "r.csv", tmp_path / "d.csv"
+    result = invoke("compare", "--suite", "stale", "--case", "decode-stale-rows-unwritten",
+                    "--impl", "decode:unguarded", "--path", "decode", "--report", report,
+                    "--details", details, "--details-max", "5", "--no-interpreter-check",
+                    "--isolation", "none")
+    assert result.exit_code == ExitCode.FAILURES
+    rows = pd.read_csv(details)
+    assert len(rows) == 5
+    assert list(rows["kind"]) == ["oob_read"] * 5
+    assert set(rows["buffer"]) == {"kv_indices"} and set(rows["offset"]) == {-1}
+    assert rows["location"].str.contains("reached out at request 0, column").all()
+
+
+@pytest.mark.parametrize("option, value, text", [
+    ("--isolation", "thread", "unknown isolation 'thread'"),
+    ("--timeout", "-1", "--timeout must be 0 (no limit) or positive"),
+    ("--details-max", "0", "--details-max must be at least 1"),
+])
+def test_bad_run_options_exit_4(option, value, text):
+    result = invoke("compare", option, value)
+    assert result.exit_code == ExitCode.USAGE
+    assert text in error_line(result)
