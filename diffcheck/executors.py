@@ -132,9 +132,13 @@ def serve(conn: Connection, config: dict) -> None:
     After a device fault the worker answers and exits: its context cannot run anything more.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    import os
+
     from diffcheck import backend
 
     settings = RunSettings(**config)
+    if settings.device.type != "cpu":  # compile for the device even if the parent interprets
+        os.environ.pop("TRITON_INTERPRET", None)
     try:
         backend.prepare(settings.device)
         if settings.device.type == "cuda":

@@ -16,10 +16,14 @@ print("torch", torch.__version__, "triton", triton.__version__, "numpy", numpy._
       "pandas", pandas.__version__, "typer", typer.__version__)
 print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
 PY
-python3 -m pytest -q -m cuda tests/test_gpu.py 2>&1 | tee "$OUT/pytest-cuda.log"
+python3 -m pytest -q -m cuda tests/test_gpu.py --durations=10 2>&1 | tee "$OUT/pytest-cuda.log"
 for fill in 0 -1; do
   /usr/bin/time -f "wall %e s" python3 -m diffcheck compare --device cuda --suite smoke \
     --suite edge --invalid-fill "$fill" --impl decode:guarded --impl decode:pid \
     --impl decode:unguarded --impl decode:reference --impl mtp:guarded --impl mtp:unguarded \
     --impl mtp:reference --report "$OUT/report-fill$fill.csv" 2>&1 | tail -n 12
 done
+/usr/bin/time -f "wall %e s" python3 -m diffcheck compare --device cuda --suite stale \
+  --impl decode:guarded --impl decode:pid --impl decode:unguarded --impl mtp:guarded \
+  --impl mtp:unguarded --report "$OUT/report-stale.csv" --details "$OUT/details-stale.csv" \
+  2>&1 | tail -n 12

@@ -43,3 +43,55 @@ def test_unguarded_kernels_get_the_cpu_statuses_on_the_gpu(tmp_path):
     assert (df.loc[invalid, "status"] == "oob_read").all()
     assert df.loc[invalid, "oob_read_found_by"].isin(["redzone-tag", "redzone-diff"]).all()
     assert (df.loc[~invalid, "status"] == "pass").all()
+
+
+def gpu_settings(**overrides):
+    from diffcheck.runner import RunSettings
+
+    settings = RunSettings(torch.device("cuda"), "gpu-test", 0, isolation="process")
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    return settings
+
+
+def test_a_kernel_that_faults_the_device_is_a_fault_row_and_the_run_goes_on():
+    # Workers compile for the GPU even though this process imported Triton interpreted.
+    from conftest import make_impl, suite_cases
+
+    from diffcheck.executors import run_all
+    from diffcheck.modes import Eager
+    from diffcheck.runner import Job
+
+    impl = make_impl("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512")
+    cases = suite_cases("decode", "smoke")
+    rows = run_all([Job(c, impl, Eager()) for c in cases], gpu_settings())
+    statuses = {c.k: [] for c in cases}
+    for case, row in zip(cases, rows, strict=True):
+        statuses[case.k].append(row)
+    (faulted,) = statuses[512]
+    assert faulted.status == "fault", faulted.detail
+    assert faulted.device.startswith("cuda")
+    assert {r.status for r in statuses[256]} == {"pass"}
+
+
+def test_stale_suite_on_the_gpu_safe_kernels_in_bounds_unguarded_caught():
+    from conftest import suite_cases
+
+    from diffcheck.executors import run_all
+    from diffcheck.impls import find
+    from diffcheck.modes import Eager
+    from diffcheck.runner import Job
+
+    kernels = {"decode": ("decode:guarded", "decode:pid", "decode:unguarded"),
+               "mtp": ("mtp:guarded", "mtp:unguarded")}
+    jobs = [Job(c, find(name), Eager()) for path, names in kernels.items()
+            for c in suite_cases(path, "stale") for name in names]
+    rows = run_all(jobs, gpu_settings())
+    for row in rows:
+        if row.impl_safe:
+            assert row.status in ("pass", "stale_sensitive"), (row.case_id, row.detail)
+    unguarded = {r.case_id: r for r in rows if r.implementation == "decode:unguarded"}
+    unwritten = unguarded["stale/decode-stale-rows-unwritten"]
+    assert unwritten.status == "oob_read"
+    assert unwritten.first_oob_read.startswith("kv_indices[-1]")
+    assert unwritten.oob_read_found_by == "redzone-tag"
