@@ -9,8 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
+# Globals a compiled kernel reads must be constexpr (the interpreter would take plain ints).
 (CORRECT, LEN_PLUS_ONE, WRONG_FILL, SKIP_LAST_TILE, WRITE_BEFORE_OUT, TOKEN_AS_REQUEST,
- READ_NEXT_ROW, NEXT_REQUEST, WILD_INDEX, RUNAWAY) = range(10)
+ READ_NEXT_ROW, NEXT_REQUEST, WILD_INDEX, RUNAWAY) = (tl.constexpr(i) for i in range(10))
 
 
 @triton.jit
@@ -73,7 +74,7 @@ def _decode(bug, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, block_
     _buggy_row_kernel[(rows,)](
         kv_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
         token_indices.stride(0), token_indices.stride(1), fill,
-        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug, USE_REQ_MAP=False,
+        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug.value, USE_REQ_MAP=False,
     )
     return out
 
@@ -126,7 +127,7 @@ def _mtp(bug, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_
     _buggy_row_kernel[(tokens if rows is None else rows,)](
         token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
         topk_indices.stride(0), topk_indices.stride(1), fill,
-        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug, USE_REQ_MAP=True,
+        NUM_TOPK_TOKENS=k, BLOCK_N=block_n, BUG=bug.value, USE_REQ_MAP=True,
     )
     return out
 

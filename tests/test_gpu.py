@@ -95,3 +95,31 @@ def test_stale_suite_on_the_gpu_safe_kernels_in_bounds_unguarded_caught():
     assert unwritten.status == "oob_read"
     assert unwritten.first_oob_read.startswith("kv_indices[-1]")
     assert unwritten.oob_read_found_by == "redzone-tag"
+
+
+def test_broken_kernels_are_caught_on_the_gpu_too():
+    """Same status as on the CPU; an out-of-bounds read may fault the GPU instead (a red-zone
+    tag used as an index), and the runaway loop just finishes there (its bound is ~2^30)."""
+    from conftest import make_impl, suite_cases
+    from test_broken_kernels import EXPECTED
+
+    from diffcheck.executors import run_all
+    from diffcheck.modes import Eager
+    from diffcheck.runner import Job
+    from diffcheck.status import Status, worst
+
+    names = [n for n in EXPECTED if n != "decode_runaway"]
+    jobs, owner = [], []
+    for name in names:
+        path = name.split("_")[0]
+        impl = make_impl(f"{path}:{name}", f"broken_kernels:{name}")
+        for case in suite_cases(path, "smoke", "edge"):
+            jobs.append(Job(case, impl, Eager()))
+            owner.append(name)
+    rows = run_all(jobs, gpu_settings())
+    got = {name: worst([Status(r.status) for r, o in zip(rows, owner, strict=True) if o == name])
+           for name in names}
+    for name in names:
+        wanted = EXPECTED[name][0]
+        allowed = {wanted, Status.FAULT} if wanted == Status.OOB_READ else {wanted}
+        assert got[name] in allowed, (name, got[name])
