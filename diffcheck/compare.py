@@ -53,6 +53,8 @@ class Finding:
 class Comparison:
     checked: int
     findings: tuple[Finding, ...]
+    #: observations that are not findings (e.g. a check that was inconclusive), for the detail
+    notes: tuple[str, ...] = ()
 
     def of(self, kind: Status) -> Finding | None:
         return next((f for f in self.findings if f.kind == kind), None)
