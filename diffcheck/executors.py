@@ -177,11 +177,12 @@ class Isolated:
 
     def _start(self) -> None:
         parent, child = self.context.Pipe()
-        self.process = self.context.Process(
+        process = self.context.Process(
             target=serve, args=(child, self.settings.config()), daemon=True,
             name="diffcheck-worker")
-        self.process.start()
+        process.start()  # a script using this API needs `if __name__ == "__main__":` (spawn)
         child.close()
+        self.process = process
         self.conn = parent
         self.started += 1
         if not parent.poll(WORKER_START_LIMIT):

@@ -183,6 +183,10 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str, out_size: 
     return run
 
 
+#: fillings rerun (by index) before a tag-less red-zone difference is called a read
+RERUNS = (0, 1, 0)
+
+
 def run_job(job: Job, settings: RunSettings) -> Outcome:
     case, spec = job.case, get_path(job.case.path)
     fill = fill_of(case, settings)
@@ -207,15 +211,17 @@ def run_job(job: Job, settings: RunSettings) -> Outcome:
             by_filling = from_fillings(first.staged, runs[1].staged, locate)
             if by_filling is not None and by_filling.found_by == "redzone-diff":
                 # No tag explains the difference: maybe the output is not deterministic
-                # (programs racing to write one element). A second constant run tells.
-                again = execute(job, settings, fill, FILLINGS[0], out_size)
-                if again.fault:
-                    return ended(job, settings, Status.FAULT, again.error, again.elapsed_ms)
-                if not again.error and not torch.equal(again.staged.out.view,
-                                                       first.staged.out.view):
-                    notes.append("output differs between two runs with the same red zones "
-                                 "(racing writes?), so a red-zone read cannot be told from it")
-                    by_filling = None
+                # (programs racing to write one element). Reruns under each filling tell.
+                for again_as in RERUNS:
+                    again = execute(job, settings, fill, FILLINGS[again_as], out_size)
+                    if again.fault:
+                        return ended(job, settings, Status.FAULT, again.error, again.elapsed_ms)
+                    if not again.error and not torch.equal(again.staged.out.view,
+                                                           runs[again_as].staged.out.view):
+                        notes.append("output differs between runs with the same red zones "
+                                     "(racing writes?), so a red-zone read cannot be told")
+                        by_filling = None
+                        break
             extra += [by_filling] if by_filling else []
         comparison = Comparison(comparison.checked, comparison.findings + tuple(extra),
                                 tuple(notes))

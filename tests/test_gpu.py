@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+from diffcheck.status import Status
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA or ROCm device"),
@@ -106,7 +108,7 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
     from diffcheck.executors import run_all
     from diffcheck.modes import Eager
     from diffcheck.runner import Job
-    from diffcheck.status import Status, worst
+    from diffcheck.status import worst
 
     names = [n for n in EXPECTED if n != "decode_runaway"]
     jobs, owner = [], []
@@ -120,6 +122,16 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
     got = {name: worst([Status(r.status) for r, o in zip(rows, owner, strict=True) if o == name])
            for name in names}
     for name in names:
-        wanted = EXPECTED[name][0]
-        allowed = {wanted, Status.FAULT} if wanted == Status.OOB_READ else {wanted}
-        assert got[name] in allowed, (name, got[name])
+        assert got[name] in ON_GPU.get(name, {EXPECTED[name][0]}), (name, got[name])
+
+
+#: where a GPU sees other than the CPU sandbox (README, "Limits")
+ON_GPU = {
+    # the row past the end only yields invalid positions, so the read never reaches out
+    "decode_reads_next_row": {Status.MISMATCH},
+    # a gather 4 GiB away faults the device
+    "decode_wild_index": {Status.FAULT},
+    "decode_faults_on_k512": {Status.FAULT},
+    # kv_indptr[R+1] is a tag used as kv_start: a tag read, or a fault
+    "mtp_unbounded_request": {Status.OOB_READ, Status.FAULT},
+}
