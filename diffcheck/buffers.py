@@ -64,6 +64,16 @@ class Staged:
     def poison_out(self) -> None:
         self.out.view.fill_(POISON)
 
+    def load(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Copy a replay step's whole buffers into the static ones (same shapes required)."""
+        for name, source in inputs.items():
+            buf = self.buffers[name]
+            if source.numel() != buf.span:
+                raise ValueError(f"replay step's {name} has {source.numel()} elements, the "
+                                 f"captured buffer {buf.span}; steps of one graph size need "
+                                 "the graph's shapes")
+            buf.alloc[buf.margin : buf.margin + buf.span].copy_(source.reshape(-1))
+
 
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
     widest = max((t.shape[-1] for t in tensors.values() if t.dim() == 2), default=0)

@@ -59,6 +59,41 @@ class Case:
     def intended_inputs(self) -> dict[str, torch.Tensor]:
         return self.views(self.intended if self.intended is not None else self.inputs)
 
+    def fresh(self) -> Case:
+        """The intended batch as a well-formed case: what an eager call would have been given."""
+        if self.intended is None:
+            return self
+        return Case(self.path, self.name, self.k, self.fill, self.seed, self.description,
+                    self.intended, dict(self.columns), None, self.suite, self.source)
+
+
+@dataclass
+class Scenario:
+    """Steps replayed under graphs captured on the first step of each graph size.
+
+    A step's ``inputs`` are what the graph's static buffers hold when it replays (fresh data
+    an engine copied, and whatever it left stale); its ``intended`` batch is what it should
+    have been. Eager and capture rows run each step's intended batch, as an engine running
+    without graphs would.
+    """
+
+    path: str
+    name: str
+    suite: str
+    description: str
+    steps: list[Case]
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.suite}/{self.name}"
+
+    def graph_size(self, step: Case) -> int:
+        """Output rows of the graph a step replays on (the padded batch size)."""
+        return get_path(self.path).counts(step.kernel_inputs())[1]
+
+    def fresh_steps(self) -> list[Case]:
+        return [step.fresh() for step in self.steps]
+
 
 def schema_problems(case: Case, spec: PathSpec) -> list[str]:
     """Names, dtypes and dimensions of every tensor set of a case."""

@@ -112,15 +112,30 @@ def margin_writes(buf: Buffer) -> Finding | None:
                    None, first.actual, found_by="redzone-write", examples=tuple(examples))
 
 
+def margins_changed(staged: Staged, restore: bool = False) -> list[Finding]:
+    """Out-of-bounds writes into the margins of every staged buffer; ``restore`` resets them
+    (between the steps of a replay, so each step is judged on its own writes)."""
+    findings = []
+    for buf in (staged.out, *staged.buffers.values()):
+        finding = margin_writes(buf)
+        if finding is not None:
+            findings.append(finding)
+            if restore:
+                buf.alloc[: buf.margin] = buf.pristine[: buf.margin]
+                buf.alloc[buf.margin + buf.span :] = buf.pristine[buf.margin :]
+    return findings
+
+
 def compare_output(
-    staged: Staged,
+    out: torch.Tensor,
     expected: torch.Tensor,
     mask: torch.Tensor,
     locate: RegionLocator,
     well_formed: bool,
+    margins: list[Finding] = (),
 ) -> Comparison:
     """Compare every region element exactly; anything changed outside the regions is found."""
-    out = staged.out.view.reshape(-1)
+    out = out.reshape(-1)
     findings = []
     differs = (out != expected) & mask
     count, first = _first(differs)
@@ -136,11 +151,20 @@ def compare_output(
         examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in _hits(stray))
         findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
                                 POISON, int(out[first]), examples=examples))
-    for buf in (staged.out, *staged.buffers.values()):
-        finding = margin_writes(buf)
-        if finding is not None:
-            findings.append(finding)
-    return Comparison(int(mask.sum()), tuple(findings))
+    return Comparison(int(mask.sum()), tuple(findings) + tuple(margins))
+
+
+def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator) -> Finding | None:
+    """The replayed output differs from an eager call on the same inputs."""
+    differs = replayed.reshape(-1) != eager.reshape(-1)
+    count, first = _first(differs)
+    if not count:
+        return None
+    examples = tuple(Example("out", i, locate(i), int(eager.reshape(-1)[i]),
+                             int(replayed.reshape(-1)[i])) for i in _hits(differs))
+    return Finding(Status.DIVERGENCE, "out", count, first, locate(first),
+                   int(eager.reshape(-1)[first]), int(replayed.reshape(-1)[first]),
+                   examples=examples)
 
 
 def describe(finding: Finding, checked: int) -> str:
@@ -159,4 +183,7 @@ def describe(finding: Finding, checked: int) -> str:
     if finding.kind == Status.OOB_READ:
         return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
                 f"found by {finding.found_by}")
+    if finding.kind == Status.DIVERGENCE:
+        return (f"Replay differs from eager on the same inputs: {finding.count} elements, first "
+                f"at {finding.location}: eager {finding.expected}, replay {finding.actual}")
     return f"{finding.kind}: {finding.location}"

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
-from diffcheck.case import Case, load_case
+from diffcheck.case import Case, Scenario, load_case
 from diffcheck.errors import DeviceError
 from diffcheck.report import ReportRow
 from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
@@ -74,7 +74,7 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> Outcome:
+def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> list[Outcome]:
     why = (f"ran past the {settings.timeout:g} s time limit (--timeout); a loop bound or index "
            "read from outside a tensor can run away")
     return ended(job, settings, Status.TIMEOUT, why, elapsed_ms)
@@ -88,32 +88,34 @@ class InProcess:
         #: a device fault on a GPU: the context is gone and the run must stop
         self.lost: Outcome | None = None
 
-    def run(self, job: Job) -> Outcome:
+    def run(self, job: Job) -> list[Outcome]:
         start = time.perf_counter()
         try:
             with time_limit(self.settings.timeout):
-                outcome = run_job(job, self.settings)
+                outcomes = run_job(job, self.settings)
         except CaseTimeout:
             return timed_out(job, self.settings, (time.perf_counter() - start) * 1e3)
-        if outcome.row.status == Status.FAULT and self.settings.device.type != "cpu":
-            self.lost = outcome
-        return outcome
+        faulted = any(o.row.status == Status.FAULT for o in outcomes)
+        if faulted and self.settings.device.type != "cpu":
+            self.lost = outcomes[0]
+        return outcomes
 
     def close(self) -> None:
         pass
 
 
 # -- the worker side ----------------------------------------------------------------------------
-def case_recipe(case: Case, run_seed: int) -> tuple:
+def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
     """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
-    if case.source:
+    if isinstance(case, Case) and case.source:
         return ("file", case.source)
+    fill = case.steps[0].fill if isinstance(case, Scenario) else case.fill
     if case.suite:
-        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
+        return ("suite", case.path, case.suite, case.name, run_seed, fill)
     return ("case", case)
 
 
-def rebuild(recipe: tuple) -> Case:
+def rebuild(recipe: tuple) -> Case | Scenario:
     kind = recipe[0]
     if kind == "file":
         return load_case(recipe[1])
@@ -155,12 +157,12 @@ def serve(conn: Connection, config: dict) -> None:
             return
         recipe, impl, mode = message
         try:
-            outcome = run_job(Job(rebuild(recipe), impl, mode), settings)
+            outcomes = run_job(Job(rebuild(recipe), impl, mode), settings)
         except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
             conn.send(("crash", traceback.format_exc()))
             return
-        conn.send(("outcome", outcome))
-        if outcome.row.status == Status.FAULT:
+        conn.send(("outcomes", outcomes))
+        if any(o.row.status == Status.FAULT for o in outcomes):
             return
 
 
@@ -218,7 +220,7 @@ class Isolated:
             self.conn.close()
         self.process, self.conn = None, None
 
-    def run(self, job: Job) -> Outcome:
+    def run(self, job: Job) -> list[Outcome]:
         if self.process is None or not self.process.is_alive():
             self._stop()
             self._start()
@@ -240,7 +242,7 @@ class Isolated:
         if kind == "crash":
             self._stop()
             raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
-        if payload.row.status == Status.FAULT:
+        if any(o.row.status == Status.FAULT for o in payload):
             self._stop()  # it exits by itself; make sure before the next job
         return payload
 
@@ -266,9 +268,9 @@ def run_all(
     executor = executor_for(settings)
     try:
         for job in jobs:
-            outcome = executor.run(job)
-            rows.append(outcome.row)
-            on_outcome(outcome)
+            for outcome in executor.run(job):
+                rows.append(outcome.row)
+                on_outcome(outcome)
             if isinstance(executor, InProcess) and executor.lost is not None:
                 raise DeviceError(
                     f"{job.case.case_id} with {job.impl.name} faulted the device, whose context "

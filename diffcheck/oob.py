@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffcheck import tags
-from diffcheck.buffers import Staged
+from diffcheck.buffers import Buffer, Staged
 from diffcheck.compare import EXAMPLES, Example, Finding, RegionLocator, out_of_bounds_label
 from diffcheck.sandbox import Access, Extent
 from diffcheck.status import Status
@@ -44,21 +44,22 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
 
 
 def from_fillings(
-    constant: Staged, tagged: Staged, locate: RegionLocator
+    a: torch.Tensor, b: torch.Tensor, buffers: list[Buffer], locate: RegionLocator
 ) -> Finding | None:
-    """Compare the outputs of one case under the constant and the tag filling.
+    """Compare the outputs ``a`` (constant filling) and ``b`` (tag filling) of one call.
+
+    ``buffers`` are the staged buffers in tag-id order.
 
     Inputs inside the tensors are identical, so any difference came from a read outside them.
     A tag in the tagged output names the read exactly; otherwise the difference is reported at
     the first output element it reached.
     """
-    a, b = constant.out.view.reshape(-1), tagged.out.view.reshape(-1)
+    a, b = a.reshape(-1), b.reshape(-1)
     differs = a != b
     if not bool(differs.any()):
         return None
     hits = torch.nonzero(differs).flatten()
     first = int(hits[0])
-    buffers = tagged.all()
     examples = []
     for at in hits[tags.is_tag(b[hits])][:EXAMPLES].tolist():
         buffer_id, offset = tags.decode(int(b[at]))

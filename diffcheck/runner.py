@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,10 +16,17 @@ import torch
 
 from diffcheck import backend, tags
 from diffcheck.buffers import FILLINGS, Staged, stage
-from diffcheck.case import Case
-from diffcheck.compare import Comparison, Finding, RegionLocator, compare_output, describe
+from diffcheck.case import Case, Scenario
+from diffcheck.compare import (
+    Comparison,
+    Finding,
+    RegionLocator,
+    compare_output,
+    describe,
+    diverged,
+)
 from diffcheck.impls import Implementation
-from diffcheck.modes import Mode
+from diffcheck.modes import Mode, Step
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow
@@ -30,7 +36,9 @@ from diffcheck.status import Status, worst
 
 @dataclass(frozen=True)
 class Job:
-    case: Case
+    """What to run: a case (or a replay scenario), an implementation, a mode."""
+
+    case: Case | Scenario
     impl: Implementation
     mode: Mode
 
@@ -118,21 +126,31 @@ def reference(case: Case, fill: int, out_size: int, settings: RunSettings):
 
 
 def invoke_call(job: Job, staged: Staged, fn: Callable, fill: int) -> Callable[[], object]:
-    spec = get_path(job.case.path)
-    kwargs = dict(spec.scalars(job.case.k), out=staged.out.view)
+    """The implementation's call on ``staged`` with the path's signature."""
+    spec, case = get_path(job.case.path), job.case
+    k = case.steps[0].k if isinstance(case, Scenario) else case.k
+    kwargs = dict(spec.scalars(k), out=staged.out.view)
     if job.impl.accepts_fill:
         kwargs["fill"] = fill
     args = spec.call_args(staged.tensors())
-    return lambda: fn(*args, **kwargs)
+    out_ptr = staged.out.view.data_ptr()
+
+    def call() -> object:
+        result = fn(*args, **kwargs)
+        if isinstance(result, torch.Tensor) and result.data_ptr() != out_ptr:
+            raise RuntimeError("returned a tensor other than the out= workspace it was given")
+        return result
+
+    return call
 
 
-def reproduce(job: Job, settings: RunSettings, fill: int) -> str:
-    case = job.case
+def reproduce(job: Job, case: Case, settings: RunSettings, fill: int) -> str:
     words = ["diffcheck", "compare", "--path", case.path]
     if case.source:
         words += ["--cases", case.source]
     else:
-        words += ["--suite", case.suite, "--case", case.case_id, "--seed", str(settings.run_seed)]
+        chosen = job.case.case_id if isinstance(job.case, Scenario) else case.case_id
+        words += ["--suite", case.suite, "--case", chosen, "--seed", str(settings.run_seed)]
     words += ["--impl", job.impl.name, "--mode", job.mode.name, "--invalid-fill", str(fill),
               "--device", settings.device.type]
     if not settings.interpreter_check:
@@ -144,104 +162,136 @@ def reproduce(job: Job, settings: RunSettings, fill: int) -> str:
     return shlex.join(words)
 
 
-@dataclass
-class Execution:
-    """One run of a job under one red-zone filling."""
-
-    staged: Staged
-    accesses: list = field(default_factory=list)
-    error: str = ""
-    #: the error was a device fault: nothing more may run in this process's context
-    fault: bool = False
-    elapsed_ms: float = 0.0
+def first_case(target: Case | Scenario) -> Case:
+    return target.steps[0] if isinstance(target, Scenario) else target
 
 
-def execute(job: Job, settings: RunSettings, fill: int, filling: str, out_size: int) -> Execution:
-    """Stage the case under ``filling`` and run the mode once, sandboxed on the interpreter."""
-    case, spec = job.case, get_path(job.case.path)
-    staged = stage(case.inputs, case.columns, out_size, settings.device, filling, spec.tensors)
-    run = Execution(staged)
+def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[Step]:
+    """Run the job's mode once under ``filling``, sandboxed on the interpreter.
+
+    Sandbox accesses between two Steps of the mode belong to the later one (setup work, such
+    as warm-up and capture, to the first Step after it).
+    """
+    spec = get_path(job.case.path)
     sandbox = None
     if settings.interpreter_check and backend.interpreted(settings.device):
-        ids = {name: i for i, name in enumerate(staged.names())}
-        sandbox = Sandbox(extents(staged), tag=lambda name, off: tags.encode(ids[name], off))
-    start = time.perf_counter()
-    try:
-        fn = settings.implementation(job.impl)
-        staged.poison_out()
-        with sandbox if sandbox is not None else contextlib.nullcontext():
-            result = job.mode.execute(invoke_call(job, staged, fn, fill), settings.device)
-        if isinstance(result, torch.Tensor) and result.data_ptr() != staged.out.view.data_ptr():
-            raise RuntimeError("returned a tensor other than the out= workspace it was given")
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # the implementation raised: a status, not a crash
-        run.error = one_line(e)
-        run.fault = is_device_fault(e)
-    run.elapsed_ms = (time.perf_counter() - start) * 1e3
-    run.accesses = sandbox.accesses if sandbox is not None else []
-    return run
+        ids = {name: i for i, name in enumerate((*spec.tensors, "out"))}
+        sandbox = Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
+    fn = settings.implementation(job.impl)
+
+    def stage_case(case: Case) -> Staged:
+        out_size = spec.workspace_size(case.intended_inputs(), case.k)
+        staged = stage(case.inputs, case.columns, out_size, settings.device, filling,
+                       spec.tensors)
+        if sandbox is not None:
+            sandbox.extents.extend(extents(staged))
+            sandbox._index()
+        return staged
+
+    def guard(step: Step, action: Callable[[], object]) -> bool:
+        try:
+            action()
+            return True
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # the implementation raised: a status, not a crash
+            step.error = step.error or one_line(e)
+            step.fault = step.fault or is_device_fault(e)
+            return False
+
+    steps: list[Step] = []
+    with sandbox if sandbox is not None else contextlib.nullcontext():
+        seen = 0
+        for step in job.mode.run(job.case, stage_case, lambda st: invoke_call(job, st, fn, fill),
+                                 settings.device, guard):
+            if sandbox is not None:
+                step.accesses = sandbox.accesses[seen:]
+                seen = len(sandbox.accesses)
+            steps.append(step)
+            if step.fault:
+                break
+    return steps
 
 
 #: fillings rerun (by index) before a tag-less red-zone difference is called a read
 RERUNS = (0, 1, 0)
 
 
-def run_job(job: Job, settings: RunSettings) -> Outcome:
-    case, spec = job.case, get_path(job.case.path)
-    fill = fill_of(case, settings)
-    out_size = spec.workspace_size(case.intended_inputs(), case.k)
-    expected, mask = reference(case, fill, out_size, settings)
+def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
+    """Every row of the job's mode: one for a case, one per step for a replay scenario."""
+    spec = get_path(job.case.path)
+    fill = fill_of(first_case(job.case), settings)
     runs = []
     for filling in FILLINGS[: max(1, settings.fillings)]:
-        runs.append(execute(job, settings, fill, filling, out_size))
-        if runs[-1].error:
+        runs.append(execute(job, settings, fill, filling))
+        if any(step.error for step in runs[-1]):
             break
-    if runs[-1].fault:  # the device is gone: nothing in its memory can be compared
-        return ended(job, settings, Status.FAULT, runs[-1].error, runs[-1].elapsed_ms)
-    first = runs[0]
-    comparison = Comparison(0, ())
-    notes: list[str] = []
-    if not first.error:
-        locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
-        comparison = compare_output(first.staged, expected, mask, locate, case.well_formed)
-        extra = from_sandbox(first.accesses)
-        if len(runs) > 1 and not runs[1].error and not any(
-                f.kind == Status.OOB_READ for f in extra):
-            by_filling = from_fillings(first.staged, runs[1].staged, locate)
-            if by_filling is not None and by_filling.found_by == "redzone-diff":
-                # No tag explains the difference: maybe the output is not deterministic
-                # (programs racing to write one element). Reruns under each filling tell.
-                for again_as in RERUNS:
-                    again = execute(job, settings, fill, FILLINGS[again_as], out_size)
-                    if again.fault:
-                        return ended(job, settings, Status.FAULT, again.error, again.elapsed_ms)
-                    if not again.error and not torch.equal(again.staged.out.view,
-                                                           runs[again_as].staged.out.view):
-                        notes.append("output differs between runs with the same red zones "
-                                     "(racing writes?), so a red-zone read cannot be told")
-                        by_filling = None
-                        break
-            extra += [by_filling] if by_filling else []
-        comparison = Comparison(comparison.checked, comparison.findings + tuple(extra),
-                                tuple(notes))
-    row = make_row(job, settings, fill, comparison, first.error, first.elapsed_ms, len(runs))
-    return Outcome(row, comparison.findings)
+    faulted = next((s for s in runs[-1] if s.fault), None)
+    if faulted is not None:  # the device is gone: nothing in its memory can be compared
+        return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
+    outcomes = []
+    for i, step in enumerate(runs[0]):
+        case = step.case
+        comparison = Comparison(0, ())
+        if not step.error:
+            out_size = spec.workspace_size(case.intended_inputs(), case.k)
+            expected, mask = reference(case, fill, out_size, settings)
+            locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
+            comparison = compare_output(step.out, expected, mask, locate, case.well_formed,
+                                        step.margins)
+            extra = from_sandbox(step.accesses)
+            notes: list[str] = []
+            if len(runs) > 1 and not any(f.kind == Status.OOB_READ for f in extra):
+                extra += reads_by_filling(job, settings, fill, runs, i, locate, notes)
+            if step.eager_out is not None:
+                divergence = diverged(step.out, step.eager_out, locate)
+                extra += [divergence] if divergence else []
+            comparison = Comparison(comparison.checked, comparison.findings + tuple(extra),
+                                    tuple(notes))
+        row = make_row(job, case, settings, fill, comparison, step.error, step.elapsed_ms,
+                       len(runs))
+        outcomes.append(Outcome(row, comparison.findings))
+    return outcomes
 
 
-def ended(job: Job, settings: RunSettings, status: Status, why: str, elapsed_ms: float) -> Outcome:
-    """The row of a job that did not finish: a device fault, a dead worker or a time-out."""
-    row = make_row(job, settings, fill_of(job.case, settings), Comparison(0, ()), why,
-                   elapsed_ms, 0, status)
-    return Outcome(row)
+def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list[Step]],
+                     i: int, locate: RegionLocator, notes: list[str]) -> list[Finding]:
+    """An out-of-bounds read seen through the output: it changed with the red-zone filling.
+
+    Without a tag to explain the difference, each filling runs again: an output that differs
+    between runs with the same red zones is not deterministic (racing writes), not a read.
+    """
+    step, tagged = runs[0][i], runs[1][i]
+    if tagged.error or tagged.out is None:
+        return []
+    finding = from_fillings(step.out, tagged.out, step.staged.all(), locate)
+    if finding is None or finding.found_by != "redzone-diff":
+        return [finding] if finding else []
+    for again_as in RERUNS:
+        again = execute(job, settings, fill, FILLINGS[again_as])
+        if len(again) > i and not again[i].error and not torch.equal(again[i].out,
+                                                                     runs[again_as][i].out):
+            notes.append("output differs between runs with the same red zones (racing "
+                         "writes?), so a red-zone read cannot be told")
+            return []
+    return [finding]
+
+
+def ended(job: Job, settings: RunSettings, status: Status, why: str,
+          elapsed_ms: float) -> list[Outcome]:
+    """The rows of a job that did not finish: a device fault, a dead worker or a time-out."""
+    fill = fill_of(first_case(job.case), settings)
+    return [Outcome(make_row(job, case, settings, fill, Comparison(0, ()), why, elapsed_ms, 0,
+                             status))
+            for case in job.mode.rows(job.case)]
 
 
 def make_row(
-    job: Job, settings: RunSettings, fill: int, comparison: Comparison, error: str,
+    job: Job, case: Case, settings: RunSettings, fill: int, comparison: Comparison, error: str,
     elapsed_ms: float, fillings: int, ended_as: Status = Status.ERROR,
 ) -> ReportRow:
     """``error`` (when set) ends the row as ``ended_as``: error, fault or timeout."""
-    case, spec = job.case, get_path(job.case.path)
+    spec = get_path(case.path)
     requests, tokens = spec.counts(case.intended_inputs())
     statuses = [f.kind for f in comparison.findings] + ([ended_as] if error else [])
     region = comparison.of(Status.MISMATCH) or comparison.of(Status.STALE_SENSITIVE)
@@ -269,6 +319,6 @@ def make_row(
                                             if f.kind == Status.OOB_WRITE})),
         oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
         oob_read_found_by=read.found_by if read else "", fillings=fillings, error=error,
-        elapsed_ms=round(elapsed_ms, 3), detail=detail, reproduce=reproduce(job, settings, fill),
+        elapsed_ms=round(elapsed_ms, 3), detail=detail,
+        reproduce=reproduce(job, case, settings, fill),
     )
-

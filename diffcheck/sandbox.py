@@ -6,6 +6,10 @@ address is checked against the extents of the tensors the implementation was giv
 access runs. An access outside all of them is recorded (nearest buffer, signed element offset,
 lanes, program id) and neutralised: a load yields a tag value, a store or atomic is dropped.
 
+Tensors a wrapper allocates itself (a scratch buffer) are added as extents when a launch
+passes them, named after the kernel parameter, so a legitimate scratch is not an
+out-of-bounds access but an overrun of it is.
+
 Limits: an address inside *another* argument's extent passes (the margins diffcheck stages
 around every buffer make that rare: a small overrun lands in a margin); non-Triton code
 (torch ops inside a wrapper) is not checked. The patch is removed on exit, so other code in
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from diffcheck.errors import DeviceError
 
@@ -71,8 +76,24 @@ class Sandbox:
                 f"the interpreter sandbox supports triton {SUPPORTED[0][0]}.{SUPPORTED[0][1]} to "
                 f"<{SUPPORTED[1][0]}.{SUPPORTED[1][1]}, found {triton.__version__}; install "
                 "triton==3.6.0 or pass --no-interpreter-check")
+        self._index()
+
+    def _index(self) -> None:
         self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
         self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
+
+    def admit(self, name: str, tensor) -> None:
+        """Add the bytes a launch argument can address, unless a known extent holds them."""
+        if tensor.numel() == 0 or any(st < 0 for st in tensor.stride()):
+            return
+        itemsize = tensor.element_size()
+        start = tensor.data_ptr()
+        last = sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
+        end = start + (last + 1) * itemsize
+        if any(e.start <= start and end <= e.start + e.nbytes for e in self.extents):
+            return
+        self.extents.append(Extent(name, start, end - start, itemsize))
+        self._index()
 
     # -- checking ---------------------------------------------------------------------------
     def outside(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
@@ -156,6 +177,18 @@ class Sandbox:
                 ptrs = TensorHandle(redirected.astype(ptrs.data.dtype), ptrs.dtype)
             return cas(builder, ptrs, cmp, val, *rest)
 
+        kernel_cls = interpreter.InterpretedFunction
+        self._saved_run = kernel_cls.__dict__["run"]
+        run = self._saved_run
+
+        def admitting_run(kernel, *args, **kwargs):
+            named = [*zip(kernel.arg_names, args, strict=False), *kwargs.items()]
+            for name, value in named:
+                if isinstance(value, torch.Tensor):
+                    sandbox.admit(name, value)
+            return run(kernel, *args, **kwargs)
+
+        kernel_cls.run = admitting_run
         cls.create_masked_load = checked_load
         cls.create_masked_store = checked_store
         cls.create_atomic_rmw = checked_rmw
@@ -167,3 +200,4 @@ class Sandbox:
 
         for name, fn in self._saved.items():
             setattr(interpreter.InterpreterBuilder, name, fn)
+        interpreter.InterpretedFunction.run = self._saved_run

@@ -65,7 +65,7 @@ def test_fail_on_decides_what_fails(tmp_path):
     (["--impl", "decode:pdi"], "unknown implementation 'decode:pdi'; known: decode:guarded"),
     (["--suite", "nightly"], "unknown suite 'nightly'; known: smoke, edge"),
     (["--path", "prefill"], "unknown path 'prefill'; known: decode, mtp"),
-    (["--mode", "graph"], "--mode graph is not available in this version yet"),
+    (["--mode", "warp"], "unknown mode 'warp'; known: eager, capture, replay, graph, all"),
     (["--invalid-fill", "7"], "--invalid-fill must be 0 or -1, got 7"),
     (["--path", "mtp", "--impl", "decode:pid"], "--impl decode:pid does not follow --path mtp"),
     (["--max-cases", "0"], "--max-cases must be at least 1"),

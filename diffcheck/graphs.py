@@ -1,0 +1,216 @@
+"""Graph capture and replay: real CUDA graphs, and an emulator for the Triton interpreter.
+
+Both backends share one protocol: ``capture(call)`` records one implementation call on static
+buffers, ``replay()`` re-issues exactly what was recorded. While capturing, a host read of
+device data (``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``bool(t)``, printing a
+tensor, an op whose output shape depends on data) raises HostReadDuringCapture naming the
+operation, as a GPU refuses it.
+
+The emulator (CPU) records, while the wrapper's Python runs once:
+- every Triton launch: the kernel, its grid as evaluated then, its bound arguments (tensors by
+  identity, scalars and constexprs by value). Kernels do not run during capture, as on a GPU.
+- every torch operation the wrapper runs (through a TorchDispatchMode). They run at capture too
+  (the wrapper's Python needs their results); tensors they allocate stay alive with the graph,
+  like a graph's private pool. Replay re-runs the recorded operations and launches in order:
+  in-place and ``out=`` operations on the same tensors, functional ones copied into the tensor
+  they produced at capture; views are not re-run (they still alias the same memory).
+Replay never runs the wrapper's Python again: scalars, grids and constexprs stay frozen.
+
+Limits of the emulator (what a real graph does that it does not model): no streams, events or
+asynchrony (everything runs in order on the host); memory of a real graph pool can be reused
+between graphs, the emulator never reuses it; random-number ops replay with new random values
+rather than a captured generator offset; operations the wrapper runs outside torch and Triton
+(numpy, ctypes) are neither recorded nor refused; a torch op whose result the wrapper reads on
+the host is refused even when a GPU would allow it (for example an op on a CPU tensor the
+wrapper made itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class HostReadDuringCapture(RuntimeError):
+    """The implementation read device data on the host while its call was being captured."""
+
+
+#: Tensor methods that read device data on the host (a synchronisation a graph cannot hold)
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__",
+              "__repr__", "__str__", "__format__")
+#: aten ops that read data on the host or size their output by data
+HOST_READ_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
+                 "unique_consecutive", "equal", "is_nonzero", "repeat_interleave", "item")
+
+
+@contextlib.contextmanager
+def refuse_host_reads() -> Iterator[None]:
+    """Make every host read of a tensor raise HostReadDuringCapture naming the operation."""
+    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def refuse(name: str):
+        shown = {"__bool__": "bool(tensor)", "__int__": "int(tensor)",
+                 "__float__": "float(tensor)", "__index__": "using a tensor as an index",
+                 "__repr__": "printing a tensor", "__str__": "printing a tensor",
+                 "__format__": "formatting a tensor"}.get(name, f".{name}()")
+
+        def method(self, *args, **kwargs):
+            raise HostReadDuringCapture(
+                f"{shown} reads device data on the host during graph capture; a graph cannot "
+                "hold a host synchronisation (compute it on the device or before capture)")
+
+        return method
+
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+class Graph:
+    """One captured call; ``replay`` re-issues it."""
+
+    def capture(self, call: Callable[[], object]) -> object:
+        raise NotImplementedError
+
+    def replay(self) -> None:
+        raise NotImplementedError
+
+
+class CudaGraph(Graph):
+    """A real ``torch.cuda.CUDAGraph``, captured on a side stream with a private memory pool."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.graph = torch.cuda.CUDAGraph()
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def capture(self, call: Callable[[], object]) -> object:
+        torch.cuda.synchronize(self.device)
+        with refuse_host_reads(), torch.cuda.graph(self.graph, pool=self.pool):
+            result = call()
+        torch.cuda.synchronize(self.device)
+        return result
+
+    def replay(self) -> None:
+        self.graph.replay()
+        torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class Launch:
+    """One Triton launch as recorded: replayed with the same objects and the frozen grid."""
+
+    kernel: object
+    args: tuple
+    kwargs: dict
+    grid: tuple[int, ...]
+
+
+@dataclass
+class TorchOp:
+    """One torch operation as recorded; ``result`` is what it produced at capture."""
+
+    func: object
+    args: tuple
+    kwargs: dict
+    result: object
+    #: re-run on replay: in place, out=, or functional (then copied into ``result``)
+    how: str
+
+
+def _frozen_grid(kernel, grid, args: tuple, kwargs: dict) -> tuple[int, ...]:
+    """The grid as the launch evaluated it: a callable grid gets the bound arguments."""
+    if callable(grid):
+        bound = inspect.signature(kernel.fn).bind_partial(*args, **kwargs)
+        bound.apply_defaults()
+        grid = grid(dict(bound.arguments))
+    return tuple(int(g) for g in grid)
+
+
+class _Recorder(TorchDispatchMode):
+    """Records each aten op run while capturing; refuses the ones that read on the host."""
+
+    def __init__(self, work: list) -> None:
+        super().__init__()
+        self.work = work
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in HOST_READ_OPS:
+            raise HostReadDuringCapture(
+                f"torch.{name} reads device data on the host (or sizes its output by it) during "
+                "graph capture; a graph cannot hold a host synchronisation")
+        result = func(*args, **kwargs)
+        schema = func._schema
+        if schema.is_mutable:
+            how = "mutating"
+        elif any(r.alias_info is not None for r in schema.returns):
+            how = "view"
+        else:
+            how = "functional"
+        if how != "view" and not name.startswith("empty"):
+            self.work.append(TorchOp(func, args, kwargs, result, how))
+        return result
+
+
+@dataclass
+class EmulatedGraph(Graph):
+    """Capture by recording (Triton launches and torch ops); replay re-runs the record."""
+
+    work: list = field(default_factory=list)
+
+    def capture(self, call: Callable[[], object]) -> object:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        original = InterpretedFunction.run
+        work = self.work
+
+        def record(kernel, *args, grid, warmup, **kwargs):
+            if not warmup:
+                work.append(Launch(kernel, args, kwargs, _frozen_grid(kernel, grid, args, kwargs)))
+
+        InterpretedFunction.run = record
+        try:
+            with refuse_host_reads(), _Recorder(work):
+                result = call()
+        finally:
+            InterpretedFunction.run = original
+        return result
+
+    def replay(self) -> None:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        for item in self.work:
+            if isinstance(item, Launch):
+                InterpretedFunction.run(item.kernel, *item.args, grid=item.grid, warmup=False,
+                                        **item.kwargs)
+            elif item.how == "mutating":
+                item.func(*item.args, **item.kwargs)
+            else:
+                fresh = item.func(*item.args, **item.kwargs)
+                _copy_into(item.result, fresh)
+
+    def launches(self) -> list[Launch]:
+        return [w for w in self.work if isinstance(w, Launch)]
+
+
+def _copy_into(target: object, fresh: object) -> None:
+    if isinstance(target, torch.Tensor):
+        target.copy_(fresh)
+    elif isinstance(target, (tuple, list)):
+        for t, f in zip(target, fresh, strict=True):
+            _copy_into(t, f)
+
+
+def new_graph(device: torch.device) -> Graph:
+    return CudaGraph(device) if device.type == "cuda" else EmulatedGraph()
