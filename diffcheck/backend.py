@@ -6,8 +6,11 @@ any kernel module is imported; implementations are therefore loaded only after `
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -52,6 +55,29 @@ def prepare(device: torch.device) -> None:
         if kernel is not None and type(kernel).__name__ != "InterpretedFunction":
             raise DeviceError(f"{name} was imported before TRITON_INTERPRET=1 was set; run the "
                               "CPU check in a fresh process or set TRITON_INTERPRET=1 first")
+
+
+@contextlib.contextmanager
+def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
+    """Integer arithmetic wraps in the interpreter as it does on a GPU.
+
+    Triton 3.6's interpreter checks every int32 add for overflow and raises (a GPU does so only
+    in debug builds): a kernel adding a red-zone tag to an offset would fail on CPU and wrap on
+    a GPU. Turning the check off for the call also makes the interpreter about a third faster.
+    Restored afterwards, so other code sees triton's own setting.
+    """
+    if not interpreted(device):
+        yield
+        return
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    saved = builder.options
+    builder.options = dataclasses.replace(saved, sanitize_overflow=False)
+    try:
+        yield
+    finally:
+        builder.options = saved
 
 
 def synchronize(device: torch.device) -> None:

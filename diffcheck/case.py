@@ -82,6 +82,8 @@ class Scenario:
     suite: str
     description: str
     steps: list[Case]
+    #: the --graph-size it was built with (None: the recipe's own), to rebuild it elsewhere
+    graph: int | None = None
 
     @property
     def case_id(self) -> str:

@@ -84,7 +84,19 @@ def compare(
         typer.Option(help="Only cases whose id (suite/name) or name matches this glob "
                      "(repeatable)."),
     ] = None,
-    mode: Annotated[str, typer.Option(help="Execution mode: eager.")] = "eager",
+    mode: Annotated[
+        str,
+        typer.Option(help="eager (direct call), capture (one call captured into a graph and "
+                     "replayed), replay (a scenario's steps replayed under graphs captured on "
+                     "its first steps), graph (capture + replay) or all (eager + capture + "
+                     "replay)."),
+    ] = "eager",
+    graph_size: Annotated[
+        int | None,
+        typer.Option(help="Graph size (rows; tokens for mtp) of the replay scenarios "
+                     "(glm52, replay); default 16 for decode and 24 for mtp, 512 in "
+                     "production."),
+    ] = None,
     invalid_fill: Annotated[
         int | None,
         typer.Option(help="Value for invalid entries: 0 (ATOM, default) or -1 (vLLM/SGLang). "
@@ -163,6 +175,7 @@ def compare(
     chosen = select(
         path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
+        graph_size,
     )
     settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill,
                            interpreter_check, fillings, timeout)
@@ -176,12 +189,13 @@ def compare(
     writer = ReportWriter(report)
     detail_writer = DetailsWriter(details, details_max) if details else None
     started = time.perf_counter()
+    total = chosen.rows()
     typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
-               f"{len(chosen.modes)} modes = {len(jobs)} rows on {backend.describe(dev)}"
+               f"{len(chosen.modes)} modes = {total} rows on {backend.describe(dev)}"
                f"{', one worker process at a time' if settings.isolation == 'process' else ''}",
                err=True)
     with _progress(len(jobs), enabled=True) as bar:
-        task = bar.add_task("comparing", total=len(jobs))
+        task = bar.add_task("comparing", total=total)
 
         def on_outcome(outcome) -> None:
             writer.write(outcome.row)
@@ -192,7 +206,7 @@ def compare(
         try:
             rows = run_all(jobs, settings, on_outcome)
         except Interrupted as stop:
-            _err(f"interrupted after {len(stop.rows)} of {len(jobs)} rows; report: {report}")
+            _err(f"interrupted after {len(stop.rows)} of {total} rows; report: {report}")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
     if not quiet:
         typer.echo(summarize(rows, failing))
@@ -219,10 +233,18 @@ def list_(
     if what in ("all", "suites", "cases"):
         for spec in PATHS.values():
             for name, builder in spec.suites().items():
-                typer.echo(f"suite {name:<8} {spec.name:<7} {len(builder.names)} cases")
+                scenarios = getattr(builder, "scenarios", False)
+                kind = "scenarios (replay)" if scenarios else "cases"
+                typer.echo(f"suite {name:<8} {spec.name:<7} {len(builder.names)} {kind}")
                 if what == "cases":
                     for c in builder(seed, 0):
-                        typer.echo(f"  {c.case_id:<32} K={c.k:<5} {c.description}")
+                        if scenarios:
+                            typer.echo(f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}")
+                            for step in c.steps:
+                                stale = "" if step.well_formed else " (malformed)"
+                                typer.echo(f"    {step.case_id}{stale}")
+                        else:
+                            typer.echo(f"  {c.case_id:<40} K={c.k:<5} {c.description}")
     if what in ("all", "implementations"):
         for implementation in BUILTIN.values():
             safety = "safe" if implementation.safe else "UNSAFE"
@@ -233,7 +255,9 @@ def list_(
 @exit_codes
 def export(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the .npz case files into.")],
-    suite: Annotated[str, typer.Option(help="Suite to export.")] = "edge",
+    suite: Annotated[
+        str, typer.Option(help="Suite to export (of a scenario suite: every step).")
+    ] = "edge",
     path: Annotated[str, typer.Option(help="decode, mtp or all.")] = "all",
     seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 0,
     invalid_fill: Annotated[int, typer.Option(help="Fill value stored in the cases.")] = 0,
@@ -244,9 +268,13 @@ def export(
     from diffcheck.selection import build_suites
 
     paths = [spec.name for spec in select_paths(path)]
-    for c in build_suites(paths, [suite], seed, invalid_fill):
-        written = save_case(c, out_dir / f"{c.suite}-{c.name}.npz")
-        typer.echo(str(written))
+    from diffcheck.case import Scenario
+
+    for target in build_suites(paths, [suite], seed, invalid_fill):
+        # a scenario's steps are written one by one (they replay as single cases)
+        for c in target.steps if isinstance(target, Scenario) else [target]:
+            written = save_case(c, out_dir / f"{c.suite}-{c.name.replace('/', '-')}.npz")
+            typer.echo(str(written))
 
 
 def main() -> None:

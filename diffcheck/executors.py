@@ -109,9 +109,11 @@ def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
     """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
     if isinstance(case, Case) and case.source:
         return ("file", case.source)
-    fill = case.steps[0].fill if isinstance(case, Scenario) else case.fill
+    if isinstance(case, Scenario):
+        return ("scenario", case.path, case.suite, case.name, run_seed, case.steps[0].fill,
+                case.graph)
     if case.suite:
-        return ("suite", case.path, case.suite, case.name, run_seed, fill)
+        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
     return ("case", case)
 
 
@@ -119,12 +121,16 @@ def rebuild(recipe: tuple) -> Case | Scenario:
     kind = recipe[0]
     if kind == "file":
         return load_case(recipe[1])
-    if kind == "suite":
-        from diffcheck.paths import get_path
+    from diffcheck.paths import get_path
 
+    if kind == "suite":
         _, path, suite, name, run_seed, fill = recipe
         layout = get_path(path).suites()[suite].layouts[name]
         return layout.case(path, suite, run_seed, fill)
+    if kind == "scenario":
+        _, path, suite, name, run_seed, fill, graph = recipe
+        layout = get_path(path).suites()[suite].layouts[name]
+        return layout.case(path, suite, run_seed, fill, graph)
     return recipe[1]
 
 

@@ -200,10 +200,11 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[St
             return False
 
     steps: list[Step] = []
-    with sandbox if sandbox is not None else contextlib.nullcontext():
+    with (backend.interpreter_as_on_gpu(settings.device),
+          sandbox if sandbox is not None else contextlib.nullcontext()):
         seen = 0
         for step in job.mode.run(job.case, stage_case, lambda st: invoke_call(job, st, fn, fill),
-                                 settings.device, guard):
+                                 settings.device, guard, compare_eager=filling == FILLINGS[0]):
             if sandbox is not None:
                 step.accesses = sandbox.accesses[seen:]
                 seen = len(sandbox.accesses)

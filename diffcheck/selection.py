@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from diffcheck.case import Case, case_problems, load_case
+from diffcheck.case import Case, Scenario, case_problems, load_case
 from diffcheck.errors import NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
 from diffcheck.modes import Mode
@@ -20,33 +20,59 @@ def suite_names() -> list[str]:
     return names
 
 
-def build_suites(paths: list[str], suites: list[str], run_seed: int, fill: int) -> list[Case]:
-    """Generate the named suites' cases for the selected paths (deterministic by seed)."""
+def build_suites(
+    paths: list[str], suites: list[str], run_seed: int, fill: int, graph_size: int | None = None
+) -> list[Case | Scenario]:
+    """Generate the named suites' cases and scenarios for the selected paths (by seed).
+
+    ``graph_size`` overrides the graph size of replay scenarios.
+    """
     known = suite_names()
     for name in suites:
         if name not in known:
             raise UnknownNameError(f"unknown suite '{name}'; known: {', '.join(known)}")
-    cases = []
+    if graph_size is not None and graph_size < 2:
+        raise UsageError(f"--graph-size must be at least 2, got {graph_size}")
+    cases: list[Case | Scenario] = []
     for name in suites:
         for path in paths:
             builder = PATHS[path].suites().get(name)
-            for case in builder(run_seed, fill) if builder else []:
-                problems = case_problems(case)
-                if problems:  # a generator bug, not a user error
-                    raise RuntimeError(f"generated case {case.case_id} is malformed: {problems[0]}")
-                cases.append(case)
+            if builder is None:
+                continue
+            built = (builder(run_seed, fill, graph_size) if getattr(builder, "scenarios", False)
+                     else builder(run_seed, fill))
+            for target in built:
+                for case in target.steps if isinstance(target, Scenario) else [target]:
+                    problems = case_problems(case)
+                    if problems:  # a generator bug, not a user error
+                        raise RuntimeError(f"generated case {case.case_id} is malformed: "
+                                           f"{problems[0]}")
+                cases.append(target)
     return cases
+
+
+def _matches(target: Case | Scenario, patterns: list[str]) -> bool:
+    """A scenario matches through its own id or name, or any of its steps'."""
+    names = [target.case_id, target.name]
+    if isinstance(target, Scenario):
+        names += [n for step in target.steps for n in (step.case_id, step.name)]
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
 
 
 @dataclass
 class Selection:
-    cases: list[Case]
+    cases: list[Case | Scenario]
     impls: list[Implementation]
     modes: list[Mode]
 
     def jobs(self) -> list[Job]:
+        """Every (target, implementation, mode) with at least one row (replay needs a
+        scenario)."""
         return [Job(case, impl, mode) for case in self.cases for impl in self.impls
-                if impl.path == case.path for mode in self.modes]
+                if impl.path == case.path for mode in self.modes if mode.rows(case)]
+
+    def rows(self) -> int:
+        return sum(len(job.mode.rows(job.case)) for job in self.jobs())
 
 
 def select(
@@ -59,6 +85,7 @@ def select(
     run_seed: int,
     fill: int,
     max_cases: int | None,
+    graph_size: int | None = None,
 ) -> Selection:
     """Resolve every name (raising one clear line for an unknown one) and filter the cases."""
     paths = [spec.name for spec in select_paths(path)]
@@ -68,16 +95,14 @@ def select(
         raise UsageError(f"--impl {outside[0]} does not follow --path {path}; "
                          f"pass --path {outside[0].partition(':')[0]} or --path all")
     if not suites and not case_files:
-        suites = ["smoke"]
-    cases = build_suites(paths, suites, run_seed, fill)
+        suites = ["smoke"] + (["replay"] if any(m.name == "replay" for m in modes) else [])
+    cases = build_suites(paths, suites, run_seed, fill, graph_size)
     for file in case_files:
         case = load_case(file)
         if case.path in paths:
             cases.append(case)
     if case_patterns:
-        cases = [c for c in cases
-                 if any(fnmatch.fnmatchcase(c.case_id, p) or fnmatch.fnmatchcase(c.name, p)
-                        for p in case_patterns)]
+        cases = [c for c in cases if _matches(c, case_patterns)]
     if max_cases is not None:
         if max_cases < 1:
             raise UsageError(f"--max-cases must be at least 1, got {max_cases}")
@@ -85,6 +110,7 @@ def select(
     selection = Selection(cases, impls, modes)
     if not selection.jobs():
         raise NothingSelectedError(
-            f"nothing to run: {len(cases)} cases x {len(impls)} implementations selected "
-            "(check --path, --impl, --suite, --cases and --case)")
+            f"nothing to run: {len(cases)} cases x {len(impls)} implementations x "
+            f"{len(modes)} modes selected (check --path, --impl, --suite, --cases and --case; "
+            "--mode replay needs a scenario suite such as replay or glm52)")
     return selection
