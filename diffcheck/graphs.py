@@ -51,7 +51,7 @@ HOST_READ_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_
 @contextlib.contextmanager
 def refuse_host_reads() -> Iterator[None]:
     """Make every host read of a tensor raise HostReadDuringCapture naming the operation."""
-    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+    saved = {name: torch.Tensor.__dict__.get(name) for name in HOST_READS}
 
     def refuse(name: str):
         shown = {"__bool__": "bool(tensor)", "__int__": "int(tensor)",
@@ -72,7 +72,10 @@ def refuse_host_reads() -> Iterator[None]:
         yield
     finally:
         for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
+            if method is None:  # inherited (object.__str__): remove the patch only
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
 
 
 class Graph:
@@ -136,6 +139,14 @@ def _frozen_grid(kernel, grid, args: tuple, kwargs: dict) -> tuple[int, ...]:
     return tuple(int(g) for g in grid)
 
 
+def _boolean_mask_index(name: str, args: tuple) -> bool:
+    """Indexing with a boolean mask sizes its output by the data (a nonzero underneath)."""
+    if name not in ("index", "index_put", "index_put_", "_index_put_impl_") or len(args) < 2:
+        return False
+    indices = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+
+
 class _Recorder(TorchDispatchMode):
     """Records each aten op run while capturing; refuses the ones that read on the host."""
 
@@ -146,7 +157,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        if name in HOST_READ_OPS:
+        if name in HOST_READ_OPS or _boolean_mask_index(name, args):
             raise HostReadDuringCapture(
                 f"torch.{name} reads device data on the host (or sizes its output by it) during "
                 "graph capture; a graph cannot hold a host synchronisation")
