@@ -27,3 +27,11 @@ done
   --impl decode:guarded --impl decode:pid --impl decode:unguarded --impl mtp:guarded \
   --impl mtp:unguarded --report "$OUT/report-stale.csv" --details "$OUT/details-stale.csv" \
   2>&1 | tail -n 12
+IMPLS="--impl decode:guarded --impl decode:pid --impl decode:unguarded --impl decode:reference \
+  --impl mtp:guarded --impl mtp:unguarded --impl mtp:reference"
+/usr/bin/time -f "wall %e s" python3 -m diffcheck compare --device cuda --mode all \
+  --suite smoke --suite edge --suite stale --suite glm52 --suite replay $IMPLS \
+  --report "$OUT/report-graph.csv" 2>&1 | tail -n 3
+/usr/bin/time -f "wall %e s" python3 -m diffcheck compare --device cuda --mode all \
+  --suite production --suite production-replay --report "$OUT/report-production.csv" \
+  2>&1 | tail -n 25

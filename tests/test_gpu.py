@@ -135,3 +135,36 @@ ON_GPU = {
     # kv_indptr[R+1] is a tag used as kv_start: a tag read, or a fault
     "mtp_unbounded_request": {Status.OOB_READ, Status.FAULT},
 }
+
+
+def test_glm52_under_real_cuda_graphs(tmp_path):
+    report = tmp_path / "r.csv"
+    done = run_cli("compare", "--device", "cuda", "--mode", "all", "--suite", "glm52",
+                   "--path", "decode", "--impl", "decode:unguarded", "--impl", "decode:pid",
+                   "--impl", "decode:guarded", "--report", report)
+    assert done.returncode == 1, done.stderr + done.stdout
+    df = pd.read_csv(report)
+    stale = df["case_id"].str.endswith("/stale-qo") & (df["mode"] == "replay")
+    by_impl = {name: df[df["implementation"] == name] for name in set(df["implementation"])}
+    unguarded = by_impl["decode:unguarded"]
+    row = unguarded[stale[unguarded.index]].iloc[0]
+    assert row["status"] == "oob_read" and row["first_oob_read"].startswith("kv_indices[-1]")
+    assert set(unguarded[~stale[unguarded.index]]["status"]) == {"pass"}
+    assert set(by_impl["decode:pid"]["status"]) == {"pass"}
+    guarded = by_impl["decode:guarded"]
+    assert set(guarded[stale[guarded.index]]["status"]) == {"stale_sensitive"}
+    assert set(guarded[~stale[guarded.index]]["status"]) == {"pass"}
+
+
+def test_host_read_during_a_real_cuda_capture_is_an_error_naming_it():
+    from conftest import make_impl, suite_cases
+
+    from diffcheck.executors import run_all
+    from diffcheck.modes import select
+    from diffcheck.runner import Job
+
+    impl = make_impl("decode:item", "graph_wrappers:decode_grid_from_item")
+    case = suite_cases("decode", "smoke")[0]
+    rows = {r.mode: r for r in run_all([Job(case, impl, m) for m in select("graph")
+                                        if m.rows(case)], gpu_settings())}
+    assert rows["capture"].status == "error" and ".item()" in rows["capture"].error
