@@ -48,6 +48,10 @@ HOST_READ_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_
                  "unique_consecutive", "equal", "is_nonzero", "repeat_interleave", "item")
 
 
+#: aten ops that bring Python data to the device (a pageable host-to-device copy on a GPU)
+HOST_COPY_OPS = ("lift_fresh", "lift_fresh_copy")
+
+
 @contextlib.contextmanager
 def refuse_host_reads() -> Iterator[None]:
     """Make every host read of a tensor raise HostReadDuringCapture naming the operation."""
@@ -157,6 +161,11 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
+        if name in HOST_COPY_OPS:
+            raise HostReadDuringCapture(
+                "torch.tensor(data) copies host data to the device during graph capture; CUDA "
+                "refuses a copy from pageable memory (create it before capture, or on the "
+                "device with torch.full)")
         if name in HOST_READ_OPS or _boolean_mask_index(name, args):
             raise HostReadDuringCapture(
                 f"torch.{name} reads device data on the host (or sizes its output by it) during "

@@ -71,10 +71,13 @@ class Mode:
 
 
 def _finish(step: Step, staged: Staged, start: float) -> Step:
+    """Keep the step's output and margin writes; after a device fault touch nothing more."""
+    step.elapsed_ms = (time.perf_counter() - start) * 1e3
+    if step.fault:
+        return step
     step.staged = staged
     step.out = staged.out.view.clone()
     step.margins = margins_changed(staged, restore=True)
-    step.elapsed_ms = (time.perf_counter() - start) * 1e3
     return step
 
 
@@ -123,6 +126,9 @@ class Capture(Mode):
             if step.eager_out is not None and guard(step, lambda g=graph, c=call: g.capture(c)):
                 staged.poison_out()
                 guard(step, graph.replay)
+            elif step.fault:
+                yield _finish(step, staged, start)
+                return
             yield _finish(step, staged, start)
 
 
@@ -154,7 +160,7 @@ class Replay(Mode):
         for case in target.steps[1:]:
             step, start = Step(case), time.perf_counter()
             if setup.error:
-                step.error = f"capture failed: {setup.error}"
+                step.error, step.fault = f"capture failed: {setup.error}", setup.fault
                 yield step
                 continue
             staged, call, graph = graphs[target.graph_size(case)]
@@ -162,10 +168,16 @@ class Replay(Mode):
             staged.poison_out()
             guard(step, graph.replay)
             done = _finish(step, staged, start)
+            if step.fault:
+                yield done
+                return
             if not step.error and compare_eager:
-                replayed = done.out
-                done.eager_out = _eager_output(staged, call, device, Step(case), guard)
-                done.out = replayed
+                probe = Step(case)
+                done.eager_out = _eager_output(staged, call, device, probe, guard)
+                if probe.fault:  # the eager call on the same inputs took the device down
+                    done.error, done.fault = f"eager call after replay: {probe.error}", True
+                    yield done
+                    return
             yield done
 
 

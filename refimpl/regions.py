@@ -40,7 +40,7 @@ def scatter_regions(
     else:
         src = (kv_start.to(torch.int64)[:, None] + torch.where(valid, p, 0)).clamp(0, num_kv - 1)
         gathered = kv_indices.reshape(-1)[src.reshape(-1)].reshape(rows, width)
-        values = torch.where(valid, gathered, torch.tensor(fill, dtype=torch.int32, device=device))
+        values = torch.where(valid, gathered, fill)  # a scalar: no host-to-device copy
 
     dst = region_start.to(torch.int64)[:, None] + cols[None, :]
     keep = in_region & (dst >= 0) & (dst < num_out)

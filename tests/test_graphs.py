@@ -66,6 +66,7 @@ def test_replay_scenarios_pass_for_the_safe_kernels():
     ("decode_grid_from_tolist", ".tolist()"),
     ("decode_prints_a_tensor", "printing a tensor"),
     ("decode_masked_select", "torch.index"),
+    ("decode_tensor_from_data", "torch.tensor(data) copies host data to the device"),
 ])
 def test_host_reads_during_capture_are_errors_naming_the_operation(wrapper, operation):
     impl = make_impl(f"decode:{wrapper}", f"graph_wrappers:{wrapper}")
