@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import apply_reference, scatter_regions
+from refimpl.regions import apply_reference, rows_or_unused, scatter_regions
 
 
 def decode_reference(
@@ -39,7 +39,7 @@ def decode_reference(
     ctx = kv_indptr[1 : num_requests + 1] - kv_start
     region_start = page_kv_indptr[:num_requests]
     region_len = page_kv_indptr[1 : num_requests + 1] - region_start
-    positions = token_indices[:num_requests, :k]
+    positions = rows_or_unused(token_indices, num_requests, k)
     return scatter_regions(
         kv_indices, kv_start, ctx, positions, region_start, region_len, num_out, fill
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import apply_reference, scatter_regions
+from refimpl.regions import apply_reference, rows_or_unused, scatter_regions
 
 
 def mtp_reference(
@@ -34,6 +34,8 @@ def mtp_reference(
     k = NUM_TOPK_TOKENS
     num_out = out.numel() if out is not None else num_tokens * k
     req = token_to_seq_idxs[:num_tokens].to(torch.int64)
+    if req.numel() < num_tokens:  # a token without a request id (malformed) is unknown
+        req = torch.cat([req, req.new_full((num_tokens - req.numel(),), -1)])
     known = (req >= 0) & (req < num_requests)
     req = req.clamp(0, max(num_requests - 1, 0))
     if num_requests > 0:
@@ -44,7 +46,7 @@ def mtp_reference(
         ctx = torch.zeros_like(req)
     region_start = sparse_kv_indptr[:num_tokens]
     region_len = sparse_kv_indptr[1 : num_tokens + 1] - region_start
-    positions = topk_indices[:num_tokens, :k]
+    positions = rows_or_unused(topk_indices, num_tokens, k)
     return scatter_regions(
         kv_indices, kv_start, ctx, positions, region_start, region_len, num_out, fill
     )

@@ -54,6 +54,16 @@ def scatter_regions(
     return expected[:num_out], mask[:num_out]
 
 
+def rows_or_unused(rows: torch.Tensor, needed: int, width: int) -> torch.Tensor:
+    """The first ``needed`` rows of a top-k tensor; rows it lacks (a malformed batch) read as
+    unused (-1), as a safe kernel treats them."""
+    rows = rows[:needed, :width]
+    if rows.shape[0] < needed:
+        missing = rows.new_full((needed - rows.shape[0], rows.shape[1]), -1)
+        rows = torch.cat([rows, missing])
+    return rows
+
+
 def apply_reference(
     out: torch.Tensor | None, expected: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

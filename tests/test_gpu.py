@@ -127,6 +127,9 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
 
 #: where a GPU sees other than the CPU sandbox (README, "Limits")
 ON_GPU = {
+    # one past each region is the next region's first element: two programs race for it, and
+    # a race that resolves the same way in all three reruns still reads as a red-zone read
+    "decode_len_plus_one": {Status.STRAY_WRITE, Status.OOB_READ},
     # the row past the end only yields invalid positions, so the read never reaches out
     "decode_reads_next_row": {Status.MISMATCH},
     # a gather 4 GiB away faults the device

@@ -26,7 +26,8 @@ def test_every_stale_case_is_malformed_with_a_well_formed_intended_batch():
 
 
 @pytest.mark.parametrize("impl_name, path", [
-    ("decode:guarded", "decode"), ("decode:pid", "decode"), ("mtp:guarded", "mtp"),
+    ("decode:guarded", "decode"), ("decode:pid", "decode"), ("decode:reference", "decode"),
+    ("mtp:guarded", "mtp"), ("mtp:reference", "mtp"),
 ])
 def test_safe_kernels_never_leave_their_buffers_on_stale_metadata(impl_name, path):
     rows = rows_by_name(impl_name, path)
