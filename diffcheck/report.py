@@ -46,6 +46,7 @@ class ReportRow:
     oob_reads: int
     first_oob_read: str
     oob_read_found_by: str
+    divergences: int
     fillings: int
     error: str
     elapsed_ms: float

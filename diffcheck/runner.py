@@ -299,6 +299,7 @@ def make_row(
     stray = comparison.of(Status.STRAY_WRITE)
     oob = comparison.of(Status.OOB_WRITE)
     read = comparison.of(Status.OOB_READ)
+    diverging = comparison.of(Status.DIVERGENCE)
     by_severity = sorted(comparison.findings, key=lambda f: -f.kind.severity)
     detail = " | ".join([describe(f, comparison.checked) for f in by_severity]
                         + list(comparison.notes)) or error
@@ -319,7 +320,8 @@ def make_row(
         oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
                                             if f.kind == Status.OOB_WRITE})),
         oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
-        oob_read_found_by=read.found_by if read else "", fillings=fillings, error=error,
+        oob_read_found_by=read.found_by if read else "",
+        divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), detail=detail,
         reproduce=reproduce(job, case, settings, fill),
     )
