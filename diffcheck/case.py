@@ -161,8 +161,12 @@ def save_case(case: Case, path: str | Path) -> Path:
     return path
 
 
-def load_case(path: str | Path) -> Case:
-    """Read and validate a case file; raises CaseFileError with one actionable line."""
+def load_case(path: str | Path, validate: bool = True) -> Case:
+    """Read and validate a case file; raises CaseFileError with one actionable line.
+
+    ``validate=False`` still checks the schema but accepts a batch that breaks the contract
+    (a case recorded from a live engine may; ``diffcheck show`` lists what is wrong).
+    """
     path = Path(path)
 
     def fail(why: str) -> CaseFileError:
@@ -198,9 +202,39 @@ def load_case(path: str | Path) -> Case:
         inputs=inputs, columns={str(n): int(c) for n, c in dict(meta.get("columns", {})).items()},
         intended=intended or None, suite=str(meta.get("suite", "")), source=str(path),
     )
-    problems = case_problems(case)
+    problems = case_problems(case) if validate else schema_problems(case, get_path(case.path))
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise fail(problems[0] + more)
+        hint = "" if not validate else " (see `diffcheck show` for every finding)"
+        raise fail(problems[0] + more + hint)
     return case
+
+
+def describe_case(case: Case) -> str:
+    """What a case holds, for people: sizes, region lengths, well-formedness findings."""
+    spec = get_path(case.path)
+    seen = case.kernel_inputs()
+    requests, rows = spec.counts(seen)
+    regions = seen[spec.regions].to(torch.int64)
+    lengths = (regions[1:] - regions[:-1]) if regions.numel() > 1 else regions[:0]
+    lines = [f"{case.case_id}: path {case.path}, K={case.k}, fill {case.fill}, seed {case.seed}",
+             f"  {case.description}" if case.description else "",
+             f"  requests {requests}, output rows ({spec.row_label}s) {rows}, "
+             f"workspace {spec.workspace_size(case.intended_inputs(), case.k)} elements"]
+    for name in spec.tensors:
+        t = case.inputs[name]
+        view = f", kernel sees [:, :{case.columns[name]}]" if name in case.columns else ""
+        lines.append(f"  {name:<18} {str(t.dtype).replace('torch.', '')} "
+                     f"{list(t.shape)}{view}")
+    if lengths.numel():
+        lines.append(f"  region lengths: min {int(lengths.min())}, median "
+                     f"{int(lengths.median())}, max {int(lengths.max())}, "
+                     f"{int((lengths == 0).sum())} empty")
+    problems = spec.violations_of(seen, case.k)
+    lines.append("  inputs: well-formed" if not problems else "  inputs break the contract:")
+    lines += [f"    - {p}" for p in problems]
+    if case.intended is not None:
+        lines.append("  malformed case: judged against its intended batch, which is "
+                     + ("well-formed" if not case_problems(case) else "NOT well-formed"))
+    return "\n".join(line for line in lines if line)
 

@@ -144,6 +144,19 @@ def compare(
     details_max: Annotated[
         int, typer.Option(help="Rows of --details per report row at most.")
     ] = 20,
+    junit: Annotated[
+        Path | None, typer.Option(help="Also write JUnit XML: one test case per report row.")
+    ] = None,
+    summary_md: Annotated[
+        Path | None,
+        typer.Option(help="Also write a short markdown summary (counts, worst rows with "
+                     "reproduce commands; under 64 KiB), e.g. $GITHUB_STEP_SUMMARY."),
+    ] = None,
+    shard: Annotated[
+        str,
+        typer.Option(help="I/N: run only the I-th of N deterministic parts of the selection "
+                     "(N CI jobs together cover it; join with `diffcheck report merge`)."),
+    ] = "1/1",
     quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
 ) -> None:
     """Run cases x implementations, compare every output element with the reference.
@@ -155,7 +168,7 @@ def compare(
     from diffcheck.executors import Interrupted, resolve_isolation, run_all
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
     from diffcheck.runner import RunSettings
-    from diffcheck.selection import select
+    from diffcheck.selection import parse_shard, select
     from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
 
     try:
@@ -175,7 +188,7 @@ def compare(
     chosen = select(
         path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
-        graph_size,
+        graph_size, parse_shard(shard),
     )
     settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill,
                            interpreter_check, fillings, timeout)
@@ -206,14 +219,32 @@ def compare(
         try:
             rows = run_all(jobs, settings, on_outcome)
         except Interrupted as stop:
+            _write_ci_reports(stop.rows, junit, summary_md, failing)
             _err(f"interrupted after {len(stop.rows)} of {total} rows; report: {report}")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+    _write_ci_reports(rows, junit, summary_md, failing)
     if not quiet:
         typer.echo(summarize(rows, failing))
     typer.echo(f"report: {report} ({len(rows)} rows, {time.perf_counter() - started:.1f} s)",
                err=True)
     if any(Status(r.status) in failing for r in rows):
         raise typer.Exit(ExitCode.FAILURES)
+
+
+def _write_ci_reports(rows, junit: Path | None, summary_md: Path | None, failing) -> None:
+    """JUnit XML and the markdown summary of the rows finished so far (when asked for)."""
+    if junit is None and summary_md is None:
+        return
+    from diffcheck.ci_formats import markdown_summary, write_junit
+    from diffcheck.report import frame
+
+    df = frame(rows)
+    if junit is not None:
+        write_junit(df, junit, failing)
+    if summary_md is not None:
+        summary_md.parent.mkdir(parents=True, exist_ok=True)
+        with summary_md.open("a") as f:  # append: $GITHUB_STEP_SUMMARY may hold other steps
+            f.write(markdown_summary(df, failing))
 
 
 @app.command("list")
@@ -280,3 +311,71 @@ def export(
 def main() -> None:
     """Console entry point."""
     app()
+
+
+report_app = typer.Typer(no_args_is_help=True,
+                         help="Read saved CSV reports: summarize, regress (the gate), merge.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("summarize")
+@exit_codes
+def report_summarize(
+    report: Annotated[Path, typer.Argument(help="A CSV report of `diffcheck compare`.")],
+    fail_on: Annotated[str, typer.Option(help="Comma-separated failing statuses.")] = "",
+) -> None:
+    """Print the markdown summary of a saved report (the same as --summary-md writes)."""
+    from diffcheck.ci_formats import markdown_summary
+    from diffcheck.regress import load
+    from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses
+
+    try:
+        failing = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
+    except ValueError as e:
+        raise UsageError(f"--fail-on: {e}") from None
+    typer.echo(markdown_summary(load(report), failing), nl=False)
+
+
+@report_app.command("regress")
+@exit_codes
+def report_regress(
+    base: Annotated[Path, typer.Argument(help="Report of the base branch.")],
+    head: Annotated[Path, typer.Argument(help="Report of the pull request.")],
+) -> None:
+    """Rows that got worse, better, or exist in one report only.
+
+    Exit 1 when a row got worse (a more severe status, or more findings with the same failing
+    status) or a row only in head fails; else 0.
+    """
+    from diffcheck.regress import load, regress
+
+    result = regress(load(base), load(head))
+    typer.echo(result.describe())
+    if result.blocks:
+        raise typer.Exit(ExitCode.FAILURES)
+
+
+@report_app.command("merge")
+@exit_codes
+def report_merge(
+    reports: Annotated[list[Path], typer.Argument(help="Shard reports to join.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The joined CSV.")],
+) -> None:
+    """Join the reports of `--shard` runs into one (a check in two of them is an error)."""
+    from diffcheck.regress import load, merge
+
+    joined = merge([load(r) for r in reports])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    joined.to_csv(output, index=False)
+    typer.echo(f"{output}: {len(joined)} rows from {len(reports)} reports")
+
+
+@app.command()
+@exit_codes
+def show(
+    case_file: Annotated[Path, typer.Argument(help="A case file (.npz).")],
+) -> None:
+    """Print what a case file holds: sizes, region lengths and well-formedness findings."""
+    from diffcheck.case import describe_case, load_case
+
+    typer.echo(describe_case(load_case(case_file, validate=False)))

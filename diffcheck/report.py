@@ -1,7 +1,7 @@
 """The CSV report (one row per case x implementation x mode) and the console summary.
 
-This is the only module that imports pandas. Rows are appended to the CSV as they finish, so
-an interrupted or crashed run keeps every row it completed.
+Rows are appended to the CSV as they finish, so an interrupted or crashed run keeps every row
+it completed.
 """
 
 from __future__ import annotations

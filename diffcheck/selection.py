@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from dataclasses import dataclass
 
 from diffcheck.case import Case, Scenario, case_problems, load_case
@@ -64,15 +65,38 @@ class Selection:
     cases: list[Case | Scenario]
     impls: list[Implementation]
     modes: list[Mode]
+    #: (index, count) of a CI shard: only the jobs whose key hashes to this shard run
+    shard: tuple[int, int] = (1, 1)
 
-    def jobs(self) -> list[Job]:
-        """Every (target, implementation, mode) with at least one row (replay needs a
-        scenario)."""
+    def _all_jobs(self) -> list[Job]:
         return [Job(case, impl, mode) for case in self.cases for impl in self.impls
                 if impl.path == case.path for mode in self.modes if mode.rows(case)]
 
+    def jobs(self) -> list[Job]:
+        """Every (target, implementation, mode) with at least one row (replay needs a
+        scenario), restricted to this shard."""
+        index, count = self.shard
+        return [job for job in self._all_jobs()
+                if count == 1 or zlib.crc32(job_key(job).encode()) % count == index - 1]
+
     def rows(self) -> int:
         return sum(len(job.mode.rows(job.case)) for job in self.jobs())
+
+
+def job_key(job: Job) -> str:
+    """Stable across runs and machines, so a shard always gets the same checks."""
+    return f"{job.case.path}|{job.case.case_id}|{job.impl.name}|{job.mode.name}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 1 <= I <= N."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must be I/N (e.g. 2/4), got '{text}'") from None
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text}: need 1 <= I <= N")
+    return index, count
 
 
 def select(
@@ -86,10 +110,11 @@ def select(
     fill: int,
     max_cases: int | None,
     graph_size: int | None = None,
+    shard: tuple[int, int] = (1, 1),
 ) -> Selection:
     """Resolve every name (raising one clear line for an unknown one) and filter the cases."""
     paths = [spec.name for spec in select_paths(path)]
-    impls = [find(name) for name in impl_names] if impl_names else defaults(paths)
+    impls = [find(name, path) for name in impl_names] if impl_names else defaults(paths)
     outside = [i.name for i in impls if i.path not in paths]
     if outside:
         raise UsageError(f"--impl {outside[0]} does not follow --path {path}; "
@@ -107,8 +132,8 @@ def select(
         if max_cases < 1:
             raise UsageError(f"--max-cases must be at least 1, got {max_cases}")
         cases = cases[:max_cases]
-    selection = Selection(cases, impls, modes)
-    if not selection.jobs():
+    selection = Selection(cases, impls, modes, shard)
+    if not selection._all_jobs():  # an empty shard of a real selection is fine
         raise NothingSelectedError(
             f"nothing to run: {len(cases)} cases x {len(impls)} implementations x "
             f"{len(modes)} modes selected (check --path, --impl, --suite, --cases and --case; "

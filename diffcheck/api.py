@@ -1,0 +1,91 @@
+"""The Python API for test suites: run a path's suites over one implementation, get a DataFrame.
+
+    from diffcheck.api import check, assert_passes
+
+    def test_my_convert_kernel():
+        report = check("my_engine.kernels:convert", path="decode", modes="all")
+        assert_passes(report)
+
+``check`` sets up the device as the CLI does (on CPU it sets TRITON_INTERPRET=1, so call it
+before your kernel module is imported, or run it in a fresh process).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from diffcheck import backend
+from diffcheck import modes as mode_registry
+from diffcheck.executors import resolve_isolation, run_all
+from diffcheck.report import frame
+from diffcheck.runner import RunSettings
+from diffcheck.selection import select
+from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
+
+
+def _target(impl: str | Callable) -> str:
+    if isinstance(impl, str):
+        return impl
+    module, name = getattr(impl, "__module__", None), getattr(impl, "__qualname__", "")
+    if not module or "<" in name:
+        raise TypeError("pass the implementation as 'module:function' or a module-level "
+                        "function (a lambda or nested function cannot be loaded by name)")
+    return f"{module}:{name}"
+
+
+def check(
+    impl: str | Callable,
+    path: str,
+    suites: Sequence[str] = ("smoke", "edge"),
+    modes: str = "eager",
+    *,
+    device: str = "auto",
+    invalid_fill: int = 0,
+    seed: int = 0,
+    cases: Sequence[str] = (),
+    graph_size: int | None = None,
+    timeout: float = 60.0,
+    isolation: str = "auto",
+) -> pd.DataFrame:
+    """Run ``suites`` (and stored ``cases``) of ``path`` over ``impl``; one row per check.
+
+    ``impl`` is a registered name, ``module:function``, ``file.py:function`` or a module-level
+    function; ``modes`` is eager, capture, replay, graph or all.
+    """
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    selection = select(path, [_target(impl)], list(suites), list(cases), [],
+                       mode_registry.select(modes), seed, invalid_fill, None, graph_size)
+    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill, True, 2, timeout)
+    settings.isolation = resolve_isolation(isolation, settings)
+    for implementation in selection.impls:
+        settings.implementation(implementation)
+    return frame(run_all(selection.jobs(), settings))
+
+
+def failing(report: pd.DataFrame, fail_on: str | None = None) -> pd.DataFrame:
+    """The rows whose status fails (``fail_on``: comma-separated statuses), worst first."""
+    chosen = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
+    bad = report[report["status"].isin([s.value for s in chosen])]
+    severity = bad["status"].map(lambda s: Status(s).severity)
+    return bad.assign(_severity=severity).sort_values("_severity", ascending=False,
+                                                      kind="stable").drop(columns="_severity")
+
+
+def assert_passes(report: pd.DataFrame, fail_on: str | None = None, worst: int = 5) -> None:
+    """Raise AssertionError listing the worst rows (status, case, finding, reproduce)."""
+    bad = failing(report, fail_on)
+    if bad.empty:
+        return
+    lines = [f"diffcheck: {len(bad)} of {len(report)} rows failed"]
+    for row in bad.head(worst).itertuples():
+        finding = row.detail if isinstance(row.detail, str) and row.detail else row.error
+        lines.append(f"- {row.status}: {row.case_id} [{row.mode}] {row.implementation}: "
+                     f"{str(finding).split(' | ')[0]}")
+        lines.append(f"  reproduce: {row.reproduce}")
+    if len(bad) > worst:
+        lines.append(f"... and {len(bad) - worst} more")
+    raise AssertionError("\n".join(lines))
