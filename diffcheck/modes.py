@@ -81,23 +81,6 @@ def _finish(step: Step, staged: Staged, start: float) -> Step:
     return step
 
 
-class Eager(Mode):
-    """One direct call."""
-
-    name = "eager"
-
-    def rows(self, target: Case | Scenario) -> list[Case]:
-        return target.fresh_steps() if isinstance(target, Scenario) else [target]
-
-    def run(self, target, stage, bind, device, guard, compare_eager=True):
-        for case in self.rows(target):
-            staged, step, start = stage(case), Step(case), time.perf_counter()
-            call = bind(staged)
-            staged.poison_out()
-            guard(step, lambda call=call: (call(), backend.synchronize(device)))
-            yield _finish(step, staged, start)
-
-
 def _eager_output(staged: Staged, call: Callable[[], object], device: torch.device,
                   step: Step, guard: Callable) -> torch.Tensor | None:
     """The output of a plain call on the current inputs (margins restored after it)."""
@@ -109,27 +92,48 @@ def _eager_output(staged: Staged, call: Callable[[], object], device: torch.devi
     return out
 
 
-class Capture(Mode):
-    """Warm up, capture one call, poison the output, replay once."""
-
-    name = "capture"
+class _OneCallPerCase(Mode):
+    """A row per case (per step of a scenario, on its intended batch), each staged afresh."""
 
     def rows(self, target: Case | Scenario) -> list[Case]:
         return target.fresh_steps() if isinstance(target, Scenario) else [target]
 
+    def issue(self, step: Step, staged: Staged, call: Callable[[], object],
+              device: torch.device, guard: Callable) -> None:
+        raise NotImplementedError
+
     def run(self, target, stage, bind, device, guard, compare_eager=True):
         for case in self.rows(target):
             staged, step, start = stage(case), Step(case), time.perf_counter()
-            call = bind(staged)
-            step.eager_out = _eager_output(staged, call, device, step, guard)  # the warm-up
-            graph = new_graph(device)
-            if step.eager_out is not None and guard(step, lambda g=graph, c=call: g.capture(c)):
-                staged.poison_out()
-                guard(step, graph.replay)
-            elif step.fault:
-                yield _finish(step, staged, start)
-                return
+            self.issue(step, staged, bind(staged), device, guard)
             yield _finish(step, staged, start)
+            if step.fault:
+                return
+
+
+class Eager(_OneCallPerCase):
+    """One direct call."""
+
+    name = "eager"
+
+    def issue(self, step, staged, call, device, guard):
+        staged.poison_out()
+        guard(step, lambda: (call(), backend.synchronize(device)))
+
+
+class Capture(_OneCallPerCase):
+    """Warm up, capture one call, poison the output, replay once."""
+
+    name = "capture"
+
+    def issue(self, step, staged, call, device, guard):
+        # The warm-up (Triton compiles on a first call) is also the eager output for
+        # divergence; its margin writes are redone, and found, by the replay.
+        step.eager_out = _eager_output(staged, call, device, step, guard)
+        graph = new_graph(device)
+        if step.eager_out is not None and guard(step, lambda: graph.capture(call)):
+            staged.poison_out()
+            guard(step, graph.replay)
 
 
 class Replay(Mode):

@@ -30,6 +30,10 @@ def load(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + ["status"] if c not in df.columns]
     if missing:
         raise UsageError(f"report {path}: not a diffcheck report (no {', '.join(missing)} column)")
+    unknown = sorted(set(df["status"].astype(str)) - {s.value for s in Status})
+    if unknown:
+        raise UsageError(f"report {path}: unknown status '{unknown[0]}' (written by another "
+                         "diffcheck version?)")
     return df
 
 

@@ -250,3 +250,15 @@ def test_compare_writes_junit_and_appends_the_markdown_summary(tmp_path):
     assert text.startswith("earlier step\n## diffcheck: FAILED (1 rows, 1 failing)")
     printed = invoke("report", "summarize", report)
     assert printed.exit_code == ExitCode.OK and printed.output == text[len("earlier step\n"):]
+
+
+@pytest.mark.parametrize("content, text", [
+    ("a,b\n1,2\n", "not a diffcheck report (no path"),
+    ("path,implementation,mode,case_id,fill,status\ndecode,x,eager,c,0,exploded\n",
+     "unknown status 'exploded'"),
+])
+def test_report_commands_refuse_what_is_not_a_report(tmp_path, content, text):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    result = invoke("report", "summarize", bad)
+    assert result.exit_code == ExitCode.USAGE and text in error_line(result)
