@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 import traceback
 import uuid
@@ -41,6 +42,10 @@ def exit_codes(command: Callable) -> Callable:
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             _err("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except Exception as e:  # a bug in diffcheck itself
             _err(f"internal error: {type(e).__name__}: {e} (set DIFFCHECK_DEBUG=1 for a traceback)")
@@ -266,7 +271,7 @@ def list_(
             for name, builder in spec.suites().items():
                 scenarios = getattr(builder, "scenarios", False)
                 kind = "scenarios (replay)" if scenarios else "cases"
-                typer.echo(f"suite {name:<8} {spec.name:<7} {len(builder.names)} {kind}")
+                typer.echo(f"suite {name:<17} {spec.name:<7} {len(builder.names)} {kind}")
                 if what == "cases":
                     for c in builder(seed, 0):
                         if scenarios:
