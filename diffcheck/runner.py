@@ -25,7 +25,7 @@ from diffcheck.compare import (
     describe,
     diverged,
 )
-from diffcheck.impls import Implementation
+from diffcheck.impls import BUILTIN, Implementation
 from diffcheck.modes import Mode, Step
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
@@ -151,8 +151,11 @@ def reproduce(job: Job, case: Case, settings: RunSettings, fill: int) -> str:
     else:
         chosen = job.case.case_id if isinstance(job.case, Scenario) else case.case_id
         words += ["--suite", case.suite, "--case", chosen, "--seed", str(settings.run_seed)]
-    words += ["--impl", job.impl.name, "--mode", job.mode.name, "--invalid-fill", str(fill),
-              "--device", settings.device.type]
+    registered = BUILTIN.get(job.impl.name) == job.impl
+    words += ["--impl", job.impl.name if registered else job.impl.target, "--mode",
+              job.mode.name, "--invalid-fill", str(fill), "--device", settings.device.type]
+    if isinstance(job.case, Scenario) and job.case.graph:
+        words += ["--graph-size", str(job.case.graph)]
     if not settings.interpreter_check:
         words.append("--no-interpreter-check")
     if settings.fillings != 2:

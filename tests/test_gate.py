@@ -2,6 +2,7 @@
 shards, recorded cases and `show`."""
 
 import pickle
+import shlex
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -78,6 +79,10 @@ def test_a_kernel_file_outside_the_package_is_checked_in_every_mode(kernel_file,
     assert set(df["mode"]) == {"eager", "capture", "replay"}
     assert set(df["status"]) == {"pass"} and not df["impl_safe"].any()
     assert df["reproduce"].str.contains("engine_kernels.py:triton_convert").all()
+    again = shlex.split(df["reproduce"].iloc[-1])[1:] + ["--report", tmp_path / "again.csv"]
+    assert invoke(*again).exit_code == ExitCode.OK
+    rerun = pd.read_csv(tmp_path / "again.csv")  # a replay row reruns its whole scenario
+    assert df["case_id"].iloc[-1] in set(rerun["case_id"]) and set(rerun["status"]) == {"pass"}
 
 
 @pytest.mark.parametrize("target, text", [
