@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from diffcheck.errors import DiffcheckError, ExitCode, UsageError
+from diffcheck.errors import (
+    DeviceError,
+    DiffcheckError,
+    ExitCode,
+    NothingSelectedError,
+    UsageError,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -384,3 +390,89 @@ def show(
     from diffcheck.case import describe_case, load_case
 
     typer.echo(describe_case(load_case(case_file, validate=False)))
+
+
+@app.command()
+@exit_codes
+def bench(
+    path: Annotated[str, typer.Option(help="decode, mtp or all.")] = "all",
+    impl: Annotated[
+        list[str] | None,
+        typer.Option(help="Implementation to time (repeatable); default: every registered "
+                     "kernel of the path, unguarded included (the ratios compare to it)."),
+    ] = None,
+    regime: Annotated[
+        list[str] | None, typer.Option(help="Context regime: 4k, 32k, 128k (repeatable).")
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Output rows of the case (MTP: tokens).")] = 512,
+    k: Annotated[int, typer.Option(help="NUM_TOPK_TOKENS.")] = 2048,
+    q: Annotated[int, typer.Option(help="MTP draft tokens per request.")] = 4,
+    device: Annotated[
+        str, typer.Option(help="auto or cuda; cpu times the Triton interpreter (only when "
+                          "asked for: not a GPU speed).")
+    ] = "auto",
+    repeats: Annotated[int, typer.Option(help="Timed repeats per item.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
+    launches: Annotated[int, typer.Option(help="Launches captured in one graph.")] = 20,
+    check: Annotated[
+        bool, typer.Option(help="Also time one full memory-safety check of each case.")
+    ] = True,
+    report: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+) -> None:
+    """Time each implementation (eager, per launch in a graph), the reference and one
+    memory-safety check on production shapes; medians, bandwidth, ratios.
+
+    Exit codes: 0 done, 4 usage error or no GPU (pass --device cpu to time the interpreter).
+    """
+    import uuid
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from diffcheck import backend
+    from diffcheck.bench import REGIMES, Timer, bench_case, bench_path, table
+    from diffcheck.executors import InProcess
+    from diffcheck.impls import BUILTIN, find
+    from diffcheck.modes import Eager
+    from diffcheck.paths import select_paths
+    from diffcheck.runner import Job, RunSettings
+
+    if device == "auto" and not __import__("torch").cuda.is_available():
+        raise DeviceError("diffcheck bench times GPU kernels and sees no CUDA/ROCm device; "
+                          "pass --device cpu to time the Triton interpreter instead")
+    for name in regime or []:
+        if name not in REGIMES:
+            raise UsageError(f"unknown regime '{name}'; known: {', '.join(REGIMES)}")
+    if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
+        raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    timer = Timer(dev, warmup, repeats)
+    settings = RunSettings(dev, uuid.uuid4().hex[:12], 0, isolation="none")
+    results = []
+    for spec in select_paths(path):
+        chosen = ([find(n, spec.name) for n in impl] if impl else
+                  [i for i in BUILTIN.values() if i.path == spec.name
+                   and not i.name.endswith(":reference")])
+        chosen = [i for i in chosen if i.path == spec.name]
+        if not chosen:
+            continue
+        safe = next((i for i in chosen if i.safe), chosen[0])
+        runner = InProcess(settings)
+
+        def one_check(case, safe=safe, runner=runner):
+            runner.run(Job(case, safe, Eager()))
+
+        for name in regime or list(REGIMES):
+            typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
+            case = bench_case(spec.name, name, rows, k, q)
+            results += bench_path(case, name, chosen, dev, timer, launches,
+                                  one_check if check else None)
+    if not results:
+        raise NothingSelectedError("nothing to time (check --path and --impl)")
+    typer.echo(f"device: {backend.describe(dev)}")
+    typer.echo(table(results))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([asdict(r) for r in results]).to_csv(report, index=False)
+        typer.echo(f"report: {report}", err=True)

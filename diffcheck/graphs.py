@@ -83,12 +83,12 @@ def refuse_host_reads() -> Iterator[None]:
 
 
 class Graph:
-    """One captured call; ``replay`` re-issues it."""
+    """One captured call; ``replay`` re-issues it (and waits for it unless ``sync=False``)."""
 
     def capture(self, call: Callable[[], object]) -> object:
         raise NotImplementedError
 
-    def replay(self) -> None:
+    def replay(self, sync: bool = True) -> None:
         raise NotImplementedError
 
 
@@ -107,9 +107,10 @@ class CudaGraph(Graph):
         torch.cuda.synchronize(self.device)
         return result
 
-    def replay(self) -> None:
+    def replay(self, sync: bool = True) -> None:
         self.graph.replay()
-        torch.cuda.synchronize(self.device)
+        if sync:
+            torch.cuda.synchronize(self.device)
 
 
 @dataclass
@@ -207,7 +208,7 @@ class EmulatedGraph(Graph):
             InterpretedFunction.run = original
         return result
 
-    def replay(self) -> None:
+    def replay(self, sync: bool = True) -> None:
         from triton.runtime.interpreter import InterpretedFunction
 
         for item in self.work:

@@ -1,0 +1,205 @@
+"""`diffcheck bench`: how fast the kernels, the reference and one memory-safety check are.
+
+For each path and context regime it builds one production-shaped case (512 rows, K=2048 by
+default; MTP with q drafts per request) and times, on the same device and in the same run:
+every implementation as an eager launch and per launch inside a graph (L launches captured in
+one graph, replayed, divided by L), the reference, and one full memory-safety check of the
+case (stage, both fillings, compare). Times are medians with the 10th and 90th percentiles
+over the repeats, after a warm-up: CUDA events on a GPU, the wall clock on the CPU
+interpreter (only when asked for: it says nothing about GPU speed).
+
+Bytes moved count what a kernel must touch: the region indptrs and request ids, the top-k
+entries inside the regions, the output regions, and the gathered slots as 32-byte sectors
+(each 4-byte slot of a random gather pulls a whole sector). Bandwidth = bytes / time, next to
+the device's peak where it is known.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from diffcheck import backend
+from diffcheck.buffers import stage
+from diffcheck.case import Case
+from diffcheck.graphs import new_graph
+from diffcheck.impls import Implementation
+from diffcheck.paths import get_path
+
+#: context regimes: the longest context of the case (contexts spread over [1, high])
+REGIMES = {"4k": 4096, "32k": 32_768, "128k": 131_072}
+#: peak DRAM bandwidth in GB/s by device name (datasheet values)
+PEAK_GBPS = {"H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H200": 4800,
+             "A100-SXM4-80GB": 2039, "A100-SXM4-40GB": 1555, "MI300X": 5300}
+SECTOR = 32
+
+
+@dataclass
+class BenchRow:
+    """One timed item; field order is the CSV column order."""
+
+    path: str
+    regime: str
+    item: str
+    how: str  # eager, graph (per launch), reference, check
+    rows: int
+    k: int
+    median_us: float
+    p10_us: float
+    p90_us: float
+    repeats: int
+    bytes_moved: int
+    gbps: float
+    peak_gbps: float | None
+    #: what the ratio compares against, and median / that median
+    versus: str = ""
+    ratio: float | None = None
+
+
+def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4) -> Case:
+    """A production-shaped case: ``rows`` output rows (MTP: rows/q requests of q drafts)."""
+    from fixtures.decode import decode_batch
+    from fixtures.layouts import Layout, spread_contexts
+    from fixtures.mtp import mtp_batch
+
+    high = REGIMES[regime]
+    if path == "decode":
+        build = decode_batch(spread_contexts(high, rows), shuffled=True)
+    else:
+        build = mtp_batch(spread_contexts(high, max(1, rows // q)), q, shuffled=True)
+    return Layout(f"bench-{path}-{regime}", f"bench {regime}", k, build).case(
+        path, "bench", 0, 0)
+
+
+def bytes_moved(case: Case) -> int:
+    """The bytes a kernel must move for this case (gathers counted in 32-byte sectors)."""
+    spec = get_path(case.path)
+    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
+    regions = t[spec.regions].astype(np.int64)
+    lengths = np.clip(regions[1:] - regions[:-1], 0, case.k)
+    if case.path == "decode":
+        req = np.arange(lengths.size)
+        metadata = 3 * t["kv_indptr"].size * 4
+    else:
+        req = t["token_to_seq_idxs"][: lengths.size].astype(np.int64)
+        metadata = (t["sparse_kv_indptr"].size + req.size + 2 * req.size) * 4
+    kv = t[spec.requests].astype(np.int64)
+    topk = t[spec.topk]
+    sectors = 0
+    for row, (r, n) in enumerate(zip(req, lengths, strict=True)):
+        pos = topk[row, :n].astype(np.int64)
+        ctx = kv[r + 1] - kv[r]
+        valid = pos[(pos >= 0) & (pos < ctx)]
+        sectors += np.unique((kv[r] + valid) * 4 // SECTOR).size
+    return int(metadata + 2 * lengths.sum() * 4 + sectors * SECTOR)
+
+
+class Timer:
+    """Median time of a callable: CUDA events on a GPU, the wall clock on the CPU."""
+
+    def __init__(self, device: torch.device, warmup: int, repeats: int) -> None:
+        self.device, self.warmup, self.repeats = device, warmup, repeats
+
+    def __call__(self, fn: Callable[[], object], per: int = 1) -> list[float]:
+        """Microseconds per call of ``fn`` divided by ``per``, one value per repeat."""
+        for _ in range(self.warmup):
+            fn()
+        backend.synchronize(self.device)
+        samples = []
+        for _ in range(self.repeats):
+            if self.device.type == "cuda":
+                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) * 1e3 / per)
+            else:
+                began = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - began) * 1e6 / per)
+        return samples
+
+
+def _row(case: Case, regime: str, item: str, how: str, samples: list[float], moved: int,
+         peak: float | None) -> BenchRow:
+    median = statistics.median(samples)
+    deciles = np.percentile(samples, [10, 90])
+    return BenchRow(case.path, regime, item, how, get_path(case.path).counts(
+        case.kernel_inputs())[1], case.k, round(median, 3), round(float(deciles[0]), 3),
+        round(float(deciles[1]), 3), len(samples), moved,
+        round(moved / (median * 1e-6) / 1e9, 1) if median else 0.0, peak)
+
+
+def peak_of(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_GBPS.items() if k in name), None)
+
+
+def bench_path(case: Case, regime: str, impls: list[Implementation], device: torch.device,
+               timer: Timer, launches: int, check: Callable[[Case], None] | None) -> list[BenchRow]:
+    """Every implementation eager and per launch in a graph, the reference, one check."""
+    spec = get_path(case.path)
+    moved, peak = bytes_moved(case), peak_of(device)
+    staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
+                   "constant", spec.tensors)
+    args = spec.call_args(staged.tensors())
+    rows = []
+    for impl in impls:
+        fn = impl.load()
+        kwargs = dict(spec.scalars(case.k), out=staged.out.view)
+
+        def call(fn=fn, kwargs=kwargs):
+            return fn(*args, **kwargs)
+
+        rows.append(_row(case, regime, impl.name, "eager", timer(call), moved, peak))
+        call()  # compiled before capture
+        backend.synchronize(device)
+        graph = new_graph(device)
+        graph.capture(lambda call=call: [call() for _ in range(launches)])
+        rows.append(_row(case, regime, impl.name, "graph",
+                         timer(lambda graph=graph: graph.replay(sync=False), launches),
+                         moved, peak))
+    reference = spec.reference_fn()
+    rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference",
+                     timer(lambda: reference(*args, **spec.scalars(case.k),
+                                             out=staged.out.view)), moved, peak))
+    if check is not None:
+        slow = Timer(device, 1, max(3, timer.repeats // 10))
+        rows.append(_row(case, regime, "memory-safety check", "check",
+                         slow(lambda: check(case)), moved, peak))
+    _ratios(rows)
+    return rows
+
+
+def _ratios(rows: list[BenchRow]) -> None:
+    """Safe kernels against the unguarded one (same tiling, same how); the reference against
+    the fastest kernel in a graph."""
+    by = {(r.item, r.how): r for r in rows}
+    for r in rows:
+        path = r.item.partition(":")[0]
+        base = by.get((f"{path}:unguarded", r.how))
+        if r.how in ("eager", "graph") and base is not None and r.item != base.item:
+            r.versus, r.ratio = base.item, round(r.median_us / base.median_us, 3)
+    graphs = [r for r in rows if r.how == "graph"]
+    for r in rows:
+        if r.how == "reference" and graphs:
+            fastest = min(graphs, key=lambda g: g.median_us)
+            r.versus = f"{fastest.item} (graph)"
+            r.ratio = round(r.median_us / fastest.median_us, 2)
+
+
+def table(rows: list[BenchRow]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(r) for r in rows])
+    shown = ["path", "regime", "item", "how", "median_us", "p10_us", "p90_us", "gbps",
+             "peak_gbps", "versus", "ratio"]
+    return df[shown].to_string(index=False)

@@ -1,0 +1,49 @@
+"""`diffcheck bench`: what it measures and how it refuses (timings themselves are not tested)."""
+
+import pandas as pd
+import torch
+from test_cli import error_line, invoke
+
+from diffcheck.bench import SECTOR, bench_case, bytes_moved
+from diffcheck.case import Case
+from diffcheck.errors import ExitCode
+
+
+def test_bench_refuses_politely_without_a_gpu():
+    if torch.cuda.is_available():
+        return
+    result = invoke("bench")
+    assert result.exit_code == ExitCode.USAGE
+    assert "pass --device cpu" in error_line(result)
+
+
+def test_bench_on_the_interpreter_times_every_item_and_compares_to_unguarded(tmp_path):
+    report = tmp_path / "b.csv"
+    result = invoke("bench", "--device", "cpu", "--path", "decode", "--rows", "4", "--k", "256",
+                    "--regime", "4k", "--repeats", "2", "--warmup", "0", "--launches", "2",
+                    "--no-check", "--report", report)
+    assert result.exit_code == ExitCode.OK, result.output
+    df = pd.read_csv(report)
+    items = set(zip(df["item"], df["how"], strict=True))
+    for name in ("decode:guarded", "decode:pid", "decode:unguarded"):
+        assert {(name, "eager"), (name, "graph")} <= items
+    assert ("decode:reference-oracle", "reference") in items
+    guarded = df[(df["item"] == "decode:guarded") & (df["how"] == "graph")].iloc[0]
+    assert guarded["versus"] == "decode:unguarded" and guarded["ratio"] > 0
+    assert (df["bytes_moved"] == bytes_moved(bench_case("decode", "4k", 4, 256))).all()
+    assert (df["median_us"] > 0).all() and (df["repeats"] == 2).all()
+
+
+def test_bytes_moved_counts_gathers_in_32_byte_sectors():
+    # one request of 20 slots; positions 0, 1 share a sector, 9 is in the next, -1 is unused
+    inputs = {
+        "qo_indptr": torch.tensor([0, 1], dtype=torch.int32),
+        "kv_indptr": torch.tensor([0, 20], dtype=torch.int32),
+        "page_kv_indptr": torch.tensor([0, 4], dtype=torch.int32),
+        "kv_indices": torch.arange(1, 21, dtype=torch.int32),
+        "token_indices": torch.tensor([[0, 1, 9, -1] + [-1] * 4], dtype=torch.int32),
+    }
+    case = Case("decode", "tiny", 8, 0, 0, "", inputs)
+    metadata = 3 * 2 * 4
+    topk_and_out = 2 * 4 * 4
+    assert bytes_moved(case) == metadata + topk_and_out + 2 * SECTOR
