@@ -196,6 +196,7 @@ def compare(
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
     dev = backend.resolve(device)
     backend.prepare(dev)
+    generating = time.perf_counter()
     chosen = select(
         path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
@@ -236,8 +237,8 @@ def compare(
     _write_ci_reports(rows, junit, summary_md, failing)
     if not quiet:
         typer.echo(summarize(rows, failing))
-    typer.echo(f"report: {report} ({len(rows)} rows, {time.perf_counter() - started:.1f} s)",
-               err=True)
+    typer.echo(f"report: {report} ({len(rows)} rows in {time.perf_counter() - started:.1f} s; "
+               f"cases built in {started - generating:.1f} s)", err=True)
     if any(Status(r.status) in failing for r in rows):
         raise typer.Exit(ExitCode.FAILURES)
 
