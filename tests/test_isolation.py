@@ -52,10 +52,14 @@ def test_worker_rows_equal_in_process_rows():
     jobs = [Job(c, find("mtp:unguarded"), Eager()) for c in cases]
     here = run_all(jobs, settings())
     there = run_all(jobs, settings(isolation="process"))
-    # (not the values: a wild gather yields a tag that depends on where memory happens to be)
-    keep = ("case_id", "status", "mismatches", "first_mismatch", "first_oob_read", "oob_reads")
+    # Not the values nor far reads: a wild gather yields a tag, and a far address is named
+    # after its nearest tensor, both of which depend on where memory happens to be.
+    keep = ("case_id", "status", "mismatches", "first_mismatch")
     assert [[getattr(r, k) for k in keep] for r in here] == \
         [[getattr(r, k) for k in keep] for r in there]
+    near = [i for i, r in enumerate(here) if r.case_id.endswith("rows-unwritten")]
+    assert [here[i].first_oob_read for i in near] == [there[i].first_oob_read for i in near]
+    assert here[near[0]].first_oob_read.startswith("kv_indices[-1]")
 
 
 def test_device_faults_are_told_from_wrapper_exceptions():
