@@ -222,7 +222,11 @@ def compare(
     with _progress(len(jobs), enabled=True) as bar:
         task = bar.add_task("comparing", total=total)
 
+        timings: list[tuple[str, dict]] = []
+
         def on_outcome(outcome) -> None:
+            if outcome.timing:
+                timings.append((outcome.row.implementation, outcome.timing))
             writer.write(outcome.row)
             if detail_writer is not None:
                 detail_writer.write(outcome.row, outcome.findings)
@@ -237,10 +241,29 @@ def compare(
     _write_ci_reports(rows, junit, summary_md, failing)
     if not quiet:
         typer.echo(summarize(rows, failing))
-    typer.echo(f"report: {report} ({len(rows)} rows in {time.perf_counter() - started:.1f} s; "
-               f"cases built in {started - generating:.1f} s)", err=True)
+    typer.echo(f"report: {report} ({len(rows)} rows)", err=True)
+    typer.echo(_breakdown(time.perf_counter() - started, started - generating, timings),
+               err=True)
     if any(Status(r.status) in failing for r in rows):
         raise typer.Exit(ExitCode.FAILURES)
+
+
+def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) -> str:
+    """Where the time went: case generation, calls (first calls compile), references, checks."""
+    import statistics
+
+    calls = sum(t["calls"] for _, t in timings)
+    references = sum(t["references"] for _, t in timings)
+    jobs = sum(t["total"] for _, t in timings)
+    first_extra = 0.0
+    for name in {n for n, _ in timings}:
+        mine = [t["calls"] for n, t in timings if n == name]
+        first_extra += max(mine[0] - statistics.median(mine), 0.0)
+    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running: implementation "
+            f"calls {calls:.1f} s (first calls, compiling included, {first_extra:.1f} s more "
+            f"than typical), references {references:.1f} s, staging and checks "
+            f"{max(jobs - calls - references, 0.0):.1f} s, other (workers, reports) "
+            f"{max(wall - jobs, 0.0):.1f} s")
 
 
 def _write_ci_reports(rows, junit: Path | None, summary_md: Path | None, failing) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,6 +83,8 @@ class Outcome:
 
     row: ReportRow
     findings: tuple[Finding, ...] = ()
+    #: seconds the job spent (on its first row only): implementation calls, references, total
+    timing: dict[str, float] | None = None
 
 
 #: words in an exception that mean the device itself failed (the context is lost)
@@ -223,8 +226,10 @@ RERUNS = (0, 1, 0)
 
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario."""
+    began = time.perf_counter()
     spec = get_path(job.case.path)
     fill = fill_of(first_case(job.case), settings)
+    referencing = 0.0
     runs = []
     for filling in FILLINGS[: max(1, settings.fillings)]:
         runs.append(execute(job, settings, fill, filling))
@@ -239,7 +244,9 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
         comparison = Comparison(0, ())
         if not step.error:
             out_size = spec.workspace_size(case.intended_inputs(), case.k)
+            started = time.perf_counter()
             expected, mask = reference(case, fill, out_size, settings)
+            referencing += time.perf_counter() - started
             locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
             comparison = compare_output(step.out, expected, mask, locate, case.well_formed,
                                         step.margins)
@@ -255,6 +262,10 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
         row = make_row(job, case, settings, fill, comparison, step.error, step.elapsed_ms,
                        len(runs))
         outcomes.append(Outcome(row, comparison.findings))
+    if outcomes:
+        calls = sum(step.elapsed_ms for run in runs for step in run) / 1e3
+        outcomes[0].timing = {"calls": calls, "references": referencing,
+                              "total": time.perf_counter() - began}
     return outcomes
 
 
