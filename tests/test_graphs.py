@@ -157,3 +157,25 @@ def test_host_read_refusal_is_removed_afterwards():
     with pytest.raises(HostReadDuringCapture, match=r"\.item\(\)"), refuse_host_reads():
         t.sum().item()
     assert t.sum().item() == 2.0 and "tensor" in repr(t) and str(t)
+
+
+@pytest.mark.parametrize("path", ["decode", "mtp"])
+def test_the_reference_has_no_host_sync_and_replays_in_a_graph(path):
+    from diffcheck.paths import get_path
+
+    spec = get_path(path)
+    scenario = suite_cases(path, "replay")[0]
+    first, later = scenario.steps[0], scenario.steps[2]
+    static = {n: t.clone() for n, t in first.kernel_inputs().items()}
+    out = torch.zeros(spec.workspace_size(first.inputs, first.k), dtype=torch.int32)
+    holder = {}
+    graph = EmulatedGraph()
+    graph.capture(lambda: holder.setdefault("result", spec.reference_fn()(
+        *spec.call_args(static), **spec.scalars(first.k), out=out)))
+    for name, tensor in later.kernel_inputs().items():  # a new step, copied in place
+        static[name].copy_(tensor)
+    graph.replay()
+    expected, mask = spec.reference_fn()(*spec.call_args(later.kernel_inputs()),
+                                         **spec.scalars(later.k), out=out)
+    got_expected, got_mask = holder["result"]
+    assert torch.equal(got_mask, mask) and torch.equal(got_expected[mask], expected[mask])
