@@ -115,9 +115,14 @@ def margin_writes(buf: Buffer) -> Finding | None:
 def margins_changed(staged: Staged, restore: bool = False) -> list[Finding]:
     """Out-of-bounds writes into the margins of every staged buffer; ``restore`` resets them
     (between the steps of a replay, so each step is judged on its own writes)."""
+    buffers = [staged.out, *staged.buffers.values()]
+    # One host synchronisation for all buffers; only a changed one is looked at closely.
+    counts = torch.stack([(buf.before() != buf.pristine[: buf.margin]).sum()
+                          + (buf.after() != buf.pristine[buf.margin :]).sum()
+                          for buf in buffers]).tolist()
     findings = []
-    for buf in (staged.out, *staged.buffers.values()):
-        finding = margin_writes(buf)
+    for buf, changed in zip(buffers, counts, strict=True):
+        finding = margin_writes(buf) if changed else None
         if finding is not None:
             findings.append(finding)
             if restore:
@@ -138,20 +143,22 @@ def compare_output(
     out = out.reshape(-1)
     findings = []
     differs = (out != expected) & mask
-    count, first = _first(differs)
+    stray = (out != POISON) & ~mask
+    # One host synchronisation for the counts; positions only where something differs.
+    checked, n_differs, n_stray = torch.stack([mask.sum(), differs.sum(), stray.sum()]).tolist()
+    count, first = _first(differs) if n_differs else (0, -1)
     if count:
         kind = Status.MISMATCH if well_formed else Status.STALE_SENSITIVE
         examples = tuple(Example("out", i, locate(i), int(expected[i]), int(out[i]))
                          for i in _hits(differs))
         findings.append(Finding(kind, "out", count, first, locate(first),
                                 int(expected[first]), int(out[first]), examples=examples))
-    stray = (out != POISON) & ~mask
-    count, first = _first(stray)
+    count, first = _first(stray) if n_stray else (0, -1)
     if count:
         examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in _hits(stray))
         findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
                                 POISON, int(out[first]), examples=examples))
-    return Comparison(int(mask.sum()), tuple(findings) + tuple(margins))
+    return Comparison(int(checked), tuple(findings) + tuple(margins))
 
 
 def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator) -> Finding | None:
