@@ -82,33 +82,25 @@ def out_of_bounds_label(buffer: str, offset: int, size: int) -> str:
     return f"{buffer}[+{past}] (element {past} past its end)"
 
 
-def _first(mask: torch.Tensor) -> tuple[int, int]:
-    hits = torch.nonzero(mask.reshape(-1))
-    return hits.numel(), (int(hits[0]) if hits.numel() else -1)
-
-
-def _hits(mask: torch.Tensor, limit: int = EXAMPLES) -> list[int]:
-    """Flat indices of the first ``limit`` true elements."""
-    return torch.nonzero(mask.reshape(-1)).flatten()[:limit].tolist()
+def _found(mask: torch.Tensor) -> tuple[int, list[int]]:
+    """How many elements are true, and the flat indices of the first EXAMPLES of them."""
+    hits = torch.nonzero(mask.reshape(-1)).flatten()
+    return hits.numel(), hits[:EXAMPLES].tolist()
 
 
 def margin_writes(buf: Buffer) -> Finding | None:
     """Writes into the margins of one allocation: out-of-bounds writes."""
-    before = buf.before() != buf.pristine[: buf.margin]
-    after = buf.after() != buf.pristine[buf.margin :]
-    n_before, first_before = _first(before)
-    n_after, first_after = _first(after)
-    if not n_before + n_after:
-        return None
-    changed = torch.cat([before, after])
     now = torch.cat([buf.before(), buf.after()])
+    count, hits = _found(now != buf.pristine)
+    if not count:
+        return None
     examples = []
-    for i in _hits(changed):
+    for i in hits:
         offset = i - buf.margin if i < buf.margin else buf.span + i - buf.margin
         examples.append(Example(buf.name, offset, out_of_bounds_label(buf.name, offset, buf.span),
                                 int(buf.pristine[i]), int(now[i])))
     first = examples[0]
-    return Finding(Status.OOB_WRITE, buf.name, n_before + n_after, first.offset, first.location,
+    return Finding(Status.OOB_WRITE, buf.name, count, first.offset, first.location,
                    None, first.actual, found_by="redzone-write", examples=tuple(examples))
 
 
@@ -146,16 +138,18 @@ def compare_output(
     stray = (out != POISON) & ~mask
     # One host synchronisation for the counts; positions only where something differs.
     checked, n_differs, n_stray = torch.stack([mask.sum(), differs.sum(), stray.sum()]).tolist()
-    count, first = _first(differs) if n_differs else (0, -1)
-    if count:
+    if n_differs:
+        count, hits = _found(differs)
         kind = Status.MISMATCH if well_formed else Status.STALE_SENSITIVE
         examples = tuple(Example("out", i, locate(i), int(expected[i]), int(out[i]))
-                         for i in _hits(differs))
+                         for i in hits)
+        first = hits[0]
         findings.append(Finding(kind, "out", count, first, locate(first),
                                 int(expected[first]), int(out[first]), examples=examples))
-    count, first = _first(stray) if n_stray else (0, -1)
-    if count:
-        examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in _hits(stray))
+    if n_stray:
+        count, hits = _found(stray)
+        examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in hits)
+        first = hits[0]
         findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
                                 POISON, int(out[first]), examples=examples))
     return Comparison(int(checked), tuple(findings) + tuple(margins))
@@ -163,15 +157,14 @@ def compare_output(
 
 def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator) -> Finding | None:
     """The replayed output differs from an eager call on the same inputs."""
-    differs = replayed.reshape(-1) != eager.reshape(-1)
-    count, first = _first(differs)
+    replayed, eager = replayed.reshape(-1), eager.reshape(-1)
+    count, hits = _found(replayed != eager)
     if not count:
         return None
-    examples = tuple(Example("out", i, locate(i), int(eager.reshape(-1)[i]),
-                             int(replayed.reshape(-1)[i])) for i in _hits(differs))
-    return Finding(Status.DIVERGENCE, "out", count, first, locate(first),
-                   int(eager.reshape(-1)[first]), int(replayed.reshape(-1)[first]),
-                   examples=examples)
+    examples = tuple(Example("out", i, locate(i), int(eager[i]), int(replayed[i])) for i in hits)
+    first = examples[0]
+    return Finding(Status.DIVERGENCE, "out", count, first.offset, first.location,
+                   first.expected, first.actual, examples=examples)
 
 
 def describe(finding: Finding, checked: int) -> str:
