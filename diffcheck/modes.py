@@ -81,11 +81,17 @@ def _finish(step: Step, staged: Staged, start: float) -> Step:
     return step
 
 
+def _call_eagerly(staged: Staged, call: Callable[[], object], device: torch.device,
+                  step: Step, guard: Callable) -> bool:
+    """Poison the output, call, wait for the device; False when the call raised."""
+    staged.poison_out()
+    return guard(step, lambda: (call(), backend.synchronize(device)))
+
+
 def _eager_output(staged: Staged, call: Callable[[], object], device: torch.device,
                   step: Step, guard: Callable) -> torch.Tensor | None:
     """The output of a plain call on the current inputs (margins restored after it)."""
-    staged.poison_out()
-    if not guard(step, lambda: (call(), backend.synchronize(device))):
+    if not _call_eagerly(staged, call, device, step, guard):
         return None
     out = staged.out.view.clone()
     margins_changed(staged, restore=True)
@@ -117,8 +123,7 @@ class Eager(_OneCallPerCase):
     name = "eager"
 
     def issue(self, step, staged, call, device, guard):
-        staged.poison_out()
-        guard(step, lambda: (call(), backend.synchronize(device)))
+        _call_eagerly(staged, call, device, step, guard)
 
 
 class Capture(_OneCallPerCase):

@@ -128,11 +128,14 @@ def reference(case: Case, fill: int, out_size: int, settings: RunSettings):
     return settings._references[key]
 
 
+def first_case(target: Case | Scenario) -> Case:
+    return target.steps[0] if isinstance(target, Scenario) else target
+
+
 def invoke_call(job: Job, staged: Staged, fn: Callable, fill: int) -> Callable[[], object]:
     """The implementation's call on ``staged`` with the path's signature."""
-    spec, case = get_path(job.case.path), job.case
-    k = case.steps[0].k if isinstance(case, Scenario) else case.k
-    kwargs = dict(spec.scalars(k), out=staged.out.view)
+    spec = get_path(job.case.path)
+    kwargs = dict(spec.scalars(first_case(job.case).k), out=staged.out.view)
     if job.impl.accepts_fill:
         kwargs["fill"] = fill
     args = spec.call_args(staged.tensors())
@@ -166,10 +169,6 @@ def reproduce(job: Job, case: Case, settings: RunSettings, fill: int) -> str:
     if settings.timeout != RunSettings.timeout:
         words += ["--timeout", f"{settings.timeout:g}"]
     return shlex.join(words)
-
-
-def first_case(target: Case | Scenario) -> Case:
-    return target.steps[0] if isinstance(target, Scenario) else target
 
 
 def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[Step]:
