@@ -461,7 +461,8 @@ def bench(
     from diffcheck.paths import select_paths
     from diffcheck.runner import Job, RunSettings
 
-    if device == "auto" and not __import__("torch").cuda.is_available():
+    dev = backend.resolve(device)
+    if device == "auto" and dev.type == "cpu":
         raise DeviceError("diffcheck bench times GPU kernels and sees no CUDA/ROCm device; "
                           "pass --device cpu to time the Triton interpreter instead")
     for name in regime or []:
@@ -469,7 +470,6 @@ def bench(
             raise UsageError(f"unknown regime '{name}'; known: {', '.join(REGIMES)}")
     if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
-    dev = backend.resolve(device)
     backend.prepare(dev)
     timer = Timer(dev, warmup, repeats)
     settings = RunSettings(dev, uuid.uuid4().hex[:12], 0, isolation="none")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import suite_cases
 from test_cli import error_line, invoke
 
 from diffcheck.api import assert_passes, check
@@ -189,8 +190,7 @@ def test_shards_partition_the_rows_exactly(tmp_path):
 
 
 def test_a_recorded_call_replays_bit_identically(tmp_path):
-    case = next(c for c in __import__("conftest").suite_cases("decode", "smoke")
-                if c.name == "decode-strided")
+    case = next(c for c in suite_cases("decode", "smoke") if c.name == "decode-strided")
     kernel = find("decode:guarded").load()
     recorder = CaseRecorder("decode", tmp_path, every=2, limit=1)
     convert = recorder.wrap(kernel)
