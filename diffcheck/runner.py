@@ -238,6 +238,7 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
     outcomes = []
+    reruns: list[list[Step]] = []  # filled by reads_by_filling only when it needs them
     for i, step in enumerate(runs[0]):
         case = step.case
         comparison = Comparison(0, ())
@@ -252,7 +253,7 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
             extra = from_sandbox(step.accesses)
             notes: list[str] = []
             if len(runs) > 1 and not any(f.kind == Status.OOB_READ for f in extra):
-                extra += reads_by_filling(job, settings, fill, runs, i, locate, notes)
+                extra += reads_by_filling(job, settings, fill, runs, reruns, i, locate, notes)
             if step.eager_out is not None:
                 divergence = diverged(step.out, step.eager_out, locate)
                 extra += [divergence] if divergence else []
@@ -269,11 +270,14 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
 
 
 def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list[Step]],
-                     i: int, locate: RegionLocator, notes: list[str]) -> list[Finding]:
+                     reruns: list[list[Step]], i: int, locate: RegionLocator,
+                     notes: list[str]) -> list[Finding]:
     """An out-of-bounds read seen through the output: it changed with the red-zone filling.
 
     Without a tag to explain the difference, each filling runs again: an output that differs
     between runs with the same red zones is not deterministic (racing writes), not a read.
+    ``reruns`` holds the reruns done so far for this job, shared by its rows (a scenario
+    runs each one once, not once per row).
     """
     step, tagged = runs[0][i], runs[1][i]
     if tagged.error or tagged.out is None:
@@ -281,8 +285,10 @@ def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list
     finding = from_fillings(step.out, tagged.out, step.staged.all(), locate)
     if finding is None or finding.found_by != "redzone-diff":
         return [finding] if finding else []
-    for again_as in RERUNS:
-        again = execute(job, settings, fill, FILLINGS[again_as])
+    for n, again_as in enumerate(RERUNS):
+        if len(reruns) <= n:
+            reruns.append(execute(job, settings, fill, FILLINGS[again_as]))
+        again = reruns[n]
         if len(again) > i and not again[i].error and not torch.equal(again[i].out,
                                                                      runs[again_as][i].out):
             notes.append("output differs between runs with the same red zones (racing "
