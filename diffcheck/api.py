@@ -12,16 +12,14 @@ before your kernel module is imported, or run it in a fresh process).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from diffcheck import backend
 from diffcheck import modes as mode_registry
-from diffcheck.executors import resolve_isolation, run_all
+from diffcheck.executors import run_all, settings_for
 from diffcheck.report import frame
-from diffcheck.runner import RunSettings
 from diffcheck.selection import select
 from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
 
@@ -59,10 +57,8 @@ def check(
     backend.prepare(dev)
     selection = select(path, [_target(impl)], list(suites), list(cases), [],
                        mode_registry.select(modes), seed, invalid_fill, None, graph_size)
-    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill, True, 2, timeout)
-    settings.isolation = resolve_isolation(isolation, settings)
-    for implementation in selection.impls:
-        settings.implementation(implementation)
+    settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
+                            isolation=isolation)
     return frame(run_all(selection.jobs(), settings))
 
 

@@ -176,9 +176,8 @@ def compare(
     4 usage or input error, 5 nothing selected.
     """
     from diffcheck import backend, modes
-    from diffcheck.executors import Interrupted, resolve_isolation, run_all
+    from diffcheck.executors import Interrupted, run_all, settings_for
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
-    from diffcheck.runner import RunSettings
     from diffcheck.selection import parse_shard, select
     from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
 
@@ -202,14 +201,8 @@ def compare(
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
         graph_size, parse_shard(shard),
     )
-    settings = RunSettings(dev, uuid.uuid4().hex[:12], seed, invalid_fill,
-                           interpreter_check, fillings, timeout)
-    try:
-        settings.isolation = resolve_isolation(isolation, settings)
-    except ValueError as e:
-        raise UsageError(f"--isolation: {e}") from None
-    for implementation in chosen.impls:  # an import failure is a usage error, before any row
-        settings.implementation(implementation)
+    settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
+                            timeout, isolation)
     jobs = chosen.jobs()
     writer = ReportWriter(report)
     detail_writer = DetailsWriter(details, details_max) if details else None
@@ -448,7 +441,6 @@ def bench(
 
     Exit codes: 0 done, 4 usage error or no GPU (pass --device cpu to time the interpreter).
     """
-    import uuid
     from dataclasses import asdict
 
     import pandas as pd

@@ -19,11 +19,15 @@ import signal
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
+import torch
+
 from diffcheck.case import Case, Scenario, load_case
-from diffcheck.errors import DeviceError
+from diffcheck.errors import DeviceError, UsageError
+from diffcheck.impls import Implementation
 from diffcheck.report import ReportRow
 from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
 from diffcheck.status import Status
@@ -41,6 +45,24 @@ def resolve_isolation(name: str, settings: RunSettings) -> str:
         return name
     crashable = settings.device.type != "cpu" or not settings.interpreter_check
     return "process" if crashable else "none"
+
+
+def settings_for(
+    impls: list[Implementation], device: torch.device, seed: int,
+    fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 2,
+    timeout: float = 60.0, isolation: str = "auto",
+) -> RunSettings:
+    """Settings of one run, with isolation resolved and every implementation imported here
+    first, so one that does not import is a usage error before any row runs."""
+    settings = RunSettings(device, uuid.uuid4().hex[:12], seed, fill_override,
+                           interpreter_check, fillings, timeout)
+    try:
+        settings.isolation = resolve_isolation(isolation, settings)
+    except ValueError as e:
+        raise UsageError(f"--isolation: {e}") from None
+    for implementation in impls:
+        settings.implementation(implementation)
+    return settings
 
 
 class Interrupted(Exception):
@@ -150,8 +172,6 @@ def serve(conn: Connection, config: dict) -> None:
     try:
         backend.prepare(settings.device)
         if settings.device.type == "cuda":
-            import torch
-
             torch.cuda.init()
     except Exception as e:
         conn.send(("broken", f"{type(e).__name__}: {e}"))
