@@ -16,6 +16,7 @@ the device's peak where it is known.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -194,6 +195,82 @@ def _ratios(rows: list[BenchRow]) -> None:
             fastest = min(graphs, key=lambda g: g.median_us)
             r.versus = f"{fastest.item} (graph)"
             r.ratio = round(r.median_us / fastest.median_us, 2)
+
+
+@dataclass
+class SweepRow:
+    """One launch shape of one implementation, timed per launch in a graph."""
+
+    path: str
+    regime: str
+    item: str
+    block_n: int
+    num_warps: int
+    column_programs: int
+    median_us: float
+    p10_us: float
+    p90_us: float
+    gbps: float
+    #: the output equals the reference on the regions (a shape must not change results)
+    correct: bool
+
+
+def tunable(fn: Callable) -> bool:
+    """True when ``fn`` takes the launch-shape keywords that a sweep varies."""
+    params = inspect.signature(fn).parameters
+    return "num_warps" in params and "column_programs" in params
+
+
+def sweep_path(case: Case, regime: str, impls: list[Implementation], device: torch.device,
+               timer: Timer, launches: int, block_ns: list[int], warps: list[int],
+               columns: list[int]) -> list[SweepRow]:
+    """Every (BLOCK_N, num_warps, column programs) of every implementation, in a graph.
+
+    Shapes with more column programs than tiles per row are skipped (they repeat a smaller
+    one). Each shape's output is compared with the reference once.
+    """
+    spec = get_path(case.path)
+    moved = bytes_moved(case)
+    staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
+                   "constant", spec.tensors)
+    args = spec.call_args(staged.tensors())
+    expected, mask = spec.reference_fn()(*args, **spec.scalars(case.k), out=staged.out.view)
+    rows = []
+    for impl in impls:
+        fn = impl.load()
+        for block_n in block_ns:
+            tiles = -(-case.k // block_n)
+            for warp in warps:
+                for column in sorted({min(c, tiles) for c in columns}):
+                    kwargs = dict(spec.scalars(case.k), out=staged.out.view, BLOCK_N=block_n,
+                                  num_warps=warp, column_programs=column)
+
+                    def call(fn=fn, kwargs=kwargs):
+                        return fn(*args, **kwargs)
+
+                    staged.poison_out()
+                    call()
+                    backend.synchronize(device)
+                    correct = bool(torch.equal(staged.out.view[mask], expected[mask]))
+                    graph = new_graph(device)
+                    graph.capture(lambda call=call: [call() for _ in range(launches)])
+                    samples = timer(lambda graph=graph: graph.replay(sync=False), launches)
+                    median = statistics.median(samples)
+                    low, high = np.percentile(samples, [10, 90])
+                    rows.append(SweepRow(
+                        case.path, regime, impl.name, block_n, warp, column, round(median, 3),
+                        round(float(low), 3), round(float(high), 3),
+                        round(moved / (median * 1e-6) / 1e9, 1), correct))
+    return rows
+
+
+def sweep_table(rows: list[SweepRow]) -> str:
+    """The sweep, fastest shape first within each implementation and regime."""
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(r) for r in rows])
+    df = df.sort_values(["path", "regime", "item", "median_us"])
+    return df.to_string(index=False)
 
 
 def table(rows: list[BenchRow]) -> str:

@@ -435,9 +435,24 @@ def bench(
         bool, typer.Option(help="Also time one full memory-safety check of each case.")
     ] = True,
     report: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+    sweep: Annotated[
+        bool, typer.Option(help="Instead, time every launch shape (BLOCK_N x warps x column "
+                           "programs) of each kernel in a graph, checking each one's output.")
+    ] = False,
+    block_n: Annotated[
+        list[int] | None, typer.Option(help="Sweep: tile widths (default 128..2048).")
+    ] = None,
+    warps: Annotated[
+        list[int] | None, typer.Option(help="Sweep: num_warps values (default 1, 2, 4, 8).")
+    ] = None,
+    column_programs: Annotated[
+        list[int] | None, typer.Option(help="Sweep: programs per row across its columns "
+                                       "(default 1, 2, 4, 8, 16).")
+    ] = None,
 ) -> None:
     """Time each implementation (eager, per launch in a graph), the reference and one
-    memory-safety check on production shapes; medians, bandwidth, ratios.
+    memory-safety check on production shapes; medians, bandwidth, ratios. With --sweep, time
+    launch shapes instead (the table behind kernels/rowtile.py's defaults).
 
     Exit codes: 0 done, 4 usage error or no GPU (pass --device cpu to time the interpreter).
     """
@@ -446,7 +461,16 @@ def bench(
     import pandas as pd
 
     from diffcheck import backend
-    from diffcheck.bench import REGIMES, Timer, bench_case, bench_path, table
+    from diffcheck.bench import (
+        REGIMES,
+        Timer,
+        bench_case,
+        bench_path,
+        sweep_path,
+        sweep_table,
+        table,
+        tunable,
+    )
     from diffcheck.executors import InProcess
     from diffcheck.impls import BUILTIN, find
     from diffcheck.modes import Eager
@@ -473,6 +497,18 @@ def bench(
         chosen = [i for i in chosen if i.path == spec.name]
         if not chosen:
             continue
+        if sweep:
+            for i in chosen:
+                if not tunable(i.load()):
+                    raise UsageError(f"--sweep needs num_warps= and column_programs= keywords, "
+                                     f"which {i.name} does not take")
+            for name in regime or list(REGIMES):
+                typer.echo(f"sweep {spec.name} {name}: {rows} rows, K={k} ...", err=True)
+                results += sweep_path(bench_case(spec.name, name, rows, k, q), name, chosen,
+                                      dev, timer, launches, block_n or [128, 256, 512, 1024,
+                                                                         2048],
+                                      warps or [1, 2, 4, 8], column_programs or [1, 2, 4, 8, 16])
+            continue
         safe = next((i for i in chosen if i.safe), chosen[0])
         runner = InProcess(settings)
 
@@ -487,7 +523,7 @@ def bench(
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
     typer.echo(f"device: {backend.describe(dev)}")
-    typer.echo(table(results))
+    typer.echo(sweep_table(results) if sweep else table(results))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([asdict(r) for r in results]).to_csv(report, index=False)

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_row_guarded
+from kernels.rowtile import convert_tiles_guarded, launch_shape
 
 
 @triton.jit
@@ -45,9 +45,9 @@ def _mtp_guarded_kernel(
     length = tl.minimum(tl.load(sparse_kv_indptr_ptr + token + 1) - out_start, NUM_TOPK_TOKENS)
     row_ptr = topk_indices_ptr + token * tk_stride0
     readable = tl.where(token < num_rows, length, 0)  # a row past the top-k buffer reads nothing
-    convert_row_guarded(
+    convert_tiles_guarded(
         row_ptr, tk_stride1, readable, kv_indices_ptr, kv_start, ctx, num_kv,
-        out_ptr, out_start, length, num_out, fill, NUM_TOPK_TOKENS, BLOCK_N,
+        out_ptr, out_start, length, num_out, fill, BLOCK_N,
     )
 
 
@@ -70,19 +70,18 @@ def _mtp_unguarded_kernel(
     out_start = tl.load(sparse_kv_indptr_ptr + token)
     length = tl.load(sparse_kv_indptr_ptr + token + 1) - out_start
     row_ptr = topk_indices_ptr + token * tk_stride0
-    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
+    # The same tiling as the safe kernel (the loop stops at the region, at most K).
+    for col0 in range(tl.program_id(1) * BLOCK_N, tl.minimum(length, NUM_TOPK_TOKENS),
+                      tl.num_programs(1) * BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         in_region = cols < length
-        pos = tl.load(row_ptr + cols * tk_stride1, mask=in_region)
+        pos = tl.load(row_ptr + cols * tk_stride1, mask=in_region,
+                      eviction_policy="evict_first")
         slot = tl.load(kv_indices_ptr + kv_start + pos, mask=in_region)  # no check on pos
         tl.store(out_ptr + out_start + cols, slot, mask=in_region)
 
 
-def _prepare(out: torch.Tensor | None, tokens: int, k: int, block_n: int, like: torch.Tensor):
-    if block_n <= 0 or block_n & (block_n - 1):
-        raise ValueError(f"BLOCK_N must be a power of two, got {block_n}")
-    if k <= 0:
-        raise ValueError(f"NUM_TOPK_TOKENS must be positive, got {k}")
+def _workspace(out: torch.Tensor | None, tokens: int, k: int, like: torch.Tensor) -> torch.Tensor:
     if out is None:
         return torch.empty(tokens * k, dtype=torch.int32, device=like.device)
     return out
@@ -98,17 +97,25 @@ def mtp_guarded(
     BLOCK_N: int = 1024,
     out: torch.Tensor | None = None,
     fill: int = 0,
+    *,
+    num_warps: int | None = None,
+    column_programs: int | None = None,
 ) -> torch.Tensor:
-    """MTP gather that bounds the request id, the top-k row, every position, gather and store."""
+    """MTP gather that bounds the request id, the top-k row, every position, gather and store.
+
+    ``num_warps`` and ``column_programs`` override the tuned launch shape (kernels/rowtile.py).
+    """
     num_tokens = sparse_kv_indptr.shape[0] - 1
-    out = _prepare(out, num_tokens, NUM_TOPK_TOKENS, BLOCK_N, sparse_kv_indptr)
+    grid, warps = launch_shape(num_tokens, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
+                               column_programs, sparse_kv_indptr.device)
+    out = _workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
     if num_tokens > 0:
-        _mtp_guarded_kernel[(num_tokens,)](
+        _mtp_guarded_kernel[grid](
             sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
             token_to_seq_idxs.shape[0], topk_indices.shape[0], kv_indptr.shape[0] - 1,
             kv_indices.numel(), out.numel(),
             topk_indices.stride(0), topk_indices.stride(1), fill,
-            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, num_warps=warps,
         )
     return out
 
@@ -123,18 +130,23 @@ def mtp_unguarded(
     BLOCK_N: int = 1024,
     out: torch.Tensor | None = None,
     fill: int = 0,
+    *,
+    num_warps: int | None = None,
+    column_programs: int | None = None,
 ) -> torch.Tensor:
     """UNSAFE on purpose: a fixture for the checker, never a kernel to ship.
 
     Trusts token_to_seq_idxs (no bound on the request id) and the positions (no check on p);
-    writes the raw slot and ignores ``fill``.
+    writes the raw slot and ignores ``fill``. Its launch shape is the safe kernel's.
     """
     num_tokens = sparse_kv_indptr.shape[0] - 1
-    out = _prepare(out, num_tokens, NUM_TOPK_TOKENS, BLOCK_N, sparse_kv_indptr)
+    grid, warps = launch_shape(num_tokens, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
+                               column_programs, sparse_kv_indptr.device)
+    out = _workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
     if num_tokens > 0:
-        _mtp_unguarded_kernel[(num_tokens,)](
+        _mtp_unguarded_kernel[grid](
             sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
             topk_indices.stride(0), topk_indices.stride(1),
-            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N, num_warps=warps,
         )
     return out

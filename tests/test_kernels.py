@@ -1,7 +1,7 @@
 """The shipped kernels against the reference, through the eager runner."""
 
 import pytest
-from conftest import run_cases, suite_cases
+from conftest import make_impl, run_cases, suite_cases
 
 from diffcheck.impls import BUILTIN
 
@@ -57,3 +57,19 @@ def test_decode_kernels_need_block_size_one():
     case = suite_cases("decode", "smoke")[0]
     with pytest.raises(ValueError, match="BLOCK_SIZE=1"):
         decode_guarded(*case.kernel_inputs().values(), BLOCK_SIZE=16, NUM_TOPK_TOKENS=case.k)
+
+
+@pytest.mark.parametrize("name", [i.name for i in BUILTIN.values()
+                                  if not i.name.endswith(":reference")])
+def test_split_launches_give_the_same_statuses(name):
+    # Several column programs per row must change nothing: correct kernels still pass
+    # everything, and the unguarded ones fail on exactly the same cases with the same status.
+    path, _, variant = name.partition(":")
+    split = make_impl(f"{path}:{variant}-split", f"split_launches:{path}_{variant}_split",
+                      safe=BUILTIN[name].safe)
+    cases = suite_cases(path, "smoke", "edge", "stale")
+    plain = {r.case_id: r.status for r in run_cases(BUILTIN[name], cases)}
+    rows = run_cases(split, cases)
+    assert {r.case_id: r.status for r in rows} == plain
+    if BUILTIN[name].safe:
+        assert {r.status for r in rows} <= {"pass", "stale_sensitive"}
