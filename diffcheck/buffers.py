@@ -34,7 +34,8 @@ class Buffer:
     margin: int
     span: int
     view: torch.Tensor
-    #: the margins as staged (before, then after), to find writes into them
+    #: the margins as staged (before, then after), to find writes into them; shared between
+    #: stagings, so never written
     pristine: torch.Tensor | None = None
 
     def before(self) -> torch.Tensor:
@@ -64,6 +65,14 @@ class Staged:
     def poison_out(self) -> None:
         self.out.view.fill_(POISON)
 
+    def margins_now(self) -> torch.Tensor:
+        """Every buffer's margins as they are, one row per buffer of ``all()`` (before, after)."""
+        return torch.stack([torch.cat([b.before(), b.after()]) for b in self.all()])
+
+    def margins_staged(self) -> torch.Tensor:
+        """What ``margins_now`` held when staged."""
+        return torch.stack([b.pristine for b in self.all()])
+
     def load(self, inputs: dict[str, torch.Tensor]) -> None:
         """Copy a replay step's whole buffers into the static ones (same shapes required)."""
         for name, source in inputs.items():
@@ -83,23 +92,44 @@ def margin_for(tensors: dict[str, torch.Tensor]) -> int:
 FILLINGS = ("constant", "tags")
 
 
+#: margin contents by (device, filling, buffer id, span, margin): built once, never written
+_MARGINS: dict[tuple, torch.Tensor] = {}
+_MARGINS_KEPT = 64
+
+
+def margins_for(device: torch.device, filling: str, buffer_id: int, span: int,
+                margin: int) -> torch.Tensor:
+    """The ``2 * margin`` values around a buffer (before, then after) under ``filling``.
+
+    Cached: staging is on the hot path of every check, and the values depend only on the key.
+    """
+    if filling not in FILLINGS:
+        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
+    key = (str(device), filling, buffer_id if filling == "tags" else 0,
+           span if filling == "tags" else 0, margin)
+    values = _MARGINS.get(key)
+    if values is None:
+        if filling == "tags":
+            offsets = torch.cat([torch.arange(-margin, 0), torch.arange(span, span + margin)])
+            values = tags.encode_range(buffer_id, offsets).to(device)
+        else:
+            values = torch.full((2 * margin,), MARGIN_VALUE, dtype=torch.int32, device=device)
+        if len(_MARGINS) >= _MARGINS_KEPT:
+            _MARGINS.pop(next(iter(_MARGINS)))
+        _MARGINS[key] = values
+    return values
+
+
 def place(
     name: str, source: torch.Tensor, margin: int, device: torch.device,
     filling: str = "constant", buffer_id: int = 0,
 ) -> Buffer:
     """Copy ``source`` (whole, contiguous) into the middle of a margin-padded allocation."""
     span = source.numel()
-    alloc = torch.full((margin + span + margin,), MARGIN_VALUE, dtype=torch.int32, device=device)
-    if filling == "tags":
-        before = torch.arange(-margin, 0, device=device)
-        after = torch.arange(span, span + margin, device=device)
-        alloc[:margin] = tags.encode_range(buffer_id, before)
-        alloc[margin + span :] = tags.encode_range(buffer_id, after)
-    elif filling != "constant":
-        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
+    around = margins_for(device, filling, buffer_id, span, margin)
+    alloc = torch.cat([around[:margin], source.reshape(-1).to(device), around[margin:]])
     view = alloc[margin : margin + span].view(source.shape)
-    view.copy_(source)
-    return Buffer(name, alloc, margin, span, view)
+    return Buffer(name, alloc, margin, span, view, pristine=around)
 
 
 def stage(
@@ -122,8 +152,6 @@ def stage(
         if name in columns:
             buf.view = buf.view[:, : columns[name]]
         buffers[name] = buf
-    out_source = torch.full((out_size,), POISON, dtype=torch.int32)
+    out_source = torch.full((out_size,), POISON, dtype=torch.int32, device=device)
     out = place("out", out_source, margin, device, filling, len(names))
-    for buf in (*buffers.values(), out):
-        buf.pristine = torch.cat([buf.before(), buf.after()]).clone()
     return Staged(buffers, out)

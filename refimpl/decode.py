@@ -35,13 +35,10 @@ def decode_reference(
     num_requests = kv_indptr.numel() - 1
     k = NUM_TOPK_TOKENS
     num_out = out.numel() if out is not None else num_requests * k
-    kv_start = kv_indptr[:num_requests]
-    ctx = kv_indptr[1 : num_requests + 1] - kv_start
-    region_start = page_kv_indptr[:num_requests]
-    region_len = page_kv_indptr[1 : num_requests + 1] - region_start
     positions = rows_or_unused(token_indices, num_requests, k)
     return scatter_regions(
-        kv_indices, kv_start, ctx, positions, region_start, region_len, num_out, fill
+        kv_indices, kv_indptr[:num_requests], kv_indptr[1:], positions,
+        page_kv_indptr[:num_requests], page_kv_indptr[1 : num_requests + 1], num_out, fill,
     )
 
 

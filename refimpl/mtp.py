@@ -36,19 +36,18 @@ def mtp_reference(
     req = token_to_seq_idxs[:num_tokens].to(torch.int64)
     if req.numel() < num_tokens:  # a token without a request id (malformed) is unknown
         req = torch.cat([req, req.new_full((num_tokens - req.numel(),), -1)])
-    known = (req >= 0) & (req < num_requests)
-    req = req.clamp(0, max(num_requests - 1, 0))
-    if num_requests > 0:
-        kv_start = kv_indptr[req]
-        ctx = torch.where(known, kv_indptr[req + 1] - kv_start, 0)
-    else:
-        kv_start = torch.zeros_like(req)
-        ctx = torch.zeros_like(req)
-    region_start = sparse_kv_indptr[:num_tokens]
-    region_len = sparse_kv_indptr[1 : num_tokens + 1] - region_start
     positions = rows_or_unused(topk_indices, num_tokens, k)
+    if num_requests > 0:
+        # Both ends of each token's slice in one gather; an unknown request owns nothing.
+        slices = torch.stack([kv_indptr[:-1], kv_indptr[1:]], dim=1)
+        known = (req >= 0) & (req < num_requests)
+        ends = slices[req.clamp(0, num_requests - 1)]
+        kv_start, kv_end = ends[:, 0], torch.where(known, ends[:, 1], ends[:, 0])
+    else:
+        kv_start = kv_end = torch.zeros_like(req)
     return scatter_regions(
-        kv_indices, kv_start, ctx, positions, region_start, region_len, num_out, fill
+        kv_indices, kv_start, kv_end, positions, sparse_kv_indptr[:num_tokens],
+        sparse_kv_indptr[1 : num_tokens + 1], num_out, fill,
     )
 
 

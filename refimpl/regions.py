@@ -2,7 +2,8 @@
 
 Both sparse paths reduce to the same formula once each output row knows its KV slice and its
 region: ``out[region_start[i] + j] = kv_indices[kv_start[i] + p]`` when ``j < region_len[i]``
-and ``0 <= p < ctx[i]`` (``p = positions[i, j]``), else ``fill``.
+and ``0 <= p < ctx[i]`` (``p = positions[i, j]``, ``ctx[i] = kv_end[i] - kv_start[i]``), else
+``fill``.
 """
 
 from __future__ import annotations
@@ -13,44 +14,52 @@ import torch
 def scatter_regions(
     kv_indices: torch.Tensor,
     kv_start: torch.Tensor,
-    ctx: torch.Tensor,
+    kv_end: torch.Tensor,
     positions: torch.Tensor,
     region_start: torch.Tensor,
-    region_len: torch.Tensor,
+    region_end: torch.Tensor,
     num_out: int,
     fill: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(expected, mask)`` of length ``num_out``; ``mask`` marks the region elements.
 
-    Every index is clamped or redirected to a trash slot instead of being checked on the host,
-    so the function is graph-capturable and costs no device-to-host copy.
+    Row i owns ``kv_indices[kv_start[i]:kv_end[i]]`` and writes ``out[region_start[i] + j]``
+    for ``j < min(region_end[i] - region_start[i], width)``. Every index is bounded on the
+    device (an invalid lane reads an in-range slot, a lane outside ``out`` lands in a trash
+    element) instead of being checked on the host, so the function is graph-capturable and
+    costs no device-to-host copy. The bounds fold into two numbers per row, so each
+    [rows, width] pass is a single comparison: an eager call is about 30 small kernels.
     """
     rows, width = positions.shape
     device = positions.device
-    cols = torch.arange(width, device=device, dtype=torch.int64)
-    region_len = region_len.to(torch.int64).clamp(min=0, max=width)
-    in_region = cols[None, :] < region_len[:, None]
-
-    p = positions.to(torch.int64)
-    ctx = ctx.to(torch.int64)
-    valid = in_region & (p >= 0) & (p < ctx[:, None])
     num_kv = kv_indices.numel()
+    # Per row, in int64 so no malformed value overflows: p is valid when lo <= p < hi, i.e.
+    # 0 <= p < kv_end - kv_start and kv_start + p inside kv_indices.
+    kv_start = kv_start.to(torch.int64)
+    lo = (-kv_start).clamp(min=0)
+    hi = kv_end.clamp(max=num_kv) - kv_start
+    # A valid p reads slot p + shift; an invalid lane reads lo + shift, which is kv_start + lo
+    # (inside kv_indices) in a row with valid positions and 0 otherwise.
+    shift = torch.where(hi > lo, kv_start, -lo)
+    valid = (positions >= lo[:, None]) & (positions < hi[:, None])
     if num_kv == 0:
         values = torch.full((rows, width), fill, dtype=torch.int32, device=device)
     else:
-        src = (kv_start.to(torch.int64)[:, None] + torch.where(valid, p, 0)).clamp(0, num_kv - 1)
-        gathered = kv_indices.reshape(-1)[src.reshape(-1)].reshape(rows, width)
+        src = torch.where(valid, positions, lo[:, None]) + shift[:, None]
+        gathered = kv_indices.reshape(-1).index_select(0, src.reshape(-1)).view(rows, width)
         values = torch.where(valid, gathered, fill)  # a scalar: no host-to-device copy
 
-    dst = region_start.to(torch.int64)[:, None] + cols[None, :]
-    keep = in_region & (dst >= 0) & (dst < num_out)
-    dst = torch.where(keep, dst, num_out).reshape(-1)  # element num_out is a trash slot
+    # Column c is written when c < region length, c < width and 0 <= region_start + c < num_out.
+    region_start = region_start.to(torch.int64)
+    first = (-region_start).clamp(0, width)
+    last = torch.minimum(region_end, region_start + width).clamp(max=num_out) - region_start
+    cols = torch.arange(width, device=device)
+    keep = (cols >= first[:, None]) & (cols < last[:, None])
+    dst = torch.where(keep, region_start[:, None] + cols, num_out).reshape(-1)  # num_out: trash
     expected = torch.zeros(num_out + 1, dtype=torch.int32, device=device)
-    expected.index_put_((dst,), values.reshape(-1).to(torch.int32))
+    expected.scatter_(0, dst, values.reshape(-1))
     mask = torch.zeros(num_out + 1, dtype=torch.bool, device=device)
-    mask.index_put_((dst,), keep.reshape(-1))
-    # A trash write may have landed with keep=False on a real index only if dst was redirected,
-    # which it never is for kept lanes; the last element is the trash slot and is dropped.
+    mask.scatter_(0, dst, keep.reshape(-1))
     return expected[:num_out], mask[:num_out]
 
 

@@ -128,3 +128,36 @@ def test_violations_name_the_problem():
     tensors["kv_indptr"] = bad
     problems = decode_violations(tensors, case.k)
     assert problems and "kv_indptr decreases at entry" in problems[0]
+
+
+def test_scatter_regions_bounds_every_malformed_row_like_a_guarded_kernel():
+    # Rows whose slices and regions leave kv_indices or out, at int32's extremes: the folded
+    # per-row bounds must agree with an element-by-element check, and nothing may raise.
+    # (No two regions overlap: which row wins an overlap is up to the device.)
+    from refimpl.regions import scatter_regions
+
+    big, small = 2**31 - 1, -(2**31)
+    kv_indices = torch.arange(100, 110, dtype=torch.int32)
+    rows = [  # kv_start, kv_end, region_start, region_end
+        (0, 10, 20, 24), (-3, 5, 4, 8), (6, 40, 8, 12), (small, big, 12, 16),
+        (8, 2, 16, 20), (2, 6, -2, 2), (0, 10, 30, 40), (3, 9, big - 1, big),
+        (big, big, small, big), (0, 10, 25, 20),
+    ]
+    width, num_out = 4, 32
+    positions = torch.tensor([[0, 9, -1, 3], [0, 4, 7, 2], [0, 3, 4, 5], [big, small, 0, 1],
+                              [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3],
+                              [0, 1, big, small], [1, 1, 1, 1]], dtype=torch.int32)
+    ks, ke, rs, re = (torch.tensor(c, dtype=torch.int32) for c in zip(*rows, strict=True))
+    expected, mask = scatter_regions(kv_indices, ks, ke, positions, rs, re, num_out, -7)
+    want, covered = {}, set()
+    for i, (k0, k1, r0, r1) in enumerate(rows):
+        for j in range(min(max(r1 - r0, 0), width)):
+            dst = r0 + j
+            if not 0 <= dst < num_out:
+                continue
+            p = int(positions[i, j])
+            ok = 0 <= p < k1 - k0 and 0 <= k0 + p < kv_indices.numel()
+            want[dst] = int(kv_indices[k0 + p]) if ok else -7
+            covered.add(dst)
+    assert set(mask.nonzero().flatten().tolist()) == covered
+    assert {i: int(expected[i]) for i in covered} == want
