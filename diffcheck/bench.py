@@ -77,6 +77,25 @@ def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4) -> Case:
         path, "bench", 0, 0)
 
 
+def gathered_slots(case: Case) -> list[np.ndarray]:
+    """Per output row, the kv_indices elements its valid top-k entries gather (int64)."""
+    spec = get_path(case.path)
+    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
+    regions = t[spec.regions].astype(np.int64)
+    lengths = np.clip(regions[1:] - regions[:-1], 0, case.k)
+    if case.path == "decode":
+        req = np.arange(lengths.size)
+    else:
+        req = t["token_to_seq_idxs"][: lengths.size].astype(np.int64)
+    kv = t[spec.requests].astype(np.int64)
+    topk = t[spec.topk]
+    rows = []
+    for row, (r, n) in enumerate(zip(req, lengths, strict=True)):
+        pos = topk[row, :n].astype(np.int64)
+        rows.append(kv[r] + pos[(pos >= 0) & (pos < kv[r + 1] - kv[r])])
+    return rows
+
+
 def bytes_moved(case: Case) -> int:
     """The bytes a kernel must move for this case (gathers counted in 32-byte sectors)."""
     spec = get_path(case.path)
@@ -84,19 +103,11 @@ def bytes_moved(case: Case) -> int:
     regions = t[spec.regions].astype(np.int64)
     lengths = np.clip(regions[1:] - regions[:-1], 0, case.k)
     if case.path == "decode":
-        req = np.arange(lengths.size)
         metadata = 3 * t["kv_indptr"].size * 4
     else:
-        req = t["token_to_seq_idxs"][: lengths.size].astype(np.int64)
-        metadata = (t["sparse_kv_indptr"].size + req.size + 2 * req.size) * 4
-    kv = t[spec.requests].astype(np.int64)
-    topk = t[spec.topk]
-    sectors = 0
-    for row, (r, n) in enumerate(zip(req, lengths, strict=True)):
-        pos = topk[row, :n].astype(np.int64)
-        ctx = kv[r + 1] - kv[r]
-        valid = pos[(pos >= 0) & (pos < ctx)]
-        sectors += np.unique((kv[r] + valid) * 4 // SECTOR).size
+        metadata = (t["sparse_kv_indptr"].size + 3 * lengths.size) * 4
+    # The gathers of one row that share a sector pull it once.
+    sectors = sum(np.unique(slots * 4 // SECTOR).size for slots in gathered_slots(case))
     return int(metadata + 2 * lengths.sum() * 4 + sectors * SECTOR)
 
 
@@ -168,30 +179,104 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
         rows.append(_row(case, regime, impl.name, "graph",
                          timer(lambda graph=graph: graph.replay(sync=False), launches),
                          moved, peak))
+    rows += _floors(case, regime, staged, device, timer, launches, moved, peak)
     reference = spec.reference_fn()
+
+    def oracle():
+        return reference(*args, **spec.scalars(case.k), out=staged.out.view)
+
     rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference",
-                     timer(lambda: reference(*args, **spec.scalars(case.k),
-                                             out=staged.out.view)), moved, peak))
+                     timer(oracle), moved, peak))
+    oracle()
+    backend.synchronize(device)
+    graph = new_graph(device)
+    graph.capture(oracle)  # sync-free, so it can be captured; the same work without dispatch
+    rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference-graph",
+                     timer(lambda: graph.replay(sync=False)), moved, peak))
     if check is not None:
-        slow = Timer(device, 1, max(3, timer.repeats // 10))
+        slow = Timer(device, 2, max(5, timer.repeats // 5))
         rows.append(_row(case, regime, "memory-safety check", "check",
                          slow(lambda: check(case)), moved, peak))
     _ratios(rows)
     return rows
 
 
+def _floor_kernels():
+    """Two measuring kernels, defined on first use (after the interpreter is set up)."""
+    global _FLOORS
+    if _FLOORS is None:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def gather(slots_ptr, kv_indices_ptr, out_ptr, n, BLOCK: tl.constexpr):
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            inside = offs < n
+            slot_at = tl.load(slots_ptr + offs, mask=inside, other=0)
+            tl.store(out_ptr + offs, tl.load(kv_indices_ptr + slot_at, mask=inside), mask=inside)
+
+        @triton.jit
+        def empty(out_ptr):
+            if tl.program_id(0) < 0:
+                tl.store(out_ptr, 0)
+
+        _FLOORS = (gather, empty)
+    return _FLOORS
+
+
+_FLOORS = None
+#: items that bound a kernel from below rather than implement the path
+FLOOR_GATHER, FLOOR_LAUNCH = "floor:gather", "floor:launch"
+
+
+def _floors(case: Case, regime: str, staged, device: torch.device, timer: Timer,
+            launches: int, moved: int, peak: float | None) -> list[BenchRow]:
+    """What bounds the kernels, per launch in a graph: an empty launch of one program per row,
+    and a bare gather of exactly the case's slots (read a slot list, gather, write; no
+    metadata, no guards), the memory-system floor of the random gathers."""
+    gather, empty = _floor_kernels()
+    slots = torch.from_numpy(np.concatenate(gathered_slots(case)).astype(np.int32)).to(device)
+    n = slots.numel()
+    sink = torch.empty(max(n, 1), dtype=torch.int32, device=device)
+    kv_indices = staged.buffers["kv_indices"].view  # both paths gather from it
+    block = 1024
+    rows_of_case = get_path(case.path).counts(case.kernel_inputs())[1]
+
+    def bare_gather():
+        if n:
+            gather[(-(-n // block),)](slots, kv_indices, sink, n, BLOCK=block, num_warps=4)
+
+    def empty_launch():
+        empty[(max(rows_of_case, 1),)](sink)
+
+    found = []
+    for item, fn in ((FLOOR_GATHER, bare_gather), (FLOOR_LAUNCH, empty_launch)):
+        fn()
+        backend.synchronize(device)
+        graph = new_graph(device)
+        graph.capture(lambda fn=fn: [fn() for _ in range(launches)])
+        found.append(_row(case, regime, item, "graph",
+                          timer(lambda graph=graph: graph.replay(sync=False), launches),
+                          moved, peak))
+    return found
+
+
 def _ratios(rows: list[BenchRow]) -> None:
     """Safe kernels against the unguarded one (same tiling, same how); the reference against
-    the fastest kernel in a graph."""
+    the fastest kernel in a graph; the gather floor against that kernel too."""
     by = {(r.item, r.how): r for r in rows}
     for r in rows:
         path = r.item.partition(":")[0]
         base = by.get((f"{path}:unguarded", r.how))
         if r.how in ("eager", "graph") and base is not None and r.item != base.item:
             r.versus, r.ratio = base.item, round(r.median_us / base.median_us, 3)
-    graphs = [r for r in rows if r.how == "graph"]
+    graphs = [r for r in rows if r.how == "graph" and not r.item.startswith("floor:")]
     for r in rows:
-        if r.how == "reference" and graphs:
+        if r.item == FLOOR_GATHER and graphs:
+            fastest = min(graphs, key=lambda g: g.median_us)
+            r.versus = f"{fastest.item} (graph)"
+            r.ratio = round(r.median_us / fastest.median_us, 3)
+        if r.how.startswith("reference") and graphs:
             fastest = min(graphs, key=lambda g: g.median_us)
             r.versus = f"{fastest.item} (graph)"
             r.ratio = round(r.median_us / fastest.median_us, 2)

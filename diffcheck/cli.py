@@ -513,6 +513,9 @@ def bench(
         runner = InProcess(settings)
 
         def one_check(case, safe=safe, runner=runner):
+            # A whole check: stage both fillings, call, compute the reference, compare. The
+            # upload of the case to the device (once per case in a run) is not part of it.
+            settings.forget_references()
             runner.run(Job(case, safe, Eager()))
 
         for name in regime or list(REGIMES):

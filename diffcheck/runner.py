@@ -76,6 +76,10 @@ class RunSettings:
             self._loaded[impl.name] = impl.load()
         return self._loaded[impl.name]
 
+    def forget_references(self) -> None:
+        """Drop the computed references (a benchmark times computing them again)."""
+        self._references.clear()
+
     def on_device(self, case: Case, intended: bool = False) -> dict[str, torch.Tensor]:
         """The case's whole buffers (or its intended batch's) on the run's device.
 

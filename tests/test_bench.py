@@ -27,7 +27,10 @@ def test_bench_on_the_interpreter_times_every_item_and_compares_to_unguarded(tmp
     items = set(zip(df["item"], df["how"], strict=True))
     for name in ("decode:guarded", "decode:pid", "decode:unguarded"):
         assert {(name, "eager"), (name, "graph")} <= items
-    assert ("decode:reference-oracle", "reference") in items
+    assert {("decode:reference-oracle", "reference"),
+            ("decode:reference-oracle", "reference-graph")} <= items
+    # the floors that bound the kernels: an empty launch and a bare gather of the same slots
+    assert {("floor:launch", "graph"), ("floor:gather", "graph")} <= items
     guarded = df[(df["item"] == "decode:guarded") & (df["how"] == "graph")].iloc[0]
     assert guarded["versus"] == "decode:unguarded" and guarded["ratio"] > 0
     assert (df["bytes_moved"] == bytes_moved(bench_case("decode", "4k", 4, 256))).all()
@@ -47,3 +50,25 @@ def test_bytes_moved_counts_gathers_in_32_byte_sectors():
     metadata = 3 * 2 * 4
     topk_and_out = 2 * 4 * 4
     assert bytes_moved(case) == metadata + topk_and_out + 2 * SECTOR
+
+
+def test_sweep_times_each_launch_shape_and_checks_its_output(tmp_path):
+    report = tmp_path / "sweep.csv"
+    result = invoke("bench", "--device", "cpu", "--sweep", "--path", "decode", "--impl",
+                    "decode:pid", "--rows", "4", "--k", "256", "--regime", "4k", "--repeats", "1",
+                    "--warmup", "0", "--launches", "1", "--block-n", "64", "--block-n", "256",
+                    "--warps", "2", "--column-programs", "1", "--column-programs", "4",
+                    "--report", report)
+    assert result.exit_code == ExitCode.OK, result.output
+    df = pd.read_csv(report)
+    # 256-wide tiles over K=256 have one tile: four column programs would repeat one
+    shapes = set(zip(df["block_n"], df["column_programs"], strict=True))
+    assert shapes == {(64, 1), (64, 4), (256, 1)}
+    assert df["correct"].all() and (df["num_warps"] == 2).all()
+
+
+def test_sweep_refuses_an_implementation_without_launch_keywords():
+    result = invoke("bench", "--device", "cpu", "--sweep", "--path", "decode", "--impl",
+                    "decode:reference", "--rows", "2", "--k", "256", "--regime", "4k")
+    assert result.exit_code == ExitCode.USAGE
+    assert "num_warps=" in error_line(result)
