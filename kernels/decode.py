@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_tiles_guarded, launch_shape
+from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits
 
 
 @triton.jit
@@ -40,14 +40,15 @@ def _decode_guarded_kernel(
     row_start = tl.maximum(tl.load(qo_indptr_ptr + req), 0)
     row_end = tl.minimum(tl.load(qo_indptr_ptr + req + 1), tl.minimum(num_requests, num_rows))
     kv_start = tl.load(kv_indptr_ptr + req)
-    ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
     out_start = tl.load(page_kv_indptr_ptr + req)
-    length = tl.minimum(tl.load(page_kv_indptr_ptr + req + 1) - out_start, NUM_TOPK_TOKENS)
+    lo, hi, first, last = row_limits(
+        kv_start, tl.load(kv_indptr_ptr + req + 1), num_kv, out_start,
+        tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
+    )
     for row in range(row_start, row_end):
-        row_ptr = token_indices_ptr + row * ti_stride0
         convert_tiles_guarded(
-            row_ptr, ti_stride1, length, kv_indices_ptr, kv_start, ctx, num_kv,
-            out_ptr, out_start, length, num_out, fill, BLOCK_N,
+            token_indices_ptr + row * ti_stride0, ti_stride1, last, kv_indices_ptr + kv_start,
+            lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
         )
 
 
@@ -71,14 +72,15 @@ def _decode_pid_kernel(
     # qo_indptr (the buffer that went stale in the GLM-5.2 failure) is never read.
     req = tl.program_id(0)
     kv_start = tl.load(kv_indptr_ptr + req)
-    ctx = tl.load(kv_indptr_ptr + req + 1) - kv_start
     out_start = tl.load(page_kv_indptr_ptr + req)
-    length = tl.minimum(tl.load(page_kv_indptr_ptr + req + 1) - out_start, NUM_TOPK_TOKENS)
-    row_ptr = token_indices_ptr + req * ti_stride0
-    readable = tl.where(req < num_rows, length, 0)  # a row past the top-k buffer reads nothing
+    lo, hi, first, last = row_limits(
+        kv_start, tl.load(kv_indptr_ptr + req + 1), num_kv, out_start,
+        tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
+    )
+    readable = tl.where(req < num_rows, last, 0)  # a row past the top-k buffer reads nothing
     convert_tiles_guarded(
-        row_ptr, ti_stride1, readable, kv_indices_ptr, kv_start, ctx, num_kv,
-        out_ptr, out_start, length, num_out, fill, BLOCK_N,
+        token_indices_ptr + req * ti_stride0, ti_stride1, readable, kv_indices_ptr + kv_start,
+        lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_tiles_guarded, launch_shape
+from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits
 
 
 @triton.jit
@@ -39,15 +39,18 @@ def _mtp_guarded_kernel(
     known = (req >= 0) & (req < num_requests)
     req = tl.where(known, req, 0)
     kv_start = tl.load(kv_indptr_ptr + req, mask=known, other=0)
-    # An unknown request gets ctx 0, so its whole region is filled.
-    ctx = tl.load(kv_indptr_ptr + req + 1, mask=known, other=0) - kv_start
+    # An unknown request owns nothing (kv_end == kv_start), so its whole region is filled.
+    kv_end = tl.load(kv_indptr_ptr + req + 1, mask=known, other=0)
+    kv_end = tl.where(known, kv_end, kv_start)
     out_start = tl.load(sparse_kv_indptr_ptr + token)
-    length = tl.minimum(tl.load(sparse_kv_indptr_ptr + token + 1) - out_start, NUM_TOPK_TOKENS)
-    row_ptr = topk_indices_ptr + token * tk_stride0
-    readable = tl.where(token < num_rows, length, 0)  # a row past the top-k buffer reads nothing
+    lo, hi, first, last = row_limits(
+        kv_start, kv_end, num_kv, out_start, tl.load(sparse_kv_indptr_ptr + token + 1), num_out,
+        NUM_TOPK_TOKENS,
+    )
+    readable = tl.where(token < num_rows, last, 0)  # a row past the top-k buffer reads nothing
     convert_tiles_guarded(
-        row_ptr, tk_stride1, readable, kv_indices_ptr, kv_start, ctx, num_kv,
-        out_ptr, out_start, length, num_out, fill, BLOCK_N,
+        topk_indices_ptr + token * tk_stride0, tk_stride1, readable, kv_indices_ptr + kv_start,
+        lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

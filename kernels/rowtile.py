@@ -48,32 +48,44 @@ def launch_shape(
 
 
 @triton.jit
+def row_limits(kv_start, kv_end, num_kv, out_start, out_end, num_out,
+               NUM_TOPK_TOKENS: tl.constexpr):
+    """One row's guards, folded into four numbers (in int64, so nothing malformed wraps).
+
+    A position p is valid when lo <= p < hi: 0 <= p < kv_end - kv_start and kv_start + p inside
+    kv_indices. A column c is written when first <= c < last: c < min(out_end - out_start, K)
+    and out_start + c inside out. The tile loop then costs one comparison per bound.
+    """
+    ks = kv_start.to(tl.int64)
+    os = out_start.to(tl.int64)
+    lo = tl.minimum(tl.maximum(-ks, 0), 2147483647)
+    hi = tl.maximum(tl.minimum(tl.minimum(kv_end.to(tl.int64), num_kv) - ks, 2147483647), 0)
+    length = tl.minimum(out_end.to(tl.int64) - os, NUM_TOPK_TOKENS)
+    first = tl.minimum(tl.maximum(-os, 0), NUM_TOPK_TOKENS)
+    last = tl.maximum(tl.minimum(length, num_out - os), 0)
+    return lo.to(tl.int32), hi.to(tl.int32), first.to(tl.int32), last.to(tl.int32)
+
+
+@triton.jit
 def convert_tiles_guarded(
     row_ptr,  # int32*: start of one top-k row (request-local positions, -1 unused)
     ti_stride1,  # element stride between columns of that row
     readable,  # columns of the row that exist (0 past the top-k buffer's rows): others FILL
-    kv_indices_ptr,  # int32 [N]: physical KV slots
-    kv_start,  # first slot of the row's request
-    ctx,  # length of the row's request (0 for an unknown request)
-    num_kv,  # N, so no gather leaves kv_indices
-    out_ptr,  # int32 [num_out]: flat output workspace
-    out_start,  # first element of the row's region
-    length,  # region length, already clipped to NUM_TOPK_TOKENS
-    num_out,  # workspace size, so no store leaves out
+    slots_ptr,  # int32*: kv_indices + kv_start, the row's request slice
+    lo,  # valid positions are lo <= p < hi (row_limits)
+    hi,
+    dst_ptr,  # int32*: out + out_start, the row's region
+    first,  # written columns are first <= c < last (row_limits)
+    last,
     fill,  # value written for an invalid entry
     BLOCK_N: tl.constexpr,
 ):
-    # This program's tiles: columns past the region are never visited.
-    for col0 in range(tl.program_id(1) * BLOCK_N, length, tl.num_programs(1) * BLOCK_N):
+    # This program's tiles: columns past the last written one are never visited.
+    for col0 in range(tl.program_id(1) * BLOCK_N, last, tl.num_programs(1) * BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
-        in_region = cols < length
         # Positions are read once: evict them first (measured 3-4% at 128K, docs/tiling.md).
         pos = tl.load(row_ptr + cols * ti_stride1, mask=cols < readable, other=-1,
                       eviction_policy="evict_first")
-        valid = in_region & (pos >= 0) & (pos < ctx)
-        slot_at = kv_start + tl.where(valid, pos, 0)
-        valid = valid & (slot_at >= 0) & (slot_at < num_kv)
-        slot = tl.load(kv_indices_ptr + slot_at, mask=valid, other=0)
-        dst = out_start + cols
-        writable = in_region & (dst >= 0) & (dst < num_out)
-        tl.store(out_ptr + dst, tl.where(valid, slot, fill), mask=writable)
+        valid = (pos >= lo) & (pos < hi)
+        slot = tl.load(slots_ptr + pos, mask=valid, other=0)
+        tl.store(dst_ptr + cols, tl.where(valid, slot, fill), mask=(cols >= first) & (cols < last))

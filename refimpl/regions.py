@@ -33,14 +33,18 @@ def scatter_regions(
     rows, width = positions.shape
     device = positions.device
     num_kv = kv_indices.numel()
+    int_max = torch.iinfo(torch.int32).max
     # Per row, in int64 so no malformed value overflows: p is valid when lo <= p < hi, i.e.
     # 0 <= p < kv_end - kv_start and kv_start + p inside kv_indices.
     kv_start = kv_start.to(torch.int64)
-    lo = (-kv_start).clamp(min=0)
-    hi = kv_end.clamp(max=num_kv) - kv_start
+    lo = (-kv_start).clamp(0, int_max)
+    hi = (kv_end.clamp(max=num_kv) - kv_start).clamp(0, int_max)
     # A valid p reads slot p + shift; an invalid lane reads lo + shift, which is kv_start + lo
     # (inside kv_indices) in a row with valid positions and 0 otherwise.
     shift = torch.where(hi > lo, kv_start, -lo)
+    # The [rows, width] passes then run in one dtype (int32, like the positions): mixed dtypes
+    # would make every pass cast element by element.
+    lo, hi, shift = (t.to(torch.int32) for t in (lo, hi, shift))
     valid = (positions >= lo[:, None]) & (positions < hi[:, None])
     if num_kv == 0:
         values = torch.full((rows, width), fill, dtype=torch.int32, device=device)

@@ -56,3 +56,41 @@ def test_unguarded_mtp_reads_past_kv_indptr_with_request_ids_past_r():
     rows = rows_by_name("mtp:unguarded", "mtp")
     assert {r.status for r in rows.values()} == {"oob_read"}
     assert rows["mtp-stale-seq-short"].first_oob_read.startswith("token_to_seq_idxs[+1]")
+
+
+BIG, SMALL = 2**31 - 1, -(2**31)
+
+
+def hostile_case(path):
+    """Metadata no engine writes but a corrupted buffer can hold: negative and extreme
+    indptr entries, unknown request ids. Judged against the reference on the same inputs,
+    whose bounds are the contract's ("inside kv_indices, inside out")."""
+    import torch
+
+    from diffcheck.case import Case
+
+    k = 64
+    g = torch.Generator().manual_seed(5)
+    kv_indices = torch.arange(1, 31, dtype=torch.int32)
+    kv_indptr = torch.tensor([-5, 10, BIG, SMALL, 20], dtype=torch.int32)
+    regions = torch.tensor([-3, 40, 80, BIG - 10, 200], dtype=torch.int32)
+    positions = torch.randint(-2, 40, (4, k), generator=g, dtype=torch.int32)
+    if path == "decode":
+        inputs = {"qo_indptr": torch.arange(5, dtype=torch.int32), "kv_indptr": kv_indptr,
+                  "page_kv_indptr": regions, "kv_indices": kv_indices,
+                  "token_indices": positions}
+    else:
+        inputs = {"sparse_kv_indptr": regions,
+                  "token_to_seq_idxs": torch.tensor([0, 3, -1, 7], dtype=torch.int32),
+                  "topk_indices": positions, "kv_indices": kv_indices, "kv_indptr": kv_indptr}
+    return Case(path, f"{path}-hostile", k, 0, 0, "hostile metadata", inputs)
+
+
+@pytest.mark.parametrize("impl_name", ["decode:guarded", "decode:pid", "mtp:guarded"])
+def test_safe_kernels_bound_hostile_metadata_exactly_like_the_contract(impl_name):
+    # Negative slice starts must not read before kv_indices, negative region starts must not
+    # write before out, and int32 extremes must not wrap into range.
+    path = impl_name.partition(":")[0]
+    (row,) = run_cases(find(impl_name), [hostile_case(path)])
+    assert row.status == Status.PASS.value, row.detail
+    assert row.elements_checked > 0
