@@ -62,17 +62,25 @@ class BenchRow:
     ratio: float | None = None
 
 
-def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4) -> Case:
+#: how the top-k positions of a row are ordered: as an indexer's top-k leaves them (shuffled,
+#: so neighbouring lanes gather from unrelated sectors) or ascending (neighbours share sectors)
+ORDERS = ("shuffled", "ascending")
+
+
+def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4,
+               order: str = "shuffled") -> Case:
     """A production-shaped case: ``rows`` output rows (MTP: rows/q requests of q drafts)."""
     from fixtures.decode import decode_batch
     from fixtures.layouts import Layout, spread_contexts
     from fixtures.mtp import mtp_batch
 
-    high = REGIMES[regime]
+    if order not in ORDERS:
+        raise ValueError(f"unknown position order {order!r}; known: {', '.join(ORDERS)}")
+    high, shuffled = REGIMES[regime], order == "shuffled"
     if path == "decode":
-        build = decode_batch(spread_contexts(high, rows), shuffled=True)
+        build = decode_batch(spread_contexts(high, rows), shuffled=shuffled)
     else:
-        build = mtp_batch(spread_contexts(high, max(1, rows // q)), q, shuffled=True)
+        build = mtp_batch(spread_contexts(high, max(1, rows // q)), q, shuffled=shuffled)
     return Layout(f"bench-{path}-{regime}", f"bench {regime}", k, build).case(
         path, "bench", 0, 0)
 

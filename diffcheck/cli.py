@@ -422,6 +422,10 @@ def bench(
         list[str] | None, typer.Option(help="Context regime: 4k, 32k, 128k (repeatable).")
     ] = None,
     rows: Annotated[int, typer.Option(help="Output rows of the case (MTP: tokens).")] = 512,
+    positions: Annotated[
+        str, typer.Option(help="Order of a row's top-k positions: shuffled (as a top-k leaves "
+                          "them) or ascending (neighbouring lanes share sectors).")
+    ] = "shuffled",
     k: Annotated[int, typer.Option(help="NUM_TOPK_TOKENS.")] = 2048,
     q: Annotated[int, typer.Option(help="MTP draft tokens per request.")] = 4,
     device: Annotated[
@@ -462,6 +466,7 @@ def bench(
 
     from diffcheck import backend
     from diffcheck.bench import (
+        ORDERS,
         REGIMES,
         Timer,
         bench_case,
@@ -484,6 +489,8 @@ def bench(
     for name in regime or []:
         if name not in REGIMES:
             raise UsageError(f"unknown regime '{name}'; known: {', '.join(REGIMES)}")
+    if positions not in ORDERS:
+        raise UsageError(f"unknown --positions '{positions}'; known: {', '.join(ORDERS)}")
     if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
     backend.prepare(dev)
@@ -504,9 +511,9 @@ def bench(
                                      f"which {i.name} does not take")
             for name in regime or list(REGIMES):
                 typer.echo(f"sweep {spec.name} {name}: {rows} rows, K={k} ...", err=True)
-                results += sweep_path(bench_case(spec.name, name, rows, k, q), name, chosen,
-                                      dev, timer, launches, block_n or [128, 256, 512, 1024,
-                                                                         2048],
+                case = bench_case(spec.name, name, rows, k, q, positions)
+                results += sweep_path(case, name, chosen, dev, timer, launches,
+                                      block_n or [128, 256, 512, 1024, 2048],
                                       warps or [1, 2, 4, 8], column_programs or [1, 2, 4, 8, 16])
             continue
         safe = next((i for i in chosen if i.safe), chosen[0])
@@ -520,12 +527,12 @@ def bench(
 
         for name in regime or list(REGIMES):
             typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
-            case = bench_case(spec.name, name, rows, k, q)
+            case = bench_case(spec.name, name, rows, k, q, positions)
             results += bench_path(case, name, chosen, dev, timer, launches,
                                   one_check if check else None)
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
-    typer.echo(f"device: {backend.describe(dev)}")
+    typer.echo(f"device: {backend.describe(dev)}; {rows} rows, K={k}, positions {positions}")
     typer.echo(sweep_table(results) if sweep else table(results))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

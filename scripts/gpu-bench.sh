@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# Run on a GPU machine from the repository root: `diffcheck bench`, the launch-shape sweep, a
-# profile of one memory-safety check and the timed production compare (all safe
-# implementations, modes all). Output in ${OUT:-gpu-out}/.
+# Run on a GPU machine from the repository root: `diffcheck bench` (shuffled and ascending
+# positions), the launch-shape sweep, a profile of one memory-safety check and the timed
+# production compare (all safe implementations, modes all). Output in ${OUT:-gpu-out}/.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 unset TRITON_INTERPRET
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"
-timeout 300 python3 -m diffcheck bench --report "$OUT/bench.csv" > "$OUT/bench.txt" 2>&1
-echo "bench rc $?"; grep -v "^bench " "$OUT/bench.txt"
-timeout 120 python3 scripts/profile_check.py decode 4k 20 > "$OUT/profile.txt" 2>&1
-head -n 2 "$OUT/profile.txt"
 timeout 420 python3 -m diffcheck bench --sweep --regime 4k --regime 128k --repeats 20 \
   --report "$OUT/sweep.csv" > "$OUT/sweep.txt" 2>&1; echo "sweep rc $?"
-for run in 1 2; do  # the second run finds Triton's compile cache warm
-  /usr/bin/time -f "wall %e s" timeout 300 python3 -m diffcheck compare --device cuda \
-    --mode all --suite production --suite production-replay \
-    --report "$OUT/production-$run.csv" > "$OUT/production-$run.txt" 2>&1
-  tail -n 3 "$OUT/production-$run.txt"
-done
+timeout 300 python3 -m diffcheck bench --report "$OUT/bench.csv" > "$OUT/bench.txt" 2>&1
+echo "bench rc $?"; grep -v "^bench " "$OUT/bench.txt"
+timeout 300 python3 -m diffcheck bench --positions ascending --no-check \
+  --report "$OUT/bench-ascending.csv" > "$OUT/bench-ascending.txt" 2>&1
+echo "bench ascending rc $?"
+timeout 120 python3 scripts/profile_check.py decode 4k 20 > "$OUT/profile.txt" 2>&1
+head -n 2 "$OUT/profile.txt"
+/usr/bin/time -f "wall %e s" timeout 300 python3 -m diffcheck compare --device cuda \
+  --mode all --suite production --suite production-replay \
+  --report "$OUT/production.csv" > "$OUT/production.txt" 2>&1
+tail -n 3 "$OUT/production.txt"
