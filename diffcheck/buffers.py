@@ -1,4 +1,4 @@
-"""Staging a case on the device: every tensor a view into a larger allocation.
+"""Staging a case on the device: every tensor a view into one larger allocation.
 
 Each buffer sits between two margins filled with MARGIN_VALUE, and the output workspace is
 poisoned with POISON before a call, so unwritten region elements, writes outside the regions
@@ -47,10 +47,12 @@ class Buffer:
 
 @dataclass
 class Staged:
-    """The views handed to an implementation, and the allocations that hold them."""
+    """The views handed to an implementation, and the allocation that holds them."""
 
     buffers: dict[str, Buffer]
     out: Buffer
+    arena: torch.Tensor
+    layout: ArenaLayout
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]
@@ -67,11 +69,11 @@ class Staged:
 
     def margins_now(self) -> torch.Tensor:
         """Every buffer's margins as they are, one row per buffer of ``all()`` (before, after)."""
-        return torch.stack([torch.cat([b.before(), b.after()]) for b in self.all()])
+        return self.arena[self.layout.margin_index].view(len(self.layout.spans), -1)
 
     def margins_staged(self) -> torch.Tensor:
         """What ``margins_now`` held when staged."""
-        return torch.stack([b.pristine for b in self.all()])
+        return self.layout.margins
 
     def load(self, inputs: dict[str, torch.Tensor]) -> None:
         """Copy a replay step's whole buffers into the static ones (same shapes required)."""
@@ -92,44 +94,59 @@ def margin_for(tensors: dict[str, torch.Tensor]) -> int:
 FILLINGS = ("constant", "tags")
 
 
-#: margin contents by (device, filling, buffer id, span, margin): built once, never written
-_MARGINS: dict[tuple, torch.Tensor] = {}
-_MARGINS_KEPT = 64
+@dataclass(frozen=True)
+class ArenaLayout:
+    """Where each buffer sits in a staging's single allocation, and its margins' contents.
 
-
-def margins_for(device: torch.device, filling: str, buffer_id: int, span: int,
-                margin: int) -> torch.Tensor:
-    """The ``2 * margin`` values around a buffer (before, then after) under ``filling``.
-
-    Cached: staging is on the hot path of every check, and the values depend only on the key.
+    Built once per (device, filling, spans, margin) and shared: staging is on the hot path of
+    every check, and none of this depends on the values staged.
     """
+
+    margin: int
+    spans: tuple[int, ...]
+    #: first element of each buffer's allocation (its before-margin)
+    starts: tuple[int, ...]
+    #: [buffers, 2 * margin]: each buffer's margins (before, then after) as staged
+    margins: torch.Tensor
+    #: the allocation's elements that are margins, in ``margins`` order
+    margin_index: torch.Tensor
+    #: the pieces that, concatenated with the sources, make the allocation
+    pieces: tuple[torch.Tensor, ...]
+    poison: torch.Tensor
+
+
+_ARENAS: dict[tuple, ArenaLayout] = {}
+_ARENAS_KEPT = 32
+
+
+def arena_layout(device: torch.device, filling: str, spans: tuple[int, ...],
+                 margin: int) -> ArenaLayout:
+    """The (cached) layout of buffers with ``spans`` elements, the last one ``out``."""
     if filling not in FILLINGS:
         raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
-    key = (str(device), filling, buffer_id if filling == "tags" else 0,
-           span if filling == "tags" else 0, margin)
-    values = _MARGINS.get(key)
-    if values is None:
+    key = (str(device), filling, spans, margin)
+    found = _ARENAS.get(key)
+    if found is not None:
+        return found
+    rows, starts, index, at = [], [], [], 0
+    for buffer_id, span in enumerate(spans):
         if filling == "tags":
             offsets = torch.cat([torch.arange(-margin, 0), torch.arange(span, span + margin)])
-            values = tags.encode_range(buffer_id, offsets).to(device)
+            rows.append(tags.encode_range(buffer_id, offsets))
         else:
-            values = torch.full((2 * margin,), MARGIN_VALUE, dtype=torch.int32, device=device)
-        if len(_MARGINS) >= _MARGINS_KEPT:
-            _MARGINS.pop(next(iter(_MARGINS)))
-        _MARGINS[key] = values
-    return values
-
-
-def place(
-    name: str, source: torch.Tensor, margin: int, device: torch.device,
-    filling: str = "constant", buffer_id: int = 0,
-) -> Buffer:
-    """Copy ``source`` (whole, contiguous) into the middle of a margin-padded allocation."""
-    span = source.numel()
-    around = margins_for(device, filling, buffer_id, span, margin)
-    alloc = torch.cat([around[:margin], source.reshape(-1).to(device), around[margin:]])
-    view = alloc[margin : margin + span].view(source.shape)
-    return Buffer(name, alloc, margin, span, view, pristine=around)
+            rows.append(torch.full((2 * margin,), MARGIN_VALUE, dtype=torch.int32))
+        starts.append(at)
+        index += [torch.arange(at, at + margin), torch.arange(at + margin + span,
+                                                             at + 2 * margin + span)]
+        at += 2 * margin + span
+    margins = torch.stack(rows).to(device)
+    pieces = tuple(piece for row in margins for piece in (row[:margin], row[margin:]))
+    layout = ArenaLayout(margin, spans, tuple(starts), margins, torch.cat(index).to(device), pieces,
+                    torch.full((spans[-1],), POISON, dtype=torch.int32, device=device))
+    if len(_ARENAS) >= _ARENAS_KEPT:
+        _ARENAS.pop(next(iter(_ARENAS)))
+    _ARENAS[key] = layout
+    return layout
 
 
 def stage(
@@ -142,16 +159,27 @@ def stage(
 ) -> Staged:
     """Stage whole input buffers, apply strided column views, add a poisoned workspace.
 
-    ``order`` fixes the buffer ids that tags carry (the path's tensor order); ``out`` comes last.
+    All buffers share one allocation, each between its own margins, built by one
+    concatenation. ``order`` fixes the buffer ids that tags carry (the path's tensor order);
+    ``out`` comes last.
     """
     margin = margin_for(inputs)
     names = list(order) or list(inputs)
-    buffers = {}
-    for buffer_id, name in enumerate(names):
-        buf = place(name, inputs[name].contiguous(), margin, device, filling, buffer_id)
+    sources = [inputs[n] for n in names]
+    layout = arena_layout(device, filling, (*(t.numel() for t in sources), out_size), margin)
+    flat = [t.reshape(-1) if t.device == device and t.dtype == torch.int32
+            else t.reshape(-1).to(device, torch.int32) for t in sources]
+    pieces = []
+    for i, source in enumerate((*flat, layout.poison)):
+        pieces += [layout.pieces[2 * i], source, layout.pieces[2 * i + 1]]
+    arena = torch.cat(pieces)
+    buffers = []
+    for i, name in enumerate((*names, "out")):
+        span, start = layout.spans[i], layout.starts[i]
+        alloc = arena[start : start + 2 * margin + span]
+        shape = sources[i].shape if i < len(sources) else (span,)
+        view = alloc[margin : margin + span].view(shape)
         if name in columns:
-            buf.view = buf.view[:, : columns[name]]
-        buffers[name] = buf
-    out_source = torch.full((out_size,), POISON, dtype=torch.int32, device=device)
-    out = place("out", out_source, margin, device, filling, len(names))
-    return Staged(buffers, out)
+            view = view[:, : columns[name]]
+        buffers.append(Buffer(name, alloc, margin, span, view, pristine=layout.margins[i]))
+    return Staged({b.name: b for b in buffers[:-1]}, buffers[-1], arena, layout)

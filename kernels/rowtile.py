@@ -16,11 +16,11 @@ import triton.language as tl
 
 #: BLOCK_N -> (num_warps, column programs per row), chosen by `diffcheck bench --sweep`
 TUNED: dict[int, tuple[int, int]] = {
-    128: (4, 4),
+    128: (2, 4),
     256: (4, 2),
     512: (4, 2),
-    1024: (8, 1),
-    2048: (8, 1),
+    1024: (4, 1),
+    2048: (4, 1),
 }
 
 
