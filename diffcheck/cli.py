@@ -242,21 +242,26 @@ def compare(
 
 
 def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) -> str:
-    """Where the time went: case generation, calls (first calls compile), references, checks."""
+    """Where the time went: case generation, worker start, calls (first calls compile),
+    references, staging and checks, and what is left (messages to workers, reports)."""
     import statistics
 
-    calls = sum(t["calls"] for _, t in timings)
-    references = sum(t["references"] for _, t in timings)
-    jobs = sum(t["total"] for _, t in timings)
+    def total(key: str) -> float:
+        return sum(t.get(key, 0.0) for _, t in timings)
+
+    calls, references, jobs = total("calls"), total("references"), total("total")
+    cases, starting = total("cases"), total("worker_start")
     first_extra = 0.0
     for name in {n for n, _ in timings}:
         mine = [t["calls"] for n, t in timings if n == name]
         first_extra += max(mine[0] - statistics.median(mine), 0.0)
-    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running: implementation "
-            f"calls {calls:.1f} s (first calls, compiling included, {first_extra:.1f} s more "
-            f"than typical), references {references:.1f} s, staging and checks "
-            f"{max(jobs - calls - references, 0.0):.1f} s, other (workers, reports) "
-            f"{max(wall - jobs, 0.0):.1f} s")
+    workers = (f"worker start {starting:.1f} s, cases rebuilt in the worker {cases:.1f} s, "
+               if starting or cases else "")
+    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running: {workers}"
+            f"implementation calls {calls:.1f} s (first calls, compiling included, "
+            f"{first_extra:.1f} s more than typical), references {references:.1f} s, staging "
+            f"and checks {max(jobs - calls - references, 0.0):.1f} s, other (messages, "
+            f"reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
 
 
 def _write_ci_reports(rows, junit: Path | None, summary_md: Path | None, failing) -> None:

@@ -177,13 +177,23 @@ def serve(conn: Connection, config: dict) -> None:
         conn.send(("broken", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
+    built: dict[tuple, Case | Scenario] = {}  # a case's jobs come one after another
     while True:
         message = conn.recv()
         if message is None:
             return
         recipe, impl, mode = message
         try:
-            outcomes = run_job(Job(rebuild(recipe), impl, mode), settings)
+            began = time.perf_counter()
+            case = built.get(recipe) if recipe[0] != "case" else None
+            if case is None:
+                case = rebuild(recipe)
+                if recipe[0] != "case":
+                    built = {recipe: case}  # keep one: production cases are large
+            rebuilt = time.perf_counter() - began
+            outcomes = run_job(Job(case, impl, mode), settings)
+            if outcomes and outcomes[0].timing is not None:
+                outcomes[0].timing["cases"] = rebuilt
         except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
             conn.send(("crash", traceback.format_exc()))
             return
@@ -202,8 +212,11 @@ class Isolated:
         self.process = None
         self.conn: Connection | None = None
         self.started = 0
+        #: seconds spent starting the worker, not yet reported with a job's timing
+        self.starting = 0.0
 
     def _start(self) -> None:
+        began = time.perf_counter()
         parent, child = self.context.Pipe()
         process = self.context.Process(
             target=serve, args=(child, self.settings.config()), daemon=True,
@@ -223,6 +236,7 @@ class Isolated:
         if kind != "ready":
             self._stop()
             raise DeviceError(f"the worker process could not set up the device: {text}")
+        self.starting += time.perf_counter() - began
 
     def _death(self) -> str:
         """Why the worker is gone, in words."""
@@ -270,6 +284,9 @@ class Isolated:
             raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
         if any(o.row.status == Status.FAULT for o in payload):
             self._stop()  # it exits by itself; make sure before the next job
+        if payload and payload[0].timing is not None and self.starting:
+            payload[0].timing["worker_start"] = self.starting
+            self.starting = 0.0
         return payload
 
     def close(self) -> None:

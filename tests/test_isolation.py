@@ -66,3 +66,14 @@ def test_device_faults_are_told_from_wrapper_exceptions():
     assert is_device_fault(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert is_device_fault(RuntimeError("HIP error: hipErrorIllegalAddress"))
     assert not is_device_fault(ValueError("unsupported NUM_TOPK_TOKENS=256"))
+
+
+def test_worker_reports_its_start_and_case_rebuilds_for_the_breakdown():
+    settings = RunSettings(CPU, "t", 0, isolation="process")
+    cases = suite_cases("decode", "smoke")[:1]
+    timings = []
+    run_all([Job(cases[0], find(name), Eager()) for name in ("decode:pid", "decode:guarded")],
+            settings, lambda outcome: timings.append(outcome.timing))
+    first, second = timings
+    assert first["worker_start"] > 0 and "worker_start" not in second  # one start, told once
+    assert {"cases", "calls", "references", "total"} <= first.keys() & second.keys()
