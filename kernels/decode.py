@@ -41,14 +41,14 @@ def _decode_guarded_kernel(
     row_end = tl.minimum(tl.load(qo_indptr_ptr + req + 1), tl.minimum(num_requests, num_rows))
     kv_start = tl.load(kv_indptr_ptr + req)
     out_start = tl.load(page_kv_indptr_ptr + req)
-    lo, hi, first, last = row_limits(
+    lo, span, first, last = row_limits(
         kv_start, tl.load(kv_indptr_ptr + req + 1), num_kv, out_start,
         tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
     )
     for row in range(row_start, row_end):
         convert_tiles_guarded(
             token_indices_ptr + row * ti_stride0, ti_stride1, last, kv_indices_ptr + kv_start,
-            lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
+            lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
         )
 
 
@@ -73,14 +73,14 @@ def _decode_pid_kernel(
     req = tl.program_id(0)
     kv_start = tl.load(kv_indptr_ptr + req)
     out_start = tl.load(page_kv_indptr_ptr + req)
-    lo, hi, first, last = row_limits(
+    lo, span, first, last = row_limits(
         kv_start, tl.load(kv_indptr_ptr + req + 1), num_kv, out_start,
         tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
     )
     readable = tl.where(req < num_rows, last, 0)  # a row past the top-k buffer reads nothing
     convert_tiles_guarded(
         token_indices_ptr + req * ti_stride0, ti_stride1, readable, kv_indices_ptr + kv_start,
-        lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
+        lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

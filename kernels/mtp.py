@@ -43,14 +43,14 @@ def _mtp_guarded_kernel(
     kv_end = tl.load(kv_indptr_ptr + req + 1, mask=known, other=0)
     kv_end = tl.where(known, kv_end, kv_start)
     out_start = tl.load(sparse_kv_indptr_ptr + token)
-    lo, hi, first, last = row_limits(
+    lo, span, first, last = row_limits(
         kv_start, kv_end, num_kv, out_start, tl.load(sparse_kv_indptr_ptr + token + 1), num_out,
         NUM_TOPK_TOKENS,
     )
     readable = tl.where(token < num_rows, last, 0)  # a row past the top-k buffer reads nothing
     convert_tiles_guarded(
         topk_indices_ptr + token * tk_stride0, tk_stride1, readable, kv_indices_ptr + kv_start,
-        lo, hi, out_ptr + out_start, first, last, fill, BLOCK_N,
+        lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

@@ -52,18 +52,21 @@ def row_limits(kv_start, kv_end, num_kv, out_start, out_end, num_out,
                NUM_TOPK_TOKENS: tl.constexpr):
     """One row's guards, folded into four numbers (in int64, so nothing malformed wraps).
 
-    A position p is valid when lo <= p < hi: 0 <= p < kv_end - kv_start and kv_start + p inside
-    kv_indices. A column c is written when first <= c < last: c < min(out_end - out_start, K)
-    and out_start + c inside out. The tile loop then costs one comparison per bound.
+    A position p is valid when 0 <= p - lo < span (as unsigned): 0 <= p < kv_end - kv_start and
+    kv_start + p inside kv_indices. A column c is written when first <= c < last:
+    c < min(out_end - out_start, K) and out_start + c inside out. With lo and lo + span inside
+    [0, 2^31), the unsigned comparison is exact for every int32 p, so the tile loop pays one
+    comparison per bound.
     """
     ks = kv_start.to(tl.int64)
     os = out_start.to(tl.int64)
     lo = tl.minimum(tl.maximum(-ks, 0), 2147483647)
     hi = tl.maximum(tl.minimum(tl.minimum(kv_end.to(tl.int64), num_kv) - ks, 2147483647), 0)
+    span = tl.maximum(hi - lo, 0)
     length = tl.minimum(out_end.to(tl.int64) - os, NUM_TOPK_TOKENS)
     first = tl.minimum(tl.maximum(-os, 0), NUM_TOPK_TOKENS)
     last = tl.maximum(tl.minimum(length, num_out - os), 0)
-    return lo.to(tl.int32), hi.to(tl.int32), first.to(tl.int32), last.to(tl.int32)
+    return lo.to(tl.int32), span.to(tl.uint32), first.to(tl.int32), last.to(tl.int32)
 
 
 @triton.jit
@@ -72,20 +75,22 @@ def convert_tiles_guarded(
     ti_stride1,  # element stride between columns of that row
     readable,  # columns of the row that exist (0 past the top-k buffer's rows): others FILL
     slots_ptr,  # int32*: kv_indices + kv_start, the row's request slice
-    lo,  # valid positions are lo <= p < hi (row_limits)
-    hi,
+    lo,  # valid positions: 0 <= p - lo < span, unsigned (row_limits)
+    span,
     dst_ptr,  # int32*: out + out_start, the row's region
-    first,  # written columns are first <= c < last (row_limits)
+    first,  # written columns: first <= c < last (row_limits)
     last,
     fill,  # value written for an invalid entry
     BLOCK_N: tl.constexpr,
 ):
+    width = tl.maximum(last - first, 0).to(tl.uint32)
     # This program's tiles: columns past the last written one are never visited.
     for col0 in range(tl.program_id(1) * BLOCK_N, last, tl.num_programs(1) * BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         # Positions are read once: evict them first (measured 3-4% at 128K, docs/tiling.md).
         pos = tl.load(row_ptr + cols * ti_stride1, mask=cols < readable, other=-1,
                       eviction_policy="evict_first")
-        valid = (pos >= lo) & (pos < hi)
-        slot = tl.load(slots_ptr + pos, mask=valid, other=0)
-        tl.store(dst_ptr + cols, tl.where(valid, slot, fill), mask=(cols >= first) & (cols < last))
+        valid = (pos - lo).to(tl.uint32, bitcast=True) < span
+        # An invalid entry is the masked gather's `other`: FILL, with no select after it.
+        slot = tl.load(slots_ptr + pos, mask=valid, other=fill)
+        tl.store(dst_ptr + cols, slot, mask=(cols - first).to(tl.uint32, bitcast=True) < width)

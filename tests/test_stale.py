@@ -72,18 +72,23 @@ def hostile_case(path):
     k = 64
     g = torch.Generator().manual_seed(5)
     kv_indices = torch.arange(1, 31, dtype=torch.int32)
-    kv_indptr = torch.tensor([-5, 10, BIG, SMALL, 20], dtype=torch.int32)
-    regions = torch.tensor([-3, 40, 80, BIG - 10, 200], dtype=torch.int32)
-    positions = torch.randint(-2, 40, (4, k), generator=g, dtype=torch.int32)
+    # slices: starting before kv_indices, running past it, inverted, wrapping int32, ending
+    # before kv_indices starts
+    kv_indptr = torch.tensor([-5, 10, BIG, SMALL, 20, -3, -8], dtype=torch.int32)
+    # regions: wholly before out (its end below its clipped start), starting before out, past
+    # the workspace, wrapping int32
+    regions = torch.tensor([-6, -2, 40, 80, BIG - 10, 200, 260], dtype=torch.int32)
+    positions = torch.randint(-2, 40, (6, k), generator=g, dtype=torch.int32)
+    positions[1, 0] = positions[3, 0] = BIG  # the slice that wraps: kv_start + p lands at -1
     if path == "decode":
-        inputs = {"qo_indptr": torch.arange(5, dtype=torch.int32), "kv_indptr": kv_indptr,
+        inputs = {"qo_indptr": torch.arange(7, dtype=torch.int32), "kv_indptr": kv_indptr,
                   "page_kv_indptr": regions, "kv_indices": kv_indices,
                   "token_indices": positions}
     else:
         inputs = {"sparse_kv_indptr": regions,
-                  "token_to_seq_idxs": torch.tensor([0, 3, -1, 7], dtype=torch.int32),
+                  "token_to_seq_idxs": torch.tensor([0, 3, -1, 7, 5, 4], dtype=torch.int32),
                   "topk_indices": positions, "kv_indices": kv_indices, "kv_indptr": kv_indptr}
-    return Case(path, f"{path}-hostile", k, 0, 0, "hostile metadata", inputs)
+    return Case(path, f"{path}-hostile", k, -1, 0, "hostile metadata", inputs)
 
 
 @pytest.mark.parametrize("impl_name", ["decode:guarded", "decode:pid", "mtp:guarded"])
