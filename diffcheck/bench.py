@@ -120,30 +120,39 @@ def bytes_moved(case: Case) -> int:
 
 
 class Timer:
-    """Median time of a callable: CUDA events on a GPU, the wall clock on the CPU."""
+    """Times callables: CUDA events on a GPU, the wall clock on the CPU."""
 
     def __init__(self, device: torch.device, warmup: int, repeats: int) -> None:
         self.device, self.warmup, self.repeats = device, warmup, repeats
 
     def __call__(self, fn: Callable[[], object], per: int = 1) -> list[float]:
         """Microseconds per call of ``fn`` divided by ``per``, one value per repeat."""
+        return self.interleaved([fn], per)[0]
+
+    def interleaved(self, fns: list[Callable[[], object]], per: int = 1) -> list[list[float]]:
+        """Samples of several callables taken in turn (A, B, C, A, B, C, ...): clock and
+        temperature drift during the run then weigh on each alike, so their ratios hold."""
         for _ in range(self.warmup):
-            fn()
+            for fn in fns:
+                fn()
         backend.synchronize(self.device)
-        samples = []
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(self.repeats):
-            if self.device.type == "cuda":
-                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end) * 1e3 / per)
-            else:
-                began = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - began) * 1e6 / per)
+            for taken, fn in zip(samples, fns, strict=True):
+                taken.append(self._once(fn) / per)
         return samples
+
+    def _once(self, fn: Callable[[], object]) -> float:
+        if self.device.type == "cuda":
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) * 1e3
+        began = time.perf_counter()
+        fn()
+        return (time.perf_counter() - began) * 1e6
 
 
 def _row(case: Case, regime: str, item: str, how: str, samples: list[float], moved: int,
@@ -154,6 +163,17 @@ def _row(case: Case, regime: str, item: str, how: str, samples: list[float], mov
         case.kernel_inputs())[1], case.k, round(median, 3), round(float(deciles[0]), 3),
         round(float(deciles[1]), 3), len(samples), moved,
         round(moved / (median * 1e-6) / 1e9, 1) if median else 0.0, peak)
+
+
+def clocks(device: torch.device) -> str:
+    """The SM clock and temperature now, where NVML answers (timings depend on both)."""
+    if device.type != "cuda":
+        return ""
+    try:
+        return (f"SM clock {torch.cuda.clock_rate(device)} MHz, "
+                f"{torch.cuda.temperature(device)} C")
+    except Exception:  # NVML missing or not allowed: the timings stand without it
+        return ""
 
 
 def peak_of(device: torch.device) -> float | None:
@@ -171,23 +191,21 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
                    "constant", spec.tensors)
     args = spec.call_args(staged.tensors())
-    rows = []
+    calls = []
     for impl in impls:
-        fn = impl.load()
-        kwargs = dict(spec.scalars(case.k), out=staged.out.view)
-
-        def call(fn=fn, kwargs=kwargs):
-            return fn(*args, **kwargs)
-
-        rows.append(_row(case, regime, impl.name, "eager", timer(call), moved, peak))
-        call()  # compiled before capture
-        backend.synchronize(device)
-        graph = new_graph(device)
-        graph.capture(lambda call=call: [call() for _ in range(launches)])
-        rows.append(_row(case, regime, impl.name, "graph",
-                         timer(lambda graph=graph: graph.replay(sync=False), launches),
-                         moved, peak))
-    rows += _floors(case, regime, staged, device, timer, launches, moved, peak)
+        fn, kwargs = impl.load(), dict(spec.scalars(case.k), out=staged.out.view)
+        calls.append(lambda fn=fn, kwargs=kwargs: fn(*args, **kwargs))
+    graphs = [_captured(call, launches, device) for call in calls]
+    floors = _floors(case, staged, device, launches)
+    # All kernels, and the floors, timed in turn: their ratios are what the run is for.
+    eager = timer.interleaved(calls)
+    in_graph = timer.interleaved(graphs + [replay for _, replay in floors], launches)
+    rows = [_row(case, regime, impl.name, how, samples, moved, peak)
+            for impl, samples_eager, samples_graph in zip(impls, eager, in_graph[:len(impls)],
+                                                          strict=True)
+            for how, samples in (("eager", samples_eager), ("graph", samples_graph))]
+    rows += [_row(case, regime, item, "graph", samples, moved, peak)
+             for (item, _), samples in zip(floors, in_graph[len(graphs):], strict=True)]
     reference = spec.reference_fn()
 
     def oracle():
@@ -195,12 +213,10 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
 
     rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference",
                      timer(oracle), moved, peak))
-    oracle()
-    backend.synchronize(device)
-    graph = new_graph(device)
-    graph.capture(oracle)  # sync-free, so it can be captured; the same work without dispatch
+    # Sync-free, so it can be captured: the same work without the host's dispatch.
+    graph = _captured(oracle, 1, device)
     rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference-graph",
-                     timer(lambda: graph.replay(sync=False)), moved, peak))
+                     timer(graph), moved, peak))
     if check is not None:
         slow = Timer(device, 2, max(5, timer.repeats // 5))
         rows.append(_row(case, regime, "memory-safety check", "check",
@@ -237,9 +253,20 @@ _FLOORS = None
 FLOOR_GATHER, FLOOR_LAUNCH = "floor:gather", "floor:launch"
 
 
-def _floors(case: Case, regime: str, staged, device: torch.device, timer: Timer,
-            launches: int, moved: int, peak: float | None) -> list[BenchRow]:
-    """What bounds the kernels, per launch in a graph: an empty launch of one program per row,
+def _captured(call: Callable[[], object], launches: int,
+              device: torch.device) -> Callable[[], object]:
+    """``launches`` calls captured in one graph (after one call outside it, which compiles);
+    returns what replays it without waiting."""
+    call()
+    backend.synchronize(device)
+    graph = new_graph(device)
+    graph.capture(lambda: [call() for _ in range(launches)])
+    return lambda: graph.replay(sync=False)
+
+
+def _floors(case: Case, staged, device: torch.device,
+            launches: int) -> list[tuple[str, Callable[[], object]]]:
+    """What bounds the kernels, as captured graphs: an empty launch of one program per row,
     and a bare gather of exactly the case's slots (read a slot list, gather, write; no
     metadata, no guards), the memory-system floor of the random gathers."""
     gather, empty = _floor_kernels()
@@ -257,16 +284,8 @@ def _floors(case: Case, regime: str, staged, device: torch.device, timer: Timer,
     def empty_launch():
         empty[(max(rows_of_case, 1),)](sink)
 
-    found = []
-    for item, fn in ((FLOOR_GATHER, bare_gather), (FLOOR_LAUNCH, empty_launch)):
-        fn()
-        backend.synchronize(device)
-        graph = new_graph(device)
-        graph.capture(lambda fn=fn: [fn() for _ in range(launches)])
-        found.append(_row(case, regime, item, "graph",
-                          timer(lambda graph=graph: graph.replay(sync=False), launches),
-                          moved, peak))
-    return found
+    return [(item, _captured(fn, launches, device))
+            for item, fn in ((FLOOR_GATHER, bare_gather), (FLOOR_LAUNCH, empty_launch))]
 
 
 def _ratios(rows: list[BenchRow]) -> None:
@@ -328,15 +347,16 @@ def sweep_path(case: Case, regime: str, impls: list[Implementation], device: tor
                    "constant", spec.tensors)
     args = spec.call_args(staged.tensors())
     expected, mask = spec.reference_fn()(*args, **spec.scalars(case.k), out=staged.out.view)
+    loaded = [impl.load() for impl in impls]
     rows = []
-    for impl in impls:
-        fn = impl.load()
-        for block_n in block_ns:
-            tiles = -(-case.k // block_n)
-            for warp in warps:
-                for column in sorted({min(c, tiles) for c in columns}):
-                    kwargs = dict(spec.scalars(case.k), out=staged.out.view, BLOCK_N=block_n,
-                                  num_warps=warp, column_programs=column)
+    for block_n in block_ns:
+        tiles = -(-case.k // block_n)
+        for warp in warps:
+            for column in sorted({min(c, tiles) for c in columns}):
+                shape = dict(BLOCK_N=block_n, num_warps=warp, column_programs=column)
+                graphs, correct = [], []
+                for fn in loaded:
+                    kwargs = dict(spec.scalars(case.k), out=staged.out.view, **shape)
 
                     def call(fn=fn, kwargs=kwargs):
                         return fn(*args, **kwargs)
@@ -344,16 +364,17 @@ def sweep_path(case: Case, regime: str, impls: list[Implementation], device: tor
                     staged.poison_out()
                     call()
                     backend.synchronize(device)
-                    correct = bool(torch.equal(staged.out.view[mask], expected[mask]))
-                    graph = new_graph(device)
-                    graph.capture(lambda call=call: [call() for _ in range(launches)])
-                    samples = timer(lambda graph=graph: graph.replay(sync=False), launches)
+                    correct.append(bool(torch.equal(staged.out.view[mask], expected[mask])))
+                    graphs.append(_captured(call, launches, device))
+                # The implementations of one shape in turn, so their ratios hold.
+                timed = timer.interleaved(graphs, launches)
+                for impl, samples, ok in zip(impls, timed, correct, strict=True):
                     median = statistics.median(samples)
                     low, high = np.percentile(samples, [10, 90])
                     rows.append(SweepRow(
                         case.path, regime, impl.name, block_n, warp, column, round(median, 3),
                         round(float(low), 3), round(float(high), 3),
-                        round(moved / (median * 1e-6) / 1e9, 1), correct))
+                        round(moved / (median * 1e-6) / 1e9, 1), ok))
     return rows
 
 

@@ -476,6 +476,7 @@ def bench(
         Timer,
         bench_case,
         bench_path,
+        clocks,
         sweep_path,
         sweep_table,
         table,
@@ -537,7 +538,9 @@ def bench(
                                   one_check if check else None)
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
-    typer.echo(f"device: {backend.describe(dev)}; {rows} rows, K={k}, positions {positions}")
+    state = clocks(dev)
+    typer.echo(f"device: {backend.describe(dev)}{'; ' + state if state else ''}; {rows} rows, "
+               f"K={k}, positions {positions}")
     typer.echo(sweep_table(results) if sweep else table(results))
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
