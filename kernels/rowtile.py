@@ -16,9 +16,9 @@ import triton.language as tl
 
 #: BLOCK_N -> (num_warps, column programs per row), chosen by `diffcheck bench --sweep`
 TUNED: dict[int, tuple[int, int]] = {
-    128: (2, 4),
-    256: (4, 2),
-    512: (4, 2),
+    128: (1, 4),
+    256: (2, 2),
+    512: (4, 1),
     1024: (4, 1),
     2048: (4, 1),
 }
