@@ -250,12 +250,18 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[St
 RERUNS = (0, 1, 0)
 
 
+class RerunFaulted(Exception):
+    """A rerun took the device down: the job ends as a fault like a first run that did."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__(step.error)
+        self.step = step
+
+
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario."""
     began = time.perf_counter()
-    spec = get_path(job.case.path)
     fill = fill_of(first_case(job.case), settings)
-    referencing = 0.0
     runs = []
     for filling in FILLINGS[: max(1, settings.fillings)]:
         runs.append(execute(job, settings, fill, filling))
@@ -264,6 +270,24 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     faulted = next((s for s in runs[-1] if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
+    try:
+        outcomes, referencing = _judge(job, settings, fill, runs)
+    except RerunFaulted as stop:  # the device is gone: nothing more can be compared
+        return ended(job, settings, Status.FAULT, f"rerun of a filling: {stop.step.error}",
+                     stop.step.elapsed_ms)
+    if outcomes:
+        calls = sum(step.elapsed_ms for run in runs for step in run) / 1e3
+        outcomes[0].timing = {"calls": calls, "references": referencing,
+                              "total": time.perf_counter() - began}
+    return outcomes
+
+
+def _judge(job: Job, settings: RunSettings, fill: int,
+           runs: list[list[Step]]) -> tuple[list[Outcome], float]:
+    """One Outcome per row of the first filling's run, every finding gathered; and the seconds
+    spent computing references."""
+    spec = get_path(job.case.path)
+    referencing = 0.0
     outcomes = []
     reruns: list[list[Step]] = []  # filled by reads_by_filling only when it needs them
     for i, step in enumerate(runs[0]):
@@ -289,11 +313,7 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
         row = make_row(job, case, settings, fill, comparison, step.error, step.elapsed_ms,
                        len(runs))
         outcomes.append(Outcome(row, comparison.findings))
-    if outcomes:
-        calls = sum(step.elapsed_ms for run in runs for step in run) / 1e3
-        outcomes[0].timing = {"calls": calls, "references": referencing,
-                              "total": time.perf_counter() - began}
-    return outcomes
+    return outcomes, referencing
 
 
 def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list[Step]],
@@ -315,6 +335,9 @@ def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list
     for n, again_as in enumerate(RERUNS):
         if len(reruns) <= n:
             reruns.append(execute(job, settings, fill, FILLINGS[again_as]))
+            faulted = next((s for s in reruns[-1] if s.fault), None)
+            if faulted is not None:
+                raise RerunFaulted(faulted)
         again = reruns[n]
         if len(again) > i and not again[i].error and not torch.equal(again[i].out,
                                                                      runs[again_as][i].out):
