@@ -47,7 +47,7 @@ class BenchRow:
     path: str
     regime: str
     item: str
-    how: str  # eager, graph (per launch), reference, check
+    how: str  # eager, graph (per launch), reference, reference-graph, check
     rows: int
     k: int
     median_us: float
@@ -184,8 +184,10 @@ def peak_of(device: torch.device) -> float | None:
 
 
 def bench_path(case: Case, regime: str, impls: list[Implementation], device: torch.device,
-               timer: Timer, launches: int, check: Callable[[Case], None] | None) -> list[BenchRow]:
-    """Every implementation eager and per launch in a graph, the reference, one check."""
+               timer: Timer, launches: int,
+               check: Callable[[Case, bool], None] | None) -> list[BenchRow]:
+    """Every implementation eager and per launch in a graph, the reference, one check (with
+    its reference computed, as a case's first check in a run, and reused, as the others)."""
     spec = get_path(case.path)
     moved, peak = bytes_moved(case), peak_of(device)
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
@@ -219,8 +221,10 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
                      timer(graph), moved, peak))
     if check is not None:
         slow = Timer(device, 2, max(5, timer.repeats // 5))
-        rows.append(_row(case, regime, "memory-safety check", "check",
-                         slow(lambda: check(case)), moved, peak))
+        fresh, reused = slow.interleaved([lambda: check(case, True), lambda: check(case, False)])
+        rows.append(_row(case, regime, "memory-safety check", "check", fresh, moved, peak))
+        rows.append(_row(case, regime, "memory-safety check, reference reused", "check",
+                         reused, moved, peak))
     _ratios(rows)
     return rows
 

@@ -525,10 +525,12 @@ def bench(
         safe = next((i for i in chosen if i.safe), chosen[0])
         runner = InProcess(settings)
 
-        def one_check(case, safe=safe, runner=runner):
+        def one_check(case, fresh_reference, safe=safe, runner=runner):
             # A whole check: stage both fillings, call, compute the reference, compare. The
-            # upload of the case to the device (once per case in a run) is not part of it.
-            settings.forget_references()
+            # upload of the case to the device (once per case in a run) is not part of it; a
+            # run computes a case's reference once, for its first check.
+            if fresh_reference:
+                settings.forget_references()
             runner.run(Job(case, safe, Eager()))
 
         for name in regime or list(REGIMES):
