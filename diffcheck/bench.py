@@ -3,10 +3,13 @@
 For each path and context regime it builds one production-shaped case (512 rows, K=2048 by
 default; MTP with q drafts per request) and times, on the same device and in the same run:
 every implementation as an eager launch and per launch inside a graph (L launches captured in
-one graph, replayed, divided by L), the reference, and one full memory-safety check of the
-case (stage, both fillings, compare). Times are medians with the 10th and 90th percentiles
-over the repeats, after a warm-up: CUDA events on a GPU, the wall clock on the CPU
-interpreter (only when asked for: it says nothing about GPU speed).
+one graph, replayed, divided by L); two floors that bound the kernels (an empty launch, a bare
+gather of the case's slots); the reference eager and in a graph; and one full memory-safety
+check of the case (stage, both fillings, reference, compare), with its reference computed and
+reused. Times are medians with the 10th and 90th percentiles over the repeats, after a
+warm-up, with the kernels sampled in turn: CUDA events on a GPU, the wall clock on the CPU
+interpreter (only when asked for: it says nothing about GPU speed). ``sweep_path`` times launch
+shapes instead (docs/tiling.md).
 
 Bytes moved count what a kernel must touch: the region indptrs and request ids, the top-k
 entries inside the regions, the output regions, and the gathered slots as 32-byte sectors
