@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits
+from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits, workspace
 
 
 @triton.jit
@@ -116,12 +116,6 @@ def _decode_unguarded_kernel(
             tl.store(out_ptr + out_start + cols, slot, mask=in_region)
 
 
-def _workspace(out: torch.Tensor | None, rows: int, k: int, like: torch.Tensor) -> torch.Tensor:
-    if out is None:
-        return torch.empty(rows * k, dtype=torch.int32, device=like.device)
-    return out
-
-
 def _safe_request_count(*indptrs: torch.Tensor) -> int:
     """Requests every indptr can describe: skewed lengths must not send a program past one."""
     return min(t.shape[0] for t in indptrs) - 1
@@ -155,7 +149,7 @@ def decode_guarded(
     num_requests = _safe_request_count(qo_indptr, kv_indptr, page_kv_indptr)
     grid, warps = launch_shape(num_requests, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
                                column_programs, kv_indptr.device)
-    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    out = workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
     if num_requests > 0:
         _decode_guarded_kernel[grid](
             qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
@@ -186,7 +180,7 @@ def decode_pid(
     num_requests = _safe_request_count(kv_indptr, page_kv_indptr)
     grid, warps = launch_shape(num_requests, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
                                column_programs, kv_indptr.device)
-    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    out = workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
     if num_requests > 0:
         _decode_pid_kernel[grid](
             kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
@@ -224,7 +218,7 @@ def decode_unguarded(
     num_requests = kv_indptr.shape[0] - 1
     grid, warps = launch_shape(num_requests, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
                                column_programs, kv_indptr.device)
-    out = _workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
+    out = workspace(out, num_requests, NUM_TOPK_TOKENS, kv_indptr)
     if num_requests > 0:
         _decode_unguarded_kernel[grid](
             qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,

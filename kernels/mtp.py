@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits
+from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits, workspace
 
 
 @triton.jit
@@ -86,12 +86,6 @@ def _mtp_unguarded_kernel(
         tl.store(out_ptr + out_start + cols, slot, mask=in_region)
 
 
-def _workspace(out: torch.Tensor | None, tokens: int, k: int, like: torch.Tensor) -> torch.Tensor:
-    if out is None:
-        return torch.empty(tokens * k, dtype=torch.int32, device=like.device)
-    return out
-
-
 def mtp_guarded(
     sparse_kv_indptr: torch.Tensor,
     token_to_seq_idxs: torch.Tensor,
@@ -113,7 +107,7 @@ def mtp_guarded(
     num_tokens = sparse_kv_indptr.shape[0] - 1
     grid, warps = launch_shape(num_tokens, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
                                column_programs, sparse_kv_indptr.device)
-    out = _workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
+    out = workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
     if num_tokens > 0:
         _mtp_guarded_kernel[grid](
             sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
@@ -147,7 +141,7 @@ def mtp_unguarded(
     num_tokens = sparse_kv_indptr.shape[0] - 1
     grid, warps = launch_shape(num_tokens, NUM_TOPK_TOKENS, BLOCK_N, num_warps,
                                column_programs, sparse_kv_indptr.device)
-    out = _workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
+    out = workspace(out, num_tokens, NUM_TOPK_TOKENS, sparse_kv_indptr)
     if num_tokens > 0:
         _mtp_unguarded_kernel[grid](
             sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,

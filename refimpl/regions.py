@@ -28,7 +28,7 @@ def scatter_regions(
     device (an invalid lane reads an in-range slot, a lane outside ``out`` lands in a trash
     element) instead of being checked on the host, so the function is graph-capturable and
     costs no device-to-host copy. The bounds fold into two numbers per row, so each
-    [rows, width] pass is a single comparison: an eager call is about 30 small kernels.
+    [rows, width] pass is a single comparison: an eager call is about 35 small kernels.
     """
     rows, width = positions.shape
     device = positions.device
