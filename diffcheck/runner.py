@@ -86,10 +86,11 @@ class RunSettings:
         Uploaded once and kept for the last few cases: a case's jobs run one after another,
         and each stages it twice or more (fillings, reruns) besides its reference.
         """
+        intended = intended and case.intended is not None  # else it is the inputs: one upload
         key = (id(case), intended)
         kept = self._uploaded.get(key)
         if kept is None or kept[0] is not case:
-            source = case.intended if intended and case.intended is not None else case.inputs
+            source = case.intended if intended else case.inputs
             kept = (case, {n: t.to(self.device) for n, t in source.items()})
             if len(self._uploaded) >= UPLOADS_KEPT:
                 self._uploaded.pop(next(iter(self._uploaded)))

@@ -77,3 +77,10 @@ def test_worker_reports_its_start_and_case_rebuilds_for_the_breakdown():
     first, second = timings
     assert first["worker_start"] > 0 and "worker_start" not in second  # one start, told once
     assert {"cases", "calls", "references", "total"} <= first.keys() & second.keys()
+
+
+def test_a_well_formed_case_is_uploaded_once_for_its_inputs_and_its_reference():
+    # Its intended batch is its inputs: staging and the reference share one upload.
+    settings = RunSettings(CPU, "t", 0)
+    case = suite_cases("decode", "smoke")[0]
+    assert settings.on_device(case, intended=True) is settings.on_device(case)

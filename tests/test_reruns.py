@@ -25,3 +25,4 @@ def test_a_fault_during_a_rerun_is_a_fault_row():
     (row,) = run_cases(impl, [minus_one_case()], interpreter_check=False)
     assert row.status == "fault"
     assert "rerun of a filling" in row.error and "illegal memory access" in row.error
+
