@@ -19,6 +19,7 @@ the device's peak where it is known.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import statistics
 import time
@@ -88,12 +89,17 @@ def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4,
         path, "bench", 0, 0)
 
 
+def _region_lengths(case: Case) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The case's kernel inputs as arrays, and each output row's region length (<= K)."""
+    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
+    regions = t[get_path(case.path).regions].astype(np.int64)
+    return t, np.clip(regions[1:] - regions[:-1], 0, case.k)
+
+
 def gathered_slots(case: Case) -> list[np.ndarray]:
     """Per output row, the kv_indices elements its valid top-k entries gather (int64)."""
     spec = get_path(case.path)
-    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
-    regions = t[spec.regions].astype(np.int64)
-    lengths = np.clip(regions[1:] - regions[:-1], 0, case.k)
+    t, lengths = _region_lengths(case)
     if case.path == "decode":
         req = np.arange(lengths.size)
     else:
@@ -109,10 +115,7 @@ def gathered_slots(case: Case) -> list[np.ndarray]:
 
 def bytes_moved(case: Case) -> int:
     """The bytes a kernel must move for this case (gathers counted in 32-byte sectors)."""
-    spec = get_path(case.path)
-    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
-    regions = t[spec.regions].astype(np.int64)
-    lengths = np.clip(regions[1:] - regions[:-1], 0, case.k)
+    t, lengths = _region_lengths(case)
     if case.path == "decode":
         metadata = 3 * t["kv_indptr"].size * 4
     else:
@@ -232,30 +235,27 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
     return rows
 
 
+@functools.cache
 def _floor_kernels():
     """Two measuring kernels, defined on first use (after the interpreter is set up)."""
-    global _FLOORS
-    if _FLOORS is None:
-        import triton
-        import triton.language as tl
+    import triton
+    import triton.language as tl
 
-        @triton.jit
-        def gather(slots_ptr, kv_indices_ptr, out_ptr, n, BLOCK: tl.constexpr):
-            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-            inside = offs < n
-            slot_at = tl.load(slots_ptr + offs, mask=inside, other=0)
-            tl.store(out_ptr + offs, tl.load(kv_indices_ptr + slot_at, mask=inside), mask=inside)
+    @triton.jit
+    def gather(slots_ptr, kv_indices_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = offs < n
+        slot_at = tl.load(slots_ptr + offs, mask=inside, other=0)
+        tl.store(out_ptr + offs, tl.load(kv_indices_ptr + slot_at, mask=inside), mask=inside)
 
-        @triton.jit
-        def empty(out_ptr):
-            if tl.program_id(0) < 0:
-                tl.store(out_ptr, 0)
+    @triton.jit
+    def empty(out_ptr):
+        if tl.program_id(0) < 0:
+            tl.store(out_ptr, 0)
 
-        _FLOORS = (gather, empty)
-    return _FLOORS
+    return gather, empty
 
 
-_FLOORS = None
 #: items that bound a kernel from below rather than implement the path
 FLOOR_GATHER, FLOOR_LAUNCH = "floor:gather", "floor:launch"
 
@@ -305,15 +305,13 @@ def _ratios(rows: list[BenchRow]) -> None:
         if r.how in ("eager", "graph") and base is not None and r.item != base.item:
             r.versus, r.ratio = base.item, round(r.median_us / base.median_us, 3)
     graphs = [r for r in rows if r.how == "graph" and not r.item.startswith("floor:")]
+    if not graphs:
+        return
+    fastest = min(graphs, key=lambda g: g.median_us)
     for r in rows:
-        if r.item == FLOOR_GATHER and graphs:
-            fastest = min(graphs, key=lambda g: g.median_us)
+        if r.item == FLOOR_GATHER or r.how.startswith("reference"):
             r.versus = f"{fastest.item} (graph)"
-            r.ratio = round(r.median_us / fastest.median_us, 3)
-        if r.how.startswith("reference") and graphs:
-            fastest = min(graphs, key=lambda g: g.median_us)
-            r.versus = f"{fastest.item} (graph)"
-            r.ratio = round(r.median_us / fastest.median_us, 2)
+            r.ratio = round(r.median_us / fastest.median_us, 3 if r.item == FLOOR_GATHER else 2)
 
 
 @dataclass
