@@ -141,8 +141,9 @@ def arena_layout(device: torch.device, filling: str, spans: tuple[int, ...],
         at += 2 * margin + span
     margins = torch.stack(rows).to(device)
     pieces = tuple(piece for row in margins for piece in (row[:margin], row[margin:]))
-    layout = ArenaLayout(margin, spans, tuple(starts), margins, torch.cat(index).to(device), pieces,
-                    torch.full((spans[-1],), POISON, dtype=torch.int32, device=device))
+    poison = torch.full((spans[-1],), POISON, dtype=torch.int32, device=device)
+    layout = ArenaLayout(margin, spans, tuple(starts), margins, torch.cat(index).to(device),
+                         pieces, poison)
     if len(_ARENAS) >= _ARENAS_KEPT:
         _ARENAS.pop(next(iter(_ARENAS)))
     _ARENAS[key] = layout

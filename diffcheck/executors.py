@@ -185,10 +185,12 @@ def serve(conn: Connection, config: dict) -> None:
         recipe, impl, mode = message
         try:
             began = time.perf_counter()
-            case = built.get(recipe) if recipe[0] != "case" else None
+            # A case sent whole is itself the recipe and may not hash: it is never kept.
+            keep = recipe[0] != "case"
+            case = built.get(recipe) if keep else None
             if case is None:
                 case = rebuild(recipe)
-                if recipe[0] != "case":
+                if keep:
                     built = {recipe: case}  # keep one: production cases are large
             rebuilt = time.perf_counter() - began
             outcomes = run_job(Job(case, impl, mode), settings)
