@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from diffcheck import backend
+from diffcheck import backend, session
 from diffcheck import modes as mode_registry
-from diffcheck.executors import run_all, settings_for
+from diffcheck.executors import settings_for
 from diffcheck.report import frame
 from diffcheck.selection import select
 from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
@@ -37,8 +37,8 @@ def _target(impl: str | Callable) -> str:
 def check(
     impl: str | Callable,
     path: str,
-    suites: Sequence[str] = ("smoke", "edge"),
-    modes: str = "eager",
+    suites: Sequence[str] | None = None,
+    modes: str = "all",
     *,
     device: str = "auto",
     invalid_fill: int = 0,
@@ -51,15 +51,22 @@ def check(
     """Run ``suites`` (and stored ``cases``) of ``path`` over ``impl``; one row per check.
 
     ``impl`` is a registered name, ``module:function``, ``file.py:function`` or a module-level
-    function; ``modes`` is eager, capture, replay, graph or all.
+    function; ``suites`` default to the CLI's (see README: they catch the known bug classes);
+    ``modes`` is eager, capture, replay, graph or all (the default). A run that could not
+    write every row raises instead of returning a partial report.
     """
     dev = backend.resolve(device)
     backend.prepare(dev)
-    selection = select(path, [_target(impl)], list(suites), list(cases), [],
+    selection = select(path, [_target(impl)], list(suites or []), list(cases), [],
                        mode_registry.select(modes), seed, invalid_fill, None, graph_size)
     settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
                             isolation=isolation)
-    return frame(run_all(selection.jobs(), settings))
+    result = session.run(selection, settings)
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt(result.ending())
+    if not result.complete:
+        raise RuntimeError(f"diffcheck {result.ending()}")
+    return frame(result.rows)
 
 
 def failing(report: pd.DataFrame, fail_on: str | None = None) -> pd.DataFrame:

@@ -80,6 +80,38 @@ def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
         builder.options = saved
 
 
+#: orders in which the interpreter runs a grid's programs (a GPU runs them in no fixed order)
+ORDERS = ("launched", "reversed")
+
+
+@contextlib.contextmanager
+def program_order(device: torch.device, order: str) -> Iterator[None]:
+    """On the interpreter, run every grid's programs in ``order``: as launched or reversed.
+
+    Two programs that write one element race on a GPU, while the interpreter always lets the
+    same one win; a case run once each way makes such writes disagree on the CPU too.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown program order {order!r}; known: {', '.join(ORDERS)}")
+    if not interpreted(device) or order == "launched":
+        yield
+        return
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    set_index = type(builder).set_grid_idx
+
+    def reversed_index(x: int, y: int, z: int) -> None:
+        nx, ny, nz = builder.grid_dim
+        set_index(builder, nx - 1 - x, ny - 1 - y, nz - 1 - z)
+
+    builder.set_grid_idx = reversed_index
+    try:
+        yield
+    finally:
+        del builder.set_grid_idx
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -5,6 +5,10 @@ poisoned with POISON before a call, so unwritten region elements, writes outside
 and writes past the workspace are all visible afterwards. The margin of a buffer is at least
 one full row of the widest top-k buffer, so off-by-a-row and off-by-a-tile reads stay inside it.
 
+Everything staged but the output is also kept as staged (``Staged.expected``): after every call
+one comparison over the allocation finds writes into the margins (out-of-bounds writes) and
+into the inputs (kernels must treat their inputs as read-only).
+
 Two fillings of the margins exist: ``constant`` (MARGIN_VALUE everywhere) and ``tags`` (each
 element names its buffer and offset, see diffcheck.tags). Running a case under both finds
 out-of-bounds reads whose values reach the output.
@@ -37,6 +41,8 @@ class Buffer:
     #: the margins as staged (before, then after), to find writes into them; shared between
     #: stagings, so never written
     pristine: torch.Tensor | None = None
+    #: the whole buffer's shape (a strided view's is wider than the view)
+    shape: tuple[int, ...] = ()
 
     def before(self) -> torch.Tensor:
         return self.alloc[: self.margin]
@@ -53,6 +59,8 @@ class Staged:
     out: Buffer
     arena: torch.Tensor
     layout: ArenaLayout
+    #: the allocation as staged (inputs and margins; a replay step's load updates it)
+    expected: torch.Tensor
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]
@@ -84,6 +92,19 @@ class Staged:
                                  f"captured buffer {buf.span}; steps of one graph size need "
                                  "the graph's shapes")
             buf.alloc[buf.margin : buf.margin + buf.span].copy_(source.reshape(-1))
+            start = self.layout.starts[self.names().index(name)] + buf.margin
+            self.expected[start : start + buf.span].copy_(source.reshape(-1))
+
+    def out_span(self) -> tuple[int, int]:
+        """Where the output workspace itself lies in the allocation: [start, end)."""
+        start = self.layout.starts[-1] + self.out.margin
+        return start, start + self.out.span
+
+    def restore(self) -> None:
+        """Put the staged inputs and margins back (the output is left as it is)."""
+        start, end = self.out_span()
+        self.arena[:start].copy_(self.expected[:start])
+        self.arena[end:].copy_(self.expected[end:])
 
 
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
@@ -182,5 +203,6 @@ def stage(
         view = alloc[margin : margin + span].view(shape)
         if name in columns:
             view = view[:, : columns[name]]
-        buffers.append(Buffer(name, alloc, margin, span, view, pristine=layout.margins[i]))
-    return Staged({b.name: b for b in buffers[:-1]}, buffers[-1], arena, layout)
+        buffers.append(Buffer(name, alloc, margin, span, view, pristine=layout.margins[i],
+                              shape=tuple(shape)))
+    return Staged({b.name: b for b in buffers[:-1]}, buffers[-1], arena, layout, arena.clone())

@@ -3,6 +3,7 @@ small enough to append to a CI step summary whatever the run size."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,16 +22,27 @@ def _text(value: object) -> str:
 
 
 def write_junit(report: pd.DataFrame, path: str | Path,
-                fail_on: frozenset[Status] = DEFAULT_FAIL_ON) -> Path:
-    """One <testcase> per row: classname path.implementation.mode, name the case id."""
+                fail_on: frozenset[Status] = DEFAULT_FAIL_ON, ending: str = "") -> Path:
+    """One <testcase> per row: classname path.implementation.mode, name the case id.
+
+    ``ending`` says why a run did not write every row ("interrupted after 107 of 156 rows");
+    it becomes an <error> of its own, so an incomplete run never reads as passed.
+    """
     statuses = [Status(s) for s in report["status"]]
     failures = sum(s in fail_on and s not in BROKEN for s in statuses)
-    errors = sum(s in fail_on and s in BROKEN for s in statuses)
+    errors = sum(s in fail_on and s in BROKEN for s in statuses) + bool(ending)
     seconds = f"{report['elapsed_ms'].fillna(0).sum() / 1e3:.3f}" if len(report) else "0"
-    root = ET.Element("testsuites", name="diffcheck", tests=str(len(report)),
+    tests = str(len(report) + bool(ending))
+    root = ET.Element("testsuites", name="diffcheck", tests=tests,
                       failures=str(failures), errors=str(errors), time=seconds)
-    suite = ET.SubElement(root, "testsuite", name="diffcheck", tests=str(len(report)),
+    suite = ET.SubElement(root, "testsuite", name="diffcheck", tests=tests,
                           failures=str(failures), errors=str(errors), skipped="0", time=seconds)
+    if ending:
+        case = ET.SubElement(suite, "testcase", classname="diffcheck", name="run complete",
+                             time="0")
+        ET.SubElement(case, "error", type="incomplete",
+                      message=f"the run is incomplete: {ending}").text = (
+            f"diffcheck {ending}: the rows it did not run were not checked")
     for row, status in zip(report.itertuples(index=False), statuses, strict=True):
         case = ET.SubElement(suite, "testcase", classname=f"{row.path}.{row.implementation}."
                              f"{row.mode}", name=str(row.case_id),
@@ -46,17 +58,24 @@ def write_junit(report: pd.DataFrame, path: str | Path,
             ET.SubElement(case, "system-out").text = f"{status.value} (not failing): {body}"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    ET.ElementTree(root).write(partial, encoding="utf-8", xml_declaration=True)
+    os.replace(partial, path)  # never a half-written file, whoever reads it
     return path
 
 
 def markdown_summary(report: pd.DataFrame, fail_on: frozenset[Status] = DEFAULT_FAIL_ON,
-                     worst: int = 15, limit: int = MARKDOWN_LIMIT) -> str:
+                     worst: int = 15, limit: int = MARKDOWN_LIMIT, ending: str = "") -> str:
     """Counts by path x implementation x mode x status, then the worst rows with their
-    reproduce commands; cut to stay under ``limit`` bytes."""
+    reproduce commands; cut to stay under ``limit`` bytes. ``ending`` says why the run did
+    not write every row: such a run is INCOMPLETE, never passed."""
     failing = report[report["status"].isin([s.value for s in fail_on])]
-    verdict = "FAILED" if len(failing) else "passed"
-    lines = [f"## diffcheck: {verdict} ({len(report)} rows, {len(failing)} failing)", ""]
+    if ending:
+        headline = f"INCOMPLETE: {ending}, {len(failing)} failing"
+    else:
+        verdict = "FAILED" if len(failing) else "passed"
+        headline = f"{verdict} ({len(report)} rows, {len(failing)} failing)"
+    lines = [f"## diffcheck: {headline}", ""]
     present = [s.value for s in ORDER if s.value in set(report["status"])]
     if len(report):
         table = pd.crosstab([report["path"], report["implementation"], report["mode"]],
@@ -84,3 +103,37 @@ def markdown_summary(report: pd.DataFrame, fail_on: frozenset[Status] = DEFAULT_
             lines += entry
     text = "\n".join(lines) + "\n"
     return text.encode()[:limit].decode(errors="ignore")
+
+
+class JUnitSink:
+    """Writes the JUnit XML of the run's rows when the run ends, however it ends."""
+
+    def __init__(self, path: Path, fail_on: frozenset[Status]) -> None:
+        self.path, self.fail_on = path, fail_on
+
+    def write(self, outcome) -> None:
+        pass
+
+    def finish(self, result) -> None:
+        from diffcheck.report import frame
+
+        write_junit(frame(result.rows), self.path, self.fail_on, result.ending())
+
+
+class SummarySink:
+    """Appends the markdown summary (a CI step summary may hold other steps) when the run
+    ends, however it ends."""
+
+    def __init__(self, path: Path, fail_on: frozenset[Status]) -> None:
+        self.path, self.fail_on = path, fail_on
+
+    def write(self, outcome) -> None:
+        pass
+
+    def finish(self, result) -> None:
+        from diffcheck.report import frame
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(markdown_summary(frame(result.rows), self.fail_on,
+                                     ending=result.ending()))

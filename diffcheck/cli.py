@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from diffcheck.errors import (
     DeviceError,
@@ -22,7 +23,39 @@ from diffcheck.errors import (
     UsageError,
 )
 
+#: click's usage error (vendored by newer typers), found through what typer exports
+_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Commands(TyperGroup):
+    """Click reports a usage error (unknown option, bad value, extra argument) as a panel
+    and exits 2; diffcheck says it in one line and exits 4, as for every usage error."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except _ClickUsageError as e:
+            _usage_error(e)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _ClickUsageError as e:
+            _usage_error(e)
+
+
+def _usage_error(e) -> None:
+    where = e.ctx.command_path if e.ctx is not None else "diffcheck"
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare `diffcheck`: its help
+        e.exit_code = ExitCode.USAGE
+        raise e
+    message = " ".join(e.format_message().split())
+    _err(f"{where}: {message} (see '{where} --help')")
+    raise typer.Exit(ExitCode.USAGE)
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     help="Differential verification of sparse-attention index kernels against a pure-torch "
@@ -87,8 +120,15 @@ def compare(
         list[str] | None,
         typer.Option(help="Named suite (repeatable); default smoke unless --cases is given."),
     ] = None,
+    case_paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Stored case files (.npz) or folders of them, like --cases.",
+                       show_default=False),
+    ] = None,
     cases: Annotated[
-        list[Path] | None, typer.Option(help="Stored case file .npz (repeatable).")
+        list[Path] | None,
+        typer.Option(help="Stored case file .npz, or a folder of them (repeatable; more files "
+                     "may follow: --cases a.npz b.npz)."),
     ] = None,
     case: Annotated[
         list[str] | None,
@@ -175,70 +215,81 @@ def compare(
     Exit codes: 0 all passed, 1 some row failed, 2 interrupted, 3 internal error,
     4 usage or input error, 5 nothing selected.
     """
-    from diffcheck import backend, modes
-    from diffcheck.executors import Interrupted, run_all, settings_for
+    from diffcheck import backend, modes, session
+    from diffcheck.ci_formats import JUnitSink, SummarySink
+    from diffcheck.executors import settings_for
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
-    from diffcheck.selection import parse_shard, select
-    from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
+    from diffcheck.selection import case_files, parse_shard, select
 
-    try:
-        failing = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
-    except ValueError as e:
-        raise UsageError(f"--fail-on: {e}") from None
+    failing = _fail_on(fail_on)
     if fillings not in (1, 2):
         raise UsageError(f"--fillings must be 1 or 2, got {fillings}")
     if invalid_fill not in (None, 0, -1):
         raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
-    if timeout < 0:
-        raise UsageError(f"--timeout must be 0 (no limit) or positive, got {timeout:g}")
+    if not (timeout == 0 or 0 < timeout < float("inf")):  # nan, inf and negatives
+        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
+                         f"got {timeout:g}")
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
+    inputs = case_files([*(cases or []), *(case_paths or [])])
+    outputs = session.check_outputs({"--report": report, "--details": details,
+                                     "--junit": junit, "--summary-md": summary_md}, inputs)
     dev = backend.resolve(device)
     backend.prepare(dev)
     generating = time.perf_counter()
     chosen = select(
-        path, impl or [], suite or [], [str(p) for p in cases or []], case or [],
+        path, impl or [], suite or [], [str(p) for p in inputs], case or [],
         modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
         graph_size, parse_shard(shard),
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
                             timeout, isolation)
-    jobs = chosen.jobs()
-    writer = ReportWriter(report)
-    detail_writer = DetailsWriter(details, details_max) if details else None
+    sinks = [ReportWriter(outputs["--report"])]
+    if details is not None:
+        sinks.append(DetailsWriter(outputs["--details"], details_max))
+    if junit is not None:
+        sinks.append(JUnitSink(outputs["--junit"], failing))
+    if summary_md is not None:
+        sinks.append(SummarySink(outputs["--summary-md"], failing))
     started = time.perf_counter()
     total = chosen.rows()
+    where = backend.describe(dev)
+    isolated = ", one worker process at a time" if settings.isolation == "process" else ""
     typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
-               f"{len(chosen.modes)} modes = {total} rows on {backend.describe(dev)}"
-               f"{', one worker process at a time' if settings.isolation == 'process' else ''}",
-               err=True)
-    with _progress(len(jobs), enabled=True) as bar:
+               f"{len(chosen.modes)} modes = {total} rows on {where}{isolated}", err=True)
+    with _progress(total, enabled=True) as bar:
         task = bar.add_task("comparing", total=total)
-
-        timings: list[tuple[str, dict]] = []
-
-        def on_outcome(outcome) -> None:
-            if outcome.timing:
-                timings.append((outcome.row.implementation, outcome.timing))
-            writer.write(outcome.row)
-            if detail_writer is not None:
-                detail_writer.write(outcome.row, outcome.findings)
-            bar.advance(task)
-
-        try:
-            rows = run_all(jobs, settings, on_outcome)
-        except Interrupted as stop:
-            _write_ci_reports(stop.rows, junit, summary_md, failing)
-            _err(f"interrupted after {len(stop.rows)} of {total} rows; report: {report}")
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
-    _write_ci_reports(rows, junit, summary_md, failing)
+        result = session.run(chosen, settings, sinks, lambda outcome: bar.advance(task))
+    report_line = f"report: {outputs['--report']} ({len(result.rows)} rows)"
+    if result.stopped == "interrupted":
+        _err(f"{result.ending()}; {report_line}")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    if not result.complete:
+        _err(f"internal error: the run {result.ending()}; {report_line}")
+        raise typer.Exit(ExitCode.INTERNAL)
     if not quiet:
-        typer.echo(summarize(rows, failing))
-    typer.echo(f"report: {report} ({len(rows)} rows)", err=True)
-    typer.echo(_breakdown(time.perf_counter() - started, started - generating, timings),
+        typer.echo(summarize(result.rows, failing))
+    typer.echo(report_line, err=True)
+    typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings),
                err=True)
-    if any(Status(r.status) in failing for r in rows):
+    if result.failed(failing):
         raise typer.Exit(ExitCode.FAILURES)
+
+
+def _fail_on(text: str):
+    """--fail-on: the statuses that fail a run (default: mismatch and everything worse)."""
+    from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses
+
+    if not text:
+        return DEFAULT_FAIL_ON
+    try:
+        chosen = parse_statuses(text)
+    except ValueError as e:
+        raise UsageError(f"--fail-on: {e}") from None
+    if not chosen:
+        raise UsageError(f"--fail-on {text!r} names no status; list statuses such as "
+                         "mismatch,oob_read")
+    return chosen
 
 
 def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) -> str:
@@ -262,22 +313,6 @@ def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) 
             f"{first_extra:.1f} s more than typical), references {references:.1f} s, staging "
             f"and checks {max(jobs - calls - references, 0.0):.1f} s, other (messages, "
             f"reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
-
-
-def _write_ci_reports(rows, junit: Path | None, summary_md: Path | None, failing) -> None:
-    """JUnit XML and the markdown summary of the rows finished so far (when asked for)."""
-    if junit is None and summary_md is None:
-        return
-    from diffcheck.ci_formats import markdown_summary, write_junit
-    from diffcheck.report import frame
-
-    df = frame(rows)
-    if junit is not None:
-        write_junit(df, junit, failing)
-    if summary_md is not None:
-        summary_md.parent.mkdir(parents=True, exist_ok=True)
-        with summary_md.open("a") as f:  # append: $GITHUB_STEP_SUMMARY may hold other steps
-            f.write(markdown_summary(df, failing))
 
 
 @app.command("list")
@@ -346,7 +381,7 @@ def main() -> None:
     app()
 
 
-report_app = typer.Typer(no_args_is_help=True,
+report_app = typer.Typer(cls=_Commands, no_args_is_help=True,
                          help="Read saved CSV reports: summarize, regress (the gate), merge.")
 app.add_typer(report_app, name="report")
 
@@ -360,13 +395,8 @@ def report_summarize(
     """Print the markdown summary of a saved report (the same as --summary-md writes)."""
     from diffcheck.ci_formats import markdown_summary
     from diffcheck.regress import load
-    from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses
 
-    try:
-        failing = parse_statuses(fail_on) if fail_on else DEFAULT_FAIL_ON
-    except ValueError as e:
-        raise UsageError(f"--fail-on: {e}") from None
-    typer.echo(markdown_summary(load(report), failing), nl=False)
+    typer.echo(markdown_summary(load(report), _fail_on(fail_on)), nl=False)
 
 
 @report_app.command("regress")

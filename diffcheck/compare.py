@@ -42,11 +42,14 @@ class Finding:
     location: str
     expected: int | None = None
     actual: int | None = None
-    #: how an out-of-bounds access was found: interpreter, redzone-tag, redzone-diff,
-    #: redzone-write
+    #: how it was found: interpreter, redzone-tag, redzone-diff, redzone-write (an
+    #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism)
     found_by: str = ""
     #: the first few elements or accesses, for --details
     examples: tuple[Example, ...] = ()
+    #: which call or run showed it, when not the row's own first call ("warm-up call",
+    #: "run 2 (tags filling, programs reversed)"); empty for the row's first call
+    when: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,37 +91,65 @@ def _found(mask: torch.Tensor) -> tuple[int, list[int]]:
     return hits.numel(), hits[:EXAMPLES].tolist()
 
 
-def margin_writes(buf: Buffer) -> Finding | None:
-    """Writes into the margins of one allocation: out-of-bounds writes."""
-    now = torch.cat([buf.before(), buf.after()])
-    count, hits = _found(now != buf.pristine)
-    if not count:
-        return None
-    examples = []
-    for i in hits:
-        offset = i - buf.margin if i < buf.margin else buf.span + i - buf.margin
-        examples.append(Example(buf.name, offset, out_of_bounds_label(buf.name, offset, buf.span),
-                                int(buf.pristine[i]), int(now[i])))
-    first = examples[0]
-    return Finding(Status.OOB_WRITE, buf.name, count, first.offset, first.location,
-                   None, first.actual, found_by="redzone-write", examples=tuple(examples))
+def element_label(buf: Buffer, offset: int) -> str:
+    """``kv_indices[17]``, or ``token_indices[3, 17]`` for a 2-D buffer (its whole width)."""
+    if len(buf.shape) == 2 and buf.shape[1] > 0:
+        return f"{buf.name}[{offset // buf.shape[1]}, {offset % buf.shape[1]}]"
+    return f"{buf.name}[{offset}]"
 
 
-def margins_changed(staged: Staged, restore: bool = False) -> list[Finding]:
-    """Out-of-bounds writes into the margins of every staged buffer; ``restore`` resets them
-    (between the steps of a replay, so each step is judged on its own writes)."""
-    # All margins have one size: one comparison and one host synchronisation for all buffers;
-    # only a changed one is looked at closely.
-    counts = (staged.margins_now() != staged.margins_staged()).sum(dim=1).tolist()
-    changed = dict(zip(staged.names(), counts, strict=True))
+def writes_outside_out(staged: Staged, when: str = "") -> list[Finding]:
+    """Writes since staging anywhere but the output workspace: into a margin (out-of-bounds
+    write) or into an input buffer (input write: inputs are read-only).
+
+    One comparison over the whole allocation and one host synchronisation when nothing
+    changed; only a changed buffer is looked at closely. The staged values are put back, so
+    the next call (a replay step, a rerun, the eager call after a replay) is judged on its own
+    writes and sees the inputs it should.
+    """
+    start, end = staged.out_span()
+    changed = staged.arena != staged.expected
+    changed[start:end] = False
+    if not bool(changed.any()):
+        return []
+    parts = []
+    for i, buf in enumerate(staged.all()):
+        base, span, m = staged.layout.starts[i], buf.span, buf.margin
+        parts.append((buf, base, changed[base : base + m], changed[base + m : base + m + span],
+                      changed[base + m + span : base + 2 * m + span]))
+    counts = torch.stack([torch.stack([a.sum(), b.sum(), c.sum()])
+                          for _, _, a, b, c in parts]).tolist()
     findings = []
-    for buf in (staged.out, *staged.buffers.values()):  # out first: the usual culprit
-        finding = margin_writes(buf) if changed[buf.name] else None
-        if finding is not None:
-            findings.append(finding)
-            if restore:
-                buf.alloc[: buf.margin] = buf.pristine[: buf.margin]
-                buf.alloc[buf.margin + buf.span :] = buf.pristine[buf.margin :]
+    for (buf, base, before, inside, after), (n_before, n_inside, n_after) in zip(
+            parts, counts, strict=True):
+        now, was = staged.arena[base : base + 2 * buf.margin + buf.span], \
+            staged.expected[base : base + 2 * buf.margin + buf.span]
+        if n_before or n_after:
+            hits = torch.cat([torch.nonzero(before).flatten(),
+                              torch.nonzero(after).flatten() + buf.margin + buf.span])
+            examples = []
+            for i in hits[:EXAMPLES].tolist():
+                offset = i - buf.margin
+                examples.append(Example(buf.name, offset,
+                                        out_of_bounds_label(buf.name, offset, buf.span),
+                                        int(was[i]), int(now[i])))
+            first = examples[0]
+            findings.append(Finding(Status.OOB_WRITE, buf.name, n_before + n_after,
+                                    first.offset, first.location, first.expected, first.actual,
+                                    found_by="redzone-write", examples=tuple(examples),
+                                    when=when))
+        if n_inside:
+            hits = torch.nonzero(inside).flatten()[:EXAMPLES].tolist()
+            examples = tuple(Example(buf.name, i, element_label(buf, i),
+                                     int(was[buf.margin + i]), int(now[buf.margin + i]))
+                             for i in hits)
+            first = examples[0]
+            findings.append(Finding(Status.INPUT_WRITE, buf.name, n_inside, first.offset,
+                                    first.location, first.expected, first.actual,
+                                    found_by="staged-copy", examples=examples, when=when))
+    staged.restore()
+    # the output's own margins first: the usual culprit
+    findings.sort(key=lambda f: (f.kind != Status.OOB_WRITE, f.buffer != "out"))
     return findings
 
 
@@ -128,9 +159,10 @@ def compare_output(
     mask: torch.Tensor,
     locate: RegionLocator,
     well_formed: bool,
-    margins: list[Finding] = (),
-) -> Comparison:
-    """Compare every region element exactly; anything changed outside the regions is found."""
+    when: str = "",
+) -> tuple[int, list[Finding]]:
+    """Compare every region element exactly; anything changed outside the regions is found.
+    Returns the number of region elements checked and the findings."""
     out = out.reshape(-1)
     findings = []
     differs = (out != expected) & mask
@@ -144,14 +176,15 @@ def compare_output(
                          for i in hits)
         first = hits[0]
         findings.append(Finding(kind, "out", count, first, locate(first),
-                                int(expected[first]), int(out[first]), examples=examples))
+                                int(expected[first]), int(out[first]), examples=examples,
+                                when=when))
     if n_stray:
         count, hits = _found(stray)
         examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in hits)
         first = hits[0]
         findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
-                                POISON, int(out[first]), examples=examples))
-    return Comparison(int(checked), tuple(findings) + tuple(margins))
+                                POISON, int(out[first]), examples=examples, when=when))
+    return int(checked), findings
 
 
 def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator) -> Finding | None:
@@ -166,8 +199,26 @@ def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator)
                    first.expected, first.actual, examples=examples)
 
 
+def nondeterministic(first: torch.Tensor, again: torch.Tensor, locate: RegionLocator,
+                     when: str) -> Finding | None:
+    """Two runs on identical inputs (same red zones) whose outputs differ."""
+    first, again = first.reshape(-1), again.reshape(-1)
+    count, hits = _found(first != again)
+    if not count:
+        return None
+    examples = tuple(Example("out", i, locate(i), int(first[i]), int(again[i])) for i in hits)
+    head = examples[0]
+    return Finding(Status.NONDETERMINISTIC, "out", count, head.offset, head.location,
+                   head.expected, head.actual, found_by="reruns", examples=examples, when=when)
+
+
 def describe(finding: Finding, checked: int) -> str:
     """One line for a person, in the style of torch.testing.assert_close."""
+    text = _describe(finding, checked)
+    return f"{text} ({finding.when})" if finding.when else text
+
+
+def _describe(finding: Finding, checked: int) -> str:
     if finding.kind in (Status.MISMATCH, Status.STALE_SENSITIVE):
         share = f" ({100 * finding.count / checked:.1f}%)" if checked else ""
         return (f"Mismatched elements: {finding.count} / {checked}{share}, first at "
@@ -179,9 +230,17 @@ def describe(finding: Finding, checked: int) -> str:
         now = f", now {finding.actual}" if finding.actual is not None else ""
         return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
                 f"found by {finding.found_by}")
+    if finding.kind == Status.INPUT_WRITE:
+        return (f"Input written: {finding.count} elements of {finding.buffer} changed, first "
+                f"{finding.location}: was {finding.expected}, now {finding.actual} (inputs "
+                "are read-only)")
     if finding.kind == Status.OOB_READ:
         return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
                 f"found by {finding.found_by}")
+    if finding.kind == Status.NONDETERMINISTIC:
+        return (f"Not deterministic: {finding.count} elements differ between runs on identical "
+                f"inputs, first at {finding.location}: {finding.expected} then "
+                f"{finding.actual} (racing writes, or state kept between calls)")
     if finding.kind == Status.DIVERGENCE:
         return (f"Replay differs from eager on the same inputs: {finding.count} elements, first "
                 f"at {finding.location}: eager {finding.expected}, replay {finding.actual}")

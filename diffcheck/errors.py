@@ -54,3 +54,8 @@ class NothingSelectedError(DiffcheckError):
     """The filters selected no rows; widen --path, --impl, --suite, --case or --max-cases."""
 
     exit_code = ExitCode.NO_ROWS
+
+
+class CaseTimeout(BaseException):
+    """Raised by the in-process timer; a BaseException so no ``except Exception`` of a kernel
+    wrapper (or of diffcheck's guard around it) eats it."""

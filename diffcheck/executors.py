@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 import torch
 
 from diffcheck.case import Case, Scenario, load_case
-from diffcheck.errors import DeviceError, UsageError
+from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.report import ReportRow
 from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
@@ -38,13 +38,12 @@ WORKER_START_LIMIT = 180.0
 
 
 def resolve_isolation(name: str, settings: RunSettings) -> str:
-    """``auto``: a worker process wherever a kernel can take the process down with it."""
+    """``auto`` is a worker process: any kernel can end the process it runs in (``os._exit``,
+    a signal, a wild access with the interpreter check off, a device fault), and only a
+    process of its own turns that into a row while the run goes on."""
     if name not in ISOLATIONS:
         raise ValueError(f"unknown isolation '{name}'; known: {', '.join(ISOLATIONS)}")
-    if name != "auto":
-        return name
-    crashable = settings.device.type != "cpu" or not settings.interpreter_check
-    return "process" if crashable else "none"
+    return "process" if name == "auto" else name
 
 
 def settings_for(
@@ -71,10 +70,6 @@ class Interrupted(Exception):
     def __init__(self, rows: list[ReportRow]) -> None:
         super().__init__(f"interrupted after {len(rows)} rows")
         self.rows = rows
-
-
-class CaseTimeout(BaseException):
-    """Raised by the in-process timer; a BaseException so no ``except Exception`` eats it."""
 
 
 @contextlib.contextmanager

@@ -8,8 +8,11 @@
   buffers, the output poisoned, the graph replayed.
 
 Capture and replay also call the implementation eagerly on the same inputs, so a replay that
-differs from eager is found (``divergence``). A mode yields each Step while the staged buffers
-still hold its state; the runner compares it before asking for the next.
+differs from eager is found (``divergence``). Every call, whatever it is for (a warm-up, a
+capture, a replay, the eager call after a replay), is followed by the same check of the
+allocation: margins and inputs must be as staged. Its findings belong to the row the call
+serves (setup calls to the first row after them). A mode yields each Step while the staged
+buffers still hold its state; the runner compares it before asking for the next.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import torch
 from diffcheck import backend
 from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
-from diffcheck.compare import Finding, margins_changed
+from diffcheck.compare import Finding, writes_outside_out
 from diffcheck.errors import UsageError
 from diffcheck.graphs import new_graph
+from diffcheck.status import Status
 
 #: stage(case, filling) -> the case's buffers, red-zoned, output poisoned
 Stager = Callable[[Case], Staged]
@@ -36,16 +40,20 @@ Binder = Callable[[Staged], Callable[[], object]]
 
 @dataclass
 class Step:
-    """One compared output: the case it is judged as, and what the call left behind."""
+    """One compared output: the case it is judged as, and what the calls left behind."""
 
     case: Case
     staged: Staged | None = None
     #: the output after the call (a copy: a replay reuses the buffers for the next step)
     out: torch.Tensor | None = None
-    margins: list[Finding] = field(default_factory=list)
+    #: writes outside the output (margins, inputs) of every call that served this row
+    findings: list[Finding] = field(default_factory=list)
     #: output of an eager call on the same inputs (capture and replay), for divergence
     eager_out: torch.Tensor | None = None
     error: str = ""
+    #: the status an error gives the row: error (the implementation raised) or fault (it
+    #: ended the process, or the device)
+    ends_as: Status = Status.ERROR
     #: the error was a device fault: nothing more may run in this process's context
     fault: bool = False
     #: interpreter sandbox accesses since the previous Step (set by the runner)
@@ -70,32 +78,46 @@ class Mode:
         raise NotImplementedError
 
 
+def _checked(step: Step, staged: Staged, when: str, action: Callable[[], object],
+             guard: Callable) -> bool:
+    """Run one call (or replay), then check that margins and inputs are as staged (and put
+    them back). False when it raised; after a device fault nothing more is touched."""
+    done = guard(step, action)
+    if not step.fault:
+        step.findings += writes_outside_out(staged, when)
+    return done
+
+
 def _finish(step: Step, staged: Staged, start: float) -> Step:
-    """Keep the step's output and margin writes; after a device fault touch nothing more."""
+    """Keep the step's output; after a device fault touch nothing more."""
     step.elapsed_ms = (time.perf_counter() - start) * 1e3
     if step.fault:
         return step
     step.staged = staged
     step.out = staged.out.view.clone()
-    step.margins = margins_changed(staged, restore=True)
     return step
 
 
 def _call_eagerly(staged: Staged, call: Callable[[], object], device: torch.device,
-                  step: Step, guard: Callable) -> bool:
-    """Poison the output, call, wait for the device; False when the call raised."""
+                  step: Step, guard: Callable, when: str = "") -> bool:
+    """Poison the output, call, wait for the device, check the allocation; False when the
+    call raised."""
     staged.poison_out()
-    return guard(step, lambda: (call(), backend.synchronize(device)))
+    return _checked(step, staged, when, lambda: (call(), backend.synchronize(device)), guard)
 
 
 def _eager_output(staged: Staged, call: Callable[[], object], device: torch.device,
-                  step: Step, guard: Callable) -> torch.Tensor | None:
-    """The output of a plain call on the current inputs (margins restored after it)."""
-    if not _call_eagerly(staged, call, device, step, guard):
+                  step: Step, guard: Callable, when: str) -> torch.Tensor | None:
+    """The output of a plain call on the current inputs."""
+    if not _call_eagerly(staged, call, device, step, guard, when):
         return None
-    out = staged.out.view.clone()
-    margins_changed(staged, restore=True)
-    return out
+    return staged.out.view.clone()
+
+
+def _replayed(staged: Staged, graph, device: torch.device, step: Step, guard: Callable,
+              when: str = "") -> bool:
+    staged.poison_out()
+    return _checked(step, staged, when, graph.replay, guard)
 
 
 class _OneCallPerCase(Mode):
@@ -133,12 +155,13 @@ class Capture(_OneCallPerCase):
 
     def issue(self, step, staged, call, device, guard):
         # The warm-up (Triton compiles on a first call) is also the eager output for
-        # divergence; its margin writes are redone, and found, by the replay.
-        step.eager_out = _eager_output(staged, call, device, step, guard)
+        # divergence.
+        step.eager_out = _eager_output(staged, call, device, step, guard,
+                                       "the warm-up call before capture")
         graph = new_graph(device)
-        if step.eager_out is not None and guard(step, lambda: graph.capture(call)):
-            staged.poison_out()
-            guard(step, graph.replay)
+        if step.eager_out is not None and _checked(step, staged, "capture",
+                                                   lambda: graph.capture(call), guard):
+            _replayed(staged, graph, device, step, guard)
 
 
 class Replay(Mode):
@@ -161,30 +184,38 @@ class Replay(Mode):
             staged = stage(first)
             call = bind(staged)
             graph = new_graph(device)
-            if _eager_output(staged, call, device, setup, guard) is None:
+            if _eager_output(staged, call, device, setup, guard,
+                             f"the warm-up call before capturing the graph of {size}") is None:
                 break
-            if not guard(setup, lambda graph=graph, call=call: graph.capture(call)):
+            if not _checked(setup, staged, f"capturing the graph of {size}",
+                            lambda graph=graph, call=call: graph.capture(call), guard):
                 break
             graphs[size] = (staged, call, graph)
-        for case in target.steps[1:]:
+        for n, case in enumerate(target.steps[1:]):
             step, start = Step(case), time.perf_counter()
+            if n == 0:
+                step.findings = setup.findings
             if setup.error:
                 step.error, step.fault = f"capture failed: {setup.error}", setup.fault
+                step.ends_as = setup.ends_as
                 yield step
                 continue
             staged, call, graph = graphs[target.graph_size(case)]
             staged.load(case.inputs)  # what the engine copies (and leaves stale) this step
-            staged.poison_out()
-            guard(step, graph.replay)
+            _replayed(staged, graph, device, step, guard)
             done = _finish(step, staged, start)
             if step.fault:
                 yield done
                 return
             if not step.error and compare_eager:
                 probe = Step(case)
-                done.eager_out = _eager_output(staged, call, device, probe, guard)
-                if probe.fault:  # the eager call on the same inputs took the device down
-                    done.error, done.fault = f"eager call after replay: {probe.error}", True
+                done.eager_out = _eager_output(staged, call, device, probe, guard,
+                                               "the eager call on the same inputs")
+                done.findings += probe.findings
+                if probe.error:  # it raised (or took the device down) on the same inputs
+                    done.error, done.fault = f"eager call after replay: {probe.error}", probe.fault
+                    done.ends_as = probe.ends_as
+                if probe.fault:
                     yield done
                     return
             yield done

@@ -43,37 +43,63 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
     return findings
 
 
+def tag_label(buffers: list[Buffer], buffer_id: int, offset: int) -> str:
+    """Where a tag read from the red zone of ``buffers[buffer_id]`` at ``offset`` came from.
+
+    Buffers sit margin to margin in one allocation, so a tag in a margin that touches a
+    neighbour's margin may also be a read far past (or before) that neighbour; both
+    candidates are named, the nearer first, so the label is never wrong.
+    """
+    buf = buffers[buffer_id]
+    label = out_of_bounds_label(buf.name, offset, buf.span)
+    if offset < 0 and buffer_id > 0:
+        other = buffers[buffer_id - 1]
+        far = other.span + other.margin + buf.margin + offset
+    elif offset >= buf.span and buffer_id + 1 < len(buffers):
+        other = buffers[buffer_id + 1]
+        far = offset - buf.span - buf.margin - other.margin
+    else:
+        return label
+    return f"{label}, or {out_of_bounds_label(other.name, far, other.span)} (a far read)"
+
+
 def from_fillings(
     a: torch.Tensor, b: torch.Tensor, buffers: list[Buffer], locate: RegionLocator
-) -> Finding | None:
+) -> tuple[Finding | None, bool]:
     """Compare the outputs ``a`` (constant filling) and ``b`` (tag filling) of one call.
 
-    ``buffers`` are the staged buffers in tag-id order.
+    ``buffers`` are the staged buffers in tag-id order. Returns the read they show (None when
+    they agree) and whether tags explain every difference.
 
-    Inputs inside the tensors are identical, so any difference came from a read outside them.
-    A tag in the tagged output names the read exactly; otherwise the difference is reported at
-    the first output element it reached.
+    Inputs inside the tensors are identical, so a difference came from a read outside them,
+    or from a kernel that is not deterministic (the caller tells which). A tag in the tagged
+    output names the read exactly; otherwise the difference is reported at the first output
+    element it reached.
     """
     a, b = a.reshape(-1), b.reshape(-1)
     differs = a != b
     if not bool(differs.any()):
-        return None
+        return None, True
     hits = torch.nonzero(differs).flatten()
     first = int(hits[0])
+    tagged = tags.is_tag(b[hits])
     examples = []
-    for at in hits[tags.is_tag(b[hits])][:EXAMPLES].tolist():
+    for at in hits[tagged][:EXAMPLES].tolist():
         buffer_id, offset = tags.decode(int(b[at]))
         if buffer_id < len(buffers):
-            buf = buffers[buffer_id]
-            label = out_of_bounds_label(buf.name, offset, buf.span)
-            examples.append(Example(buf.name, offset, f"{label}, reached out at {locate(at)}",
+            label = tag_label(buffers, buffer_id, offset)
+            examples.append(Example(buffers[buffer_id].name, offset,
+                                    f"{label}, reached out at {locate(at)}",
                                     int(a[at]), int(b[at])))
+    ids = (b[hits] >> 27) & (tags.MAX_BUFFERS - 1)
+    explained = bool((tagged & (ids < len(buffers))).all())
     if examples:
         first_tag = examples[0]
         return Finding(Status.OOB_READ, first_tag.buffer, int(hits.numel()), first_tag.offset,
-                       first_tag.location, found_by="redzone-tag", examples=tuple(examples))
+                       first_tag.location, found_by="redzone-tag",
+                       examples=tuple(examples)), explained
     examples = [Example("out", at, f"output depends on red-zone contents at {locate(at)}",
                         int(a[at]), int(b[at])) for at in hits[:EXAMPLES].tolist()]
     return Finding(Status.OOB_READ, "?", int(hits.numel()), first,
                    f"output depends on red-zone contents, first at {locate(first)}",
-                   found_by="redzone-diff", examples=tuple(examples))
+                   found_by="redzone-diff", examples=tuple(examples)), False

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from diffcheck.errors import UsageError
 from diffcheck.status import ORDER, Status
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: reports are not locked there
+    fcntl = None
 
 
 @dataclass
@@ -43,9 +49,12 @@ class ReportRow:
     oob_writes: int
     first_oob_write: str
     oob_write_found_by: str
+    input_writes: int
+    first_input_write: str
     oob_reads: int
     first_oob_read: str
     oob_read_found_by: str
+    nondeterministic: int
     divergences: int
     fillings: int
     error: str
@@ -56,27 +65,58 @@ class ReportRow:
 
 COLUMNS = [f.name for f in fields(ReportRow)]
 _NULLABLE_INT = ("first_expected", "first_actual")
+#: the dtype of every column, so a report reads back exactly as it was written
+DTYPES = {f.name: {"str": "str", "int": "int64", "bool": "bool", "float": "float64",
+                   "int | None": "Int64"}[f.type] for f in fields(ReportRow)}
 
 
 def frame(rows: list[ReportRow]) -> pd.DataFrame:
     df = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
-    for name in _NULLABLE_INT:
-        df[name] = df[name].astype("Int64")
-    return df
+    return df.astype(DTYPES)
+
+
+class LockedCsv:
+    """A CSV this run owns: locked against other diffcheck runs (a second run writing the same
+    file is refused instead of truncating or interleaving it), written row by row and flushed,
+    so a crash keeps every finished row."""
+
+    def __init__(self, path: str | Path, header: pd.DataFrame, what: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("a+", newline="")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.handle.close()
+                raise UsageError(f"{what} {self.path} is being written by another diffcheck run; "
+                                 f"give this run a {what} of its own") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.append(header, header=True)
+
+    def append(self, df: pd.DataFrame, header: bool = False) -> None:
+        df.to_csv(self.handle, header=header, index=False)
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()  # releases the lock
 
 
 class ReportWriter:
-    """Appends each finished row to the CSV at once (header written with the first row)."""
+    """Appends each finished row to the CSV at once (the header is written at the start)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        frame([]).to_csv(self.path, index=False)
+        self.file = LockedCsv(path, frame([]), "--report")
+        self.path = self.file.path
         self.count = 0
 
-    def write(self, row: ReportRow) -> None:
-        frame([row]).to_csv(self.path, mode="a", header=False, index=False)
+    def write(self, outcome) -> None:
+        self.file.append(frame([outcome.row]))
         self.count += 1
+
+    def finish(self, result) -> None:
+        self.file.close()
 
 
 #: columns of the --details CSV, one row per finding element or access
@@ -88,12 +128,15 @@ class DetailsWriter:
     """Appends up to ``cap`` finding rows per report row (most severe findings first)."""
 
     def __init__(self, path: str | Path, cap: int) -> None:
-        self.path, self.cap = Path(path), cap
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(columns=DETAIL_COLUMNS).to_csv(self.path, index=False)
+        self.file = LockedCsv(path, pd.DataFrame(columns=DETAIL_COLUMNS), "--details")
+        self.path, self.cap = self.file.path, cap
         self.count = 0
 
-    def write(self, row: ReportRow, findings) -> None:
+    def finish(self, result) -> None:
+        self.file.close()
+
+    def write(self, outcome) -> None:
+        row, findings = outcome.row, outcome.findings
         records = []
         for finding in sorted(findings, key=lambda f: -f.kind.severity):
             for example in finding.examples:
@@ -109,12 +152,19 @@ class DetailsWriter:
             df = pd.DataFrame(records, columns=DETAIL_COLUMNS)
             for name in ("expected", "actual"):
                 df[name] = df[name].astype("Int64")
-            df.to_csv(self.path, mode="a", header=False, index=False)
+            self.file.append(df)
             self.count += len(records)
 
 
 def read_report(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    """A saved report with the dtypes it was written with (empty text stays "", counts stay
+    integers, a missing expected value is <NA>)."""
+    df = pd.read_csv(path, keep_default_na=False, na_values={n: [""] for n in _NULLABLE_INT},
+                     dtype={n: t for n, t in DTYPES.items() if t != "Int64"})
+    for name in _NULLABLE_INT:
+        if name in df.columns:
+            df[name] = df[name].astype("Int64")
+    return df
 
 
 def summarize(rows: list[ReportRow], fail_on: frozenset[Status], worst: int = 10) -> str:

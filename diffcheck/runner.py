@@ -8,6 +8,7 @@ so an exception anywhere else is a bug in diffcheck and propagates (exit 3). Whe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -25,7 +26,9 @@ from diffcheck.compare import (
     compare_output,
     describe,
     diverged,
+    nondeterministic,
 )
+from diffcheck.errors import CaseTimeout
 from diffcheck.impls import BUILTIN, Implementation
 from diffcheck.modes import Mode, Step
 from diffcheck.oob import extents, from_fillings, from_sandbox
@@ -199,8 +202,62 @@ def reproduce(job: Job, case: Case, settings: RunSettings, fill: int) -> str:
     return shlex.join(words)
 
 
-def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[Step]:
-    """Run the job's mode once under ``filling``, sandboxed on the interpreter.
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a job's mode: the red-zone filling and the interpreter's program order."""
+
+    filling: str
+    order: str = "launched"
+
+    def label(self, device: torch.device) -> str:
+        order = f", programs {self.order}" if backend.interpreted(device) else ""
+        return f"{self.filling} filling{order}"
+
+
+#: the runs every job makes (--fillings 1 makes the first only)
+RUNS = (RunPlan("constant"), RunPlan("tags", "reversed"))
+#: runs made only when the first two outputs differ in a way no tag explains: each filling
+#: again, in the other program order, then the first run as it was
+RERUNS = (RunPlan("constant", "reversed"), RunPlan("tags"), RunPlan("constant"))
+
+
+@dataclass
+class Run:
+    plan: RunPlan
+    #: 1 for the first run of a job
+    number: int
+    steps: list[Step]
+
+    def label(self, device: torch.device) -> str:
+        return f"run {self.number}: {self.plan.label(device)}"
+
+
+def guard(step: Step, action: Callable[[], object]) -> bool:
+    """Run an implementation call; what it raises becomes the step's error (a status, not a
+    crash). Only diffcheck's own interruptions pass through."""
+    try:
+        action()
+        return True
+    except (KeyboardInterrupt, CaseTimeout):
+        raise
+    except SystemExit as e:  # it would have ended the process: a fault, like os._exit
+        step.error = step.error or (f"the implementation called sys.exit({e.code!r}), which "
+                                    "ends the process")
+        step.ends_as = Status.FAULT
+        return False
+    except Exception as e:
+        step.error = step.error or one_line(e)
+        step.fault = step.fault or is_device_fault(e)
+        if step.fault:
+            step.ends_as = Status.FAULT
+        return False
+    except BaseException as e:  # noqa: B036 - a kernel's own BaseException is its error
+        step.error = step.error or one_line(e)
+        return False
+
+
+def execute(job: Job, settings: RunSettings, fill: int, plan: RunPlan) -> list[Step]:
+    """Run the job's mode once under ``plan``, sandboxed on the interpreter.
 
     Sandbox accesses between two Steps of the mode belong to the later one (setup work, such
     as warm-up and capture, to the first Step after it).
@@ -215,29 +272,20 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[St
     def stage_case(case: Case) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                       filling, spec.tensors)
+                       plan.filling, spec.tensors)
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
         return staged
 
-    def guard(step: Step, action: Callable[[], object]) -> bool:
-        try:
-            action()
-            return True
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # the implementation raised: a status, not a crash
-            step.error = step.error or one_line(e)
-            step.fault = step.fault or is_device_fault(e)
-            return False
-
     steps: list[Step] = []
     with (backend.interpreter_as_on_gpu(settings.device),
+          backend.program_order(settings.device, plan.order),
           sandbox if sandbox is not None else contextlib.nullcontext()):
         seen = 0
         for step in job.mode.run(job.case, stage_case, lambda st: invoke_call(job, st, fn, fill),
-                                 settings.device, guard, compare_eager=filling == FILLINGS[0]):
+                                 settings.device, guard,
+                                 compare_eager=plan.filling == FILLINGS[0]):
             if sandbox is not None:
                 step.accesses = sandbox.accesses[seen:]
                 seen = len(sandbox.accesses)
@@ -245,10 +293,6 @@ def execute(job: Job, settings: RunSettings, fill: int, filling: str) -> list[St
             if step.fault:
                 break
     return steps
-
-
-#: fillings rerun (by index) before a tag-less red-zone difference is called a read
-RERUNS = (0, 1, 0)
 
 
 class RerunFaulted(Exception):
@@ -263,89 +307,142 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario."""
     began = time.perf_counter()
     fill = fill_of(first_case(job.case), settings)
-    runs = []
-    for filling in FILLINGS[: max(1, settings.fillings)]:
-        runs.append(execute(job, settings, fill, filling))
-        if any(step.error for step in runs[-1]):
+    runs: list[Run] = []
+    for number, plan in enumerate(RUNS[: max(1, settings.fillings)], start=1):
+        runs.append(Run(plan, number, execute(job, settings, fill, plan)))
+        if any(step.error for step in runs[-1].steps):
             break
-    faulted = next((s for s in runs[-1] if s.fault), None)
+    faulted = next((s for s in runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
+    judge = Judge(job, settings, fill, runs)
     try:
-        outcomes, referencing = _judge(job, settings, fill, runs)
+        outcomes = [judge.row(i, case) for i, case in enumerate(job.mode.rows(job.case))]
     except RerunFaulted as stop:  # the device is gone: nothing more can be compared
         return ended(job, settings, Status.FAULT, f"rerun of a filling: {stop.step.error}",
                      stop.step.elapsed_ms)
     if outcomes:
-        calls = sum(step.elapsed_ms for run in runs for step in run) / 1e3
-        outcomes[0].timing = {"calls": calls, "references": referencing,
+        calls = sum(step.elapsed_ms for run in runs + judge.reruns for step in run.steps) / 1e3
+        outcomes[0].timing = {"calls": calls, "references": judge.referencing,
                               "total": time.perf_counter() - began}
     return outcomes
 
 
-def _judge(job: Job, settings: RunSettings, fill: int,
-           runs: list[list[Step]]) -> tuple[list[Outcome], float]:
-    """One Outcome per row of the first filling's run, every finding gathered; and the seconds
-    spent computing references."""
-    spec = get_path(job.case.path)
-    referencing = 0.0
-    outcomes = []
-    reruns: list[list[Step]] = []  # filled by reads_by_filling only when it needs them
-    for i, step in enumerate(runs[0]):
-        case = step.case
-        comparison = Comparison(0, ())
-        if not step.error:
-            out_size = spec.workspace_size(case.intended_inputs(), case.k)
-            started = time.perf_counter()
-            expected, mask = reference(case, fill, out_size, settings)
-            referencing += time.perf_counter() - started
-            locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
-            comparison = compare_output(step.out, expected, mask, locate, case.well_formed,
-                                        step.margins)
-            extra = from_sandbox(step.accesses)
-            notes: list[str] = []
-            if len(runs) > 1 and not any(f.kind == Status.OOB_READ for f in extra):
-                extra += reads_by_filling(job, settings, fill, runs, reruns, i, locate, notes)
+def _merge(findings: list[Finding]) -> list[Finding]:
+    """One finding per kind and buffer: the earliest call or run that showed it."""
+    kept: dict[tuple[Status, str], Finding] = {}
+    for finding in findings:
+        kept.setdefault((finding.kind, finding.buffer), finding)
+    return list(kept.values())
+
+
+def _during(finding: Finding, run: str) -> Finding:
+    """The finding, saying which run showed it (the first run goes without saying)."""
+    if not run:
+        return finding
+    when = f"{run}, {finding.when}" if finding.when else run
+    return dataclasses.replace(finding, when=when)
+
+
+class Judge:
+    """Judges every run of a job, row by row: each run against the reference, the runs
+    against each other (reads through the red zones, nondeterminism), every call's writes."""
+
+    def __init__(self, job: Job, settings: RunSettings, fill: int, runs: list[Run]) -> None:
+        self.job, self.settings, self.fill, self.runs = job, settings, fill, runs
+        #: reruns done so far, shared by the job's rows (a scenario reruns once, not per row)
+        self.reruns: list[Run] = []
+        self.referencing = 0.0
+
+    def label(self, run: Run) -> str:
+        """How a finding names the run that showed it; the first run goes without saying."""
+        return "" if run.number == 1 else run.label(self.settings.device)
+
+    def row(self, i: int, case: Case) -> Outcome:
+        steps = [(run, run.steps[i]) for run in self.runs if i < len(run.steps)]
+        if not steps:
+            return Outcome(make_row(self.job, case, self.settings, self.fill, Comparison(0, ()),
+                                    "not run: the mode ended before this row", 0.0, 0))
+        first = steps[0][1]
+        failed = next(((run, step) for run, step in steps if step.error), None)
+        findings: list[Finding] = []
+        for run, step in steps:
+            findings += [_during(f, self.label(run)) for f in step.findings]
+            findings += [_during(f, self.label(run)) for f in from_sandbox(step.accesses)]
+        checked, notes, error, ends_as = 0, [], "", Status.ERROR
+        if failed is not None:
+            run, step = failed
+            where = self.label(run)
+            error = f"{where}: {step.error}" if where else step.error
+            ends_as = step.ends_as
+        if failed is None or failed[0] is not self.runs[0]:
+            checked, more = self.compare(i, case, [(r, s) for r, s in steps if not s.error])
+            findings += more
+        row = make_row(self.job, case, self.settings, self.fill,
+                       Comparison(checked, tuple(_merge(findings)), tuple(notes)), error,
+                       first.elapsed_ms, len(self.runs), ends_as)
+        return Outcome(row, tuple(_merge(findings)))
+
+    def compare(self, i: int, case: Case, steps: list[tuple[Run, Step]]
+                ) -> tuple[int, list[Finding]]:
+        """Every run's output against the reference and its eager twin, then the runs
+        against each other."""
+        spec = get_path(case.path)
+        out_size = spec.workspace_size(case.intended_inputs(), case.k)
+        started = time.perf_counter()
+        expected, mask = reference(case, self.fill, out_size, self.settings)
+        self.referencing += time.perf_counter() - started
+        locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
+        checked, findings = 0, []
+        for run, step in steps:
+            count, found = compare_output(step.out, expected, mask, locate, case.well_formed,
+                                          self.label(run))
+            checked = checked or count
+            findings += found
             if step.eager_out is not None:
                 divergence = diverged(step.out, step.eager_out, locate)
-                extra += [divergence] if divergence else []
-            comparison = Comparison(comparison.checked, comparison.findings + tuple(extra),
-                                    tuple(notes))
-        row = make_row(job, case, settings, fill, comparison, step.error, step.elapsed_ms,
-                       len(runs))
-        outcomes.append(Outcome(row, comparison.findings))
-    return outcomes, referencing
+                findings += [_during(divergence, self.label(run))] if divergence else []
+        if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
+            findings += self.across_runs(i, case, locate, expected, mask)
+        return checked, findings
 
+    def across_runs(self, i: int, case: Case, locate: RegionLocator, expected: torch.Tensor,
+                    mask: torch.Tensor) -> list[Finding]:
+        """The constant and the tagged run disagree: a read outside the inputs (the output
+        depends on the red zones) or a kernel that is not deterministic.
 
-def reads_by_filling(job: Job, settings: RunSettings, fill: int, runs: list[list[Step]],
-                     reruns: list[list[Step]], i: int, locate: RegionLocator,
-                     notes: list[str]) -> list[Finding]:
-    """An out-of-bounds read seen through the output: it changed with the red-zone filling.
-
-    Without a tag to explain the difference, each filling runs again: an output that differs
-    between runs with the same red zones is not deterministic (racing writes), not a read.
-    ``reruns`` holds the reruns done so far for this job, shared by its rows (a scenario
-    runs each one once, not once per row).
-    """
-    step, tagged = runs[0][i], runs[1][i]
-    if tagged.error or tagged.out is None:
-        return []
-    finding = from_fillings(step.out, tagged.out, step.staged.all(), locate)
-    if finding is None or finding.found_by != "redzone-diff":
-        return [finding] if finding else []
-    for n, again_as in enumerate(RERUNS):
-        if len(reruns) <= n:
-            reruns.append(execute(job, settings, fill, FILLINGS[again_as]))
-            faulted = next((s for s in reruns[-1] if s.fault), None)
-            if faulted is not None:
-                raise RerunFaulted(faulted)
-        again = reruns[n]
-        if len(again) > i and not again[i].error and not torch.equal(again[i].out,
-                                                                     runs[again_as][i].out):
-            notes.append("output differs between runs with the same red zones (racing "
-                         "writes?), so a red-zone read cannot be told")
-            return []
-    return [finding]
+        A difference that tags explain everywhere is a read. Otherwise each filling runs
+        again in the other program order, and once more as first run: an output that differs
+        from its own filling's run is not deterministic, and only outputs under the same
+        filling that agree let a difference be called a read.
+        """
+        constant, tagged = self.runs[0].steps[i], self.runs[1].steps[i]
+        read, explained = from_fillings(constant.out, tagged.out, constant.staged.all(),
+                                        locate)
+        if read is None or explained:
+            return [read] if read else []
+        found: list[Finding] = []
+        for n, plan in enumerate(RERUNS):
+            if len(self.reruns) <= n:
+                steps = execute(self.job, self.settings, self.fill, plan)
+                self.reruns.append(Run(plan, len(self.runs) + n + 1, steps))
+                faulted = next((s for s in steps if s.fault), None)
+                if faulted is not None:
+                    raise RerunFaulted(faulted)
+            rerun = self.reruns[n]
+            if i >= len(rerun.steps) or rerun.steps[i].error:
+                continue
+            again = rerun.steps[i]
+            twin = next(r for r in self.runs if r.plan.filling == plan.filling)
+            _, judged = compare_output(again.out, expected, mask, locate, case.well_formed,
+                                       self.label(rerun))
+            found += judged + [_during(f, self.label(rerun)) for f in again.findings]
+            race = nondeterministic(twin.steps[i].out, again.out, locate,
+                                    f"{twin.label(self.settings.device)}, then "
+                                    f"{rerun.label(self.settings.device)}")
+            if race is not None:
+                return ([read] if read.found_by == "redzone-tag" else []) + [race] + found
+        return [read] + found
 
 
 def ended(job: Job, settings: RunSettings, status: Status, why: str,
@@ -369,6 +466,8 @@ def make_row(
     stray = comparison.of(Status.STRAY_WRITE)
     oob = comparison.of(Status.OOB_WRITE)
     read = comparison.of(Status.OOB_READ)
+    written = comparison.of(Status.INPUT_WRITE)
+    racing = comparison.of(Status.NONDETERMINISTIC)
     diverging = comparison.of(Status.DIVERGENCE)
     by_severity = sorted(comparison.findings, key=lambda f: -f.kind.severity)
     detail = " | ".join([describe(f, comparison.checked) for f in by_severity]
@@ -389,8 +488,11 @@ def make_row(
         first_oob_write=oob.location if oob else "",
         oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
                                             if f.kind == Status.OOB_WRITE})),
+        input_writes=sum(f.count for f in comparison.findings if f.kind == Status.INPUT_WRITE),
+        first_input_write=written.location if written else "",
         oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
         oob_read_found_by=read.found_by if read else "",
+        nondeterministic=racing.count if racing else 0,
         divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), detail=detail,
         reproduce=reproduce(job, case, settings, fill),

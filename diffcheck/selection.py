@@ -5,13 +5,28 @@ from __future__ import annotations
 import fnmatch
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from diffcheck.case import Case, Scenario, case_problems, load_case
-from diffcheck.errors import NothingSelectedError, UnknownNameError, UsageError
+from diffcheck.errors import CaseFileError, NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
 from diffcheck.modes import Mode
 from diffcheck.paths import PATHS, select_paths
 from diffcheck.runner import Job
+
+
+def case_files(paths: list[Path]) -> list[Path]:
+    """Case files as given, a folder standing for every ``.npz`` file in it (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.npz"))
+            if not found:
+                raise CaseFileError(f"case folder {path}: no .npz case files in it")
+            files += found
+        else:
+            files.append(path)
+    return files
 
 
 def suite_names() -> list[str]:

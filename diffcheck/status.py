@@ -10,8 +10,10 @@ class Status(str, Enum):
     TIMEOUT = "timeout"  # the case ran past its time limit
     ERROR = "error"  # the implementation raised
     OOB_WRITE = "oob_write"  # wrote outside every tensor it was given
+    INPUT_WRITE = "input_write"  # changed an input buffer: inputs are read-only
     OOB_READ = "oob_read"  # read outside every tensor it was given
     STRAY_WRITE = "stray_write"  # wrote inside `out` but outside every region
+    NONDETERMINISTIC = "nondeterministic"  # identical inputs, different outputs (a race)
     MISMATCH = "mismatch"  # well-formed case, output differs from the reference
     DIVERGENCE = "divergence"  # graph replay differs from eager on the same inputs
     STALE_SENSITIVE = "stale_sensitive"  # malformed case, safe, output differs from intended

@@ -136,7 +136,7 @@ def test_interrupt_keeps_finished_rows_and_exits_2(tmp_path, monkeypatch):
 
     monkeypatch.setattr(executors, "run_job", interrupted_on_third)
     report = tmp_path / "r.csv"
-    result = invoke("compare", "--report", report)
+    result = invoke("compare", "--report", report, "--isolation", "none")
     assert result.exit_code == ExitCode.INTERRUPTED
     assert "interrupted after 2 of" in error_line(result)
     assert len(pd.read_csv(report)) == 2
@@ -149,13 +149,13 @@ def test_internal_error_exits_3_and_keeps_rows(tmp_path, monkeypatch):
 
     def broken_on_second(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the second row's first run (each row compares both runs)
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "compare_output", broken_on_second)
     report = tmp_path / "r.csv"
-    result = invoke("compare", "--report", report)
+    result = invoke("compare", "--report", report, "--isolation", "none")
     assert result.exit_code == ExitCode.INTERNAL
     assert "internal error: RuntimeError: boom" in error_line(result)
     assert len(pd.read_csv(report)) == 1
@@ -194,10 +194,35 @@ def test_details_lists_each_finding_capped_per_row(tmp_path):
 
 @pytest.mark.parametrize("option, value, text", [
     ("--isolation", "thread", "unknown isolation 'thread'"),
-    ("--timeout", "-1", "--timeout must be 0 (no limit) or positive"),
+    ("--timeout", "-1", "--timeout must be 0 (no limit) or a positive number"),
+    ("--timeout", "nan", "--timeout must be 0 (no limit) or a positive number"),
+    ("--timeout", "inf", "--timeout must be 0 (no limit) or a positive number"),
     ("--details-max", "0", "--details-max must be at least 1"),
+    ("--fail-on", ",", "names no status"),
+    ("--max-cases", "many", "Invalid value for '--max-cases'"),
+    ("--bogus", "1", "No such option: --bogus"),
 ])
-def test_bad_run_options_exit_4(option, value, text):
-    result = invoke("compare", option, value)
+def test_bad_run_options_exit_4(option, value, text, tmp_path):
+    result = invoke("compare", option, value, "--report", tmp_path / "r.csv")
     assert result.exit_code == ExitCode.USAGE
     assert text in error_line(result)
+    assert not (tmp_path / "r.csv").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("args, text", [
+    (["bench", "--k", "1e9"], "Invalid value for '--k'"),
+    (["compare", "--report", "{tmp}/r.csv", "--details", "{tmp}/r.csv"],
+     "--details and --report are the same file"),
+    (["compare", "--report", "{tmp}"], "is a directory"),
+    (["compare", "--cases", "{case}", "--report", "{case}"], "is an input case file"),
+    (["report", "merge"], "Missing argument"),
+    (["show"], "Missing argument"),
+])
+def test_usage_errors_of_every_kind_exit_4_in_one_line(args, text, tmp_path):
+    case = tmp_path / "c.npz"
+    invoke("export", tmp_path / "cases", "--suite", "smoke", "--path", "decode")
+    case.write_bytes(next((tmp_path / "cases").glob("*.npz")).read_bytes())
+    result = invoke(*[a.format(tmp=tmp_path, case=case) for a in args])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert text in error_line(result)
+    assert case.read_bytes()[:2] == b"PK"  # an input is never overwritten

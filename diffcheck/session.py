@@ -1,0 +1,108 @@
+"""One run of a selection, start to finish: the library entry point the CLI and the API call.
+
+Each finished row goes to every sink at once (the CSV first, so a crash keeps it), and every
+sink is finished whatever ends the run: complete, interrupted, a lost device or a bug in
+diffcheck. A run that did not write every selected row is never reported as passed: JUnit
+and the markdown summary say "interrupted after 107 of 156 rows".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from diffcheck.errors import UsageError
+from diffcheck.executors import Interrupted, run_all
+from diffcheck.report import ReportRow
+from diffcheck.runner import Outcome, RunSettings
+from diffcheck.selection import Selection
+from diffcheck.status import Status
+
+
+@dataclass
+class RunResult:
+    """The rows of a run, how many were selected, and why it ended early (if it did)."""
+
+    rows: list[ReportRow]
+    #: rows the selection holds
+    total: int
+    #: "" for a run that ran to its end; else "interrupted" or "stopped by <error>"
+    stopped: str = ""
+    #: (implementation, seconds spent) per job, for the time breakdown
+    timings: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped and len(self.rows) == self.total
+
+    def ending(self) -> str:
+        """'' for a complete run, else 'interrupted after 107 of 156 rows'."""
+        if self.complete:
+            return ""
+        why = self.stopped or "ended early"
+        return f"{why} after {len(self.rows)} of {self.total} rows"
+
+    def failed(self, fail_on: frozenset[Status]) -> bool:
+        return any(Status(r.status) in fail_on for r in self.rows)
+
+
+class Sink(Protocol):
+    """Where rows go: the CSV report, the details CSV, JUnit, the markdown summary."""
+
+    def write(self, outcome: Outcome) -> None: ...
+
+    def finish(self, result: RunResult) -> None: ...
+
+
+def run(selection: Selection, settings: RunSettings, sinks: Sequence[Sink] = (),
+        on_row: Callable[[Outcome], None] = lambda outcome: None) -> RunResult:
+    """Run every job of ``selection``; sinks are finished on every way out."""
+    result = RunResult([], selection.rows())
+
+    def on_outcome(outcome: Outcome) -> None:
+        result.rows.append(outcome.row)
+        if outcome.timing:
+            result.timings.append((outcome.row.implementation, outcome.timing))
+        for sink in sinks:
+            sink.write(outcome)
+        on_row(outcome)
+
+    try:
+        run_all(selection.jobs(), settings, on_outcome)
+    except Interrupted:
+        result.stopped = "interrupted"
+    except BaseException as e:
+        result.stopped = f"stopped by {type(e).__name__}"
+        _finish(sinks, result)
+        raise
+    _finish(sinks, result)
+    return result
+
+
+def _finish(sinks: Sequence[Sink], result: RunResult) -> None:
+    for sink in sinks:
+        sink.finish(result)
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: Sequence[Path]) -> dict[str, Path]:
+    """Resolve every output path once (a kernel that changes the working directory cannot
+    move them) and refuse the ones that would lose data: a directory, one output given
+    twice, or an output that is one of the run's input case files."""
+    resolved: dict[str, Path] = {}
+    sources = {p.resolve(): p for p in inputs}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        where = path.expanduser().resolve()
+        if where.is_dir():
+            raise UsageError(f"{option} {path} is a directory; give a file name")
+        if where in sources:
+            raise UsageError(f"{option} {path} is an input case file of this run; give the "
+                             "report another name")
+        twin = next((o for o, p in resolved.items() if p == where), None)
+        if twin is not None:
+            raise UsageError(f"{option} and {twin} are the same file ({path}); give each its own")
+        resolved[option] = where
+    return resolved
