@@ -8,6 +8,7 @@ problem is reported as one line that says what is wrong and how to fix it.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ class Case:
     suite: str = ""
     #: where a stored case came from (a file path), for the reproduce command
     source: str = ""
+    #: judge it with the other contract's fill when the implementation takes fill= (a
+    #: kernel that ignores its fill argument then fails)
+    fill_swapped: bool = False
 
     @property
     def case_id(self) -> str:
@@ -64,7 +68,8 @@ class Case:
         if self.intended is None:
             return self
         return Case(self.path, self.name, self.k, self.fill, self.seed, self.description,
-                    self.intended, dict(self.columns), None, self.suite, self.source)
+                    self.intended, dict(self.columns), None, self.suite, self.source,
+                    self.fill_swapped)
 
 
 @dataclass
@@ -152,13 +157,104 @@ def save_case(case: Case, path: str | Path) -> Path:
     meta = {
         "format": FORMAT_VERSION, "path": case.path, "name": case.name, "suite": case.suite,
         "k": case.k, "fill": case.fill, "seed": case.seed, "description": case.description,
-        "columns": case.columns,
+        "columns": case.columns, "fill_swapped": case.fill_swapped,
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         np.savez_compressed(f, **arrays)
     return path
+
+
+#: the most elements a case file may declare, all arrays together (2^28 int32: 1 GiB);
+#: the environment variable DIFFCHECK_MAX_ELEMENTS changes it
+MAX_ELEMENTS = 1 << 28
+#: the longest 'meta' entry (characters)
+MAX_META = 1 << 20
+
+
+def max_elements() -> int:
+    """The case size limit: DIFFCHECK_MAX_ELEMENTS when set, else MAX_ELEMENTS."""
+    text = os.environ.get("DIFFCHECK_MAX_ELEMENTS", "")
+    try:
+        return int(text) if text else MAX_ELEMENTS
+    except ValueError:
+        raise CaseFileError(f"DIFFCHECK_MAX_ELEMENTS={text!r} is not a whole number") from None
+
+
+def _read_arrays(path: Path, fail) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, each header checked before its data is read: integer
+    arrays (and one text 'meta') whose declared sizes stay within the limit, so a small file
+    cannot expand to gigabytes."""
+    limit = max_elements()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = 0
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f)
+                                       if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+                count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                if key == "meta":
+                    if dtype.kind != "U" or count != 1 or dtype.itemsize // 4 > MAX_META:
+                        raise fail(f"'meta' is {dtype} {list(shape)}, expected one JSON text "
+                                   f"of at most {MAX_META} characters")
+                    continue
+                if dtype.kind not in "iub":
+                    raise fail(f"{key.partition('/')[2] or key} holds {dtype} data, expected "
+                               "int32")
+                declared += count
+                if declared > limit:
+                    raise fail(f"declares more than {limit} elements ({key} is {list(shape)}); "
+                               "raise DIFFCHECK_MAX_ELEMENTS if it is really that large")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except CaseFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise fail(f"not a readable .npz archive ({type(e).__name__}: {e})") from None
+
+
+#: meta fields: name -> (types accepted, required)
+_META_FIELDS = {
+    "path": (str, True), "k": (int, True), "fill": (int, True), "seed": (int, False),
+    "name": (str, False), "suite": (str, False), "description": (str, False),
+    "columns": (dict, False), "format": (int, False), "fill_swapped": (bool, False),
+}
+
+
+def _meta(text: str, fail) -> dict:
+    """The case metadata, every field of the right type (a wrong one named)."""
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise fail(f"'meta' is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise fail(f"'meta' is a JSON {type(meta).__name__}, expected an object")
+    for name, (kind, required) in _META_FIELDS.items():
+        if name not in meta:
+            if required:
+                raise fail(f"'meta' has no '{name}' field")
+            continue
+        value = meta[name]
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if wrong:
+            raise fail(f"meta field '{name}' is {json.dumps(value)[:40]}, expected "
+                       f"{'an integer' if kind is int else 'a ' + kind.__name__}")
+    for column, width in meta.get("columns", {}).items():
+        if not isinstance(width, int) or isinstance(width, bool):
+            raise fail(f"meta field 'columns' maps {column} to {json.dumps(width)[:40]}, "
+                       "expected an integer")
+    if meta["fill"] not in FILLS:
+        raise fail(f"meta field 'fill' is {meta['fill']}, expected 0 (ATOM) or -1 (vLLM/SGLang)")
+    return meta
+
+
+#: the fill values of the contracts: 0 (ATOM), -1 (vLLM, SGLang)
+FILLS = (0, -1)
 
 
 def load_case(path: str | Path, validate: bool = True) -> Case:
@@ -174,33 +270,24 @@ def load_case(path: str | Path, validate: bool = True) -> Case:
 
     if not path.is_file():
         raise fail("no such file (write one with `diffcheck export` or diffcheck.case.save_case)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise fail(f"not a readable .npz archive ({type(e).__name__}: {e})") from None
+    arrays = _read_arrays(path, fail)
     if "meta" not in arrays:
         raise fail("no 'meta' entry (not written by diffcheck; re-save it with save_case)")
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-        spec_name, k, fill = meta["path"], int(meta["k"]), int(meta["fill"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise fail(f"'meta' is not valid case metadata ({type(e).__name__}: {e})") from None
-    if spec_name not in PATHS:
-        raise fail(f"unknown path '{spec_name}'; known: {', '.join(PATHS)}")
+    meta = _meta(str(arrays.pop("meta")), fail)
+    if meta["path"] not in PATHS:
+        raise fail(f"unknown path '{meta['path']}'; known: {', '.join(PATHS)}")
     inputs, intended = {}, {}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
         if group not in ("inputs", "intended") or not name:
             raise fail(f"unexpected entry '{key}' (expected inputs/<name> or intended/<name>)")
-        if value.dtype.kind not in "iub":
-            raise fail(f"{name} holds {value.dtype} data, expected int32")
         (inputs if group == "inputs" else intended)[name] = torch.from_numpy(np.array(value))
     case = Case(
-        path=spec_name, name=str(meta.get("name") or path.stem), k=k, fill=fill,
-        seed=int(meta.get("seed", 0)), description=str(meta.get("description", "")),
-        inputs=inputs, columns={str(n): int(c) for n, c in dict(meta.get("columns", {})).items()},
-        intended=intended or None, suite=str(meta.get("suite", "")), source=str(path),
+        path=meta["path"], name=meta.get("name") or path.stem, k=meta["k"], fill=meta["fill"],
+        seed=meta.get("seed", 0), description=meta.get("description", ""), inputs=inputs,
+        columns=dict(meta.get("columns", {})), intended=intended or None,
+        suite=meta.get("suite", ""), source=str(path.resolve()),
+        fill_swapped=meta.get("fill_swapped", False),
     )
     problems = case_problems(case) if validate else schema_problems(case, get_path(case.path))
     if problems:

@@ -118,7 +118,8 @@ def compare(
     ] = None,
     suite: Annotated[
         list[str] | None,
-        typer.Option(help="Named suite (repeatable); default smoke unless --cases is given."),
+        typer.Option(help="Named suite (repeatable); default smoke, stale, replay and glm52 "
+                     "unless --cases is given."),
     ] = None,
     case_paths: Annotated[
         list[Path] | None,
@@ -141,7 +142,7 @@ def compare(
                      "replayed), replay (a scenario's steps replayed under graphs captured on "
                      "its first steps), graph (capture + replay) or all (eager + capture + "
                      "replay)."),
-    ] = "eager",
+    ] = "all",
     graph_size: Annotated[
         int | None,
         typer.Option(help="Graph size (rows; tokens for mtp) of the replay scenarios "

@@ -142,8 +142,18 @@ def one_line(error: BaseException) -> str:
     return f"{type(shown).__name__}: {text}"[:400]
 
 
-def fill_of(case: Case, settings: RunSettings) -> int:
-    return case.fill if settings.fill_override is None else settings.fill_override
+#: the other contract's fill (ATOM 0 <-> vLLM/SGLang -1)
+OTHER_FILL = {0: -1, -1: 0}
+
+
+def fill_of(case: Case, settings: RunSettings, impl: Implementation) -> int:
+    """The fill a row is judged with: the case's (or --invalid-fill's); a case that asks for
+    the other contract's fill gets it when the implementation takes ``fill=`` (so a kernel
+    that ignores its fill argument is caught), else the run's."""
+    fill = case.fill if settings.fill_override is None else settings.fill_override
+    if case.fill_swapped and impl.accepts_fill:
+        return OTHER_FILL.get(fill, fill)
+    return fill
 
 
 def reference(case: Case, fill: int, out_size: int, settings: RunSettings):
@@ -181,7 +191,9 @@ def invoke_call(job: Job, staged: Staged, fn: Callable, fill: int) -> Callable[[
     return call
 
 
-def reproduce(job: Job, case: Case, settings: RunSettings, fill: int) -> str:
+def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
+    """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
+    fill = case.fill if settings.fill_override is None else settings.fill_override
     words = ["diffcheck", "compare", "--path", case.path]
     if case.source:
         words += ["--cases", case.source]
@@ -306,7 +318,7 @@ class RerunFaulted(Exception):
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario."""
     began = time.perf_counter()
-    fill = fill_of(first_case(job.case), settings)
+    fill = fill_of(first_case(job.case), settings, job.impl)
     runs: list[Run] = []
     for number, plan in enumerate(RUNS[: max(1, settings.fillings)], start=1):
         runs.append(Run(plan, number, execute(job, settings, fill, plan)))
@@ -448,7 +460,7 @@ class Judge:
 def ended(job: Job, settings: RunSettings, status: Status, why: str,
           elapsed_ms: float) -> list[Outcome]:
     """The rows of a job that did not finish: a device fault, a dead worker or a time-out."""
-    fill = fill_of(first_case(job.case), settings)
+    fill = fill_of(first_case(job.case), settings, job.impl)
     return [Outcome(make_row(job, case, settings, fill, Comparison(0, ()), why, elapsed_ms, 0,
                              status))
             for case in job.mode.rows(job.case)]
@@ -495,5 +507,5 @@ def make_row(
         nondeterministic=racing.count if racing else 0,
         divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), detail=detail,
-        reproduce=reproduce(job, case, settings, fill),
+        reproduce=reproduce(job, case, settings),
     )

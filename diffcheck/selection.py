@@ -14,6 +14,12 @@ from diffcheck.modes import Mode
 from diffcheck.paths import PATHS, select_paths
 from diffcheck.runner import Job
 
+#: what runs without --suite or --cases: every layout with every oddity, large batches, a
+#: case judged with the other fill (smoke); malformed metadata from serving (stale); graphs
+#: captured on dummy and on full batches, grown, shrunk, two sizes (replay); the GLM-5.2
+#: failure (glm52). Together they catch every bug class the full suites do.
+DEFAULT_SUITES = ("smoke", "stale", "replay", "glm52")
+
 
 def case_files(paths: list[Path]) -> list[Path]:
     """Case files as given, a folder standing for every ``.npz`` file in it (sorted)."""
@@ -135,7 +141,7 @@ def select(
         raise UsageError(f"--impl {outside[0]} does not follow --path {path}; "
                          f"pass --path {outside[0].partition(':')[0]} or --path all")
     if not suites and not case_files:
-        suites = ["smoke"] + (["replay"] if any(m.name == "replay" for m in modes) else [])
+        suites = list(DEFAULT_SUITES)
     cases = build_suites(paths, suites, run_seed, fill, graph_size)
     for file in case_files:
         case = load_case(file)

@@ -105,7 +105,7 @@ def test_missing_or_broken_meta(tmp_path):
     del arrays["meta"]
     assert "no 'meta' entry" in error_of(write(tmp_path, **arrays))
     arrays["meta"] = np.array("{not json")
-    assert "'meta' is not valid case metadata" in error_of(write(tmp_path, **arrays))
+    assert "'meta' is not JSON" in error_of(write(tmp_path, **arrays))
     arrays["meta"] = np.array('{"path": "prefill", "k": 4, "fill": 0}')
     assert "unknown path 'prefill'; known: decode, mtp" in error_of(write(tmp_path, **arrays))
 
@@ -129,5 +129,57 @@ def test_loading_never_unpickles(tmp_path):
     np.savez(target, **arrays)  # np.save pickles object arrays by default
     assert pickle.dumps(Hostile())  # the payload is real
     message = error_of(target)
-    assert "not a readable .npz archive" in message
+    assert "kv_indices holds object data, expected int32" in message
     assert not Hostile.marker.exists()
+
+
+@pytest.mark.parametrize("meta, text", [
+    ('{"path": "decode", "k": "256", "fill": 0}', "meta field 'k' is \"256\", expected an integer"),
+    ('{"path": "decode", "k": 256, "fill": 0, "seed": 1.5}', "meta field 'seed' is 1.5"),
+    ('{"path": "decode", "k": 256, "fill": 0, "columns": [1, 2]}',
+     "meta field 'columns' is [1, 2], expected a dict"),
+    ('{"path": "decode", "k": 256, "fill": 0, "columns": {"token_indices": "x"}}',
+     "maps token_indices to \"x\", expected an integer"),
+    ('{"path": "decode", "k": true, "fill": 0}', "meta field 'k' is true"),
+    ('{"path": "decode", "k": 256, "fill": 7}', "meta field 'fill' is 7, expected 0"),
+    ('{"path": "decode", "k": 256}', "'meta' has no 'fill' field"),
+    ('[1, 2]', "'meta' is a JSON list, expected an object"),
+    ('{"path": 3, "k": 256, "fill": 0}', "meta field 'path' is 3, expected a str"),
+])
+def test_meta_of_the_wrong_type_is_named(tmp_path, meta, text):
+    arrays = valid_arrays()
+    arrays["meta"] = np.array(meta)
+    assert text in error_of(write(tmp_path, **arrays))
+
+
+def test_a_case_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    arrays = valid_arrays()
+    target = tmp_path / "big.npz"
+    np.savez_compressed(target, **arrays)
+    monkeypatch.setenv("DIFFCHECK_MAX_ELEMENTS", "1000")
+    assert "declares more than 1000 elements" in error_of(target)
+    assert "raise DIFFCHECK_MAX_ELEMENTS" in error_of(target)
+
+
+def test_a_forged_header_cannot_make_a_small_file_huge(tmp_path):
+    # A few bytes that declare 2^31 elements: refused from the header, nothing allocated.
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<i4", "fortran_order": False, "shape": (1 << 31,)})
+    target = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("meta.npy", _npy(np.array('{"path": "decode", "k": 4, "fill": 0}')))
+        archive.writestr("inputs/kv_indices.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:])
+    assert target.stat().st_size < 4096
+    assert "declares more than" in error_of(target)
+
+
+def _npy(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

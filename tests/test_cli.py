@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from diffcheck.cli import app
 from diffcheck.errors import ExitCode
 from diffcheck.report import COLUMNS
+from diffcheck.selection import DEFAULT_SUITES
 
 
 def invoke(*args):
@@ -29,17 +30,20 @@ def test_compare_with_defaults_passes_and_writes_the_report(tmp_path):
     assert result.exit_code == ExitCode.OK, result.output
     df = pd.read_csv(report)
     assert list(df.columns) == COLUMNS
-    assert set(df["status"]) == {"pass"}
+    assert set(df["status"]) == {"pass", "stale_sensitive"}
+    assert not df[df["status"] == "stale_sensitive"]["well_formed"].any()
     assert set(df["implementation"]) == {"decode:guarded", "decode:pid", "decode:reference",
                                          "mtp:guarded", "mtp:reference"}
-    assert set(df["mode"]) == {"eager"} and set(df["suite"]) == {"smoke"}
+    assert set(df["mode"]) == {"eager", "capture", "replay"}
+    assert set(df["suite"]) == set(DEFAULT_SUITES)
     assert "rows: " in result.output and "passed" in result.output
 
 
 def test_failure_exits_1_and_the_reproduce_command_reproduces_the_row(tmp_path):
     report = tmp_path / "r.csv"
     result = invoke("compare", "--path", "decode", "--suite", "edge", "--impl",
-                    "decode:unguarded", "--case", "*odd-minus-one", "--report", report)
+                    "decode:unguarded", "--case", "*odd-minus-one", "--mode", "eager",
+                    "--report", report)
     assert result.exit_code == ExitCode.FAILURES, result.output
     (row,) = pd.read_csv(report).to_dict("records")
     assert row["status"] == "oob_read" and row["first_mismatch"] == "request 0, column 0"
@@ -105,7 +109,7 @@ def test_exported_cases_replay_with_their_stored_fill(tmp_path):
     files = sorted(out.glob("*.npz"))
     assert len(files) == 8
     report = tmp_path / "r.csv"
-    args = ["compare", "--report", report, "--impl", "mtp:guarded"]
+    args = ["compare", "--report", report, "--impl", "mtp:guarded", "--mode", "eager"]
     for f in files[:3]:
         args += ["--cases", f]
     assert invoke(*args).exit_code == ExitCode.OK
@@ -183,7 +187,7 @@ def test_details_lists_each_finding_capped_per_row(tmp_path):
     result = invoke("compare", "--suite", "stale", "--case", "decode-stale-rows-unwritten",
                     "--impl", "decode:unguarded", "--path", "decode", "--report", report,
                     "--details", details, "--details-max", "5", "--no-interpreter-check",
-                    "--isolation", "none")
+                    "--isolation", "none", "--mode", "eager")
     assert result.exit_code == ExitCode.FAILURES
     rows = pd.read_csv(details)
     assert len(rows) == 5
