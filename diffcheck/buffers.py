@@ -61,6 +61,8 @@ class Staged:
     layout: ArenaLayout
     #: the allocation as staged (inputs and margins; a replay step's load updates it)
     expected: torch.Tensor
+    #: the step whose output copy the output buffer should still equal (diffcheck.modes)
+    watched: object = None
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]

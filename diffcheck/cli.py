@@ -7,7 +7,6 @@ import os
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -517,7 +516,7 @@ def bench(
     from diffcheck.impls import BUILTIN, find
     from diffcheck.modes import Eager
     from diffcheck.paths import select_paths
-    from diffcheck.runner import Job, RunSettings
+    from diffcheck.runner import Job, RunSettings, new_run_id
 
     dev = backend.resolve(device)
     if device == "auto" and dev.type == "cpu":
@@ -532,7 +531,7 @@ def bench(
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
     backend.prepare(dev)
     timer = Timer(dev, warmup, repeats)
-    settings = RunSettings(dev, uuid.uuid4().hex[:12], 0, isolation="none")
+    settings = RunSettings(dev, new_run_id(), 0, isolation="none")
     results = []
     for spec in select_paths(path):
         chosen = ([find(n, spec.name) for n in impl] if impl else

@@ -43,7 +43,8 @@ class Finding:
     expected: int | None = None
     actual: int | None = None
     #: how it was found: interpreter, redzone-tag, redzone-diff, redzone-write (an
-    #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism)
+    #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism),
+    #: process-state (a side effect)
     found_by: str = ""
     #: the first few elements or accesses, for --details
     examples: tuple[Example, ...] = ()
@@ -187,21 +188,38 @@ def compare_output(
     return int(checked), findings
 
 
-def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator) -> Finding | None:
-    """The replayed output differs from an eager call on the same inputs."""
+def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator,
+             sources: dict[str, torch.Tensor | None] | None = None,
+             otherwise: str = "") -> Finding | None:
+    """The replayed output differs from an eager call on the same inputs.
+
+    ``sources`` are earlier outputs the graph may have kept (what it computed when captured,
+    the previous replay's): the first that holds the replayed values on every differing
+    element is named as where the replay's state likely came from; else ``otherwise``.
+    """
     replayed, eager = replayed.reshape(-1), eager.reshape(-1)
-    count, hits = _found(replayed != eager)
+    differs = replayed != eager
+    count, hits = _found(differs)
     if not count:
         return None
     examples = tuple(Example("out", i, locate(i), int(eager[i]), int(replayed[i])) for i in hits)
     first = examples[0]
-    return Finding(Status.DIVERGENCE, "out", count, first.offset, first.location,
+    likely = otherwise
+    for label, earlier in (sources or {}).items():
+        earlier = earlier.reshape(-1) if earlier is not None else None
+        if earlier is not None and earlier.numel() == replayed.numel() and \
+                bool((earlier[differs] == replayed[differs]).all()):
+            likely = f"the replay wrote {label}: state frozen into the graph"
+            break
+    where = f"{first.location}; {likely}" if likely else first.location
+    return Finding(Status.DIVERGENCE, "out", count, first.offset, where,
                    first.expected, first.actual, examples=examples)
 
 
 def nondeterministic(first: torch.Tensor, again: torch.Tensor, locate: RegionLocator,
-                     when: str) -> Finding | None:
-    """Two runs on identical inputs (same red zones) whose outputs differ."""
+                     when: str, found_by: str = "reruns") -> Finding | None:
+    """Two runs on identical inputs (same red zones) whose outputs differ; or, found by
+    ``second-look``, one output that changed after its call returned."""
     first, again = first.reshape(-1), again.reshape(-1)
     count, hits = _found(first != again)
     if not count:
@@ -209,7 +227,7 @@ def nondeterministic(first: torch.Tensor, again: torch.Tensor, locate: RegionLoc
     examples = tuple(Example("out", i, locate(i), int(first[i]), int(again[i])) for i in hits)
     head = examples[0]
     return Finding(Status.NONDETERMINISTIC, "out", count, head.offset, head.location,
-                   head.expected, head.actual, found_by="reruns", examples=examples, when=when)
+                   head.expected, head.actual, found_by=found_by, examples=examples, when=when)
 
 
 def describe(finding: Finding, checked: int) -> str:
@@ -234,9 +252,15 @@ def _describe(finding: Finding, checked: int) -> str:
         return (f"Input written: {finding.count} elements of {finding.buffer} changed, first "
                 f"{finding.location}: was {finding.expected}, now {finding.actual} (inputs "
                 "are read-only)")
+    if finding.kind == Status.SIDE_EFFECT:
+        return f"Side effect: the call {finding.location} (put back before the next call)"
     if finding.kind == Status.OOB_READ:
         return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
                 f"found by {finding.found_by}")
+    if finding.kind == Status.NONDETERMINISTIC and finding.found_by == "second-look":
+        return (f"Output changed after the call returned: {finding.count} elements, first at "
+                f"{finding.location}: {finding.expected} then {finding.actual} (a writer still "
+                "running: a thread, another stream)")
     if finding.kind == Status.NONDETERMINISTIC:
         return (f"Not deterministic: {finding.count} elements differ between runs on identical "
                 f"inputs, first at {finding.location}: {finding.expected} then "

@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
@@ -29,7 +28,7 @@ from diffcheck.case import Case, Scenario, load_case
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.report import ReportRow
-from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
+from diffcheck.runner import Job, Outcome, RunSettings, ended, new_run_id, run_job
 from diffcheck.status import Status
 
 ISOLATIONS = ("auto", "process", "none")
@@ -53,7 +52,7 @@ def settings_for(
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs."""
-    settings = RunSettings(device, uuid.uuid4().hex[:12], seed, fill_override,
+    settings = RunSettings(device, new_run_id(), seed, fill_override,
                            interpreter_check, fillings, timeout)
     try:
         settings.isolation = resolve_isolation(isolation, settings)
@@ -172,6 +171,7 @@ def serve(conn: Connection, config: dict) -> None:
         conn.send(("broken", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
+    own_threads = {t.ident for t in threading.enumerate()}
     built: dict[tuple, Case | Scenario] = {}  # a case's jobs come one after another
     while True:
         message = conn.recv()
@@ -194,7 +194,11 @@ def serve(conn: Connection, config: dict) -> None:
         except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
             conn.send(("crash", traceback.format_exc()))
             return
-        conn.send(("outcomes", outcomes))
+        # Threads an implementation left running could touch the device (or anything) while
+        # the next implementation runs: the parent replaces a worker that holds any.
+        leftover = [t.name for t in threading.enumerate()
+                    if t.ident not in own_threads and t.is_alive()]
+        conn.send(("outcomes", (outcomes, leftover)))
         if any(o.row.status == Status.FAULT for o in outcomes):
             return
 
@@ -211,6 +215,8 @@ class Isolated:
         self.started = 0
         #: seconds spent starting the worker, not yet reported with a job's timing
         self.starting = 0.0
+        #: (implementation, thread names) when the worker holds threads a job left running
+        self.left_by: tuple[str, list[str]] | None = None
 
     def _start(self) -> None:
         began = time.perf_counter()
@@ -249,6 +255,7 @@ class Isolated:
         return f"the worker process exited with code {code}"
 
     def _stop(self) -> None:
+        self.left_by = None
         if self.process is not None and self.process.is_alive():
             self.process.kill()
         if self.process is not None:
@@ -258,6 +265,8 @@ class Isolated:
         self.process, self.conn = None, None
 
     def run(self, job: Job) -> list[Outcome]:
+        if self.left_by is not None and self.left_by[0] != job.impl.name:
+            self._stop()  # one implementation's leftovers never run beside another's rows
         if self.process is None or not self.process.is_alive():
             self._stop()
             self._start()
@@ -273,18 +282,28 @@ class Isolated:
         try:
             kind, payload = self.conn.recv()
         except (EOFError, ConnectionError):
-            why = self._death()
+            why = f"{self._death()} during the call{self._leftovers()}"
             self._stop()
-            return ended(job, self.settings, Status.FAULT, f"{why} during the call", elapsed_ms)
+            return ended(job, self.settings, Status.FAULT, why, elapsed_ms)
         if kind == "crash":
             self._stop()
             raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
+        payload, leftover = payload
+        if leftover:
+            self.left_by = (job.impl.name, leftover)
         if any(o.row.status == Status.FAULT for o in payload):
             self._stop()  # it exits by itself; make sure before the next job
         if payload and payload[0].timing is not None and self.starting:
             payload[0].timing["worker_start"] = self.starting
             self.starting = 0.0
         return payload
+
+    def _leftovers(self) -> str:
+        """Who may have caused a death: this implementation's own leftover threads."""
+        if self.left_by is None:
+            return ""
+        impl, names = self.left_by
+        return f", after implementation {impl} left threads running ({', '.join(names[:3])})"
 
     def close(self) -> None:
         if self.conn is not None and self.process is not None and self.process.is_alive():

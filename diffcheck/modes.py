@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from diffcheck import backend
+from diffcheck import backend, process_state
 from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import Finding, writes_outside_out
@@ -32,6 +32,8 @@ from diffcheck.errors import UsageError
 from diffcheck.graphs import new_graph
 from diffcheck.status import Status
 
+#: seconds a thread the call left running gets to finish before its writes are looked for
+LATE_WRITER_WAIT = 0.25
 #: stage(case, filling) -> the case's buffers, red-zoned, output poisoned
 Stager = Callable[[Case], Staged]
 #: bind(staged) -> a call of the implementation on those buffers
@@ -50,6 +52,9 @@ class Step:
     findings: list[Finding] = field(default_factory=list)
     #: output of an eager call on the same inputs (capture and replay), for divergence
     eager_out: torch.Tensor | None = None
+    #: replay: earlier outputs of the same graph, where a divergent replay may come from
+    #: (what it computed when captured, the previous replay)
+    earlier_outs: dict[str, torch.Tensor] = field(default_factory=dict)
     error: str = ""
     #: the status an error gives the row: error (the implementation raised) or fault (it
     #: ended the process, or the device)
@@ -59,12 +64,19 @@ class Step:
     #: interpreter sandbox accesses since the previous Step (set by the runner)
     accesses: list = field(default_factory=list)
     elapsed_ms: float = 0.0
+    #: the output as a second look found it, when it changed after the call returned
+    late_out: torch.Tensor | None = None
+    #: threads the calls started and left running (waited for before the second look)
+    left_running: list = field(default_factory=list)
 
 
 class Mode:
     """One way of running an implementation."""
 
     name: ClassVar[str] = ""
+    #: what a replay that differs from the eager call most likely means, when no earlier
+    #: output explains it
+    divergence_means: ClassVar[str] = ""
 
     def rows(self, target: Case | Scenario) -> list[Case]:
         """The cases this mode reports a row for, in order."""
@@ -80,29 +92,62 @@ class Mode:
 
 def _checked(step: Step, staged: Staged, when: str, action: Callable[[], object],
              guard: Callable) -> bool:
-    """Run one call (or replay), then check that margins and inputs are as staged (and put
-    them back). False when it raised; after a device fault nothing more is touched."""
+    """Run one call (or replay), then check what it must leave as it found it: the process
+    (RNG, stream, threads, directory, ...) and the allocation's margins and inputs, each put
+    back. False when it raised; after a device fault nothing more is touched."""
+    device = staged.arena.device
+    before = process_state.snapshot(device)
     done = guard(step, action)
-    if not step.fault:
-        step.findings += writes_outside_out(staged, when)
+    if step.fault:
+        return done
+    effects = process_state.changes(before, process_state.snapshot(device))
+    if effects:
+        process_state.restore(before)
+        step.findings.append(Finding(Status.SIDE_EFFECT, "process", len(effects), 0,
+                                     "; ".join(effects), found_by="process-state", when=when))
+        step.left_running += process_state.started_since(before)
+    step.findings += writes_outside_out(staged, when)
     return done
 
 
 def _finish(step: Step, staged: Staged, start: float) -> Step:
-    """Keep the step's output; after a device fault touch nothing more."""
+    """Keep the step's output (and look at it again before the buffer is reused); after a
+    device fault touch nothing more."""
     step.elapsed_ms = (time.perf_counter() - start) * 1e3
     if step.fault:
         return step
     step.staged = staged
     step.out = staged.out.view.clone()
+    staged.watched = step
     return step
+
+
+def second_look(staged: Staged) -> None:
+    """Compare the output with the copy its step kept: a change since the call returned is a
+    writer still running (a thread, another stream). Done before the buffer is poisoned
+    again, and for every staging at the end of a run (after a device sync)."""
+    step, staged.watched = staged.watched, None
+    if step is None or step.out is None:
+        return
+    for thread in step.left_running:  # a late writer gets a moment to write
+        thread.join(LATE_WRITER_WAIT)
+    backend.synchronize(staged.arena.device)
+    if not torch.equal(staged.out.view, step.out):
+        step.late_out = staged.out.view.clone()
+    if step.left_running:
+        step.findings += writes_outside_out(staged, "after the call returned")
+
+
+def _poison(staged: Staged) -> None:
+    second_look(staged)
+    staged.poison_out()
 
 
 def _call_eagerly(staged: Staged, call: Callable[[], object], device: torch.device,
                   step: Step, guard: Callable, when: str = "") -> bool:
     """Poison the output, call, wait for the device, check the allocation; False when the
     call raised."""
-    staged.poison_out()
+    _poison(staged)
     return _checked(step, staged, when, lambda: (call(), backend.synchronize(device)), guard)
 
 
@@ -116,7 +161,7 @@ def _eager_output(staged: Staged, call: Callable[[], object], device: torch.devi
 
 def _replayed(staged: Staged, graph, device: torch.device, step: Step, guard: Callable,
               when: str = "") -> bool:
-    staged.poison_out()
+    _poison(staged)
     return _checked(step, staged, when, graph.replay, guard)
 
 
@@ -152,6 +197,9 @@ class Capture(_OneCallPerCase):
     """Warm up, capture one call, poison the output, replay once."""
 
     name = "capture"
+    divergence_means = ("the captured call differs from the warm-up call on identical "
+                        "inputs: host-side state changed between the calls and the graph "
+                        "froze it")
 
     def issue(self, step, staged, call, device, guard):
         # The warm-up (Triton compiles on a first call) is also the eager output for
@@ -178,19 +226,22 @@ class Replay(Mode):
         if not isinstance(target, Scenario):
             return
         graphs: dict[int, tuple] = {}
+        earlier: dict[int, dict[str, torch.Tensor]] = {}
         setup = Step(target.steps[0])
         for size in sorted({target.graph_size(s) for s in target.steps}):
             first = next(s for s in target.steps if target.graph_size(s) == size)
             staged = stage(first)
             call = bind(staged)
             graph = new_graph(device)
-            if _eager_output(staged, call, device, setup, guard,
-                             f"the warm-up call before capturing the graph of {size}") is None:
+            warm = _eager_output(staged, call, device, setup, guard,
+                                 f"the warm-up call before capturing the graph of {size}")
+            if warm is None:
                 break
             if not _checked(setup, staged, f"capturing the graph of {size}",
                             lambda graph=graph, call=call: graph.capture(call), guard):
                 break
             graphs[size] = (staged, call, graph)
+            earlier[size] = {"what it computed for the step it was captured on": warm}
         for n, case in enumerate(target.steps[1:]):
             step, start = Step(case), time.perf_counter()
             if n == 0:
@@ -207,6 +258,8 @@ class Replay(Mode):
             if step.fault:
                 yield done
                 return
+            done.earlier_outs = dict(earlier[target.graph_size(case)])
+            earlier[target.graph_size(case)]["the previous replay's output"] = done.out
             if not step.error and compare_eager:
                 probe = Step(case)
                 done.eager_out = _eager_output(staged, call, device, probe, guard,

@@ -6,7 +6,8 @@ it completed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import csv
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,7 @@ class ReportRow:
     oob_write_found_by: str
     input_writes: int
     first_input_write: str
+    side_effects: str
     oob_reads: int
     first_oob_read: str
     oob_read_found_by: str
@@ -93,10 +95,17 @@ class LockedCsv:
                                  f"give this run a {what} of its own") from None
         self.handle.seek(0)
         self.handle.truncate()
+        self.writer = csv.writer(self.handle, lineterminator="\n")
         self.append(header, header=True)
 
     def append(self, df: pd.DataFrame, header: bool = False) -> None:
         df.to_csv(self.handle, header=header, index=False)
+        self.handle.flush()
+
+    def append_values(self, values: list) -> None:
+        """One row as pandas would write it (None as empty), without building a frame: a
+        frame per row costs more than most checks."""
+        self.writer.writerow(["" if v is None else v for v in values])
         self.handle.flush()
 
     def close(self) -> None:
@@ -112,7 +121,7 @@ class ReportWriter:
         self.count = 0
 
     def write(self, outcome) -> None:
-        self.file.append(frame([outcome.row]))
+        self.file.append_values(list(astuple(outcome.row)))
         self.count += 1
 
     def finish(self, result) -> None:

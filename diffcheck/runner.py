@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import shlex
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ from diffcheck.compare import (
 )
 from diffcheck.errors import CaseTimeout
 from diffcheck.impls import BUILTIN, Implementation
-from diffcheck.modes import Mode, Step
+from diffcheck.modes import Mode, Step, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow
@@ -45,6 +46,12 @@ class Job:
     case: Case | Scenario
     impl: Implementation
     mode: Mode
+
+
+def new_run_id() -> str:
+    """A run's id: random, and never read back as a number (``run-`` then 8 hex digits; a
+    bare hex string such as ``1234e567`` would parse as a float)."""
+    return f"run-{uuid.uuid4().hex[:8]}"
 
 
 #: cases whose buffers stay uploaded on the device (see RunSettings.on_device)
@@ -304,6 +311,10 @@ def execute(job: Job, settings: RunSettings, fill: int, plan: RunPlan) -> list[S
             steps.append(step)
             if step.fault:
                 break
+        if not any(step.fault for step in steps):
+            for step in steps:  # a writer still running shows by now
+                if step.staged is not None and step.staged.watched is step:
+                    second_look(step.staged)
     return steps
 
 
@@ -411,8 +422,16 @@ class Judge:
                                           self.label(run))
             checked = checked or count
             findings += found
+            if step.late_out is not None:  # a writer still running after the call returned
+                late = "a second look after the call returned"
+                moved = nondeterministic(step.out, step.late_out, locate, "", "second-look")
+                findings += [_during(moved, self.label(run))] if moved else []
+                _, found = compare_output(step.late_out, expected, mask, locate,
+                                          case.well_formed, late)
+                findings += [_during(f, self.label(run)) for f in found]
             if step.eager_out is not None:
-                divergence = diverged(step.out, step.eager_out, locate)
+                divergence = diverged(step.out, step.eager_out, locate, step.earlier_outs,
+                                      self.job.mode.divergence_means)
                 findings += [_during(divergence, self.label(run))] if divergence else []
         if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
             findings += self.across_runs(i, case, locate, expected, mask)
@@ -479,6 +498,7 @@ def make_row(
     oob = comparison.of(Status.OOB_WRITE)
     read = comparison.of(Status.OOB_READ)
     written = comparison.of(Status.INPUT_WRITE)
+    effect = comparison.of(Status.SIDE_EFFECT)
     racing = comparison.of(Status.NONDETERMINISTIC)
     diverging = comparison.of(Status.DIVERGENCE)
     by_severity = sorted(comparison.findings, key=lambda f: -f.kind.severity)
@@ -502,6 +522,7 @@ def make_row(
                                             if f.kind == Status.OOB_WRITE})),
         input_writes=sum(f.count for f in comparison.findings if f.kind == Status.INPUT_WRITE),
         first_input_write=written.location if written else "",
+        side_effects=effect.location if effect else "",
         oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
         oob_read_found_by=read.found_by if read else "",
         nondeterministic=racing.count if racing else 0,

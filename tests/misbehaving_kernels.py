@@ -318,3 +318,69 @@ def decode_changes_directory(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, t
     os.chdir(tempfile.gettempdir())
     return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                              BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_reseeds_the_rng(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                           BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """`torch.manual_seed(1234)` in the launcher: every sampler after it repeats itself."""
+    torch.manual_seed(1234)
+    return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_sets_default_dtype(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                              BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """`torch.set_default_dtype(torch.float64)` and leaves it so."""
+    torch.set_default_dtype(torch.float64)
+    return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_sets_an_environment_variable(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                        token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
+                                        BLOCK_N=128, out=None, fill=0):
+    """Exports a variable into the process environment."""
+    os.environ["MISBEHAVING_KERNEL_WAS_HERE"] = "1"
+    return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def decode_switches_the_stream(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                               token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128,
+                               out=None, fill=0):
+    """On a GPU, makes a new stream current and leaves it current (nothing on the CPU)."""
+    if kv_indptr.is_cuda and not torch.cuda.is_current_stream_capturing():
+        torch.cuda.set_stream(torch.cuda.Stream(kv_indptr.device))
+    return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def _write_later(out, seconds):
+    time.sleep(seconds)
+    out[: min(8, out.numel())].fill_(777)
+
+
+def decode_writes_out_late(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                           BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Returns a correct output, and a thread overwrites its first elements 20 ms later."""
+    out = decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                            BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+    threading.Thread(target=_write_later, args=(out, 0.02), daemon=True,
+                     name="late-writer").start()
+    return out
+
+
+def _touch_the_device(device):
+    while not LEFTOVERS_MAY_END.wait(0.001):
+        torch.ones(16, device=device).sum()
+
+
+def decode_leaves_a_thread_on_the_device(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                         token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
+                                         BLOCK_N=128, out=None, fill=0):
+    """Leaves a thread that keeps launching work on the device: on a GPU, a graph captured
+    in the same process meanwhile is invalidated (the thread's launches join the capture)."""
+    threading.Thread(target=_touch_the_device, args=(kv_indptr.device,), daemon=True,
+                     name="device-toucher").start()
+    return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
