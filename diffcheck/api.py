@@ -47,6 +47,7 @@ def check(
     graph_size: int | None = None,
     timeout: float = 60.0,
     isolation: str = "auto",
+    workers: int = 0,
 ) -> pd.DataFrame:
     """Run ``suites`` (and stored ``cases``) of ``path`` over ``impl``; one row per check.
 
@@ -60,7 +61,7 @@ def check(
     selection = select(path, [_target(impl)], list(suites or []), list(cases), [],
                        mode_registry.select(modes), seed, invalid_fill, None, graph_size)
     settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
-                            isolation=isolation)
+                            isolation=isolation, workers=workers)
     result = session.run(selection, settings)
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(result.ending())

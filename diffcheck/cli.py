@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -183,10 +184,16 @@ def compare(
     ] = 60.0,
     isolation: Annotated[
         str,
-        typer.Option(help="Where kernels run: process (a worker that is replaced after a fault, "
-                     "crash or time-out), none (this process), or auto: process on a GPU or "
-                     "with --no-interpreter-check, none otherwise."),
+        typer.Option(help="Where kernels run: process (worker processes, replaced after a "
+                     "fault, crash, time-out or leftover threads; a kernel that ends its "
+                     "process is a fault row), none (this process: for debugging, a kernel "
+                     "can end the run), auto: process."),
     ] = "auto",
+    jobs: Annotated[
+        int,
+        typer.Option(help="Worker processes side by side; 0: one per core on a CPU (up to 4), "
+                     "one on a GPU."),
+    ] = 0,
     details: Annotated[
         Path | None,
         typer.Option(help="Also write a CSV with one row per finding element or access "
@@ -243,7 +250,7 @@ def compare(
         graph_size, parse_shard(shard),
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
-                            timeout, isolation)
+                            timeout, isolation, jobs)
     sinks = [ReportWriter(outputs["--report"])]
     if details is not None:
         sinks.append(DetailsWriter(outputs["--details"], details_max))
@@ -254,7 +261,9 @@ def compare(
     started = time.perf_counter()
     total = chosen.rows()
     where = backend.describe(dev)
-    isolated = ", one worker process at a time" if settings.isolation == "process" else ""
+    count = settings.workers
+    isolated = (f", in {count} worker process{'es' if count > 1 else ''}"
+                if settings.isolation == "process" else ", in this process")
     typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
                f"{len(chosen.modes)} modes = {total} rows on {where}{isolated}", err=True)
     with _progress(total, enabled=True) as bar:
@@ -270,8 +279,8 @@ def compare(
     if not quiet:
         typer.echo(summarize(result.rows, failing))
     typer.echo(report_line, err=True)
-    typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings),
-               err=True)
+    typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings,
+                          settings.workers if settings.isolation == "process" else 1), err=True)
     if result.failed(failing):
         raise typer.Exit(ExitCode.FAILURES)
 
@@ -292,9 +301,11 @@ def _fail_on(text: str):
     return chosen
 
 
-def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) -> str:
+def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]],
+               workers: int = 1) -> str:
     """Where the time went: case generation, worker start, calls (first calls compile),
-    references, staging and checks, and what is left (messages to workers, reports)."""
+    references, staging and checks, and what is left (messages to workers, reports). With
+    several workers the parts are summed over them, and only the wall time is the run's."""
     import statistics
 
     def total(key: str) -> float:
@@ -306,13 +317,15 @@ def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]]) 
     for name in {n for n, _ in timings}:
         mine = [t["calls"] for n, t in timings if n == name]
         first_extra += max(mine[0] - statistics.median(mine), 0.0)
-    workers = (f"worker start {starting:.1f} s, cases rebuilt in the worker {cases:.1f} s, "
+    started = (f"worker start {starting:.1f} s, cases rebuilt in the workers {cases:.1f} s, "
                if starting or cases else "")
-    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running: {workers}"
-            f"implementation calls {calls:.1f} s (first calls, compiling included, "
+    summed = f" (summed over {workers} workers)" if workers > 1 else ""
+    other = "" if workers > 1 else (
+        f", other (messages, reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
+    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running{summed}: "
+            f"{started}implementation calls {calls:.1f} s (first calls, compiling included, "
             f"{first_extra:.1f} s more than typical), references {references:.1f} s, staging "
-            f"and checks {max(jobs - calls - references, 0.0):.1f} s, other (messages, "
-            f"reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
+            f"and checks {max(jobs - calls - references, 0.0):.1f} s{other}")
 
 
 @app.command("list")
@@ -377,8 +390,20 @@ def export(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point. A kernel run in this process (``--isolation none``) may have left
+    non-daemon threads that would keep it alive after the run: they do not get to."""
+    try:
+        app()
+    except SystemExit as e:
+        stray = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        if not stray:
+            raise
+        _err(f"threads left running by a kernel ({', '.join(stray[:3])}) would keep "
+             "diffcheck alive; it exits without them")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
 
 
 report_app = typer.Typer(cls=_Commands, no_args_is_help=True,
@@ -529,6 +554,11 @@ def bench(
         raise UsageError(f"unknown --positions '{positions}'; known: {', '.join(ORDERS)}")
     if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
+    from diffcheck.case import max_elements
+
+    if rows * k * 4 > max_elements():  # top-k rows, output, and both stagings of them
+        raise UsageError(f"--rows {rows} x --k {k} is past the case size limit of "
+                         f"{max_elements():,} elements (DIFFCHECK_MAX_ELEMENTS raises it)")
     backend.prepare(dev)
     timer = Timer(dev, warmup, repeats)
     settings = RunSettings(dev, new_run_id(), 0, isolation="none")

@@ -1,11 +1,9 @@
-"""Where jobs run: in this process under a time limit, or in a worker process that may die.
+"""Where jobs run: in worker processes that may die (diffcheck.worker), or in this process.
 
-A device fault poisons a CUDA context for good, and a wild access with the interpreter check
-off can kill the process (SIGSEGV). With isolation ``process`` every job runs in a worker
-started with ``spawn``: when the worker dies, reports a device fault or runs past the time
-limit, the job ends as ``fault`` or ``timeout``, the worker is replaced and the run goes on.
-In this process, the time limit is a SIGALRM timer that raises between interpreter steps; it
-cannot stop a GPU kernel that never returns (use isolation ``process`` on GPUs).
+With isolation ``process`` (the default) jobs are spread over worker processes, several on a
+CPU (the interpreter is single-threaded), one on a GPU. In this process (``--isolation
+none``, for debugging) the time limit is a SIGALRM timer that raises between interpreter
+steps; it cannot stop a GPU kernel that never returns, nor a kernel that ends the process.
 
 Every finished row goes to ``on_outcome`` at once (the CLI appends it to the CSV), so nothing
 is lost on Ctrl-C, a dead worker or a crash of diffcheck itself.
@@ -14,26 +12,23 @@ is lost on Ctrl-C, a dead worker or a crash of diffcheck itself.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
-from multiprocessing.connection import Connection
+from multiprocessing.connection import wait
 
 import torch
 
-from diffcheck.case import Case, Scenario, load_case
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.report import ReportRow
 from diffcheck.runner import Job, Outcome, RunSettings, ended, new_run_id, run_job
 from diffcheck.status import Status
+from diffcheck.worker import Worker, case_recipe
 
 ISOLATIONS = ("auto", "process", "none")
-#: seconds a fresh worker may take to import torch and triton and set up its device
-WORKER_START_LIMIT = 180.0
 
 
 def resolve_isolation(name: str, settings: RunSettings) -> str:
@@ -45,19 +40,36 @@ def resolve_isolation(name: str, settings: RunSettings) -> str:
     return "process" if name == "auto" else name
 
 
+def default_workers(device: torch.device) -> int:
+    """Worker processes by default: one per core on a CPU (up to 4), one on a GPU (its kernels
+    and timings must not share it)."""
+    if device.type != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
 def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 2,
-    timeout: float = 60.0, isolation: str = "auto",
+    timeout: float = 60.0, isolation: str = "auto", workers: int = 0,
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
-    first, so one that does not import is a usage error before any row runs."""
+    first, so one that does not import is a usage error before any row runs. ``workers`` 0
+    takes the default for the device."""
     settings = RunSettings(device, new_run_id(), seed, fill_override,
                            interpreter_check, fillings, timeout)
     try:
         settings.isolation = resolve_isolation(isolation, settings)
     except ValueError as e:
         raise UsageError(f"--isolation: {e}") from None
+    if workers < 0:
+        raise UsageError(f"--jobs must be 0 (one per core) or more, got {workers}")
+    settings.workers = 1 if settings.isolation == "none" else (
+        workers or default_workers(device))
     for implementation in impls:
         settings.implementation(implementation)
     return settings
@@ -120,222 +132,78 @@ class InProcess:
         pass
 
 
-# -- the worker side ----------------------------------------------------------------------------
-def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
-    """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
-    if isinstance(case, Case) and case.source:
-        return ("file", case.source)
-    if isinstance(case, Scenario):
-        return ("scenario", case.path, case.suite, case.name, run_seed, case.steps[0].fill,
-                case.graph)
-    if case.suite:
-        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
-    return ("case", case)
-
-
-def rebuild(recipe: tuple) -> Case | Scenario:
-    kind = recipe[0]
-    if kind == "file":
-        return load_case(recipe[1])
-    from diffcheck.paths import get_path
-
-    if kind == "suite":
-        _, path, suite, name, run_seed, fill = recipe
-        layout = get_path(path).suites()[suite].layouts[name]
-        return layout.case(path, suite, run_seed, fill)
-    if kind == "scenario":
-        _, path, suite, name, run_seed, fill, graph = recipe
-        layout = get_path(path).suites()[suite].layouts[name]
-        return layout.case(path, suite, run_seed, fill, graph)
-    return recipe[1]
-
-
-def serve(conn: Connection, config: dict) -> None:
-    """Worker main loop: receive (recipe, impl, mode), send back an Outcome, until None.
-
-    After a device fault the worker answers and exits: its context cannot run anything more.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    import os
-
-    from diffcheck import backend
-
-    settings = RunSettings(**config)
-    if settings.device.type != "cpu":  # compile for the device even if the parent interprets
-        os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        backend.prepare(settings.device)
-        if settings.device.type == "cuda":
-            torch.cuda.init()
-    except Exception as e:
-        conn.send(("broken", f"{type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", None))
-    own_threads = {t.ident for t in threading.enumerate()}
-    built: dict[tuple, Case | Scenario] = {}  # a case's jobs come one after another
-    while True:
-        message = conn.recv()
-        if message is None:
-            return
-        recipe, impl, mode = message
-        try:
-            began = time.perf_counter()
-            # A case sent whole is itself the recipe and may not hash: it is never kept.
-            keep = recipe[0] != "case"
-            case = built.get(recipe) if keep else None
-            if case is None:
-                case = rebuild(recipe)
-                if keep:
-                    built = {recipe: case}  # keep one: production cases are large
-            rebuilt = time.perf_counter() - began
-            outcomes = run_job(Job(case, impl, mode), settings)
-            if outcomes and outcomes[0].timing is not None:
-                outcomes[0].timing["cases"] = rebuilt
-        except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
-            conn.send(("crash", traceback.format_exc()))
-            return
-        # Threads an implementation left running could touch the device (or anything) while
-        # the next implementation runs: the parent replaces a worker that holds any.
-        leftover = [t.name for t in threading.enumerate()
-                    if t.ident not in own_threads and t.is_alive()]
-        conn.send(("outcomes", (outcomes, leftover)))
-        if any(o.row.status == Status.FAULT for o in outcomes):
-            return
-
-
-# -- the parent side ----------------------------------------------------------------------------
-class Isolated:
-    """Runs each job in a worker process; replaces the worker after it dies, faults or hangs."""
-
-    def __init__(self, settings: RunSettings) -> None:
-        self.settings = settings
-        self.context = multiprocessing.get_context("spawn")
-        self.process = None
-        self.conn: Connection | None = None
-        self.started = 0
-        #: seconds spent starting the worker, not yet reported with a job's timing
-        self.starting = 0.0
-        #: (implementation, thread names) when the worker holds threads a job left running
-        self.left_by: tuple[str, list[str]] | None = None
-
-    def _start(self) -> None:
-        began = time.perf_counter()
-        parent, child = self.context.Pipe()
-        process = self.context.Process(
-            target=serve, args=(child, self.settings.config()), daemon=True,
-            name="diffcheck-worker")
-        process.start()  # a script using this API needs `if __name__ == "__main__":` (spawn)
-        child.close()
-        self.process = process
-        self.conn = parent
-        self.started += 1
-        if not parent.poll(WORKER_START_LIMIT):
-            self._stop()
-            raise DeviceError(f"the worker process did not start within {WORKER_START_LIMIT:g} s")
-        try:
-            kind, text = parent.recv()
-        except EOFError:
-            kind, text = "broken", self._death()
-        if kind != "ready":
-            self._stop()
-            raise DeviceError(f"the worker process could not set up the device: {text}")
-        self.starting += time.perf_counter() - began
-
-    def _death(self) -> str:
-        """Why the worker is gone, in words."""
-        assert self.process is not None
-        self.process.join(5)
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"the worker process was killed by {name}"
-        return f"the worker process exited with code {code}"
-
-    def _stop(self) -> None:
-        self.left_by = None
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-        if self.process is not None:
-            self.process.join(5)
-        if self.conn is not None:
-            self.conn.close()
-        self.process, self.conn = None, None
-
-    def run(self, job: Job) -> list[Outcome]:
-        if self.left_by is not None and self.left_by[0] != job.impl.name:
-            self._stop()  # one implementation's leftovers never run beside another's rows
-        if self.process is None or not self.process.is_alive():
-            self._stop()
-            self._start()
-        assert self.conn is not None
-        start = time.perf_counter()
-        self.conn.send((case_recipe(job.case, self.settings.run_seed), job.impl, job.mode))
-        limit = self.settings.timeout if self.settings.timeout > 0 else None
-        answered = self.conn.poll(limit)
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        if not answered:
-            self._stop()
-            return timed_out(job, self.settings, elapsed_ms)
-        try:
-            kind, payload = self.conn.recv()
-        except (EOFError, ConnectionError):
-            why = f"{self._death()} during the call{self._leftovers()}"
-            self._stop()
-            return ended(job, self.settings, Status.FAULT, why, elapsed_ms)
-        if kind == "crash":
-            self._stop()
-            raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
-        payload, leftover = payload
-        if leftover:
-            self.left_by = (job.impl.name, leftover)
-        if any(o.row.status == Status.FAULT for o in payload):
-            self._stop()  # it exits by itself; make sure before the next job
-        if payload and payload[0].timing is not None and self.starting:
-            payload[0].timing["worker_start"] = self.starting
-            self.starting = 0.0
-        return payload
-
-    def _leftovers(self) -> str:
-        """Who may have caused a death: this implementation's own leftover threads."""
-        if self.left_by is None:
-            return ""
-        impl, names = self.left_by
-        return f", after implementation {impl} left threads running ({', '.join(names[:3])})"
-
-    def close(self) -> None:
-        if self.conn is not None and self.process is not None and self.process.is_alive():
-            with contextlib.suppress(OSError, BrokenPipeError):
-                self.conn.send(None)
-            self.process.join(5)
-        self._stop()
-
-
-def executor_for(settings: RunSettings) -> InProcess | Isolated:
-    return Isolated(settings) if settings.isolation == "process" else InProcess(settings)
-
-
 def run_all(
     jobs: Iterable[Job],
     settings: RunSettings,
     on_outcome: Callable[[Outcome], None] = lambda outcome: None,
 ) -> list[ReportRow]:
-    """Run every job in order; Ctrl-C raises Interrupted carrying the finished rows."""
+    """Run every job; rows reach ``on_outcome`` in job order. Ctrl-C raises Interrupted
+    carrying the finished rows."""
+    jobs = list(jobs)
+    if settings.isolation == "process":
+        return _in_workers(jobs, settings, on_outcome)
     rows: list[ReportRow] = []
-    executor = executor_for(settings)
+    executor = InProcess(settings)
     try:
         for job in jobs:
             for outcome in executor.run(job):
                 rows.append(outcome.row)
                 on_outcome(outcome)
-            if isinstance(executor, InProcess) and executor.lost is not None:
+            if executor.lost is not None:
                 raise DeviceError(
                     f"{job.case.case_id} with {job.impl.name} faulted the device, whose context "
                     "is now unusable; rerun with --isolation process to go on past faults")
     except KeyboardInterrupt:
         raise Interrupted(rows) from None
-    finally:
-        executor.close()
     return rows
+
+
+def _in_workers(jobs: list[Job], settings: RunSettings,
+                on_outcome: Callable[[Outcome], None]) -> list[ReportRow]:
+    """Jobs spread over ``settings.workers`` worker processes, each job under its time limit;
+    finished jobs are held until every earlier one is done, so rows keep the job order."""
+    workers = [Worker(settings) for _ in range(max(1, min(settings.workers, len(jobs))))]
+    for worker in workers:
+        worker.launch()  # they import torch and triton side by side
+    recipes = [case_recipe(job.case, settings.run_seed) for job in jobs]
+    pending = list(range(len(jobs)))
+    in_flight: dict[Worker, int] = {}
+    finished: dict[int, list[Outcome]] = {}
+    rows: list[ReportRow] = []
+    emitted = 0
+    try:
+        while emitted < len(jobs):
+            for worker in workers:
+                if worker not in in_flight and pending:
+                    index = _next_for(worker, pending, recipes, 2 * len(workers))
+                    worker.send(jobs[index])
+                    in_flight[worker] = index
+            now = time.perf_counter()
+            limits = [settings.timeout - (now - w.sent) for w in in_flight]
+            waited = max(min(limits), 0.0) if settings.timeout > 0 else None
+            answered = wait([w.conn for w in in_flight], timeout=waited)
+            for worker in list(in_flight):
+                if worker.conn in answered:
+                    finished[in_flight.pop(worker)] = worker.collect()
+                elif worker.overdue(time.perf_counter()):
+                    finished[in_flight.pop(worker)] = worker.timed_out()
+            while emitted in finished:
+                for outcome in finished.pop(emitted):
+                    rows.append(outcome.row)
+                    on_outcome(outcome)
+                emitted += 1
+    except KeyboardInterrupt:
+        raise Interrupted(rows) from None
+    finally:
+        for worker in workers:
+            worker.close()
+    return rows
+
+
+def _next_for(worker: Worker, pending: list[int], recipes: list[tuple], window: int) -> int:
+    """The next job for ``worker``: among the next few, one whose case it keeps built, else
+    the next one."""
+    for position, index in enumerate(pending[:window]):
+        if recipes[index] in worker.kept:
+            return pending.pop(position)
+    return pending.pop(0)

@@ -38,7 +38,8 @@ class ProcessState:
     environ: dict[str, str]
     default_dtype: torch.dtype
     grad_enabled: bool
-    threads: frozenset[int]
+    #: the live threads themselves (an ident is reused once its thread ends)
+    threads: frozenset[threading.Thread]
     cpu_rng: torch.Tensor
     python_rng: object
     numpy_rng: object
@@ -51,7 +52,7 @@ def snapshot(device: torch.device) -> ProcessState:
     state = ProcessState(
         cwd=_cwd(), environ=_environment(), default_dtype=torch.get_default_dtype(),
         grad_enabled=torch.is_grad_enabled(),
-        threads=frozenset(t.ident for t in threading.enumerate() if t.is_alive()),
+        threads=frozenset(t for t in threading.enumerate() if t.is_alive()),
         cpu_rng=torch.get_rng_state(), python_rng=random.getstate(),
         numpy_rng=np.random.get_state(legacy=False),
     )
@@ -85,7 +86,7 @@ def changes(before: ProcessState, after: ProcessState) -> list[str]:
         found.append(f"{'enabled' if after.grad_enabled else 'disabled'} autograd globally")
     started = after.threads - before.threads
     if started:
-        names = [t.name for t in threading.enumerate() if t.ident in started]
+        names = [t.name for t in started]
         found.append(f"left {len(started)} thread{'s' if len(started) > 1 else ''} running "
                      f"({', '.join(names[:3])})")
     if not torch.equal(after.cpu_rng, before.cpu_rng):
@@ -114,7 +115,7 @@ def _same_numpy_rng(a: object, b: object) -> bool:
 
 def started_since(before: ProcessState) -> list[threading.Thread]:
     """Threads alive now that were not when ``before`` was taken."""
-    return [t for t in threading.enumerate() if t.is_alive() and t.ident not in before.threads]
+    return [t for t in threading.enumerate() if t.is_alive() and t not in before.threads]
 
 
 def restore(state: ProcessState) -> None:

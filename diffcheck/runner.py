@@ -73,6 +73,8 @@ class RunSettings:
     timeout: float = 60.0
     #: where jobs run: "none" (this process) or "process" (a worker that may die)
     isolation: str = "none"
+    #: worker processes side by side (isolation "process")
+    workers: int = 1
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
         default_factory=dict
@@ -112,7 +114,7 @@ class RunSettings:
         """The plain settings, to start a worker with the same ones."""
         return {f: getattr(self, f) for f in (
             "device", "run_id", "run_seed", "fill_override", "interpreter_check", "fillings",
-            "timeout", "isolation")}
+            "timeout", "isolation", "workers")}
 
 
 @dataclass

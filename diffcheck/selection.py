@@ -7,12 +7,16 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffcheck.case import Case, Scenario, case_problems, load_case
+from diffcheck.case import Case, Scenario, case_problems, load_case, max_elements
 from diffcheck.errors import CaseFileError, NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
 from diffcheck.modes import Mode
 from diffcheck.paths import PATHS, select_paths
 from diffcheck.runner import Job
+
+#: int32 elements per graph row and top-k column one replay step holds, about: a KV table
+#: of 4 K slots per row, a top-k buffer of 1.75 rows, the output workspace
+STEP_BUFFERS = 8
 
 #: what runs without --suite or --cases: every layout with every oddity, large batches, a
 #: case judged with the other fill (smoke); malformed metadata from serving (stale); graphs
@@ -55,6 +59,15 @@ def build_suites(
             raise UnknownNameError(f"unknown suite '{name}'; known: {', '.join(known)}")
     if graph_size is not None and graph_size < 2:
         raise UsageError(f"--graph-size must be at least 2, got {graph_size}")
+    if graph_size is not None:
+        widest = max((layout.k for path in paths for name in suites
+                      for layout in getattr(PATHS[path].suites().get(name), "layouts",
+                                            {}).values()), default=0)
+        needed = STEP_BUFFERS * graph_size * widest
+        if needed > max_elements():
+            raise UsageError(f"--graph-size {graph_size} needs about {needed:,} elements per "
+                             f"step at K={widest}, past the limit of {max_elements():,} "
+                             "(DIFFCHECK_MAX_ELEMENTS raises it)")
     cases: list[Case | Scenario] = []
     for name in suites:
         for path in paths:

@@ -1,0 +1,259 @@
+"""A worker process that runs jobs, and the parent's handle on one.
+
+A device fault poisons a CUDA context for good, a wild access with the interpreter check off
+kills the process (SIGSEGV), and a kernel can end its process on purpose (``os._exit``, a
+signal). Jobs therefore run in workers started with ``spawn``; when one dies, reports a device
+fault or runs past the time limit, its job ends as ``fault`` or ``timeout`` and the worker is
+replaced. A worker is also replaced before another implementation runs in it when the last
+one left threads running, so one implementation's leftovers never spoil another's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+
+import torch
+
+from diffcheck.case import Case, Scenario, load_case
+from diffcheck.errors import DeviceError
+from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
+from diffcheck.status import Status
+
+#: seconds a fresh worker may take to import torch and triton and set up its device
+WORKER_START_LIMIT = 180.0
+#: cases a worker keeps built (a case's jobs come close together; production cases are big)
+CASES_KEPT = 2
+
+
+def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
+    """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
+    if isinstance(case, Case) and case.source:
+        return ("file", case.source)
+    if isinstance(case, Scenario):
+        return ("scenario", case.path, case.suite, case.name, run_seed, case.steps[0].fill,
+                case.graph)
+    if case.suite:
+        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
+    return ("case", case)
+
+
+def rebuild(recipe: tuple) -> Case | Scenario:
+    kind = recipe[0]
+    if kind == "file":
+        return load_case(recipe[1])
+    from diffcheck.paths import get_path
+
+    if kind == "suite":
+        _, path, suite, name, run_seed, fill = recipe
+        layout = get_path(path).suites()[suite].layouts[name]
+        return layout.case(path, suite, run_seed, fill)
+    if kind == "scenario":
+        _, path, suite, name, run_seed, fill, graph = recipe
+        layout = get_path(path).suites()[suite].layouts[name]
+        return layout.case(path, suite, run_seed, fill, graph)
+    return recipe[1]
+
+
+def serve(conn: Connection, config: dict) -> None:
+    """Worker main loop: receive (recipe, impl, mode), send back its Outcomes, until None.
+
+    After a device fault the worker answers and exits: its context cannot run anything more.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from diffcheck import backend
+
+    settings = RunSettings(**config)
+    if settings.device.type != "cpu":  # compile for the device even if the parent interprets
+        os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        backend.prepare(settings.device)
+        if settings.device.type == "cuda":
+            torch.cuda.init()
+    except Exception as e:
+        conn.send(("broken", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    own_threads = set(threading.enumerate())
+    built: dict[tuple, Case | Scenario] = {}
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        recipe, impl, mode = message
+        try:
+            began = time.perf_counter()
+            # A case sent whole is itself the recipe and may not hash: it is never kept.
+            keep = recipe[0] != "case"
+            case = built.pop(recipe, None) if keep else None
+            if case is None:
+                case = rebuild(recipe)
+            if keep:
+                built[recipe] = case  # most recent last
+                while len(built) > CASES_KEPT:
+                    built.pop(next(iter(built)))
+            rebuilt = time.perf_counter() - began
+            outcomes = run_job(Job(case, impl, mode), settings)
+            if outcomes and outcomes[0].timing is not None:
+                outcomes[0].timing["cases"] = rebuilt
+        except Exception:  # a bug in diffcheck: the parent stops the run (exit 3)
+            conn.send(("crash", traceback.format_exc()))
+            return
+        # Threads an implementation left running could touch the device (or anything) while
+        # the next implementation runs: the parent replaces a worker that holds any.
+        leftover = [t.name for t in threading.enumerate()
+                    if t not in own_threads and t.is_alive()]
+        conn.send(("outcomes", (outcomes, leftover)))
+        if any(o.row.status == Status.FAULT for o in outcomes):
+            return
+
+
+class Worker:
+    """The parent's handle on one worker process: start, send a job, collect its rows."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.process = None
+        self.conn: Connection | None = None
+        self.ready = False
+        #: seconds spent starting workers, not yet reported with a job's timing
+        self.starting = 0.0
+        self._began = 0.0
+        #: (implementation, thread names) when the worker holds threads a job left running
+        self.left_by: tuple[str, list[str]] | None = None
+        #: the job in flight, its recipe and when it was sent
+        self.job: Job | None = None
+        self.recipe: tuple | None = None
+        self.sent = 0.0
+        #: recipes of the cases the worker keeps built (for sending it jobs of those cases)
+        self.kept: list[tuple] = []
+
+    # -- life ---------------------------------------------------------------------------------
+    def launch(self) -> None:
+        """Start the process (not waiting for it to be ready)."""
+        self._began = time.perf_counter()
+        parent, child = self.context.Pipe()
+        process = self.context.Process(
+            target=serve, args=(child, self.settings.config()), daemon=True,
+            name="diffcheck-worker")
+        process.start()  # a script using this API needs `if __name__ == "__main__":` (spawn)
+        child.close()
+        self.process, self.conn, self.ready = process, parent, False
+        self.kept = []
+
+    def _await_ready(self) -> None:
+        assert self.conn is not None
+        if not self.conn.poll(WORKER_START_LIMIT):
+            self.stop()
+            raise DeviceError(f"the worker process did not start within {WORKER_START_LIMIT:g} s")
+        try:
+            kind, text = self.conn.recv()
+        except EOFError:
+            kind, text = "broken", self.death()
+        if kind != "ready":
+            self.stop()
+            raise DeviceError(f"the worker process could not set up the device: {text}")
+        self.ready = True
+        self.starting += time.perf_counter() - self._began
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def death(self) -> str:
+        """Why the worker is gone, in words."""
+        assert self.process is not None
+        self.process.join(5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the worker process was killed by {name}"
+        return f"the worker process exited with code {code}"
+
+    def stop(self) -> None:
+        self.left_by, self.ready, self.job, self.kept = None, False, None, []
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+    def close(self) -> None:
+        if self.conn is not None and self.alive():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self.conn.send(None)
+            self.process.join(5)
+        self.stop()
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def send(self, job: Job) -> None:
+        """Send a job, first replacing the worker if it is gone or holds another
+        implementation's leftover threads."""
+        if self.left_by is not None and self.left_by[0] != job.impl.name:
+            self.stop()
+        if not self.alive():
+            self.stop()
+            self.launch()
+        if not self.ready:
+            self._await_ready()
+        assert self.conn is not None
+        self.job, self.recipe = job, case_recipe(job.case, self.settings.run_seed)
+        self.sent = time.perf_counter()
+        self.conn.send((self.recipe, job.impl, job.mode))
+
+    def overdue(self, now: float) -> bool:
+        return self.settings.timeout > 0 and now - self.sent > self.settings.timeout
+
+    def collect(self) -> list[Outcome]:
+        """The rows of the job in flight, once the worker answered or died."""
+        job, elapsed_ms = self.job, (time.perf_counter() - self.sent) * 1e3
+        assert job is not None and self.conn is not None
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            why = f"{self.death()} during the call{self._leftovers()}"
+            self.stop()
+            return ended(job, self.settings, Status.FAULT, why, elapsed_ms)
+        if kind == "crash":
+            self.stop()
+            raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
+        outcomes, leftover = payload
+        self.job = None
+        if self.recipe is not None and self.recipe[0] != "case":
+            self.kept = [r for r in self.kept if r != self.recipe][-(CASES_KEPT - 1):]
+            self.kept.append(self.recipe)
+        if leftover:
+            self.left_by = (job.impl.name, leftover)
+        if any(o.row.status == Status.FAULT for o in outcomes):
+            self.stop()  # it exits by itself; make sure before the next job
+        if outcomes and outcomes[0].timing is not None and self.starting:
+            outcomes[0].timing["worker_start"] = self.starting
+            self.starting = 0.0
+        return outcomes
+
+    def timed_out(self) -> list[Outcome]:
+        """End the job in flight as a time-out and the worker with it."""
+        job, elapsed_ms = self.job, (time.perf_counter() - self.sent) * 1e3
+        assert job is not None
+        self.stop()
+        why = (f"ran past the {self.settings.timeout:g} s time limit (--timeout); a loop bound "
+               "or index read from outside a tensor can run away")
+        return ended(job, self.settings, Status.TIMEOUT, why, elapsed_ms)
+
+    def _leftovers(self) -> str:
+        """Who may have caused a death: this implementation's own leftover threads."""
+        if self.left_by is None:
+            return ""
+        impl, names = self.left_by
+        return f", after implementation {impl} left threads running ({', '.join(names[:3])})"
