@@ -103,7 +103,9 @@ class Selection:
     shard: tuple[int, int] = (1, 1)
 
     def _all_jobs(self) -> list[Job]:
-        return [Job(case, impl, mode) for case in self.cases for impl in self.impls
+        """Implementation by implementation: a worker that one implementation left unfit (a
+        thread still running) is replaced once, not before every job of another."""
+        return [Job(case, impl, mode) for impl in self.impls for case in self.cases
                 if impl.path == case.path for mode in self.modes if mode.rows(case)]
 
     def jobs(self) -> list[Job]:

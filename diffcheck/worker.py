@@ -28,8 +28,9 @@ from diffcheck.status import Status
 
 #: seconds a fresh worker may take to import torch and triton and set up its device
 WORKER_START_LIMIT = 180.0
-#: cases a worker keeps built (a case's jobs come close together; production cases are big)
-CASES_KEPT = 2
+#: int32 elements of built cases a worker keeps (256 MiB): every case of a run comes back once
+#: per implementation, and production cases take a second to build
+CASE_ELEMENTS_KEPT = 1 << 26
 
 
 def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
@@ -96,7 +97,8 @@ def serve(conn: Connection, config: dict) -> None:
                 case = rebuild(recipe)
             if keep:
                 built[recipe] = case  # most recent last
-                while len(built) > CASES_KEPT:
+                while len(built) > 1 and sum(map(_elements, built.values())) > \
+                        CASE_ELEMENTS_KEPT:
                     built.pop(next(iter(built)))
             rebuilt = time.perf_counter() - began
             outcomes = run_job(Job(case, impl, mode), settings)
@@ -112,6 +114,11 @@ def serve(conn: Connection, config: dict) -> None:
         conn.send(("outcomes", (outcomes, leftover)))
         if any(o.row.status == Status.FAULT for o in outcomes):
             return
+
+
+def _elements(target: Case | Scenario) -> int:
+    steps = target.steps if isinstance(target, Scenario) else [target]
+    return sum(t.numel() for step in steps for t in step.inputs.values())
 
 
 class Worker:
@@ -132,7 +139,7 @@ class Worker:
         self.job: Job | None = None
         self.recipe: tuple | None = None
         self.sent = 0.0
-        #: recipes of the cases the worker keeps built (for sending it jobs of those cases)
+        #: recipes of the cases it was last sent (it likely keeps them built)
         self.kept: list[tuple] = []
 
     # -- life ---------------------------------------------------------------------------------
@@ -231,8 +238,7 @@ class Worker:
         outcomes, leftover = payload
         self.job = None
         if self.recipe is not None and self.recipe[0] != "case":
-            self.kept = [r for r in self.kept if r != self.recipe][-(CASES_KEPT - 1):]
-            self.kept.append(self.recipe)
+            self.kept = [r for r in self.kept if r != self.recipe][-7:] + [self.recipe]
         if leftover:
             self.left_by = (job.impl.name, leftover)
         if any(o.row.status == Status.FAULT for o in outcomes):
