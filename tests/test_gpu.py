@@ -2,6 +2,7 @@
 the rest of the suite imports the kernels through the Triton interpreter."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,12 @@ pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA or ROCm device"),
 ]
+
+
+def keep(report, name: str) -> None:
+    """A copy of a test's report where the GPU scripts collect their output ($OUT)."""
+    if os.environ.get("OUT"):
+        shutil.copy(report, os.path.join(os.environ["OUT"], name))
 
 
 def run_cli(*args):
@@ -192,6 +199,7 @@ def test_the_default_command_catches_every_misbehaving_kernel_on_the_gpu(tmp_pat
     report = tmp_path / "r.csv"
     done = run_cli(*args, "--report", report, "--quiet")
     assert done.returncode == 1, done.stderr[-3000:]
+    keep(report, "misbehaving-gpu.csv")
     df = pd.read_csv(report)
     got = worst(df)
     expected = {**{n: {s} for n, s in {**EXPECTED, **GPU_ONLY}.items()},
@@ -209,7 +217,9 @@ MISBEHAVING_ON_GPU = {
     # the GPU decides who wins a race: a different winner each run, or always the wrong one
     "decode_racy": {Status.NONDETERMINISTIC, Status.MISMATCH},
     # a tag used as an index faults the device instead of being read
-    "decode:unguarded": {Status.OOB_READ, Status.FAULT},
+    "unguarded": {Status.OOB_READ, Status.FAULT},
+    # reseeding the CUDA generator while a graph is being captured raises there
+    "decode_reseeds_the_rng": {Status.SIDE_EFFECT, Status.ERROR},
     "decode_len_plus_one": {Status.OOB_READ, Status.NONDETERMINISTIC, Status.STRAY_WRITE},
 }
 
@@ -226,6 +236,7 @@ def test_a_leftover_thread_never_spoils_another_implementations_rows(tmp_path):
                    f"{KERNELS}:decode_leaves_a_thread_on_the_device", "--impl", "decode:pid",
                    "--impl", "decode:guarded", "--report", report, "--quiet")
     assert done.returncode == 1, done.stderr[-3000:]
+    keep(report, "leftover-gpu.csv")
     df = pd.read_csv(report)
     culprit = df["implementation"].str.endswith("on_the_device")
     assert (df[culprit]["status"] == "side_effect").all()
