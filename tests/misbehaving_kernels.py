@@ -375,12 +375,18 @@ def _touch_the_device(device):
         torch.ones(16, device=device).sum()
 
 
+_toucher: list = []
+
+
 def decode_leaves_a_thread_on_the_device(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
                                          token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
                                          BLOCK_N=128, out=None, fill=0):
-    """Leaves a thread that keeps launching work on the device: on a GPU, a graph captured
-    in the same process meanwhile is invalidated (the thread's launches join the capture)."""
-    threading.Thread(target=_touch_the_device, args=(kv_indptr.device,), daemon=True,
-                     name="device-toucher").start()
+    """On its first call in a process, starts a helper thread that keeps launching work on
+    the device and never ends: on a GPU, a graph captured in the same process meanwhile is
+    invalidated (the thread's launches join the capture)."""
+    if not any(t.is_alive() for t in _toucher):
+        _toucher[:] = [threading.Thread(target=_touch_the_device, args=(kv_indptr.device,),
+                                        daemon=True, name="device-toucher")]
+        _toucher[0].start()
     return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                              BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)

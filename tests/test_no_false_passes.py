@@ -14,7 +14,6 @@ from pathlib import Path
 
 import misbehaving_kernels
 import pandas as pd
-import pytest
 
 from diffcheck.report import read_report
 from diffcheck.status import Status
@@ -110,13 +109,7 @@ def check_statuses(df: pd.DataFrame) -> None:
         assert not rows[rows["status"] == "stale_sensitive"]["well_formed"].any()
 
 
-@pytest.fixture(scope="module")
-def leftovers_end():
-    yield
-    misbehaving_kernels.LEFTOVERS_MAY_END.set()
-
-
-def test_the_default_command_catches_every_class(tmp_path, leftovers_end):
+def test_the_default_command_catches_every_class(tmp_path):
     args = ["--path", "decode", "--timeout", "10"]
     for name in implementations():
         args += ["--impl", name]
@@ -139,7 +132,7 @@ def test_the_default_command_catches_every_class(tmp_path, leftovers_end):
     assert {"stray_write", "nondeterministic", "oob_read"} <= set(off_by_one["status"])
 
 
-def test_the_full_suites_catch_every_class(tmp_path, leftovers_end):
+def test_the_full_suites_catch_every_class(tmp_path):
     args = ["--path", "decode", "--timeout", "10", "--suite", "smoke", "--suite", "edge",
             "--suite", "stale", "--suite", "glm52", "--suite", "replay"]
     for name in implementations():

@@ -110,6 +110,7 @@ def test_sys_exit_in_this_process_is_a_fault_row_and_the_run_goes_on():
 
 
 def test_a_leftover_thread_is_a_side_effect():
+    mk.LEFTOVERS_MAY_END.clear()  # its thread waits for this: alive until the test ends
     try:
         (row,) = rows_of("decode_leaves_a_thread", [case("decode-mixed")], "eager")
         assert row.status == "side_effect" and "kernel-leftover" in row.side_effects
