@@ -46,9 +46,9 @@ def prepare(device: torch.device) -> None:
     if (major, minor) >= (2, 3):
         raise DeviceError(f"numpy {numpy.__version__} breaks the Triton 3.6 interpreter; "
                           "install 'numpy<2.3' (see constraints-cpu.txt)")
-    from diffcheck.impls import BUILTIN
+    from diffcheck.impls import builtin
 
-    modules = {impl.target.partition(":")[0] for impl in BUILTIN.values()}
+    modules = {impl.target.partition(":")[0] for impl in builtin().values()}
     for name in sorted(m for m in modules if m in sys.modules):
         kernel = next((v for k, v in vars(sys.modules[name]).items() if k.startswith("_")
                        and k.endswith("_kernel")), None)

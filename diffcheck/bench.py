@@ -31,6 +31,7 @@ import torch
 
 from diffcheck import backend
 from diffcheck.buffers import stage
+from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
 from diffcheck.graphs import new_graph
 from diffcheck.impls import Implementation
@@ -73,54 +74,37 @@ ORDERS = ("shuffled", "ascending")
 
 def bench_case(path: str, regime: str, rows: int, k: int, q: int = 4,
                order: str = "shuffled") -> Case:
-    """A production-shaped case: ``rows`` output rows (MTP: rows/q requests of q drafts)."""
-    from fixtures.decode import decode_batch
-    from fixtures.layouts import Layout, spread_contexts
-    from fixtures.mtp import mtp_batch
-
+    """A production-shaped case of the path: ``rows`` output rows (MTP: rows/q requests of
+    q drafts), contexts spread up to the regime."""
     if order not in ORDERS:
         raise ValueError(f"unknown position order {order!r}; known: {', '.join(ORDERS)}")
-    high, shuffled = REGIMES[regime], order == "shuffled"
-    if path == "decode":
-        build = decode_batch(spread_contexts(high, rows), shuffled=shuffled)
-    else:
-        build = mtp_batch(spread_contexts(high, max(1, rows // q)), q, shuffled=shuffled)
-    return Layout(f"bench-{path}-{regime}", f"bench {regime}", k, build).case(
-        path, "bench", 0, 0)
+    spec = get_path(path)
+    if spec.bench_case is None:
+        raise ValueError(f"path {path} declares no bench case")
+    return spec.bench_case(REGIMES[regime], rows, k, q, order == "shuffled")
 
 
-def _region_lengths(case: Case) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The case's kernel inputs as arrays, and each output row's region length (<= K)."""
-    t = {n: v.numpy() for n, v in case.kernel_inputs().items()}
-    regions = t[get_path(case.path).regions].astype(np.int64)
-    return t, np.clip(regions[1:] - regions[:-1], 0, case.k)
+def _region_lengths(case: Case) -> np.ndarray:
+    """Each output row's region length (<= K)."""
+    starts, ends = get_path(case.path).row_bounds(case.kernel_inputs(), case.k)
+    return np.clip((ends - starts).numpy(), 0, case.k)
 
 
 def gathered_slots(case: Case) -> list[np.ndarray]:
-    """Per output row, the kv_indices elements its valid top-k entries gather (int64)."""
+    """Per output row, the elements of the gathered table its valid entries read (int64);
+    none for a path that declares no gather."""
     spec = get_path(case.path)
-    t, lengths = _region_lengths(case)
-    if case.path == "decode":
-        req = np.arange(lengths.size)
-    else:
-        req = t["token_to_seq_idxs"][: lengths.size].astype(np.int64)
-    kv = t[spec.requests].astype(np.int64)
-    topk = t[spec.topk]
-    rows = []
-    for row, (r, n) in enumerate(zip(req, lengths, strict=True)):
-        pos = topk[row, :n].astype(np.int64)
-        rows.append(kv[r] + pos[(pos >= 0) & (pos < kv[r + 1] - kv[r])])
-    return rows
+    return spec.gathered(case)[1] if spec.gathered is not None else []
 
 
 def bytes_moved(case: Case) -> int:
-    """The bytes a kernel must move for this case (gathers counted in 32-byte sectors)."""
-    t, lengths = _region_lengths(case)
-    if case.path == "decode":
-        metadata = 3 * t["kv_indptr"].size * 4
-    else:
-        metadata = (t["sparse_kv_indptr"].size + 3 * lengths.size) * 4
-    # The gathers of one row that share a sector pull it once.
+    """The bytes a kernel must move for this case: its 1-D metadata (indptrs, ids), the
+    top-k entries and output elements of the regions, and the gathers counted in 32-byte
+    sectors (the gathers of one row that share a sector pull it once)."""
+    spec = get_path(case.path)
+    lengths = _region_lengths(case)
+    metadata = sum(t.numel() * 4 for n, t in case.kernel_inputs().items()
+                   if spec.ndim(n) == 1 and spec.tensor(n).role != "slots")
     sectors = sum(np.unique(slots * 4 // SECTOR).size for slots in gathered_slots(case))
     return int(metadata + 2 * lengths.sum() * 4 + sectors * SECTOR)
 
@@ -197,12 +181,9 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
     spec = get_path(case.path)
     moved, peak = bytes_moved(case), peak_of(device)
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
-                   "constant", spec.tensors)
-    args = spec.call_args(staged.tensors())
-    calls = []
-    for impl in impls:
-        fn, kwargs = impl.load(), dict(spec.scalars(case.k), out=staged.out.view)
-        calls.append(lambda fn=fn, kwargs=kwargs: fn(*args, **kwargs))
+                   "constant", spec.names)
+    calls = [bind(spec, impl, impl.load(), staged, contract_of(spec, impl, case, None))
+             for impl in impls]
     graphs = [_captured(call, launches, device) for call in calls]
     floors = _floors(case, staged, device, launches)
     # All kernels, and the floors, timed in turn: their ratios are what the run is for.
@@ -214,10 +195,10 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
             for how, samples in (("eager", samples_eager), ("graph", samples_graph))]
     rows += [_row(case, regime, item, "graph", samples, moved, peak)
              for (item, _), samples in zip(floors, in_graph[len(graphs):], strict=True)]
-    reference = spec.reference_fn()
+    tensors, size = staged.tensors(), staged.out.span
 
     def oracle():
-        return reference(*args, **spec.scalars(case.k), out=staged.out.view)
+        return spec.expected(tensors, case.k, case.fill, case.scalars, size)
 
     rows.append(_row(case, regime, f"{case.path}:reference-oracle", "reference",
                      timer(oracle), moved, peak))
@@ -242,11 +223,11 @@ def _floor_kernels():
     import triton.language as tl
 
     @triton.jit
-    def gather(slots_ptr, kv_indices_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    def gather(slots_ptr, table_ptr, out_ptr, n, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         inside = offs < n
         slot_at = tl.load(slots_ptr + offs, mask=inside, other=0)
-        tl.store(out_ptr + offs, tl.load(kv_indices_ptr + slot_at, mask=inside), mask=inside)
+        tl.store(out_ptr + offs, tl.load(table_ptr + slot_at, mask=inside), mask=inside)
 
     @triton.jit
     def empty(out_ptr):
@@ -277,22 +258,29 @@ def _floors(case: Case, staged, device: torch.device,
     and a bare gather of exactly the case's slots (read a slot list, gather, write; no
     metadata, no guards), the memory-system floor of the random gathers."""
     gather, empty = _floor_kernels()
-    slots = torch.from_numpy(np.concatenate(gathered_slots(case)).astype(np.int32)).to(device)
-    n = slots.numel()
-    sink = torch.empty(max(n, 1), dtype=torch.int32, device=device)
-    kv_indices = staged.buffers["kv_indices"].view  # both paths gather from it
-    block = 1024
-    rows_of_case = get_path(case.path).counts(case.kernel_inputs())[1]
-
-    def bare_gather():
-        if n:
-            gather[(-(-n // block),)](slots, kv_indices, sink, n, BLOCK=block, num_warps=4)
+    spec = get_path(case.path)
+    rows_of_case = spec.counts(case.kernel_inputs())[1]
+    sink = torch.empty(max(rows_of_case, 1), dtype=torch.int32, device=device)
 
     def empty_launch():
         empty[(max(rows_of_case, 1),)](sink)
 
-    return [(item, _captured(fn, launches, device))
-            for item, fn in ((FLOOR_GATHER, bare_gather), (FLOOR_LAUNCH, empty_launch))]
+    floors = [(FLOOR_LAUNCH, empty_launch)]
+    if spec.gathered is not None:
+        table, rows = spec.gathered(case)
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        slots = torch.from_numpy(flat.astype(np.int32)).to(device)
+        n = slots.numel()
+        sink = torch.empty(max(n, 1), dtype=torch.int32, device=device)
+        source = staged.buffers[table].view
+        block = 1024
+
+        def bare_gather():
+            if n:
+                gather[(-(-n // block),)](slots, source, sink, n, BLOCK=block, num_warps=4)
+
+        floors.insert(0, (FLOOR_GATHER, bare_gather))
+    return [(item, _captured(fn, launches, device)) for item, fn in floors]
 
 
 def _ratios(rows: list[BenchRow]) -> None:
@@ -349,9 +337,10 @@ def sweep_path(case: Case, regime: str, impls: list[Implementation], device: tor
     spec = get_path(case.path)
     moved = bytes_moved(case)
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
-                   "constant", spec.tensors)
+                   "constant", spec.names)
     args = spec.call_args(staged.tensors())
-    expected, mask = spec.reference_fn()(*args, **spec.scalars(case.k), out=staged.out.view)
+    expected, mask = spec.expected(staged.tensors(), case.k, case.fill, case.scalars,
+                                   staged.out.span)["out"]
     loaded = [impl.load() for impl in impls]
     rows = []
     for block_n in block_ns:
@@ -361,7 +350,7 @@ def sweep_path(case: Case, regime: str, impls: list[Implementation], device: tor
                 shape = dict(BLOCK_N=block_n, num_warps=warp, column_programs=column)
                 graphs, correct = [], []
                 for fn in loaded:
-                    kwargs = dict(spec.scalars(case.k), out=staged.out.view, **shape)
+                    kwargs = dict({spec.k_keyword: case.k}, out=staged.out.view, **shape)
 
                     def call(fn=fn, kwargs=kwargs):
                         return fn(*args, **kwargs)

@@ -16,7 +16,7 @@ out-of-bounds reads whose values reach the output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -63,6 +63,8 @@ class Staged:
     expected: torch.Tensor
     #: the step whose output copy the output buffer should still equal (diffcheck.modes)
     watched: object = None
+    #: extra outputs the last call returned (valid counts), by name
+    extras: dict = field(default_factory=dict)
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]

@@ -110,7 +110,8 @@ def _progress(total: int, enabled: bool):
 @app.command()
 @exit_codes
 def compare(
-    path: Annotated[str, typer.Option(help="Kernel path: decode, mtp or all.")] = "all",
+    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
+                    ] = "all",
     impl: Annotated[
         list[str] | None,
         typer.Option(help="Implementation to check (repeatable); default: the ones "
@@ -145,9 +146,8 @@ def compare(
     ] = "all",
     graph_size: Annotated[
         int | None,
-        typer.Option(help="Graph size (rows; tokens for mtp) of the replay scenarios "
-                     "(glm52, replay); default 16 for decode and 24 for mtp, 512 in "
-                     "production."),
+        typer.Option(help="Graph size (output rows) of the replay scenarios; default each "
+                     "scenario's own (16 to 24 rows, 512 in production-replay)."),
     ] = None,
     invalid_fill: Annotated[
         int | None,
@@ -337,13 +337,13 @@ def list_(
     seed: Annotated[int, typer.Option(help="Seed the listed cases are generated with.")] = 0,
 ) -> None:
     """Show the named suites, their cases, and the registered implementations."""
-    from diffcheck.impls import BUILTIN
-    from diffcheck.paths import PATHS
+    from diffcheck.impls import builtin
+    from diffcheck.paths import known_paths
 
     if what not in ("all", "suites", "cases", "implementations"):
         raise UsageError(f"unknown listing '{what}'; known: suites, cases, implementations")
     if what in ("all", "suites", "cases"):
-        for spec in PATHS.values():
+        for spec in known_paths().values():
             for name, builder in spec.suites().items():
                 scenarios = getattr(builder, "scenarios", False)
                 kind = "scenarios (replay)" if scenarios else "cases"
@@ -358,7 +358,7 @@ def list_(
                         else:
                             typer.echo(f"  {c.case_id:<40} K={c.k:<5} {c.description}")
     if what in ("all", "implementations"):
-        for implementation in BUILTIN.values():
+        for implementation in builtin().values():
             safety = "safe" if implementation.safe else "UNSAFE"
             typer.echo(f"impl  {implementation.name:<18} {safety:<6} {implementation.summary}")
 
@@ -370,12 +370,13 @@ def export(
     suite: Annotated[
         str, typer.Option(help="Suite to export (of a scenario suite: every step).")
     ] = "edge",
-    path: Annotated[str, typer.Option(help="decode, mtp or all.")] = "all",
+    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
+                    ] = "all",
     seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 0,
     invalid_fill: Annotated[int, typer.Option(help="Fill value stored in the cases.")] = 0,
 ) -> None:
     """Write a suite's cases as .npz files, to edit, share or replay with --cases."""
-    from diffcheck.case import save_case
+    from diffcheck.casefile import save_case
     from diffcheck.paths import select_paths
     from diffcheck.selection import build_suites
 
@@ -464,7 +465,7 @@ def show(
     case_file: Annotated[Path, typer.Argument(help="A case file (.npz).")],
 ) -> None:
     """Print what a case file holds: sizes, region lengths and well-formedness findings."""
-    from diffcheck.case import describe_case, load_case
+    from diffcheck.casefile import describe_case, load_case
 
     typer.echo(describe_case(load_case(case_file, validate=False)))
 
@@ -472,7 +473,8 @@ def show(
 @app.command()
 @exit_codes
 def bench(
-    path: Annotated[str, typer.Option(help="decode, mtp or all.")] = "all",
+    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
+                    ] = "all",
     impl: Annotated[
         list[str] | None,
         typer.Option(help="Implementation to time (repeatable); default: every registered "
@@ -538,10 +540,11 @@ def bench(
         tunable,
     )
     from diffcheck.executors import InProcess
-    from diffcheck.impls import BUILTIN, find
+    from diffcheck.impls import builtin, find
+    from diffcheck.job import Job
     from diffcheck.modes import Eager
     from diffcheck.paths import select_paths
-    from diffcheck.runner import Job, RunSettings, new_run_id
+    from diffcheck.runner import RunSettings, new_run_id
 
     dev = backend.resolve(device)
     if device == "auto" and dev.type == "cpu":
@@ -554,7 +557,7 @@ def bench(
         raise UsageError(f"unknown --positions '{positions}'; known: {', '.join(ORDERS)}")
     if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
-    from diffcheck.case import max_elements
+    from diffcheck.casefile import max_elements
 
     if rows * k * 4 > max_elements():  # top-k rows, output, and both stagings of them
         raise UsageError(f"--rows {rows} x --k {k} is past the case size limit of "
@@ -565,10 +568,10 @@ def bench(
     results = []
     for spec in select_paths(path):
         chosen = ([find(n, spec.name) for n in impl] if impl else
-                  [i for i in BUILTIN.values() if i.path == spec.name
+                  [i.described() for i in builtin().values() if i.path == spec.name
                    and not i.name.endswith(":reference")])
         chosen = [i for i in chosen if i.path == spec.name]
-        if not chosen:
+        if not chosen or spec.bench_case is None:
             continue
         if sweep:
             for i in chosen:

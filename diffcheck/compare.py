@@ -1,79 +1,31 @@
-"""Exact comparison of a staged output against the reference: findings as data.
-
-Nothing here renders text for people except ``describe``; the report and the console take the
-numbers and locations from the findings.
-"""
+"""Exact comparison of a staged output against the reference: findings as data
+(diffcheck.findings renders them)."""
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 import torch
 
 from diffcheck.buffers import POISON, Buffer, Staged
+from diffcheck.findings import EXAMPLES, Example, Finding
 from diffcheck.status import Status
-
-#: examples kept per finding for --details (the report keeps counts of all of them)
-EXAMPLES = 32
-
-
-@dataclass(frozen=True)
-class Example:
-    """One element or access behind a finding: a row of the --details CSV."""
-
-    buffer: str
-    #: flat element index in the buffer (negative or >= its size when out of bounds)
-    offset: int
-    location: str
-    expected: int | None = None
-    actual: int | None = None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One kind of difference in one buffer: how many elements, and the first of them."""
-
-    kind: Status
-    buffer: str
-    count: int
-    #: flat element index in the buffer (negative or >= its size for out-of-bounds elements)
-    index: int
-    location: str
-    expected: int | None = None
-    actual: int | None = None
-    #: how it was found: interpreter, redzone-tag, redzone-diff, redzone-write (an
-    #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism),
-    #: process-state (a side effect)
-    found_by: str = ""
-    #: the first few elements or accesses, for --details
-    examples: tuple[Example, ...] = ()
-    #: which call or run showed it, when not the row's own first call ("warm-up call",
-    #: "run 2 (tags filling, programs reversed)"); empty for the row's first call
-    when: str = ""
-
-
-@dataclass(frozen=True)
-class Comparison:
-    checked: int
-    findings: tuple[Finding, ...]
-    #: observations that are not findings (e.g. a check that was inconclusive), for the detail
-    notes: tuple[str, ...] = ()
-
-    def of(self, kind: Status) -> Finding | None:
-        return next((f for f in self.findings if f.kind == kind), None)
 
 
 class RegionLocator:
-    """Turns a flat output index into "request 3, column 2047" using the intended regions."""
+    """Turns a flat output index into "request 3, column 2047" using the intended regions
+    (each output row's [start, end) in the flat output; starts ascending)."""
 
-    def __init__(self, region_indptr: torch.Tensor, row_label: str) -> None:
-        bounds = region_indptr.cpu().tolist()
-        self.starts, self.ends, self.label = bounds[:-1], bounds[1:], row_label
+    def __init__(self, starts: torch.Tensor, ends: torch.Tensor, row_label: str,
+                 columns: bool = True) -> None:
+        self.starts, self.ends = starts.cpu().tolist(), ends.cpu().tolist()
+        self.label, self.columns = row_label, columns
 
     def __call__(self, index: int) -> str:
         row = bisect.bisect_right(self.starts, index) - 1
         if 0 <= row < len(self.starts) and index < self.ends[row]:
+            if not self.columns:
+                return f"{self.label} {row}"
             return f"{self.label} {row}, column {index - self.starts[row]}"
         return f"element {index}, outside every region"
 
@@ -161,6 +113,7 @@ def compare_output(
     locate: RegionLocator,
     well_formed: bool,
     when: str = "",
+    buffer: str = "out",
 ) -> tuple[int, list[Finding]]:
     """Compare every region element exactly; anything changed outside the regions is found.
     Returns the number of region elements checked and the findings."""
@@ -173,17 +126,17 @@ def compare_output(
     if n_differs:
         count, hits = _found(differs)
         kind = Status.MISMATCH if well_formed else Status.STALE_SENSITIVE
-        examples = tuple(Example("out", i, locate(i), int(expected[i]), int(out[i]))
+        examples = tuple(Example(buffer, i, locate(i), int(expected[i]), int(out[i]))
                          for i in hits)
         first = hits[0]
-        findings.append(Finding(kind, "out", count, first, locate(first),
+        findings.append(Finding(kind, buffer, count, first, locate(first),
                                 int(expected[first]), int(out[first]), examples=examples,
                                 when=when))
     if n_stray:
         count, hits = _found(stray)
-        examples = tuple(Example("out", i, locate(i), POISON, int(out[i])) for i in hits)
+        examples = tuple(Example(buffer, i, locate(i), POISON, int(out[i])) for i in hits)
         first = hits[0]
-        findings.append(Finding(Status.STRAY_WRITE, "out", count, first, locate(first),
+        findings.append(Finding(Status.STRAY_WRITE, buffer, count, first, locate(first),
                                 POISON, int(out[first]), examples=examples, when=when))
     return int(checked), findings
 
@@ -228,44 +181,3 @@ def nondeterministic(first: torch.Tensor, again: torch.Tensor, locate: RegionLoc
     head = examples[0]
     return Finding(Status.NONDETERMINISTIC, "out", count, head.offset, head.location,
                    head.expected, head.actual, found_by=found_by, examples=examples, when=when)
-
-
-def describe(finding: Finding, checked: int) -> str:
-    """One line for a person, in the style of torch.testing.assert_close."""
-    text = _describe(finding, checked)
-    return f"{text} ({finding.when})" if finding.when else text
-
-
-def _describe(finding: Finding, checked: int) -> str:
-    if finding.kind in (Status.MISMATCH, Status.STALE_SENSITIVE):
-        share = f" ({100 * finding.count / checked:.1f}%)" if checked else ""
-        return (f"Mismatched elements: {finding.count} / {checked}{share}, first at "
-                f"{finding.location}: expected {finding.expected}, got {finding.actual}")
-    if finding.kind == Status.STRAY_WRITE:
-        return (f"Stray writes: {finding.count} elements of out outside every region, first at "
-                f"{finding.location} (now {finding.actual})")
-    if finding.kind == Status.OOB_WRITE:
-        now = f", now {finding.actual}" if finding.actual is not None else ""
-        return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
-                f"found by {finding.found_by}")
-    if finding.kind == Status.INPUT_WRITE:
-        return (f"Input written: {finding.count} elements of {finding.buffer} changed, first "
-                f"{finding.location}: was {finding.expected}, now {finding.actual} (inputs "
-                "are read-only)")
-    if finding.kind == Status.SIDE_EFFECT:
-        return f"Side effect: the call {finding.location} (put back before the next call)"
-    if finding.kind == Status.OOB_READ:
-        return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
-                f"found by {finding.found_by}")
-    if finding.kind == Status.NONDETERMINISTIC and finding.found_by == "second-look":
-        return (f"Output changed after the call returned: {finding.count} elements, first at "
-                f"{finding.location}: {finding.expected} then {finding.actual} (a writer still "
-                "running: a thread, another stream)")
-    if finding.kind == Status.NONDETERMINISTIC:
-        return (f"Not deterministic: {finding.count} elements differ between runs on identical "
-                f"inputs, first at {finding.location}: {finding.expected} then "
-                f"{finding.actual} (racing writes, or state kept between calls)")
-    if finding.kind == Status.DIVERGENCE:
-        return (f"Replay differs from eager on the same inputs: {finding.count} elements, first "
-                f"at {finding.location}: eager {finding.expected}, replay {finding.actual}")
-    return f"{finding.kind}: {finding.location}"

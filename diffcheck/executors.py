@@ -23,8 +23,9 @@ import torch
 
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
+from diffcheck.job import Job
 from diffcheck.report import ReportRow
-from diffcheck.runner import Job, Outcome, RunSettings, ended, new_run_id, run_job
+from diffcheck.runner import Outcome, RunSettings, ended, new_run_id, run_job
 from diffcheck.status import Status
 from diffcheck.worker import Worker, case_recipe
 
@@ -60,8 +61,10 @@ def settings_for(
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
     takes the default for the device."""
+    from diffcheck.paths import runtime_modules
+
     settings = RunSettings(device, new_run_id(), seed, fill_override,
-                           interpreter_check, fillings, timeout)
+                           interpreter_check, fillings, timeout, plugins=runtime_modules())
     try:
         settings.isolation = resolve_isolation(isolation, settings)
     except ValueError as e:

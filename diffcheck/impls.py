@@ -1,13 +1,15 @@
-"""The registry of implementations: names -> callables, and whether each is expected safe.
+"""Implementations: named callables with a path's call, and whether each is expected safe.
 
-Built-in kernels take ``fill`` as one extra keyword; an outside implementation takes it only if
-its signature has ``fill`` (or ``**kwargs``), and is otherwise judged against the run's fill.
-Outside implementations are ``package.module:function`` or ``path/to/file.py:function``;
-targets are imported lazily (after backend.prepare).
+The built-in ones are declared by their path's plug-in (diffcheck.paths); an outside one is
+``package.module:function`` or ``path/to/file.py:function`` with ``--path``. Targets are
+imported lazily, after backend.prepare (the Triton interpreter must be set up first). Once
+loaded, an implementation knows the keywords its signature takes: a scalar, the fill or the
+output workspace it has no keyword for is not passed, and it is judged accordingly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -17,24 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffcheck.errors import ImplementationLoadError, UnknownNameError, UsageError
-from diffcheck.paths import PATHS
 
 
 @dataclass(frozen=True)
 class Implementation:
     """One callable with a path's call signature."""
 
+    #: "<path>:<variant>"
     name: str
     target: str
     safe: bool
     summary: str
-    accepts_fill: bool = True
+    #: the keywords its signature takes; None: any (``**kwargs``, or no signature to read)
+    keywords: frozenset[str] | None = None
+    #: the default BLOCK_N its signature declares, when it has one
+    block_n: int | None = None
+    #: an outside implementation (its target, not its name, reproduces it)
+    outside: bool = False
 
     def __post_init__(self) -> None:
         path, _, variant = self.name.partition(":")
-        if path not in PATHS or not variant:
-            raise ValueError(f"Implementation {self.name!r}: expected '<path>:<variant>' with a "
-                             f"known path ({', '.join(PATHS)})")
+        if not path or not variant:
+            raise ValueError(f"Implementation {self.name!r}: expected '<path>:<variant>'")
         if ":" not in self.target:
             raise ValueError(f"Implementation {self.name!r}: target {self.target!r} is not "
                              "'module:function'")
@@ -42,6 +48,13 @@ class Implementation:
     @property
     def path(self) -> str:
         return self.name.partition(":")[0]
+
+    def accepts(self, keyword: str) -> bool:
+        return self.keywords is None or keyword in self.keywords
+
+    @property
+    def accepts_fill(self) -> bool:
+        return self.accepts("fill")
 
     def load(self) -> Callable:
         """Import the target (``module:function`` or ``path/to/file.py:function``)."""
@@ -61,6 +74,13 @@ class Implementation:
             raise ImplementationLoadError(f"implementation '{self.name}': {where} has no "
                                           f"callable '{attr}'")
         return fn
+
+    def described(self) -> Implementation:
+        """This implementation with the keywords of its loaded signature, checked against its
+        path's call (one line naming what does not fit)."""
+        fn = self.load()
+        keywords, block_n = check_signature(fn, self.path, self.name)
+        return dataclasses.replace(self, keywords=keywords, block_n=block_n)
 
 
 def _import_file(file: str):
@@ -84,76 +104,81 @@ def _import_file(file: str):
     return module
 
 
+def check_signature(fn: Callable, path: str,
+                    name: str) -> tuple[frozenset[str] | None, int | None]:
+    """Fail unless ``fn`` takes the path's tensors positionally and needs nothing else;
+    return the keywords it takes (None: any) and its default BLOCK_N."""
+    from diffcheck.paths import get_path
+
+    spec = get_path(path)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, None  # a builtin or C callable: trust it
+    params = list(signature.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        keywords = None
+    else:
+        keywords = frozenset(p.name for p in params[len(spec.tensors):]
+                             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    probe = {spec.k_keyword: 1} if keywords is None or spec.k_keyword in keywords else {}
+    try:
+        signature.bind(*[object()] * len(spec.tensors), **probe)
+    except TypeError as e:
+        raise ImplementationLoadError(
+            f"implementation '{name}' does not fit the {path} call "
+            f"({', '.join(spec.names)}, {spec.k_keyword}=, ...): {e}; its signature is "
+            f"{signature}") from None
+    default = signature.parameters.get("BLOCK_N")
+    block_n = default.default if default is not None and isinstance(default.default, int) \
+        else None
+    return keywords, block_n
+
+
+def builtin() -> dict[str, Implementation]:
+    """Every path's built-in implementations, by name."""
+    from diffcheck.paths import known_paths
+
+    return {impl.name: impl for spec in known_paths().values() for impl in spec.implementations}
+
+
 def outside(target: str, path: str) -> Implementation:
     """An implementation outside the registry: ``module:function`` or ``file.py:function``."""
-    if path not in PATHS:
+    from diffcheck.paths import known_paths
+
+    paths = known_paths()
+    if path not in paths:
         raise UsageError(f"--impl {target} is not a registered name, so diffcheck needs the "
-                         f"contract it follows: add --path {' or --path '.join(PATHS)}")
+                         f"contract it follows: add --path {' or --path '.join(paths)}")
     where, _, attr = target.rpartition(":")
     if not where or not attr:
         raise UnknownNameError(f"unknown implementation '{target}'; give a registered name "
                                "(see `diffcheck list`), module:function or file.py:function")
-    probe = Implementation(f"{path}:{target}", target, False, f"outside: {target}")
-    fn = probe.load()
-    accepts_fill = check_signature(fn, path, probe.name)
-    return Implementation(probe.name, target, False, f"outside: {target}", accepts_fill)
-
-
-def check_signature(fn: Callable, path: str, name: str) -> bool:
-    """Fail unless ``fn`` takes the path's call; return whether it also takes ``fill=``."""
-    spec = PATHS[path]
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False  # a builtin or C callable: trust it
-    call = [object()] * len(spec.tensors)
-    try:
-        signature.bind(*call, **spec.scalars(2048), out=None)
-    except TypeError as e:
-        raise ImplementationLoadError(
-            f"implementation '{name}' does not fit the {path} call "
-            f"({', '.join(spec.tensors)}, {', '.join(spec.scalars(2048))}, out=): {e}; "
-            f"its signature is {signature}") from None
-    params = signature.parameters.values()
-    return any(p.name == "fill" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-BUILTIN: dict[str, Implementation] = {
-    impl.name: impl
-    for impl in (
-        Implementation("decode:guarded", "kernels.decode:decode_guarded", True,
-                       "bounds every load and store; walks qo_indptr's rows, clamped to R"),
-        Implementation("decode:pid", "kernels.decode:decode_pid", True,
-                       "row from the program id; never reads qo_indptr"),
-        Implementation("decode:unguarded", "kernels.decode:decode_unguarded", False,
-                       "a fixture for the checker: the kernel that faulted under graph replay"),
-        Implementation("decode:reference", "refimpl.decode:decode_reference_impl", True,
-                       "the pure-torch reference run as an implementation"),
-        Implementation("mtp:guarded", "kernels.mtp:mtp_guarded", True,
-                       "bounds the request id, every position, gather and store"),
-        Implementation("mtp:unguarded", "kernels.mtp:mtp_unguarded", False,
-                       "a fixture for the checker: trusts token_to_seq_idxs and positions"),
-        Implementation("mtp:reference", "refimpl.mtp:mtp_reference_impl", True,
-                       "the pure-torch reference run as an implementation"),
-    )
-}
+    if where.endswith(".py"):  # resolved once: a kernel that changes directory cannot move it
+        target = f"{Path(where).resolve()}:{attr}"
+    probe = Implementation(f"{path}:{target}", target, False, f"outside: {target}",
+                           outside=True)
+    return probe.described()
 
 
 def find(name: str, path: str = "all") -> Implementation:
     """A registered name, or an outside ``module:function`` / ``file.py:function`` (which
-    needs ``path``: the contract it follows)."""
-    if name in BUILTIN:
-        return BUILTIN[name]
-    if name.partition(":")[0] in PATHS and name.count(":") == 1 and ".py" not in name:
-        known = ", ".join(sorted(BUILTIN))
-        raise UnknownNameError(f"unknown implementation '{name}'; known: {known}")
+    needs ``path``: the contract it follows); loaded and described."""
+    from diffcheck.paths import known_paths
+
+    registered = builtin()
+    if name in registered:
+        return registered[name].described()
+    if name.partition(":")[0] in known_paths() and name.count(":") == 1 and ".py" not in name:
+        raise UnknownNameError(f"unknown implementation '{name}'; known: "
+                               f"{', '.join(sorted(registered))}")
     if ":" not in name:
-        known = ", ".join(sorted(BUILTIN))
-        raise UnknownNameError(f"unknown implementation '{name}'; known: {known} (or give "
-                               "module:function or file.py:function with --path)")
+        raise UnknownNameError(f"unknown implementation '{name}'; known: "
+                               f"{', '.join(sorted(registered))} (or give module:function or "
+                               "file.py:function with --path)")
     return outside(name, path)
 
 
 def defaults(paths: list[str]) -> list[Implementation]:
-    """The implementations registered as safe, for the selected paths."""
-    return [impl for impl in BUILTIN.values() if impl.safe and impl.path in paths]
+    """The implementations registered as safe, for the selected paths, described."""
+    return [impl.described() for impl in builtin().values() if impl.safe and impl.path in paths]

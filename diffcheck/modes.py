@@ -27,8 +27,9 @@ import torch
 from diffcheck import backend, process_state
 from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
-from diffcheck.compare import Finding, writes_outside_out
+from diffcheck.compare import writes_outside_out
 from diffcheck.errors import UsageError
+from diffcheck.findings import Finding
 from diffcheck.graphs import new_graph
 from diffcheck.status import Status
 
@@ -48,6 +49,8 @@ class Step:
     staged: Staged | None = None
     #: the output after the call (a copy: a replay reuses the buffers for the next step)
     out: torch.Tensor | None = None
+    #: extra outputs it returned (valid counts), copies
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
     #: writes outside the output (margins, inputs) of every call that served this row
     findings: list[Finding] = field(default_factory=list)
     #: output of an eager call on the same inputs (capture and replay), for divergence
@@ -118,6 +121,7 @@ def _finish(step: Step, staged: Staged, start: float) -> Step:
         return step
     step.staged = staged
     step.out = staged.out.view.clone()
+    step.extras = {name: t.clone() for name, t in staged.extras.items()}
     staged.watched = step
     return step
 

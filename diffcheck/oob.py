@@ -6,7 +6,8 @@ import torch
 
 from diffcheck import tags
 from diffcheck.buffers import Buffer, Staged
-from diffcheck.compare import EXAMPLES, Example, Finding, RegionLocator, out_of_bounds_label
+from diffcheck.compare import RegionLocator, out_of_bounds_label
+from diffcheck.findings import EXAMPLES, Example, Finding
 from diffcheck.sandbox import Access, Extent
 from diffcheck.status import Status
 

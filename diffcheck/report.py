@@ -7,13 +7,22 @@ it completed.
 from __future__ import annotations
 
 import csv
+import shlex
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from diffcheck.errors import UsageError
-from diffcheck.status import ORDER, Status
+from diffcheck.findings import Comparison, describe
+from diffcheck.status import ORDER, Status, worst
+
+if TYPE_CHECKING:
+    from diffcheck.calls import Contract
+    from diffcheck.case import Case
+    from diffcheck.job import Job
+    from diffcheck.runner import RunSettings
 
 try:
     import fcntl
@@ -38,6 +47,8 @@ class ReportRow:
     rows: int
     tokens: int
     k: int
+    #: the path's other scalars as the kernel was given them (page_size=16), or ""
+    scalars: str
     well_formed: bool
     status: str
     elements_checked: int
@@ -61,11 +72,93 @@ class ReportRow:
     fillings: int
     error: str
     elapsed_ms: float
+    #: the row's most severe finding in one line (or its error): what a CI message shows
+    finding: str
     detail: str
     reproduce: str
 
 
 COLUMNS = [f.name for f in fields(ReportRow)]
+
+
+def make_row(
+    job: Job, case: Case, settings: RunSettings, contract: Contract, comparison: Comparison,
+    error: str, elapsed_ms: float, fillings: int, ended_as: Status = Status.ERROR,
+) -> ReportRow:
+    """One row from a job's findings; ``error`` (when set) ends it as ``ended_as``: error,
+    fault or timeout."""
+    from diffcheck import backend
+    from diffcheck.paths import get_path
+
+    spec = get_path(case.path)
+    requests, tokens = spec.counts(case.intended_inputs())
+    statuses = [f.kind for f in comparison.findings] + ([ended_as] if error else [])
+    region = comparison.of(Status.MISMATCH) or comparison.of(Status.STALE_SENSITIVE)
+    stray = comparison.of(Status.STRAY_WRITE)
+    oob = comparison.of(Status.OOB_WRITE)
+    read = comparison.of(Status.OOB_READ)
+    written = comparison.of(Status.INPUT_WRITE)
+    effect = comparison.of(Status.SIDE_EFFECT)
+    racing = comparison.of(Status.NONDETERMINISTIC)
+    diverging = comparison.of(Status.DIVERGENCE)
+    described = [describe(f, comparison.checked)
+                 for f in sorted(comparison.findings, key=lambda f: -f.kind.severity)]
+    described += list(comparison.notes)
+    worst_status = worst(statuses)
+    headline = error if error and worst_status == ended_as else (
+        described[0] if described else error)
+    return ReportRow(
+        run_id=settings.run_id, path=case.path, implementation=job.impl.name,
+        impl_safe=job.impl.safe, mode=job.mode.name, device=backend.describe(settings.device),
+        suite=case.suite or "file", case_id=case.case_id,
+        seed=case.seed if case.source else settings.run_seed, fill=contract.fill,
+        rows=requests, tokens=tokens, k=case.k,
+        scalars=",".join(f"{n}={v}" for n, v in contract.scalars.items()),
+        well_formed=case.well_formed,
+        status=worst_status.value, elements_checked=comparison.checked,
+        mismatches=region.count if region else 0,
+        first_mismatch=region.location if region else "",
+        first_expected=region.expected if region else None,
+        first_actual=region.actual if region else None,
+        stray_writes=stray.count if stray else 0, first_stray=stray.location if stray else "",
+        oob_writes=sum(f.count for f in comparison.findings if f.kind == Status.OOB_WRITE),
+        first_oob_write=oob.location if oob else "",
+        oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
+                                            if f.kind == Status.OOB_WRITE})),
+        input_writes=sum(f.count for f in comparison.findings if f.kind == Status.INPUT_WRITE),
+        first_input_write=written.location if written else "",
+        side_effects=effect.location if effect else "",
+        oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
+        oob_read_found_by=read.found_by if read else "",
+        nondeterministic=racing.count if racing else 0,
+        divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
+        elapsed_ms=round(elapsed_ms, 3), finding=headline, detail=" | ".join(described) or error,
+        reproduce=reproduce(job, case, settings),
+    )
+
+
+def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
+    """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
+    from diffcheck.case import Scenario
+
+    fill = case.fill if settings.fill_override is None else settings.fill_override
+    words = ["diffcheck", "compare", "--path", case.path]
+    if case.source:
+        words += ["--cases", case.source]
+    else:
+        chosen = job.case.case_id if isinstance(job.case, Scenario) else case.case_id
+        words += ["--suite", case.suite, "--case", chosen, "--seed", str(settings.run_seed)]
+    words += ["--impl", job.impl.target if job.impl.outside else job.impl.name, "--mode",
+              job.mode.name, "--invalid-fill", str(fill), "--device", settings.device.type]
+    if isinstance(job.case, Scenario) and job.case.graph:
+        words += ["--graph-size", str(job.case.graph)]
+    if not settings.interpreter_check:
+        words.append("--no-interpreter-check")
+    if settings.fillings != 2:
+        words += ["--fillings", str(settings.fillings)]
+    if settings.timeout != 60.0:
+        words += ["--timeout", f"{settings.timeout:g}"]
+    return shlex.join(words)
 _NULLABLE_INT = ("first_expected", "first_actual")
 #: the dtype of every column, so a report reads back exactly as it was written
 DTYPES = {f.name: {"str": "str", "int": "int64", "bool": "bool", "float": "float64",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -19,33 +18,24 @@ import torch
 
 from diffcheck import backend, tags
 from diffcheck.buffers import FILLINGS, Staged, stage
+from diffcheck.calls import Contract, bind, contract_of
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import (
-    Comparison,
-    Finding,
     RegionLocator,
     compare_output,
-    describe,
     diverged,
     nondeterministic,
 )
 from diffcheck.errors import CaseTimeout
-from diffcheck.impls import BUILTIN, Implementation
-from diffcheck.modes import Mode, Step, second_look
+from diffcheck.findings import Comparison, Finding
+from diffcheck.impls import Implementation
+from diffcheck.job import Job
+from diffcheck.modes import Step, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
-from diffcheck.report import ReportRow
+from diffcheck.report import ReportRow, make_row
 from diffcheck.sandbox import Sandbox
-from diffcheck.status import Status, worst
-
-
-@dataclass(frozen=True)
-class Job:
-    """What to run: a case (or a replay scenario), an implementation, a mode."""
-
-    case: Case | Scenario
-    impl: Implementation
-    mode: Mode
+from diffcheck.status import Status
 
 
 def new_run_id() -> str:
@@ -75,8 +65,10 @@ class RunSettings:
     isolation: str = "none"
     #: worker processes side by side (isolation "process")
     workers: int = 1
+    #: modules that registered paths at run time (a worker imports them to know the paths)
+    plugins: tuple[str, ...] = ()
     _loaded: dict[str, Callable] = field(default_factory=dict)
-    _references: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(
+    _references: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(
         default_factory=dict
     )
     _uploaded: dict[tuple[int, bool], tuple[Case, dict[str, torch.Tensor]]] = field(
@@ -114,7 +106,7 @@ class RunSettings:
         """The plain settings, to start a worker with the same ones."""
         return {f: getattr(self, f) for f in (
             "device", "run_id", "run_seed", "fill_override", "interpreter_check", "fillings",
-            "timeout", "isolation", "workers")}
+            "timeout", "isolation", "workers", "plugins")}
 
 
 @dataclass
@@ -151,30 +143,16 @@ def one_line(error: BaseException) -> str:
     return f"{type(shown).__name__}: {text}"[:400]
 
 
-#: the other contract's fill (ATOM 0 <-> vLLM/SGLang -1)
-OTHER_FILL = {0: -1, -1: 0}
-
-
-def fill_of(case: Case, settings: RunSettings, impl: Implementation) -> int:
-    """The fill a row is judged with: the case's (or --invalid-fill's); a case that asks for
-    the other contract's fill gets it when the implementation takes ``fill=`` (so a kernel
-    that ignores its fill argument is caught), else the run's."""
-    fill = case.fill if settings.fill_override is None else settings.fill_override
-    if case.fill_swapped and impl.accepts_fill:
-        return OTHER_FILL.get(fill, fill)
-    return fill
-
-
-def reference(case: Case, fill: int, out_size: int, settings: RunSettings):
-    """(expected, mask) of the case's intended batch on the run's device, computed once."""
-    key = (f"{case.source}|{case.case_id}", fill)
+def reference(case: Case, contract: Contract, out_size: int,
+              settings: RunSettings) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{output: (expected, mask)} of the case's intended batch on the run's device, computed
+    once per case and contract."""
+    key = (f"{case.source}|{case.case_id}", contract.key())
     if key not in settings._references:
         spec = get_path(case.path)
         intended = case.views(settings.on_device(case, intended=True))
-        out = torch.empty(out_size, dtype=torch.int32, device=settings.device)
-        ref = spec.reference_fn()(*spec.call_args(intended), **spec.scalars(case.k),
-                                  out=out, fill=fill)
-        settings._references[key] = ref
+        settings._references[key] = spec.expected(intended, contract.k, contract.fill,
+                                                  contract.scalars, out_size)
     return settings._references[key]
 
 
@@ -182,45 +160,18 @@ def first_case(target: Case | Scenario) -> Case:
     return target.steps[0] if isinstance(target, Scenario) else target
 
 
-def invoke_call(job: Job, staged: Staged, fn: Callable, fill: int) -> Callable[[], object]:
-    """The implementation's call on ``staged`` with the path's signature."""
-    spec = get_path(job.case.path)
-    kwargs = dict(spec.scalars(first_case(job.case).k), out=staged.out.view)
-    if job.impl.accepts_fill:
-        kwargs["fill"] = fill
-    args = spec.call_args(staged.tensors())
-    out_ptr = staged.out.view.data_ptr()
-
-    def call() -> object:
-        result = fn(*args, **kwargs)
-        if isinstance(result, torch.Tensor) and result.data_ptr() != out_ptr:
-            raise RuntimeError("returned a tensor other than the out= workspace it was given")
-        return result
-
-    return call
-
-
-def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
-    """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
-    fill = case.fill if settings.fill_override is None else settings.fill_override
-    words = ["diffcheck", "compare", "--path", case.path]
-    if case.source:
-        words += ["--cases", case.source]
-    else:
-        chosen = job.case.case_id if isinstance(job.case, Scenario) else case.case_id
-        words += ["--suite", case.suite, "--case", chosen, "--seed", str(settings.run_seed)]
-    registered = BUILTIN.get(job.impl.name) == job.impl
-    words += ["--impl", job.impl.name if registered else job.impl.target, "--mode",
-              job.mode.name, "--invalid-fill", str(fill), "--device", settings.device.type]
-    if isinstance(job.case, Scenario) and job.case.graph:
-        words += ["--graph-size", str(job.case.graph)]
-    if not settings.interpreter_check:
-        words.append("--no-interpreter-check")
-    if settings.fillings != 2:
-        words += ["--fillings", str(settings.fillings)]
-    if settings.timeout != RunSettings.timeout:
-        words += ["--timeout", f"{settings.timeout:g}"]
-    return shlex.join(words)
+def locators(case: Case) -> dict[str, RegionLocator]:
+    """Where an element of each output is, in words, from the intended batch's regions."""
+    spec = get_path(case.path)
+    intended = case.intended_inputs()
+    starts, ends = spec.row_bounds(intended, case.k)
+    found = {"out": RegionLocator(starts, ends, spec.row_label)}
+    for extra in spec.extras:
+        rows = extra.size(intended)
+        index = torch.arange(rows, dtype=torch.int64)
+        found[extra.name] = RegionLocator(index, index + 1, f"{extra.name} of {spec.row_label}",
+                                          columns=False)
+    return found
 
 
 @dataclass(frozen=True)
@@ -277,7 +228,7 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
         return False
 
 
-def execute(job: Job, settings: RunSettings, fill: int, plan: RunPlan) -> list[Step]:
+def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) -> list[Step]:
     """Run the job's mode once under ``plan``, sandboxed on the interpreter.
 
     Sandbox accesses between two Steps of the mode belong to the later one (setup work, such
@@ -286,14 +237,14 @@ def execute(job: Job, settings: RunSettings, fill: int, plan: RunPlan) -> list[S
     spec = get_path(job.case.path)
     sandbox = None
     if settings.interpreter_check and backend.interpreted(settings.device):
-        ids = {name: i for i, name in enumerate((*spec.tensors, "out"))}
+        ids = {name: i for i, name in enumerate((*spec.names, "out"))}
         sandbox = Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
     fn = settings.implementation(job.impl)
 
     def stage_case(case: Case) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                       plan.filling, spec.tensors)
+                       plan.filling, spec.names)
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
@@ -304,7 +255,8 @@ def execute(job: Job, settings: RunSettings, fill: int, plan: RunPlan) -> list[S
           backend.program_order(settings.device, plan.order),
           sandbox if sandbox is not None else contextlib.nullcontext()):
         seen = 0
-        for step in job.mode.run(job.case, stage_case, lambda st: invoke_call(job, st, fn, fill),
+        for step in job.mode.run(job.case, stage_case,
+                                 lambda st: bind(spec, job.impl, fn, st, contract),
                                  settings.device, guard,
                                  compare_eager=plan.filling == FILLINGS[0]):
             if sandbox is not None:
@@ -331,16 +283,17 @@ class RerunFaulted(Exception):
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario."""
     began = time.perf_counter()
-    fill = fill_of(first_case(job.case), settings, job.impl)
+    contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
+                           settings.fill_override)
     runs: list[Run] = []
     for number, plan in enumerate(RUNS[: max(1, settings.fillings)], start=1):
-        runs.append(Run(plan, number, execute(job, settings, fill, plan)))
+        runs.append(Run(plan, number, execute(job, settings, contract, plan)))
         if any(step.error for step in runs[-1].steps):
             break
     faulted = next((s for s in runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-    judge = Judge(job, settings, fill, runs)
+    judge = Judge(job, settings, contract, runs)
     try:
         outcomes = [judge.row(i, case) for i, case in enumerate(job.mode.rows(job.case))]
     except RerunFaulted as stop:  # the device is gone: nothing more can be compared
@@ -373,8 +326,9 @@ class Judge:
     """Judges every run of a job, row by row: each run against the reference, the runs
     against each other (reads through the red zones, nondeterminism), every call's writes."""
 
-    def __init__(self, job: Job, settings: RunSettings, fill: int, runs: list[Run]) -> None:
-        self.job, self.settings, self.fill, self.runs = job, settings, fill, runs
+    def __init__(self, job: Job, settings: RunSettings, contract: Contract,
+                 runs: list[Run]) -> None:
+        self.job, self.settings, self.contract, self.runs = job, settings, contract, runs
         #: reruns done so far, shared by the job's rows (a scenario reruns once, not per row)
         self.reruns: list[Run] = []
         self.referencing = 0.0
@@ -386,15 +340,16 @@ class Judge:
     def row(self, i: int, case: Case) -> Outcome:
         steps = [(run, run.steps[i]) for run in self.runs if i < len(run.steps)]
         if not steps:
-            return Outcome(make_row(self.job, case, self.settings, self.fill, Comparison(0, ()),
-                                    "not run: the mode ended before this row", 0.0, 0))
+            return Outcome(make_row(self.job, case, self.settings, self.contract,
+                                    Comparison(0, ()), "not run: the mode ended before this row",
+                                    0.0, 0))
         first = steps[0][1]
         failed = next(((run, step) for run, step in steps if step.error), None)
         findings: list[Finding] = []
         for run, step in steps:
             findings += [_during(f, self.label(run)) for f in step.findings]
             findings += [_during(f, self.label(run)) for f in from_sandbox(step.accesses)]
-        checked, notes, error, ends_as = 0, [], "", Status.ERROR
+        checked, error, ends_as = 0, "", Status.ERROR
         if failed is not None:
             run, step = failed
             where = self.label(run)
@@ -403,40 +358,47 @@ class Judge:
         if failed is None or failed[0] is not self.runs[0]:
             checked, more = self.compare(i, case, [(r, s) for r, s in steps if not s.error])
             findings += more
-        row = make_row(self.job, case, self.settings, self.fill,
-                       Comparison(checked, tuple(_merge(findings)), tuple(notes)), error,
-                       first.elapsed_ms, len(self.runs), ends_as)
-        return Outcome(row, tuple(_merge(findings)))
+        merged = tuple(_merge(findings))
+        row = make_row(self.job, case, self.settings, self.contract,
+                       Comparison(checked, merged), error, first.elapsed_ms, len(self.runs),
+                       ends_as)
+        return Outcome(row, merged)
 
     def compare(self, i: int, case: Case, steps: list[tuple[Run, Step]]
                 ) -> tuple[int, list[Finding]]:
-        """Every run's output against the reference and its eager twin, then the runs
+        """Every run's outputs against the reference and its eager twin, then the runs
         against each other."""
         spec = get_path(case.path)
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         started = time.perf_counter()
-        expected, mask = reference(case, self.fill, out_size, self.settings)
+        expected = reference(case, self.contract, out_size, self.settings)
         self.referencing += time.perf_counter() - started
-        locate = RegionLocator(case.intended_inputs()[spec.regions], spec.row_label)
+        where = locators(case)
+        locate = where["out"]
         checked, findings = 0, []
         for run, step in steps:
-            count, found = compare_output(step.out, expected, mask, locate, case.well_formed,
-                                          self.label(run))
+            label = self.label(run)
+            count, found = compare_output(step.out, *expected["out"], locate, case.well_formed,
+                                          label)
             checked = checked or count
             findings += found
+            for name, (values, mask) in expected.items():
+                if name != "out":
+                    findings += compare_output(step.extras[name], values, mask, where[name],
+                                               case.well_formed, label, buffer=name)[1]
             if step.late_out is not None:  # a writer still running after the call returned
                 late = "a second look after the call returned"
                 moved = nondeterministic(step.out, step.late_out, locate, "", "second-look")
-                findings += [_during(moved, self.label(run))] if moved else []
-                _, found = compare_output(step.late_out, expected, mask, locate,
+                findings += [_during(moved, label)] if moved else []
+                _, found = compare_output(step.late_out, *expected["out"], locate,
                                           case.well_formed, late)
-                findings += [_during(f, self.label(run)) for f in found]
+                findings += [_during(f, label) for f in found]
             if step.eager_out is not None:
                 divergence = diverged(step.out, step.eager_out, locate, step.earlier_outs,
                                       self.job.mode.divergence_means)
-                findings += [_during(divergence, self.label(run))] if divergence else []
+                findings += [_during(divergence, label)] if divergence else []
         if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
-            findings += self.across_runs(i, case, locate, expected, mask)
+            findings += self.across_runs(i, case, locate, *expected["out"])
         return checked, findings
 
     def across_runs(self, i: int, case: Case, locate: RegionLocator, expected: torch.Tensor,
@@ -457,7 +419,7 @@ class Judge:
         found: list[Finding] = []
         for n, plan in enumerate(RERUNS):
             if len(self.reruns) <= n:
-                steps = execute(self.job, self.settings, self.fill, plan)
+                steps = execute(self.job, self.settings, self.contract, plan)
                 self.reruns.append(Run(plan, len(self.runs) + n + 1, steps))
                 faulted = next((s for s in steps if s.fault), None)
                 if faulted is not None:
@@ -481,54 +443,8 @@ class Judge:
 def ended(job: Job, settings: RunSettings, status: Status, why: str,
           elapsed_ms: float) -> list[Outcome]:
     """The rows of a job that did not finish: a device fault, a dead worker or a time-out."""
-    fill = fill_of(first_case(job.case), settings, job.impl)
-    return [Outcome(make_row(job, case, settings, fill, Comparison(0, ()), why, elapsed_ms, 0,
-                             status))
+    contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
+                           settings.fill_override)
+    return [Outcome(make_row(job, case, settings, contract, Comparison(0, ()), why,
+                             elapsed_ms, 0, status))
             for case in job.mode.rows(job.case)]
-
-
-def make_row(
-    job: Job, case: Case, settings: RunSettings, fill: int, comparison: Comparison, error: str,
-    elapsed_ms: float, fillings: int, ended_as: Status = Status.ERROR,
-) -> ReportRow:
-    """``error`` (when set) ends the row as ``ended_as``: error, fault or timeout."""
-    spec = get_path(case.path)
-    requests, tokens = spec.counts(case.intended_inputs())
-    statuses = [f.kind for f in comparison.findings] + ([ended_as] if error else [])
-    region = comparison.of(Status.MISMATCH) or comparison.of(Status.STALE_SENSITIVE)
-    stray = comparison.of(Status.STRAY_WRITE)
-    oob = comparison.of(Status.OOB_WRITE)
-    read = comparison.of(Status.OOB_READ)
-    written = comparison.of(Status.INPUT_WRITE)
-    effect = comparison.of(Status.SIDE_EFFECT)
-    racing = comparison.of(Status.NONDETERMINISTIC)
-    diverging = comparison.of(Status.DIVERGENCE)
-    by_severity = sorted(comparison.findings, key=lambda f: -f.kind.severity)
-    detail = " | ".join([describe(f, comparison.checked) for f in by_severity]
-                        + list(comparison.notes)) or error
-    return ReportRow(
-        run_id=settings.run_id, path=case.path, implementation=job.impl.name,
-        impl_safe=job.impl.safe, mode=job.mode.name, device=backend.describe(settings.device),
-        suite=case.suite or "file", case_id=case.case_id,
-        seed=case.seed if case.source else settings.run_seed, fill=fill,
-        rows=requests, tokens=tokens, k=case.k, well_formed=case.well_formed,
-        status=worst(statuses).value, elements_checked=comparison.checked,
-        mismatches=region.count if region else 0,
-        first_mismatch=region.location if region else "",
-        first_expected=region.expected if region else None,
-        first_actual=region.actual if region else None,
-        stray_writes=stray.count if stray else 0, first_stray=stray.location if stray else "",
-        oob_writes=sum(f.count for f in comparison.findings if f.kind == Status.OOB_WRITE),
-        first_oob_write=oob.location if oob else "",
-        oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
-                                            if f.kind == Status.OOB_WRITE})),
-        input_writes=sum(f.count for f in comparison.findings if f.kind == Status.INPUT_WRITE),
-        first_input_write=written.location if written else "",
-        side_effects=effect.location if effect else "",
-        oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
-        oob_read_found_by=read.found_by if read else "",
-        nondeterministic=racing.count if racing else 0,
-        divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
-        elapsed_ms=round(elapsed_ms, 3), detail=detail,
-        reproduce=reproduce(job, case, settings),
-    )

@@ -7,12 +7,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffcheck.case import Case, Scenario, case_problems, load_case, max_elements
+from diffcheck.case import Case, Scenario
+from diffcheck.casefile import case_problems, load_case, max_elements
 from diffcheck.errors import CaseFileError, NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
+from diffcheck.job import Job
 from diffcheck.modes import Mode
-from diffcheck.paths import PATHS, select_paths
-from diffcheck.runner import Job
+from diffcheck.paths import known_paths, select_paths
 
 #: int32 elements per graph row and top-k column one replay step holds, about: a KV table
 #: of 4 K slots per row, a top-k buffer of 1.75 rows, the output workspace
@@ -41,7 +42,7 @@ def case_files(paths: list[Path]) -> list[Path]:
 
 def suite_names() -> list[str]:
     names: list[str] = []
-    for spec in PATHS.values():
+    for spec in known_paths().values():
         names += [n for n in spec.suites() if n not in names]
     return names
 
@@ -61,7 +62,7 @@ def build_suites(
         raise UsageError(f"--graph-size must be at least 2, got {graph_size}")
     if graph_size is not None:
         widest = max((layout.k for path in paths for name in suites
-                      for layout in getattr(PATHS[path].suites().get(name), "layouts",
+                      for layout in getattr(known_paths()[path].suites().get(name), "layouts",
                                             {}).values()), default=0)
         needed = STEP_BUFFERS * graph_size * widest
         if needed > max_elements():
@@ -71,7 +72,7 @@ def build_suites(
     cases: list[Case | Scenario] = []
     for name in suites:
         for path in paths:
-            builder = PATHS[path].suites().get(name)
+            builder = known_paths()[path].suites().get(name)
             if builder is None:
                 continue
             built = (builder(run_seed, fill, graph_size) if getattr(builder, "scenarios", False)

@@ -11,6 +11,7 @@ one left threads running, so one implementation's leftovers never spoil another'
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
@@ -21,9 +22,11 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from diffcheck.case import Case, Scenario, load_case
+from diffcheck.case import Case, Scenario
+from diffcheck.casefile import load_case
 from diffcheck.errors import DeviceError
-from diffcheck.runner import Job, Outcome, RunSettings, ended, run_job
+from diffcheck.job import Job
+from diffcheck.runner import Outcome, RunSettings, ended, run_job
 from diffcheck.status import Status
 
 #: seconds a fresh worker may take to import torch and triton and set up its device
@@ -71,6 +74,8 @@ def serve(conn: Connection, config: dict) -> None:
     from diffcheck import backend
 
     settings = RunSettings(**config)
+    for module in settings.plugins:  # paths registered at run time in the parent
+        importlib.import_module(module)
     if settings.device.type != "cpu":  # compile for the device even if the parent interprets
         os.environ.pop("TRITON_INTERPRET", None)
     try:

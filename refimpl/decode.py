@@ -28,13 +28,17 @@ def decode_reference(
     BLOCK_N: int = 128,
     out: torch.Tensor | None = None,
     fill: int = 0,
+    *,
+    num_out: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(expected, mask)`` over the flat workspace; ``mask`` marks the regions."""
+    """Return ``(expected, mask)`` over the flat workspace (``num_out`` elements, else
+    ``out``'s, else one K-row per output row); ``mask`` marks the regions."""
     if BLOCK_SIZE != 1:
         raise ValueError(f"decode contract has BLOCK_SIZE == 1, got {BLOCK_SIZE}")
     num_requests = kv_indptr.numel() - 1
     k = NUM_TOPK_TOKENS
-    num_out = out.numel() if out is not None else num_requests * k
+    if num_out is None:
+        num_out = out.numel() if out is not None else num_requests * k
     positions = rows_or_unused(token_indices, num_requests, k)
     return scatter_regions(
         kv_indices, kv_indptr[:num_requests], kv_indptr[1:], positions,

@@ -27,12 +27,16 @@ def mtp_reference(
     BLOCK_N: int = 1024,
     out: torch.Tensor | None = None,
     fill: int = 0,
+    *,
+    num_out: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(expected, mask)`` over the flat workspace; ``mask`` marks the regions."""
+    """Return ``(expected, mask)`` over the flat workspace (``num_out`` elements, else
+    ``out``'s, else one K-row per output row); ``mask`` marks the regions."""
     num_tokens = sparse_kv_indptr.numel() - 1
     num_requests = kv_indptr.numel() - 1
     k = NUM_TOPK_TOKENS
-    num_out = out.numel() if out is not None else num_tokens * k
+    if num_out is None:
+        num_out = out.numel() if out is not None else num_tokens * k
     req = token_to_seq_idxs[:num_tokens].to(torch.int64)
     if req.numel() < num_tokens:  # a token without a request id (malformed) is unknown
         req = torch.cat([req, req.new_full((num_tokens - req.numel(),), -1)])

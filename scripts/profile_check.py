@@ -21,13 +21,14 @@ if __name__ == "__main__":
     backend.prepare(device)
 
     from diffcheck.bench import bench_case
-    from diffcheck.impls import BUILTIN
+    from diffcheck.impls import builtin
+    from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import Job, RunSettings, run_job
+    from diffcheck.runner import RunSettings, run_job
 
     case = bench_case(path, regime, 512, 2048)
     settings = RunSettings(device, "profile", 0, isolation="none")
-    job = Job(case, BUILTIN[f"{path}:guarded"], Eager())
+    job = Job(case, builtin()[f"{path}:guarded"].described(), Eager())
     (first,) = run_job(job, settings)
     print(f"{path} {regime} on {backend.describe(device)}: status {first.row.status}, "
           f"{first.row.elements_checked} elements checked")

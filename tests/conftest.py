@@ -1,5 +1,6 @@
 """Tests run on the CPU through the Triton interpreter; set it up before triton is imported."""
 
+import dataclasses
 import os
 
 os.environ["TRITON_INTERPRET"] = "1"
@@ -11,8 +12,9 @@ from diffcheck import backend  # noqa: E402
 from diffcheck.errors import DiffcheckError  # noqa: E402
 from diffcheck.executors import run_all  # noqa: E402
 from diffcheck.impls import Implementation  # noqa: E402
+from diffcheck.job import Job  # noqa: E402
 from diffcheck.modes import Eager  # noqa: E402
-from diffcheck.runner import Job, RunSettings  # noqa: E402
+from diffcheck.runner import RunSettings  # noqa: E402
 from diffcheck.selection import build_suites  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -45,7 +47,12 @@ def run_cases(impl: Implementation, cases, fill_override=None, interpreter_check
 
 
 def make_impl(name: str, target: str, safe: bool = False, accepts_fill: bool = True):
-    return Implementation(name, target, safe, "test kernel", accepts_fill)
+    """A test kernel as an outside implementation, described from its signature (without
+    ``fill`` among its keywords when ``accepts_fill`` is False)."""
+    impl = Implementation(name, target, safe, "test kernel", outside=True).described()
+    if not accepts_fill:
+        impl = dataclasses.replace(impl, keywords=(impl.keywords or frozenset()) - {"fill"})
+    return impl
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import suite_cases
 
-from diffcheck.case import Case, load_case, save_case
+from diffcheck.case import Case
+from diffcheck.casefile import load_case, save_case
 from diffcheck.errors import CaseFileError
 
 

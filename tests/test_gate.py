@@ -14,7 +14,7 @@ from conftest import suite_cases
 from test_cli import error_line, invoke
 
 from diffcheck.api import assert_passes, check
-from diffcheck.case import load_case
+from diffcheck.casefile import load_case
 from diffcheck.ci_formats import MARKDOWN_LIMIT, markdown_summary, write_junit
 from diffcheck.errors import CaseFileError, ExitCode
 from diffcheck.impls import find

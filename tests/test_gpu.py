@@ -76,8 +76,8 @@ def test_a_kernel_that_faults_the_device_is_a_fault_row_and_the_run_goes_on():
     from conftest import make_impl, suite_cases
 
     from diffcheck.executors import run_all
+    from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import Job
 
     impl = make_impl("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512")
     cases = suite_cases("decode", "smoke")
@@ -96,8 +96,8 @@ def test_stale_suite_on_the_gpu_safe_kernels_in_bounds_unguarded_caught():
 
     from diffcheck.executors import run_all
     from diffcheck.impls import find
+    from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import Job
 
     kernels = {"decode": ("decode:guarded", "decode:pid", "decode:unguarded"),
                "mtp": ("mtp:guarded", "mtp:unguarded")}
@@ -121,8 +121,8 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
     from test_broken_kernels import EXPECTED
 
     from diffcheck.executors import run_all
+    from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import Job
     from diffcheck.status import worst
 
     names = [n for n in EXPECTED if n != "decode_runaway"]
@@ -178,8 +178,8 @@ def test_host_read_during_a_real_cuda_capture_is_an_error_naming_it():
     from conftest import make_impl, suite_cases
 
     from diffcheck.executors import run_all
+    from diffcheck.job import Job
     from diffcheck.modes import select
-    from diffcheck.runner import Job
 
     impl = make_impl("decode:item", "graph_wrappers:decode_grid_from_item")
     case = suite_cases("decode", "smoke")[0]

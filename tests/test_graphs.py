@@ -9,8 +9,9 @@ from conftest import CPU, make_impl, suite_cases
 from diffcheck.executors import run_all
 from diffcheck.graphs import EmulatedGraph, HostReadDuringCapture, Launch, refuse_host_reads
 from diffcheck.impls import find
+from diffcheck.job import Job
 from diffcheck.modes import select
-from diffcheck.runner import Job, RunSettings
+from diffcheck.runner import RunSettings
 
 
 def run_modes(impl, targets, mode="all", **settings):
@@ -167,15 +168,15 @@ def test_the_reference_has_no_host_sync_and_replays_in_a_graph(path):
     scenario = suite_cases(path, "replay")[0]
     first, later = scenario.steps[0], scenario.steps[2]
     static = {n: t.clone() for n, t in first.kernel_inputs().items()}
-    out = torch.zeros(spec.workspace_size(first.inputs, first.k), dtype=torch.int32)
+    size = spec.workspace_size(first.inputs, first.k)
     holder = {}
     graph = EmulatedGraph()
-    graph.capture(lambda: holder.setdefault("result", spec.reference_fn()(
-        *spec.call_args(static), **spec.scalars(first.k), out=out)))
+    graph.capture(lambda: holder.setdefault("result", spec.expected(
+        static, first.k, 0, first.scalars, size)["out"]))
     for name, tensor in later.kernel_inputs().items():  # a new step, copied in place
         static[name].copy_(tensor)
     graph.replay()
-    expected, mask = spec.reference_fn()(*spec.call_args(later.kernel_inputs()),
-                                         **spec.scalars(later.k), out=out)
+    expected, mask = spec.expected(later.kernel_inputs(), later.k, 0, later.scalars,
+                                   size)["out"]
     got_expected, got_mask = holder["result"]
     assert torch.equal(got_mask, mask) and torch.equal(got_expected[mask], expected[mask])

@@ -4,8 +4,9 @@ from conftest import CPU, make_impl, suite_cases
 
 from diffcheck.executors import run_all
 from diffcheck.impls import find
+from diffcheck.job import Job
 from diffcheck.modes import Eager
-from diffcheck.runner import Job, RunSettings, is_device_fault
+from diffcheck.runner import RunSettings, is_device_fault
 
 FAULTS_ON_K512 = make_impl("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512")
 RUNAWAY = make_impl("decode:runaway", "broken_kernels:decode_runaway")

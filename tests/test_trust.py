@@ -19,10 +19,11 @@ from test_cli import error_line, invoke
 from diffcheck.buffers import Buffer
 from diffcheck.errors import ExitCode, UsageError
 from diffcheck.executors import run_all
+from diffcheck.job import Job
 from diffcheck.modes import select
 from diffcheck.oob import tag_label
 from diffcheck.report import COLUMNS, ReportWriter, read_report
-from diffcheck.runner import Job, RunSettings
+from diffcheck.runner import RunSettings
 
 
 def impl(name: str):

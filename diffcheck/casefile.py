@@ -1,0 +1,253 @@
+"""Case files: a case stored as ``.npz`` (``allow_pickle=False``), validated on load.
+
+Arrays ``inputs/<name>`` and ``intended/<name>`` and a JSON ``meta`` entry. Loading checks
+every array's header before reading it, every meta field's type, the path's tensor schema and
+its contract, and reports every problem as one line that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffcheck.case import Case
+from diffcheck.errors import CaseFileError
+from diffcheck.paths import PathSpec, get_path, known_paths
+
+FORMAT_VERSION = 2
+
+
+def schema_problems(case: Case, spec: PathSpec) -> list[str]:
+    """Names, dtypes and dimensions of every tensor set of a case."""
+    problems = []
+    sets = {"inputs": case.inputs}
+    if case.intended is not None:
+        sets["intended"] = case.intended
+    for label, tensors in sets.items():
+        missing = [n for n in spec.names if n not in tensors]
+        extra = [n for n in tensors if n not in spec.names]
+        if missing:
+            problems.append(f"{label} lack {', '.join(missing)} (a {spec.name} case needs "
+                            f"{', '.join(spec.names)})")
+        if extra:
+            problems.append(f"{label} hold unknown tensors {', '.join(extra)}")
+        for name in spec.names:
+            t = tensors.get(name)
+            if t is None:
+                continue
+            where = name if label == "inputs" else f"intended {name}"
+            if t.dtype != torch.int32:
+                problems.append(f"{where} is {str(t.dtype).replace('torch.', '')}, expected int32 "
+                                f"(save with .to(torch.int32))")
+            if t.dim() != spec.ndim(name):
+                problems.append(f"{where} has {t.dim()} dimensions, expected {spec.ndim(name)}")
+    for name, cols in case.columns.items():
+        if name not in spec.matrices:
+            problems.append(f"columns names {name}, which is not a 2-D tensor of {spec.name}")
+        elif name in case.inputs and not 0 < cols <= case.inputs[name].shape[-1]:
+            problems.append(f"columns[{name}] = {cols} does not fit its buffer "
+                            f"of width {case.inputs[name].shape[-1]}")
+    if case.k <= 0:
+        problems.append(f"K is {case.k}, expected a positive number of top-k columns")
+    return problems + spec.scalar_problems(case.scalars)
+
+
+def case_problems(case: Case) -> list[str]:
+    """Everything wrong with a case: schema first, then the intended batch's contract."""
+    spec = get_path(case.path)
+    problems = schema_problems(case, spec)
+    if problems:
+        return problems
+    label = "intended batch" if case.intended is not None else "batch"
+    return [f"{label}: {p}" for p in spec.violations_of(case.intended_inputs(), case.k,
+                                                        case.scalars)]
+
+
+def save_case(case: Case, path: str | Path) -> Path:
+    """Write ``case`` as an ``.npz`` file that loads without pickle."""
+    path = Path(path)
+    arrays = {f"inputs/{n}": t.detach().cpu().contiguous().numpy() for n, t in case.inputs.items()}
+    if case.intended is not None:
+        arrays.update({f"intended/{n}": t.detach().cpu().contiguous().numpy()
+                       for n, t in case.intended.items()})
+    meta = {
+        "format": FORMAT_VERSION, "path": case.path, "name": case.name, "suite": case.suite,
+        "k": case.k, "fill": case.fill, "seed": case.seed, "description": case.description,
+        "columns": case.columns, "fill_swapped": case.fill_swapped, "scalars": case.scalars,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+#: the most elements a case file may declare, all arrays together (2^28 int32: 1 GiB);
+#: the environment variable DIFFCHECK_MAX_ELEMENTS changes it
+MAX_ELEMENTS = 1 << 28
+#: the longest 'meta' entry (characters)
+MAX_META = 1 << 20
+
+
+def max_elements() -> int:
+    """The case size limit: DIFFCHECK_MAX_ELEMENTS when set, else MAX_ELEMENTS."""
+    text = os.environ.get("DIFFCHECK_MAX_ELEMENTS", "")
+    try:
+        return int(text) if text else MAX_ELEMENTS
+    except ValueError:
+        raise CaseFileError(f"DIFFCHECK_MAX_ELEMENTS={text!r} is not a whole number") from None
+
+
+def _read_arrays(path: Path, fail) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, each header checked before its data is read: integer
+    arrays (and one text 'meta') whose declared sizes stay within the limit, so a small file
+    cannot expand to gigabytes."""
+    limit = max_elements()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = 0
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f)
+                                       if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+                count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                if key == "meta":
+                    if dtype.kind != "U" or count != 1 or dtype.itemsize // 4 > MAX_META:
+                        raise fail(f"'meta' is {dtype} {list(shape)}, expected one JSON text "
+                                   f"of at most {MAX_META} characters")
+                    continue
+                if dtype.kind not in "iub":
+                    raise fail(f"{key.partition('/')[2] or key} holds {dtype} data, expected "
+                               "int32")
+                declared += count
+                if declared > limit:
+                    raise fail(f"declares more than {limit} elements ({key} is {list(shape)}); "
+                               "raise DIFFCHECK_MAX_ELEMENTS if it is really that large")
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except CaseFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise fail(f"not a readable .npz archive ({type(e).__name__}: {e})") from None
+
+
+#: meta fields: name -> (types accepted, required)
+_META_FIELDS = {
+    "path": (str, True), "k": (int, True), "fill": (int, True), "seed": (int, False),
+    "name": (str, False), "suite": (str, False), "description": (str, False),
+    "columns": (dict, False), "format": (int, False), "fill_swapped": (bool, False),
+    "scalars": (dict, False),
+}
+
+
+def _meta(text: str, fail) -> dict:
+    """The case metadata, every field of the right type (a wrong one named)."""
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise fail(f"'meta' is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise fail(f"'meta' is a JSON {type(meta).__name__}, expected an object")
+    for name, (kind, required) in _META_FIELDS.items():
+        if name not in meta:
+            if required:
+                raise fail(f"'meta' has no '{name}' field")
+            continue
+        value = meta[name]
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if wrong:
+            raise fail(f"meta field '{name}' is {json.dumps(value)[:40]}, expected "
+                       f"{'an integer' if kind is int else 'a ' + kind.__name__}")
+    for field in ("columns", "scalars"):
+        for key, value in meta.get(field, {}).items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise fail(f"meta field '{field}' maps {key} to {json.dumps(value)[:40]}, "
+                           "expected an integer")
+    if meta["fill"] not in FILLS:
+        raise fail(f"meta field 'fill' is {meta['fill']}, expected 0 (ATOM) or -1 (vLLM/SGLang)")
+    return meta
+
+
+#: the fill values of the contracts: 0 (ATOM), -1 (vLLM, SGLang)
+FILLS = (0, -1)
+
+
+def load_case(path: str | Path, validate: bool = True) -> Case:
+    """Read and validate a case file; raises CaseFileError with one actionable line.
+
+    ``validate=False`` still checks the schema but accepts a batch that breaks the contract
+    (a case recorded from a live engine may; ``diffcheck show`` lists what is wrong).
+    """
+    path = Path(path)
+
+    def fail(why: str) -> CaseFileError:
+        return CaseFileError(f"case file {path}: {why}")
+
+    if not path.is_file():
+        raise fail("no such file (write one with `diffcheck export` or diffcheck.case.save_case)")
+    arrays = _read_arrays(path, fail)
+    if "meta" not in arrays:
+        raise fail("no 'meta' entry (not written by diffcheck; re-save it with save_case)")
+    meta = _meta(str(arrays.pop("meta")), fail)
+    paths = known_paths()
+    if meta["path"] not in paths:
+        raise fail(f"unknown path '{meta['path']}'; known: {', '.join(paths)}")
+    inputs, intended = {}, {}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in ("inputs", "intended") or not name:
+            raise fail(f"unexpected entry '{key}' (expected inputs/<name> or intended/<name>)")
+        (inputs if group == "inputs" else intended)[name] = torch.from_numpy(np.array(value))
+    case = Case(
+        path=meta["path"], name=meta.get("name") or path.stem, k=meta["k"], fill=meta["fill"],
+        seed=meta.get("seed", 0), description=meta.get("description", ""), inputs=inputs,
+        columns=dict(meta.get("columns", {})), intended=intended or None,
+        suite=meta.get("suite", ""), source=str(path.resolve()),
+        fill_swapped=meta.get("fill_swapped", False), scalars=dict(meta.get("scalars", {})),
+    )
+    problems = case_problems(case) if validate else schema_problems(case, get_path(case.path))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        hint = "" if not validate else " (see `diffcheck show` for every finding)"
+        raise fail(problems[0] + more + hint)
+    return case
+
+
+def describe_case(case: Case) -> str:
+    """What a case holds, for people: sizes, region lengths, well-formedness findings."""
+    spec = get_path(case.path)
+    seen = case.kernel_inputs()
+    requests, rows = spec.counts(seen)
+    starts, ends = spec.row_bounds(seen, case.k)
+    lengths = (ends - starts).clamp(0, case.k) if starts.numel() else starts
+    scalars = "".join(f", {n} {v}" for n, v in spec.scalars_of(case.scalars).items())
+    lines = [f"{case.case_id}: path {case.path}, K={case.k}, fill {case.fill}{scalars}, "
+             f"seed {case.seed}",
+             f"  {case.description}" if case.description else "",
+             f"  requests {requests}, output rows ({spec.row_label}s) {rows}, "
+             f"workspace {spec.workspace_size(case.intended_inputs(), case.k)} elements"]
+    for name in spec.names:
+        t = case.inputs[name]
+        view = f", kernel sees [:, :{case.columns[name]}]" if name in case.columns else ""
+        lines.append(f"  {name:<18} {str(t.dtype).replace('torch.', '')} "
+                     f"{list(t.shape)}{view}")
+    if lengths.numel():
+        lines.append(f"  region lengths: min {int(lengths.min())}, median "
+                     f"{int(lengths.median())}, max {int(lengths.max())}, "
+                     f"{int((lengths == 0).sum())} empty")
+    problems = spec.violations_of(seen, case.k, case.scalars)
+    lines.append("  inputs: well-formed" if not problems else "  inputs break the contract:")
+    lines += [f"    - {p}" for p in problems]
+    if case.intended is not None:
+        lines.append("  malformed case: judged against its intended batch, which is "
+                     + ("well-formed" if not case_problems(case) else "NOT well-formed"))
+    return "\n".join(line for line in lines if line)
+
