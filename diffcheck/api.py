@@ -86,9 +86,8 @@ def assert_passes(report: pd.DataFrame, fail_on: str | None = None, worst: int =
         return
     lines = [f"diffcheck: {len(bad)} of {len(report)} rows failed"]
     for row in bad.head(worst).itertuples():
-        finding = row.detail if isinstance(row.detail, str) and row.detail else row.error
         lines.append(f"- {row.status}: {row.case_id} [{row.mode}] {row.implementation}: "
-                     f"{str(finding).split(' | ')[0]}")
+                     f"{row.finding}")
         lines.append(f"  reproduce: {row.reproduce}")
     if len(bad) > worst:
         lines.append(f"... and {len(bad) - worst} more")

@@ -21,6 +21,11 @@ def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
+def _headline(row) -> str:
+    """A row's most severe finding (a report written before the column existed: its error)."""
+    return _text(getattr(row, "finding", "")) or _text(row.error)
+
+
 def write_junit(report: pd.DataFrame, path: str | Path,
                 fail_on: frozenset[Status] = DEFAULT_FAIL_ON, ending: str = "") -> Path:
     """One <testcase> per row: classname path.implementation.mode, name the case id.
@@ -47,12 +52,12 @@ def write_junit(report: pd.DataFrame, path: str | Path,
         case = ET.SubElement(suite, "testcase", classname=f"{row.path}.{row.implementation}."
                              f"{row.mode}", name=str(row.case_id),
                              time=f"{(row.elapsed_ms or 0) / 1e3:.6f}")
-        finding = _text(row.detail) or _text(row.error)
-        body = f"{finding}\nreproduce: {row.reproduce}"
+        finding = _headline(row)
+        body = f"{_text(row.detail) or finding}\nreproduce: {row.reproduce}"
         if status in fail_on:
             tag = "error" if status in BROKEN else "failure"
             element = ET.SubElement(case, tag, type=status.value,
-                                    message=f"{status.value}: {finding.split(' | ')[0]}"[:500])
+                                    message=f"{status.value}: {finding}"[:500])
             element.text = body
         elif status != Status.PASS:
             ET.SubElement(case, "system-out").text = f"{status.value} (not failing): {body}"
@@ -94,7 +99,7 @@ def markdown_summary(report: pd.DataFrame, fail_on: frozenset[Status] = DEFAULT_
         ordered = failing.assign(_s=severity).sort_values("_s", ascending=False, kind="stable")
         lines += [f"### Worst rows ({min(worst, len(ordered))} of {len(ordered)})", ""]
         for row in ordered.head(worst).itertuples(index=False):
-            finding = (_text(row.detail) or _text(row.error)).split(" | ")[0][:300]
+            finding = _headline(row)[:300]
             entry = [f"- **{row.status}** `{row.case_id}` [{row.mode}] `{row.implementation}`: "
                      f"{finding}", f"  `{row.reproduce}`"]
             if len("\n".join(lines + entry).encode()) > limit - 200:

@@ -332,24 +332,40 @@ def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]],
 @exit_codes
 def list_(
     what: Annotated[
-        str, typer.Argument(help="suites, cases or implementations (default: all three).")
+        str, typer.Argument(help="paths, suites, cases or implementations (default: paths, "
+                            "suites and implementations).")
     ] = "all",
+    path: Annotated[str, typer.Option(help="Only this path (`all`: every path).")] = "all",
     seed: Annotated[int, typer.Option(help="Seed the listed cases are generated with.")] = 0,
 ) -> None:
-    """Show the named suites, their cases, and the registered implementations."""
+    """Show the kernel paths with their call signatures, the named suites and their cases,
+    and the registered implementations."""
     from diffcheck.impls import builtin
-    from diffcheck.paths import known_paths
+    from diffcheck.paths import select_paths
 
-    if what not in ("all", "suites", "cases", "implementations"):
-        raise UsageError(f"unknown listing '{what}'; known: suites, cases, implementations")
+    listings = ("all", "paths", "suites", "cases", "implementations")
+    if what not in listings:
+        raise UsageError(f"unknown listing '{what}'; known: {', '.join(listings[1:])}")
+    specs = select_paths(path)
+    if what in ("all", "paths"):
+        for spec in specs:
+            typer.echo(f"path  {spec.name:<11} {spec.summary}")
+            typer.echo(f"  call: {signature_of(spec)}")
+            if what == "paths":
+                for tensor in spec.tensors:
+                    typer.echo(f"    {tensor.name:<18} {tensor.doc}")
+                for scalar in spec.scalars:
+                    typer.echo(f"    {'/'.join(scalar.keywords):<18} {scalar.doc} (default "
+                               f"{scalar.default})")
+                typer.echo(f"    {'fill':<18} value of an invalid entry (default {spec.fill})")
     if what in ("all", "suites", "cases"):
-        for spec in known_paths().values():
+        for spec in specs:
             for name, builder in spec.suites().items():
                 scenarios = getattr(builder, "scenarios", False)
                 kind = "scenarios (replay)" if scenarios else "cases"
-                typer.echo(f"suite {name:<17} {spec.name:<7} {len(builder.names)} {kind}")
+                typer.echo(f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}")
                 if what == "cases":
-                    for c in builder(seed, 0):
+                    for c in builder(seed, spec.fill):
                         if scenarios:
                             typer.echo(f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}")
                             for step in c.steps:
@@ -358,9 +374,21 @@ def list_(
                         else:
                             typer.echo(f"  {c.case_id:<40} K={c.k:<5} {c.description}")
     if what in ("all", "implementations"):
+        names = {spec.name for spec in specs}
         for implementation in builtin().values():
-            safety = "safe" if implementation.safe else "UNSAFE"
-            typer.echo(f"impl  {implementation.name:<18} {safety:<6} {implementation.summary}")
+            if implementation.path in names:
+                safety = "safe" if implementation.safe else "UNSAFE"
+                typer.echo(f"impl  {implementation.name:<20} {safety:<6} "
+                           f"{implementation.summary}")
+
+
+def signature_of(spec) -> str:
+    """A path's call as an engine writes it."""
+    words = [*spec.names]
+    words += [f"{scalar.keywords[0]}={scalar.default}" for scalar in spec.scalars]
+    words += [f"{spec.k_keyword}=K", f"{spec.out_keyword}=None"]
+    returns = "out" if spec.out_layout == "flat" else "out [rows, K]"
+    return f"({', '.join(words)}) -> {returns}"
 
 
 @app.command()

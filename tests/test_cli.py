@@ -122,7 +122,9 @@ def test_list_shows_suites_and_implementations():
     result = invoke("list")
     assert result.exit_code == 0
     assert "suite smoke" in result.output and "suite edge" in result.output
-    assert "decode:unguarded   UNSAFE" in result.output
+    assert "decode:unguarded     UNSAFE" in result.output
+    assert "call: (qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, " \
+           "BLOCK_SIZE=1, NUM_TOPK_TOKENS=K, out=None) -> out" in result.output
     cases = invoke("list", "cases")
     assert "edge/decode-ctx-k-plus-1" in cases.output
 
