@@ -41,7 +41,7 @@ def check(
     modes: str = "all",
     *,
     device: str = "auto",
-    invalid_fill: int = 0,
+    invalid_fill: int | None = None,
     seed: int = 0,
     cases: Sequence[str] = (),
     graph_size: int | None = None,

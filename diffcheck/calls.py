@@ -48,7 +48,8 @@ def contract_of(spec: PathSpec, impl: Implementation, case: Case,
         fill = OTHER_FILL.get(fill, fill)
     scalars = spec.scalars_of(case.scalars)
     for scalar in spec.scalars:
-        if keyword_for(impl, scalar.keywords) is None:
+        unreachable = scalar.keywords and keyword_for(impl, scalar.keywords) is None
+        if unreachable or (scalar.requires and not impl.accepts(scalar.requires)):
             scalars[scalar.name] = scalar.default
     return Contract(case.k, fill, scalars)
 
@@ -80,8 +81,13 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
         kwargs[spec.k_keyword] = contract.k
     for scalar in spec.scalars:
         keyword = keyword_for(impl, scalar.keywords)
-        if keyword is not None:
-            kwargs[keyword] = contract.scalars[scalar.name]
+        value = contract.scalars[scalar.name]
+        if keyword is not None and not (scalar.omit_default and value == scalar.default):
+            kwargs[keyword] = value
+    for tensor in spec.tensors:
+        if tensor.keyword and impl.accepts(tensor.name) and \
+                (not tensor.when or contract.scalars.get(tensor.when)):
+            kwargs[tensor.name] = tensors[tensor.name]
     if impl.accepts_fill:
         kwargs["fill"] = contract.fill
     if impl.outside:

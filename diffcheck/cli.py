@@ -151,8 +151,9 @@ def compare(
     ] = None,
     invalid_fill: Annotated[
         int | None,
-        typer.Option(help="Value for invalid entries: 0 (ATOM, default) or -1 (vLLM/SGLang). "
-                     "Overrides the fill stored in --cases files."),
+        typer.Option(help="Value for invalid entries: 0 (ATOM) or -1 (vLLM/SGLang); default "
+                     "each path's contract's own (`diffcheck list paths`). Overrides the fill "
+                     "stored in --cases files."),
     ] = None,
     report: Annotated[
         Path, typer.Option(help="CSV report, one row per case x implementation x mode.")
@@ -246,7 +247,7 @@ def compare(
     generating = time.perf_counter()
     chosen = select(
         path, impl or [], suite or [], [str(p) for p in inputs], case or [],
-        modes.select(mode), seed, 0 if invalid_fill is None else invalid_fill, max_cases,
+        modes.select(mode), seed, invalid_fill, max_cases,
         graph_size, parse_shard(shard),
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
@@ -355,8 +356,8 @@ def list_(
                 for tensor in spec.tensors:
                     typer.echo(f"    {tensor.name:<18} {tensor.doc}")
                 for scalar in spec.scalars:
-                    typer.echo(f"    {'/'.join(scalar.keywords):<18} {scalar.doc} (default "
-                               f"{scalar.default})")
+                    named = "/".join(scalar.keywords) or f"({scalar.name})"
+                    typer.echo(f"    {named:<18} {scalar.doc} (default {scalar.default})")
                 typer.echo(f"    {'fill':<18} value of an invalid entry (default {spec.fill})")
     if what in ("all", "suites", "cases"):
         for spec in specs:
@@ -384,9 +385,11 @@ def list_(
 
 def signature_of(spec) -> str:
     """A path's call as an engine writes it."""
-    words = [*spec.names]
-    words += [f"{scalar.keywords[0]}={scalar.default}" for scalar in spec.scalars]
+    words = [*spec.positional]
+    words += [f"{scalar.keywords[0]}={'None' if scalar.omit_default else scalar.default}"
+              for scalar in spec.scalars if scalar.keywords]
     words += [f"{spec.k_keyword}=K", f"{spec.out_keyword}=None"]
+    words += [f"{tensor.name}=None" for tensor in spec.tensors if tensor.keyword]
     returns = "out" if spec.out_layout == "flat" else "out [rows, K]"
     return f"({', '.join(words)}) -> {returns}"
 
@@ -401,7 +404,10 @@ def export(
     path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
                     ] = "all",
     seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 0,
-    invalid_fill: Annotated[int, typer.Option(help="Fill value stored in the cases.")] = 0,
+    invalid_fill: Annotated[
+        int | None, typer.Option(help="Fill value stored in the cases (default: each path's "
+                                 "contract's own).")
+    ] = None,
 ) -> None:
     """Write a suite's cases as .npz files, to edit, share or replay with --cases."""
     from diffcheck.casefile import save_case

@@ -119,15 +119,18 @@ def check_signature(fn: Callable, path: str,
     if any(p.kind is p.VAR_KEYWORD for p in params):
         keywords = None
     else:
-        keywords = frozenset(p.name for p in params[len(spec.tensors):]
+        keywords = frozenset(p.name for p in params[len(spec.positional):]
                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-    probe = {spec.k_keyword: 1} if keywords is None or spec.k_keyword in keywords else {}
+    # K and the scalars go by keyword when the signature has them (a scalar may be required)
+    probe = {kw: 1 for kw in [spec.k_keyword, *(next(
+        (k for k in s.keywords if keywords is None or k in keywords), None)
+        for s in spec.scalars)] if kw and (keywords is None or kw in keywords)}
     try:
-        signature.bind(*[object()] * len(spec.tensors), **probe)
+        signature.bind(*[object()] * len(spec.positional), **probe)
     except TypeError as e:
         raise ImplementationLoadError(
             f"implementation '{name}' does not fit the {path} call "
-            f"({', '.join(spec.names)}, {spec.k_keyword}=, ...): {e}; its signature is "
+            f"({', '.join(spec.positional)}, {spec.k_keyword}=, ...): {e}; its signature is "
             f"{signature}") from None
     default = signature.parameters.get("BLOCK_N")
     block_n = default.default if default is not None and isinstance(default.default, int) \
@@ -169,9 +172,10 @@ def find(name: str, path: str = "all") -> Implementation:
     registered = builtin()
     if name in registered:
         return registered[name].described()
-    if name.partition(":")[0] in known_paths() and name.count(":") == 1 and ".py" not in name:
-        raise UnknownNameError(f"unknown implementation '{name}'; known: "
-                               f"{', '.join(sorted(registered))}")
+    prefix = name.partition(":")[0]
+    if prefix in known_paths() and name.count(":") == 1 and ".py" not in name:
+        mine = [n for n in registered if n.partition(":")[0] == prefix]
+        raise UnknownNameError(f"unknown implementation '{name}'; known: {', '.join(mine)}")
     if ":" not in name:
         raise UnknownNameError(f"unknown implementation '{name}'; known: "
                                f"{', '.join(sorted(registered))} (or give module:function or "

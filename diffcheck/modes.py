@@ -163,10 +163,21 @@ def _eager_output(staged: Staged, call: Callable[[], object], device: torch.devi
     return staged.out.view.clone()
 
 
+def _captured(staged: Staged, graph, call: Callable[[], object], step: Step, guard: Callable,
+              when: str) -> bool:
+    """Capture ``call``; the extra outputs it returned are the graph's from now on (an eager
+    call on the same buffers returns tensors of its own)."""
+    done = _checked(step, staged, when, lambda: graph.capture(call), guard)
+    graph.extras = dict(staged.extras)
+    return done
+
+
 def _replayed(staged: Staged, graph, device: torch.device, step: Step, guard: Callable,
               when: str = "") -> bool:
     _poison(staged)
-    return _checked(step, staged, when, graph.replay, guard)
+    done = _checked(step, staged, when, graph.replay, guard)
+    staged.extras = dict(getattr(graph, "extras", {}))  # what this replay wrote
+    return done
 
 
 class _OneCallPerCase(Mode):
@@ -211,8 +222,8 @@ class Capture(_OneCallPerCase):
         step.eager_out = _eager_output(staged, call, device, step, guard,
                                        "the warm-up call before capture")
         graph = new_graph(device)
-        if step.eager_out is not None and _checked(step, staged, "capture",
-                                                   lambda: graph.capture(call), guard):
+        if step.eager_out is not None and _captured(staged, graph, call, step, guard,
+                                                    "capture"):
             _replayed(staged, graph, device, step, guard)
 
 
@@ -241,8 +252,8 @@ class Replay(Mode):
                                  f"the warm-up call before capturing the graph of {size}")
             if warm is None:
                 break
-            if not _checked(setup, staged, f"capturing the graph of {size}",
-                            lambda graph=graph, call=call: graph.capture(call), guard):
+            if not _captured(staged, graph, call, setup, guard,
+                             f"capturing the graph of {size}"):
                 break
             graphs[size] = (staged, call, graph)
             earlier[size] = {"what it computed for the step it was captured on": warm}

@@ -48,7 +48,8 @@ def suite_names() -> list[str]:
 
 
 def build_suites(
-    paths: list[str], suites: list[str], run_seed: int, fill: int, graph_size: int | None = None
+    paths: list[str], suites: list[str], run_seed: int, fill: int | None = None,
+    graph_size: int | None = None
 ) -> list[Case | Scenario]:
     """Generate the named suites' cases and scenarios for the selected paths (by seed).
 
@@ -75,8 +76,9 @@ def build_suites(
             builder = known_paths()[path].suites().get(name)
             if builder is None:
                 continue
-            built = (builder(run_seed, fill, graph_size) if getattr(builder, "scenarios", False)
-                     else builder(run_seed, fill))
+            own = known_paths()[path].fill if fill is None else fill  # each contract's own
+            built = (builder(run_seed, own, graph_size) if getattr(builder, "scenarios", False)
+                     else builder(run_seed, own))
             for target in built:
                 for case in target.steps if isinstance(target, Scenario) else [target]:
                     problems = case_problems(case)
@@ -144,7 +146,7 @@ def select(
     case_patterns: list[str],
     modes: list[Mode],
     run_seed: int,
-    fill: int,
+    fill: int | None,
     max_cases: int | None,
     graph_size: int | None = None,
     shard: tuple[int, int] = (1, 1),

@@ -55,6 +55,17 @@ def launch_shape(
 
 
 @triton.jit
+def region_limits(out_start, out_end, num_out, NUM_TOPK_TOKENS: tl.constexpr):
+    """A row's written columns, first <= c < last: c < min(out_end - out_start, K) and
+    out_start + c inside out (in int64, so nothing malformed wraps)."""
+    os = out_start.to(tl.int64)
+    length = tl.minimum(out_end.to(tl.int64) - os, NUM_TOPK_TOKENS)
+    first = tl.minimum(tl.maximum(-os, 0), NUM_TOPK_TOKENS)
+    last = tl.maximum(tl.minimum(length, num_out - os), 0)
+    return first.to(tl.int32), last.to(tl.int32)
+
+
+@triton.jit
 def row_limits(kv_start, kv_end, num_kv, out_start, out_end, num_out,
                NUM_TOPK_TOKENS: tl.constexpr):
     """One row's guards, folded into four numbers (in int64, so nothing malformed wraps).

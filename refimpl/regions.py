@@ -52,7 +52,16 @@ def scatter_regions(
         src = torch.where(valid, positions, lo[:, None]) + shift[:, None]
         gathered = kv_indices.reshape(-1).index_select(0, src.reshape(-1)).view(rows, width)
         values = torch.where(valid, gathered, fill)  # a scalar: no host-to-device copy
+    return place_rows(values, region_start, region_end, num_out)
 
+
+def place_rows(values: torch.Tensor, region_start: torch.Tensor, region_end: torch.Tensor,
+               num_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row i's values go to ``out[region_start[i] + j]`` for ``j < min(region length,
+    width)``; ``(expected, mask)`` of length ``num_out``. Every index is bounded on the
+    device (a lane outside ``out`` lands in a trash element): graph-capturable, sync-free."""
+    rows, width = values.shape
+    device = values.device
     # Column c is written when c < region length, c < width and 0 <= region_start + c < num_out.
     region_start = region_start.to(torch.int64)
     first = (-region_start).clamp(0, width)

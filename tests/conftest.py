@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-def suite_cases(path: str, *suites: str, fill: int = 0, seed: int = 0):
+def suite_cases(path: str, *suites: str, fill: int | None = None, seed: int = 0):
     return build_suites([path], list(suites), seed, fill)
 
 

@@ -36,3 +36,41 @@ def mtp_oracle(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv
         for j in range(min(length, k)):
             expected[sparse[t] + j] = _slot(kv_indices, kv_indptr[r], ctx, rows[t][j], fill)
     return expected
+
+
+def prefill_oracle(dsa_kv_indptr, token_to_seq_idxs, topk_indices, block_table, cu_seqlens_q,
+                   page, k, fill):
+    kv, seq, cu = dsa_kv_indptr.tolist(), token_to_seq_idxs.tolist(), cu_seqlens_q.tolist()
+    rows, table = topk_indices.tolist(), block_table.tolist()
+    width = len(table[0]) if table else 0
+    expected = {}
+    for t in range(len(kv) - 1):
+        r = seq[t]
+        start, length = cu[r], cu[r + 1] - cu[r]
+        for j in range(min(kv[t + 1] - kv[t], k)):
+            i = rows[t][j]
+            s = i - start
+            value = fill
+            if i >= 0 and 0 <= s < length and s // page < width and table[r][s // page] >= 0:
+                value = table[r][s // page] * page + s % page
+            expected[kv[t] + j] = value
+    return expected
+
+
+def blocktable_oracle(req_id, block_table, token_indices, seq_lens, page, stride, layer, k,
+                      fill, bounded):
+    """{flat index: value} over the whole [T, K] output, and the valid count of each row."""
+    req, table, rows = req_id.tolist(), block_table.tolist(), token_indices.tolist()
+    lengths = seq_lens.tolist()
+    width = len(table[0]) if table else 0
+    expected, counts = {}, []
+    for t in range(len(rows)):
+        valid_here = 0
+        for j in range(k):
+            p, r = rows[t][j], req[t]
+            ok = p >= 0 and p // page < width and (not bounded or p < lengths[r])
+            expected[t * k + j] = table[r][p // page] * (stride or page) + layer * page + \
+                p % page if ok else fill
+            valid_here += ok
+        counts.append(valid_here)
+    return expected, counts

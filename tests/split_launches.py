@@ -5,6 +5,7 @@ from functools import partial
 
 from kernels.decode import decode_guarded, decode_pid, decode_unguarded
 from kernels.mtp import mtp_guarded, mtp_unguarded
+from kernels.prefill import prefill_guarded, prefill_unguarded
 
 # Three column programs over tiles of 64: a program strides over non-adjacent tiles, and the
 # last program of a row gets fewer tiles than the others.
@@ -15,3 +16,5 @@ decode_pid_split = partial(decode_pid, **SPLIT)
 decode_unguarded_split = partial(decode_unguarded, **SPLIT)
 mtp_guarded_split = partial(mtp_guarded, **SPLIT)
 mtp_unguarded_split = partial(mtp_unguarded, **SPLIT)
+prefill_guarded_split = partial(prefill_guarded, **SPLIT)
+prefill_unguarded_split = partial(prefill_unguarded, **SPLIT)

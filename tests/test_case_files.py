@@ -107,8 +107,9 @@ def test_missing_or_broken_meta(tmp_path):
     assert "no 'meta' entry" in error_of(write(tmp_path, **arrays))
     arrays["meta"] = np.array("{not json")
     assert "'meta' is not JSON" in error_of(write(tmp_path, **arrays))
-    arrays["meta"] = np.array('{"path": "prefill", "k": 4, "fill": 0}')
-    assert "unknown path 'prefill'; known: decode, mtp" in error_of(write(tmp_path, **arrays))
+    arrays["meta"] = np.array('{"path": "pefill", "k": 4, "fill": 0}')
+    assert "unknown path 'pefill'; known: decode, mtp, prefill, blocktable" in error_of(
+        write(tmp_path, **arrays))
 
 
 class Hostile:

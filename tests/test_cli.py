@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from diffcheck.cli import app
 from diffcheck.errors import ExitCode
+from diffcheck.impls import builtin
+from diffcheck.paths import known_paths
 from diffcheck.report import COLUMNS
 from diffcheck.selection import DEFAULT_SUITES
 
@@ -32,8 +34,8 @@ def test_compare_with_defaults_passes_and_writes_the_report(tmp_path):
     assert list(df.columns) == COLUMNS
     assert set(df["status"]) == {"pass", "stale_sensitive"}
     assert not df[df["status"] == "stale_sensitive"]["well_formed"].any()
-    assert set(df["implementation"]) == {"decode:guarded", "decode:pid", "decode:reference",
-                                         "mtp:guarded", "mtp:reference"}
+    assert set(df["implementation"]) == {i.name for i in builtin().values() if i.safe}
+    assert set(df["path"]) == set(known_paths())
     assert set(df["mode"]) == {"eager", "capture", "replay"}
     assert set(df["suite"]) == set(DEFAULT_SUITES)
     assert "rows: " in result.output and "passed" in result.output
@@ -67,8 +69,8 @@ def test_fail_on_decides_what_fails(tmp_path):
 
 @pytest.mark.parametrize("args, text", [
     (["--impl", "decode:pdi"], "unknown implementation 'decode:pdi'; known: decode:guarded"),
-    (["--suite", "nightly"], "unknown suite 'nightly'; known: smoke, edge"),
-    (["--path", "prefill"], "unknown path 'prefill'; known: decode, mtp"),
+    (["--suite", "nightly"], "unknown suite 'nightly'; known: smoke, smoke-2048, edge"),
+    (["--path", "pefill"], "unknown path 'pefill'; known: decode, mtp, prefill, blocktable"),
     (["--mode", "warp"], "unknown mode 'warp'; known: eager, capture, replay, graph, all"),
     (["--invalid-fill", "7"], "--invalid-fill must be 0 or -1, got 7"),
     (["--path", "mtp", "--impl", "decode:pid"], "--impl decode:pid does not follow --path mtp"),

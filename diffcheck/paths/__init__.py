@@ -33,6 +33,10 @@ class Tensor:
     role: str = ""
     #: shape and meaning, one line (docs/contracts.md, `diffcheck list`)
     doc: str = ""
+    #: passed by keyword (its name) rather than by position, and only when the scalar named
+    #: by ``when`` is set (vLLM's bounded variant takes ``seq_lens=``)
+    keyword: bool = False
+    when: str = ""
 
     def __post_init__(self) -> None:
         if self.ndim not in (1, 2) or (self.role and self.role not in ROLES):
@@ -55,6 +59,11 @@ class Scalar:
     choices: tuple[int, ...] = ()
     minimum: int = 0
     doc: str = ""
+    #: the keyword a kernel must take for this scalar to be set (bounded needs ``seq_lens``)
+    requires: str = ""
+    #: at its default the scalar is not passed (the kernel's own default applies: vLLM's
+    #: BLOCK_STRIDE_ROWS=None means the page size)
+    omit_default: bool = False
 
     def problem(self, value: object) -> str:
         """Why ``value`` cannot be this scalar's ('' when it can)."""
@@ -156,8 +165,13 @@ class PathSpec:
     def matrices(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tensors if t.ndim == 2)
 
+    @property
+    def positional(self) -> tuple[str, ...]:
+        """The tensors a call takes by position (the others go by keyword)."""
+        return tuple(t.name for t in self.tensors if not t.keyword)
+
     def call_args(self, tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        return [tensors[name] for name in self.names]
+        return [tensors[name] for name in self.positional]
 
     # -- scalars ---------------------------------------------------------------------------
     def scalar(self, name: str) -> Scalar:
