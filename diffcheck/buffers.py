@@ -65,6 +65,9 @@ class Staged:
     watched: object = None
     #: extra outputs the last call returned (valid counts), by name
     extras: dict = field(default_factory=dict)
+    #: the kernel returns its output (copied in), instead of writing the staged workspace:
+    #: outside the regions it holds whatever the kernel's own allocation held
+    returned: bool = False
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]

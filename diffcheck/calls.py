@@ -33,6 +33,8 @@ class Contract:
     k: int
     fill: int
     scalars: dict[str, int] = field(default_factory=dict)
+    #: the kernel is called without its output keyword (it allocates and returns the output)
+    without_out: bool = False
 
     def key(self) -> tuple:
         return (self.k, self.fill, tuple(sorted(self.scalars.items())))
@@ -51,7 +53,7 @@ def contract_of(spec: PathSpec, impl: Implementation, case: Case,
         unreachable = scalar.keywords and keyword_for(impl, scalar.keywords) is None
         if unreachable or (scalar.requires and not impl.accepts(scalar.requires)):
             scalars[scalar.name] = scalar.default
-    return Contract(case.k, fill, scalars)
+    return Contract(case.k, fill, scalars, case.without_out)
 
 
 def keyword_for(impl: Implementation, keywords: tuple[str, ...]) -> str | None:
@@ -97,7 +99,8 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
     out = staged.out.view
     if spec.out_layout == "rows":
         out = out.view(-1, contract.k)
-    writes_out = impl.accepts(spec.out_keyword)
+    writes_out = impl.accepts(spec.out_keyword) and not contract.without_out
+    staged.returned = not writes_out
     if writes_out:
         kwargs[spec.out_keyword] = out
     asked = [extra for extra in spec.extras if contract.scalars.get(extra.scalar)]

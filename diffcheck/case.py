@@ -36,6 +36,9 @@ class Case:
     fill_swapped: bool = False
     #: the path's other scalars (page size, stride rows, ...), by their names in the contract
     scalars: dict[str, int] = field(default_factory=dict)
+    #: call the kernel without its output keyword: it allocates and returns the output (the
+    #: contract's ``out=None``), which is then checked like a returned one
+    without_out: bool = False
 
     @property
     def case_id(self) -> str:
@@ -61,7 +64,7 @@ class Case:
             return self
         return Case(self.path, self.name, self.k, self.fill, self.seed, self.description,
                     self.intended, dict(self.columns), None, self.suite, self.source,
-                    self.fill_swapped, dict(self.scalars))
+                    self.fill_swapped, dict(self.scalars), self.without_out)
 
 
 @dataclass

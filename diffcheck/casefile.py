@@ -79,6 +79,7 @@ def save_case(case: Case, path: str | Path) -> Path:
         "format": FORMAT_VERSION, "path": case.path, "name": case.name, "suite": case.suite,
         "k": case.k, "fill": case.fill, "seed": case.seed, "description": case.description,
         "columns": case.columns, "fill_swapped": case.fill_swapped, "scalars": case.scalars,
+        "without_out": case.without_out,
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ _META_FIELDS = {
     "path": (str, True), "k": (int, True), "fill": (int, True), "seed": (int, False),
     "name": (str, False), "suite": (str, False), "description": (str, False),
     "columns": (dict, False), "format": (int, False), "fill_swapped": (bool, False),
-    "scalars": (dict, False),
+    "scalars": (dict, False), "without_out": (bool, False),
 }
 
 
@@ -212,6 +213,7 @@ def load_case(path: str | Path, validate: bool = True) -> Case:
         columns=dict(meta.get("columns", {})), intended=intended or None,
         suite=meta.get("suite", ""), source=str(path.resolve()),
         fill_swapped=meta.get("fill_swapped", False), scalars=dict(meta.get("scalars", {})),
+        without_out=meta.get("without_out", False),
     )
     problems = case_problems(case) if validate else schema_problems(case, get_path(case.path))
     if problems:

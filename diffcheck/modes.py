@@ -51,6 +51,10 @@ class Step:
     out: torch.Tensor | None = None
     #: extra outputs it returned (valid counts), copies
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the kernel returned its output (elements outside the regions are not its writes)
+    returned: bool = False
+    #: its outputs were reduced to the regions (diffcheck.runner)
+    masked: bool = False
     #: writes outside the output (margins, inputs) of every call that served this row
     findings: list[Finding] = field(default_factory=list)
     #: output of an eager call on the same inputs (capture and replay), for divergence
@@ -122,6 +126,7 @@ def _finish(step: Step, staged: Staged, start: float) -> Step:
     step.staged = staged
     step.out = staged.out.view.clone()
     step.extras = {name: t.clone() for name, t in staged.extras.items()}
+    step.returned = staged.returned
     staged.watched = step
     return step
 

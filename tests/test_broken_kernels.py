@@ -12,11 +12,14 @@ from diffcheck.status import Status
 EXPECTED = {
     "decode_len_plus_one": (Status.STRAY_WRITE, "outside every region"),
     "decode_wrong_fill": (Status.MISMATCH, "expected 0, got -1"),
-    "decode_skips_last_tile": (Status.MISMATCH, "column 128"),
-    "decode_writes_before_out": (Status.OOB_WRITE, "out[-1] (4 bytes before its start)"),
+    # called without out= (a smoke case), the tile it skips holds its own allocation's
+    # uninitialised memory: different from run to run
+    "decode_skips_last_tile": (Status.NONDETERMINISTIC, "column 128"),
+    # out[-1] of the staged workspace, or out_ptr[-1] of its own allocation without out=
+    "decode_writes_before_out": (Status.OOB_WRITE, "[-1] (4 bytes before its start)"),
     "decode_raises": (Status.ERROR, "ValueError: unsupported NUM_TOPK_TOKENS=256"),
     "decode_ignores_out": (Status.ERROR, "other than the out= workspace"),
-    "mtp_token_as_request": (Status.MISMATCH, "Mismatched elements"),
+    "mtp_token_as_request": (Status.NONDETERMINISTIC, "Mismatched elements"),
     "decode_reads_next_row": (Status.OOB_READ, "token_indices[+1] (element 1 past its end)"),
     "decode_wild_index": (Status.OOB_READ, "a wild address; nearest tensor named"),
     "mtp_unbounded_request": (Status.OOB_READ, "kv_indptr[+1] (element 1 past its end)"),

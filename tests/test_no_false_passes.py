@@ -115,7 +115,7 @@ def test_the_default_command_catches_every_class(tmp_path):
         args += ["--impl", name]
     df, code = run_cli(args, tmp_path / "default.csv")
     assert code == 1
-    assert set(df["suite"]) == {"smoke", "stale", "replay", "glm52"}
+    assert set(df["suite"]) == {"smoke", "smoke-2048", "stale", "replay", "glm52"}
     assert set(df["mode"]) == {"eager", "capture", "replay"}
     check_statuses(df)
     # the process-ending kernels end only the rows of the case that ends them

@@ -97,7 +97,7 @@ def test_side_effects_are_found_and_put_back(kernel, change):
 
 
 def test_a_writer_still_running_after_the_call_returned_is_seen():
-    (row,) = rows_of("decode_writes_out_late", [case("decode-mixed")], "eager")
+    (row,) = rows_of("decode_writes_out_late", [case("decode-shuffled")], "eager")
     assert "left 1 thread running (late-writer)" in row.side_effects
     assert row.nondeterministic == 8 and "Output changed after the call returned" in row.detail
 
