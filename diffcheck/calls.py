@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffcheck.buffers import Staged
+from diffcheck.buffers import POISON, Staged
 from diffcheck.case import Case
 from diffcheck.impls import Implementation
 from diffcheck.paths import PathSpec
@@ -107,6 +107,8 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
     out_ptr = out.data_ptr()
 
     def call() -> object:
+        if not writes_out:
+            _prime_allocator(out)
         result = fn(*args, **kwargs)
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         main = values[0] if values else None
@@ -125,6 +127,17 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
         return result
 
     return call
+
+
+def _prime_allocator(like: torch.Tensor) -> None:
+    """Leave a freed block of the output's size full of POISON, so that an output the kernel
+    allocates itself most likely starts as poison: elements it never writes then read as
+    unwritten, not as whatever the allocator handed back (old red zones that look like tags).
+    Best effort; skipped while a graph is being captured."""
+    if like.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    block = torch.full((like.numel(),), POISON, dtype=torch.int32, device=like.device)
+    del block
 
 
 def _returned(value: object, what: str, shape) -> torch.Tensor:

@@ -64,8 +64,22 @@ def tag_label(buffers: list[Buffer], buffer_id: int, offset: int) -> str:
     return f"{label}, or {out_of_bounds_label(other.name, far, other.span)} (a far read)"
 
 
+def _margin_tags(values: torch.Tensor, buffers: list[Buffer]) -> torch.Tensor:
+    """Which values are tags that a margin actually held: a known buffer id and an offset
+    inside that buffer's margin. Anything else that merely looks like a tag (uninitialised
+    memory of a kernel's own allocation, say) names no read."""
+    ids, offsets = tags.decode_tensor(values)
+    ok = torch.zeros_like(values, dtype=torch.bool)
+    for i, buf in enumerate(buffers[: tags.MAX_BUFFERS]):
+        before = (offsets < 0) & (offsets >= -buf.margin)
+        after = (offsets >= buf.span) & (offsets < buf.span + buf.margin)
+        ok |= (ids == i) & (before | after)
+    return tags.is_tag(values) & ok
+
+
 def from_fillings(
-    a: torch.Tensor, b: torch.Tensor, buffers: list[Buffer], locate: RegionLocator
+    a: torch.Tensor, b: torch.Tensor, buffers: list[Buffer], locate: RegionLocator,
+    trust_tags: bool = True,
 ) -> tuple[Finding | None, bool]:
     """Compare the outputs ``a`` (constant filling) and ``b`` (tag filling) of one call.
 
@@ -75,7 +89,8 @@ def from_fillings(
     Inputs inside the tensors are identical, so a difference came from a read outside them,
     or from a kernel that is not deterministic (the caller tells which). A tag in the tagged
     output names the read exactly; otherwise the difference is reported at the first output
-    element it reached.
+    element it reached. An output the kernel allocated itself (``trust_tags`` False) may hold
+    old red zones where it was never written, so there a tag names nothing.
     """
     a, b = a.reshape(-1), b.reshape(-1)
     differs = a != b
@@ -83,17 +98,17 @@ def from_fillings(
         return None, True
     hits = torch.nonzero(differs).flatten()
     first = int(hits[0])
-    tagged = tags.is_tag(b[hits])
+    tagged = _margin_tags(b[hits], buffers)
+    if not trust_tags:
+        tagged = torch.zeros_like(tagged)
     examples = []
     for at in hits[tagged][:EXAMPLES].tolist():
         buffer_id, offset = tags.decode(int(b[at]))
-        if buffer_id < len(buffers):
-            label = tag_label(buffers, buffer_id, offset)
-            examples.append(Example(buffers[buffer_id].name, offset,
-                                    f"{label}, reached out at {locate(at)}",
-                                    int(a[at]), int(b[at])))
-    ids = (b[hits] >> 27) & (tags.MAX_BUFFERS - 1)
-    explained = bool((tagged & (ids < len(buffers))).all())
+        label = tag_label(buffers, buffer_id, offset)
+        examples.append(Example(buffers[buffer_id].name, offset,
+                                f"{label}, reached out at {locate(at)}",
+                                int(a[at]), int(b[at])))
+    explained = bool(tagged.all())
     if examples:
         first_tag = examples[0]
         return Finding(Status.OOB_READ, first_tag.buffer, int(hits.numel()), first_tag.offset,

@@ -414,7 +414,7 @@ class Judge:
         """
         constant, tagged = self.runs[0].steps[i], self.runs[1].steps[i]
         read, explained = from_fillings(constant.out, tagged.out, constant.staged.all(),
-                                        locate)
+                                        locate, trust_tags=not constant.returned)
         if read is None or explained:
             return [read] if read else []
         found: list[Finding] = []

@@ -34,3 +34,8 @@ def is_tag(values: torch.Tensor) -> torch.Tensor:
 def decode(value: int) -> tuple[int, int]:
     """(buffer id, signed element offset) of a tag."""
     return (value >> 27) & (MAX_BUFFERS - 1), (value & _OFFSET_MASK) - _OFFSET_BIAS
+
+
+def decode_tensor(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(buffer ids, signed element offsets) of a tensor of would-be tags."""
+    return (values >> 27) & (MAX_BUFFERS - 1), (values & _OFFSET_MASK) - _OFFSET_BIAS

@@ -127,7 +127,11 @@ def test_the_default_command_catches_every_class(tmp_path):
     effects = df[df["implementation"].str.endswith(":decode_changes_directory")]
     assert effects["side_effects"].str.contains("changed the working directory").all()
     late = df[df["implementation"].str.endswith(":decode_writes_out_late")]
-    assert (late[late["mode"] == "eager"]["nondeterministic"] > 0).all()
+    # a write still landing after the call returned; on a loaded machine the thread may
+    # finish before the output is first read, and the write is then a plain mismatch
+    eager = late[late["mode"] == "eager"]
+    assert ((eager["nondeterministic"] > 0) | (eager["mismatches"] > 0)).all()
+    assert (eager["nondeterministic"] > 0).mean() > 0.5
     off_by_one = df[df["implementation"].str.endswith(":decode_len_plus_one")]
     assert {"stray_write", "nondeterministic", "oob_read"} <= set(off_by_one["status"])
 
