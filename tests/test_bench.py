@@ -41,6 +41,23 @@ def test_bench_on_the_interpreter_times_every_item_and_compares_to_unguarded(tmp
     assert (df[df["how"] != "check"]["repeats"] == 2).all()
 
 
+def test_bench_covers_every_registered_path(tmp_path):
+    """`bench --path all` times every path's kernels and its check (it once branched on
+    decode/mtp and crashed on a third path)."""
+    from diffcheck.paths import known_paths
+
+    report = tmp_path / "all.csv"
+    result = invoke("bench", "--device", "cpu", "--path", "all", "--rows", "2", "--k", "256",
+                    "--regime", "4k", "--repeats", "1", "--warmup", "0", "--launches", "1",
+                    "--report", report)
+    assert result.exit_code == ExitCode.OK, result.output
+    df = pd.read_csv(report)
+    assert set(df["path"]) == set(known_paths())
+    for path in known_paths():
+        items = set(df[df["path"] == path]["item"])
+        assert {f"{path}:guarded", f"{path}:unguarded", "memory-safety check"} <= items, path
+
+
 def test_bytes_moved_counts_gathers_in_32_byte_sectors():
     # one request of 20 slots; positions 0, 1 share a sector, 9 is in the next, -1 is unused
     inputs = {
