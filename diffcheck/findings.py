@@ -79,6 +79,9 @@ def _describe(finding: Finding, checked: int) -> str:
         now = f", now {finding.actual}" if finding.actual is not None else ""
         return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
                 f"found by {finding.found_by}")
+    if finding.kind == Status.INPUT_WRITE and finding.found_by == "interpreter":
+        return (f"Input written: {finding.location}, {finding.count} lanes (inputs are "
+                "read-only, even when put back before the call returns), found by interpreter")
     if finding.kind == Status.INPUT_WRITE:
         return (f"Input written: {finding.count} elements of {finding.buffer} changed, first "
                 f"{finding.location}: was {finding.expected}, now {finding.actual} (inputs "

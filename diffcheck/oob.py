@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from diffcheck import tags
@@ -16,15 +18,27 @@ WILD = 1 << 20
 
 
 def extents(staged: Staged) -> list[Extent]:
-    """The bytes each staged tensor may touch: its whole buffer, margins excluded."""
+    """The bytes each staged tensor may touch: its whole buffer, margins excluded; every
+    buffer but the output is read-only."""
     return [Extent(buf.name, buf.alloc.data_ptr() + buf.margin * buf.alloc.element_size(),
-                   buf.span * buf.alloc.element_size(), buf.alloc.element_size())
+                   buf.span * buf.alloc.element_size(), buf.alloc.element_size(),
+                   read_only=buf is not staged.out, owner=weakref.ref(buf.alloc))
             for buf in staged.all()]
 
 
 def from_sandbox(accesses: list[Access]) -> list[Finding]:
     """One finding per kind (read, write): total lanes, the first access as its location."""
     findings = []
+    stores = [a for a in accesses if a.kind == "input-write"]
+    if stores:
+        first = stores[0]
+        examples = tuple(Example(a.buffer, a.offset, f"{a.buffer}[{a.offset}], a Triton store "
+                                 f"into an input, program {a.program[0]}, {a.lanes} lanes")
+                         for a in stores[:EXAMPLES])
+        findings.append(Finding(Status.INPUT_WRITE, first.buffer, sum(a.lanes for a in stores),
+                                first.offset, f"a Triton store into {first.buffer}"
+                                f"[{first.offset}], program {first.program[0]}",
+                                found_by="interpreter", examples=examples))
     for kind, status in (("read", Status.OOB_READ), ("write", Status.OOB_WRITE)):
         of_kind = [a for a in accesses if a.kind == kind]
         if not of_kind:

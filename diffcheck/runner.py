@@ -348,7 +348,10 @@ class Judge:
         findings: list[Finding] = []
         for run, step in steps:
             findings += [_during(f, self.label(run)) for f in step.findings]
-            findings += [_during(f, self.label(run)) for f in from_sandbox(step.accesses)]
+            # an input the arena comparison already shows changed needs no second finding
+            changed = {f.buffer for f in step.findings if f.kind == Status.INPUT_WRITE}
+            findings += [_during(f, self.label(run)) for f in from_sandbox(step.accesses)
+                         if not (f.kind == Status.INPUT_WRITE and f.buffer in changed)]
         checked, error, ends_as = 0, "", Status.ERROR
         if failed is not None:
             run, step = failed

@@ -38,6 +38,11 @@ class Extent:
     start: int
     nbytes: int
     itemsize: int = 4
+    #: an input: a store into it is recorded (kind "input-write"), even one undone later
+    read_only: bool = False
+    #: weak reference to the tensor owning the bytes: once it is gone its memory may hold a
+    #: new allocation the kernel may write, so the extent stops being read-only
+    owner: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
     def offset_of(self, address: int) -> int:
         """Signed element offset from the start (negative before it, >= size past its end)."""
@@ -52,7 +57,7 @@ class Extent:
 class Access:
     """Out-of-bounds lanes of one kind, nearest one buffer, first seen at ``offset``."""
 
-    kind: str  # "read" or "write"
+    kind: str  # "read", "write" (out of bounds) or "input-write" (into a read-only extent)
     buffer: str
     offset: int
     size: int
@@ -81,6 +86,7 @@ class Sandbox:
     def _index(self) -> None:
         self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
         self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
+        self._read_only = np.array([e.read_only for e in self.extents], dtype=bool)
 
     def admit(self, name: str, tensor) -> None:
         """Add the bytes a launch argument can address, unless a known extent holds them."""
@@ -102,13 +108,24 @@ class Sandbox:
         inside = (a >= self._starts) & (a + np.uint64(itemsize) <= self._ends)
         return ~inside.any(axis=-1)
 
-    def nearest(self, address: int) -> Extent:
+    def into_inputs(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
+        """True for addresses that touch a live read-only extent (an input of the call)."""
+        if not self._read_only.any():
+            return np.zeros(addresses.shape, dtype=bool)
+        live = self._read_only & np.array(
+            [e.owner is None or e.owner() is not None for e in self.extents], dtype=bool)
+        a = addresses.astype(np.uint64)[..., None]
+        touches = (a + np.uint64(itemsize) > self._starts) & (a < self._ends) & live
+        return touches.any(axis=-1)
+
+    def nearest(self, address: int, inputs_only: bool = False) -> Extent:
         def distance(e: Extent) -> int:
             if address < e.start:
                 return e.start - address
             return max(0, address - (e.start + e.nbytes) + 1)
 
-        return min(self.extents, key=distance)
+        pool = [e for e in self.extents if e.read_only] if inputs_only else self.extents
+        return min(pool, key=distance)
 
     def record(self, kind: str, addresses: np.ndarray, bad: np.ndarray, builder) -> np.ndarray:
         """Record the bad lanes; return the tag value each bad lane's load should yield."""
@@ -118,7 +135,7 @@ class Sandbox:
         groups: dict[str, tuple[Extent, list[int]]] = {}
         for i in np.flatnonzero(bad):
             address = int(flat[i])
-            extent = self.nearest(address)
+            extent = self.nearest(address, inputs_only=kind == "input-write")
             groups.setdefault(extent.name, (extent, []))[1].append(address)
             tags[i] = self.tag(extent.name, extent.offset_of(address))
         for name, (extent, addrs) in groups.items():
@@ -143,6 +160,15 @@ class Sandbox:
             active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
             return active & sandbox.outside(ptrs.data, itemsize)
 
+        def note_input_stores(builder, ptrs, mask, bad) -> None:
+            """Record active, in-bounds lanes that store into an input. The store still runs
+            (as on a GPU); a kernel that restores the input before returning is caught too."""
+            itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+            active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
+            hits = active & ~bad & sandbox.into_inputs(ptrs.data, itemsize)
+            if hits.any():
+                sandbox.record("input-write", ptrs.data, hits, builder)
+
         def checked_load(builder, ptrs, mask, other, *rest):
             bad = bad_lanes(ptrs, mask)
             if not bad.any():
@@ -156,6 +182,7 @@ class Sandbox:
 
         def checked_store(builder, ptrs, value, mask, *rest):
             bad = bad_lanes(ptrs, mask)
+            note_input_stores(builder, ptrs, mask, bad)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
@@ -163,6 +190,7 @@ class Sandbox:
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
             bad = bad_lanes(ptrs, mask)
+            note_input_stores(builder, ptrs, mask, bad)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
@@ -170,6 +198,7 @@ class Sandbox:
 
         def checked_cas(builder, ptrs, cmp, val, *rest):
             bad = bad_lanes(ptrs, None)
+            note_input_stores(builder, ptrs, None, bad)
             if bad.any():  # no mask to clear: send the bad lanes to a private scratch word
                 sandbox.record("write", ptrs.data, bad, builder)
                 sandbox._scratch = np.zeros(ptrs.data.size + 1, dtype=np.int64)

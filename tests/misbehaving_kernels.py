@@ -26,7 +26,7 @@ import triton.language as tl
 
 # What the one Triton kernel below does differently (a constexpr, as the compiler needs).
 (CORRECT, NO_CTX_MASK, CONSTANT_FILL, IGNORES_ROW_STRIDE, WRITES_KV_INDICES,
- RACES) = (tl.constexpr(i) for i in range(6))
+ RACES, BORROWS_KV_INDICES) = (tl.constexpr(i) for i in range(7))
 
 
 @triton.jit
@@ -85,6 +85,9 @@ def _convert_rows(
             tl.store(out_ptr + out_start + cols, value, mask=inside)
             if BUG == WRITES_KV_INDICES:  # "marks" every slot it gathered
                 tl.store(kv_indices_ptr + kv_start + pos, -slot, mask=valid)
+            if BUG == BORROWS_KV_INDICES:  # marks, then puts every slot back
+                tl.store(kv_indices_ptr + kv_start + pos, -slot, mask=valid)
+                tl.store(kv_indices_ptr + kv_start + pos, slot, mask=valid)
 
 
 def _launch(kv_indptr, page_kv_indptr, kv_indices, token_indices, k, block_n, out, fill,
@@ -219,6 +222,16 @@ def decode_triton_writes_kv_indices(qo_indptr, kv_indptr, page_kv_indptr, kv_ind
     """A Triton store into kv_indices (negates every slot it gathered)."""
     return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=WRITES_KV_INDICES)
+
+
+def decode_borrows_kv_indices(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                              BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None,
+                              fill=0):
+    """Stores into kv_indices and puts every slot back before returning: the table is as
+    staged afterwards, but another kernel reading it meanwhile (another stream) sees
+    negated slots."""
+    return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=BORROWS_KV_INDICES)
 
 
 # -- outputs that change between identical calls -----------------------------------------------

@@ -61,6 +61,20 @@ def test_input_writes_are_found_in_every_mode_with_buffer_offset_and_values(kern
     assert all("(the eager call" not in r.first_input_write for r in replays)
 
 
+def test_stores_into_an_input_that_are_undone_before_returning_are_input_writes():
+    """The table is as staged after the call, so only the sandbox can see the stores; the
+    arena comparison must not count them twice when they do stay."""
+    rows = rows_of("decode_borrows_kv_indices",
+                   [case("decode-shuffled"), scenario("decode-grow-shrink")])
+    assert {r.mode for r in rows} == {"eager", "capture", "replay"}
+    for row in rows:
+        assert row.status == "input_write", (row.case_id, row.mode, row.detail)
+        assert row.first_input_write.startswith("a Triton store into kv_indices[")
+        assert "found by interpreter" in row.detail and row.mismatches == 0
+    (kept,) = rows_of("decode_triton_writes_kv_indices", [case("decode-shuffled")], "eager")
+    assert kept.detail.count("Input written:") == 1, kept.detail
+
+
 def test_the_static_buffers_after_replay_must_equal_the_steps_inputs():
     rows = rows_of("decode_zeroes_kv_indices", [scenario("decode-dummy-capture")], "replay")
     assert rows and all(r.status == "input_write" for r in rows)
