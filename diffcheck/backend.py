@@ -31,6 +31,12 @@ def resolve(name: str) -> torch.device:
     return torch.device(name)
 
 
+def version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as ``3.7.1+rocm6.4`` or ``2.4.6``."""
+    major, minor = (text.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
 def interpreted(device: torch.device) -> bool:
     return device.type == "cpu"
 
@@ -41,11 +47,12 @@ def prepare(device: torch.device) -> None:
         return
     os.environ["TRITON_INTERPRET"] = "1"
     import numpy
+    import triton
 
-    major, minor = (int(x) for x in numpy.__version__.split(".")[:2])
-    if (major, minor) >= (2, 3):
-        raise DeviceError(f"numpy {numpy.__version__} breaks the Triton 3.6 interpreter; "
-                          "install 'numpy<2.3' (see constraints-cpu.txt)")
+    if version(numpy.__version__) >= (2, 3) and version(triton.__version__) < (3, 7):
+        raise DeviceError(f"numpy {numpy.__version__} breaks the interpreter of triton "
+                          f"{triton.__version__} (\"only 0-dimensional arrays can be "
+                          "converted\"); install 'numpy<2.3' or triton >= 3.7")
     from diffcheck.impls import builtin
 
     modules = {impl.target.partition(":")[0] for impl in builtin().values()}
@@ -74,10 +81,35 @@ def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
     builder = interpreter.interpreter_builder
     saved = builder.options
     builder.options = dataclasses.replace(saved, sanitize_overflow=False)
+    cls = interpreter.InterpreterBuilder
+    masked = {name: cls.__dict__[name] for name in _MASKED}
+    for name, index in _MASKED.items():
+        setattr(cls, name, _bool_mask(masked[name], index, interpreter.TensorHandle))
     try:
         yield
     finally:
         builder.options = saved
+        for name, fn in masked.items():
+            setattr(cls, name, fn)
+
+
+#: interpreter builder methods that take a mask, and the mask's position among the arguments
+_MASKED = {"create_masked_load": 1, "create_masked_store": 2, "create_atomic_rmw": 3}
+
+
+def _bool_mask(method, index: int, handle_type):
+    """``method`` with its mask made boolean. Triton 3.7+'s interpreter keeps a mask built
+    as ``block & scalar`` as int32 and its store rejects it ("mask has unsupported dtype"),
+    while every compiler and older interpreter takes it; a GPU would run the kernel."""
+    import numpy as np
+
+    def call(builder, *args):
+        mask = args[index]
+        if mask is not None and getattr(mask.data, "dtype", None) not in (None, np.bool_):
+            args = (*args[:index], handle_type(mask.data.astype(bool), mask.dtype),
+                    *args[index + 1:])
+        return method(builder, *args)
+    return call
 
 
 #: orders in which the interpreter runs a grid's programs (a GPU runs them in no fixed order)

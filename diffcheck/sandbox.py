@@ -27,7 +27,9 @@ import torch
 from diffcheck.errors import DeviceError
 
 #: triton versions whose interpreter internals this module was written against: [low, high)
-SUPPORTED = ((3, 3), (3, 7))
+SUPPORTED = ((3, 3), (3, 10))
+#: the interpreter builder's methods the sandbox wraps (present from 3.3 to 3.9)
+HOOKS = ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,25 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         import triton
+        from triton.runtime import interpreter
 
-        version = tuple(int(x) for x in triton.__version__.split(".")[:2])
-        if not SUPPORTED[0] <= version < SUPPORTED[1]:
+        from diffcheck.backend import version
+
+        found = version(triton.__version__)
+        if not SUPPORTED[0] <= found < SUPPORTED[1]:
             raise DeviceError(
                 f"the interpreter sandbox supports triton {SUPPORTED[0][0]}.{SUPPORTED[0][1]} to "
-                f"<{SUPPORTED[1][0]}.{SUPPORTED[1][1]}, found {triton.__version__}; install "
-                "triton==3.6.0 or pass --no-interpreter-check")
+                f"{SUPPORTED[1][0]}.{SUPPORTED[1][1] - 1}, found {triton.__version__}; install "
+                "a triton in that range or pass --no-interpreter-check (reads and writes out of "
+                "bounds are then found by red zones only)")
+        missing = [f"InterpreterBuilder.{name}" for name in HOOKS
+                   if name not in vars(interpreter.InterpreterBuilder)]
+        if "run" not in vars(interpreter.InterpretedFunction):
+            missing.append("InterpretedFunction.run")
+        if missing:
+            raise DeviceError(
+                f"the interpreter of triton {triton.__version__} has no {', '.join(missing)}; "
+                "the sandbox cannot check its loads and stores: pass --no-interpreter-check")
         self._index()
 
     def _index(self) -> None:
@@ -148,8 +162,7 @@ class Sandbox:
         from triton.runtime import interpreter
 
         cls = interpreter.InterpreterBuilder
-        self._saved = {n: cls.__dict__[n] for n in (
-            "create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")}
+        self._saved = {n: cls.__dict__[n] for n in HOOKS}
         sandbox, TensorHandle = self, interpreter.TensorHandle
         load, store = self._saved["create_masked_load"], self._saved["create_masked_store"]
         rmw, cas = self._saved["create_atomic_rmw"], self._saved["create_atomic_cas"]

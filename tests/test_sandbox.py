@@ -47,6 +47,35 @@ def test_out_of_bounds_load_is_recorded_and_yields_the_tag():
 
 
 def test_unknown_triton_version_is_refused(monkeypatch):
-    monkeypatch.setattr(triton, "__version__", "3.9.0")
-    with pytest.raises(DeviceError, match="supports triton 3.3 to <3.7, found 3.9.0"):
+    monkeypatch.setattr(triton, "__version__", "3.10.0")
+    with pytest.raises(DeviceError, match="supports triton 3.3 to 3.9, found 3.10.0"):
         Sandbox([])
+
+
+def test_an_interpreter_without_the_hooks_is_refused_with_the_reason(monkeypatch):
+    from triton.runtime import interpreter
+
+    monkeypatch.delattr(interpreter.InterpreterBuilder, "create_atomic_cas")
+    with pytest.raises(DeviceError, match="has no InterpreterBuilder.create_atomic_cas"):
+        Sandbox([])
+
+
+def test_a_mask_built_from_a_block_and_a_scalar_runs_as_on_a_gpu():
+    """triton 3.7+'s interpreter keeps `block & scalar` as int32 and its store refused it
+    ("mask has unsupported dtype"); compilers accept it, so diffcheck runs it too."""
+    import triton.language as tl
+
+    from diffcheck import backend
+
+    @triton.jit
+    def masked(x_ptr, n, BLOCK: tl.constexpr):
+        cols = tl.arange(0, BLOCK)
+        mask = (cols < 5) & (n > 2)
+        value = tl.load(x_ptr + cols, mask=mask, other=7)
+        tl.store(x_ptr + cols, value + cols, mask=mask)
+
+    x = torch.zeros(8, dtype=torch.int32)
+    with backend.interpreter_as_on_gpu(torch.device("cpu")), Sandbox([]) as sandbox:
+        sandbox.admit("x_ptr", x)
+        masked[(1,)](x, 3, BLOCK=8)
+    assert x.tolist() == [0, 1, 2, 3, 4, 0, 0, 0] and not sandbox.accesses
