@@ -112,7 +112,7 @@ def check_statuses(df: pd.DataFrame) -> None:
 
 
 def test_the_default_command_catches_every_class(tmp_path):
-    args = ["--path", "decode", "--timeout", "10"]
+    args = ["--path", "decode", "--timeout", "30"]
     for name in implementations():
         args += ["--impl", name]
     df, code = run_cli(args, tmp_path / "default.csv")
@@ -139,7 +139,7 @@ def test_the_default_command_catches_every_class(tmp_path):
 
 
 def test_the_full_suites_catch_every_class(tmp_path):
-    args = ["--path", "decode", "--timeout", "10", "--suite", "smoke", "--suite", "edge",
+    args = ["--path", "decode", "--timeout", "30", "--suite", "smoke", "--suite", "edge",
             "--suite", "stale", "--suite", "glm52", "--suite", "replay"]
     for name in implementations():
         args += ["--impl", name]
