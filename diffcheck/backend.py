@@ -47,7 +47,13 @@ def prepare(device: torch.device) -> None:
         return
     os.environ["TRITON_INTERPRET"] = "1"
     import numpy
-    import triton
+
+    try:
+        import triton
+    except ImportError as e:
+        raise DeviceError("triton is not installed: the CPU runs kernels through Triton's "
+                          "interpreter; pip install 'triton>=3.3,<3.10' (or "
+                          "diffcheck[interpreter]); GPU builds of torch bring their own") from e
 
     if version(numpy.__version__) >= (2, 3) and version(triton.__version__) < (3, 7):
         raise DeviceError(f"numpy {numpy.__version__} breaks the interpreter of triton "

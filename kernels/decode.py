@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits, workspace
+from diffcheck.kernels.rowtile import convert_tiles_guarded, launch_shape, row_limits, workspace
 
 
 @triton.jit

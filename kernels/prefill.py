@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.rowtile import launch_shape, region_limits, workspace
+from diffcheck.kernels.rowtile import launch_shape, region_limits, workspace
 
 
 @triton.jit

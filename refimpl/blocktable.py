@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import rows_or_unused
+from diffcheck.refimpl.regions import rows_or_unused
 
 
 def blocktable_values(
@@ -107,7 +107,7 @@ def blocktable_reference_impl(
 def blocktable_violations(tensors: dict[str, torch.Tensor], k: int,
                           page_size: int) -> list[str]:
     """Every way ``tensors`` break the block-table contract (empty: well-formed)."""
-    from refimpl.checks import check_rows
+    from diffcheck.refimpl.checks import check_rows
 
     req, table = tensors["req_id"], tensors["block_table"]
     tokens, seq_lens = tensors["token_indices"], tensors["seq_lens"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import apply_reference, rows_or_unused, scatter_regions
+from diffcheck.refimpl.regions import apply_reference, rows_or_unused, scatter_regions
 
 
 def decode_reference(
@@ -68,7 +68,7 @@ def decode_reference_impl(
 
 def decode_violations(tensors: dict[str, torch.Tensor], k: int) -> list[str]:
     """Every way ``tensors`` break the decode contract, as short phrases (empty: well-formed)."""
-    from refimpl.checks import (
+    from diffcheck.refimpl.checks import (
         check_indptr,
         check_regions_fit,
         check_rows,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import apply_reference, rows_or_unused, scatter_regions
+from diffcheck.refimpl.regions import apply_reference, rows_or_unused, scatter_regions
 
 
 def mtp_reference(
@@ -76,7 +76,7 @@ def mtp_reference_impl(
 
 def mtp_violations(tensors: dict[str, torch.Tensor], k: int) -> list[str]:
     """Every way ``tensors`` break the MTP contract, as short phrases (empty: well-formed)."""
-    from refimpl.checks import check_indptr, check_regions_fit, check_rows, check_slots
+    from diffcheck.refimpl.checks import check_indptr, check_regions_fit, check_rows, check_slots
 
     sparse, seq = tensors["sparse_kv_indptr"], tensors["token_to_seq_idxs"]
     kv = tensors["kv_indptr"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from refimpl.regions import apply_reference, place_rows, rows_or_unused
+from diffcheck.refimpl.regions import apply_reference, place_rows, rows_or_unused
 
 
 def prefill_reference(
@@ -92,7 +92,7 @@ def prefill_reference_impl(
 
 def prefill_violations(tensors: dict[str, torch.Tensor], k: int, page_size: int) -> list[str]:
     """Every way ``tensors`` break the prefill contract, as short phrases (empty: well-formed)."""
-    from refimpl.checks import check_indptr, check_regions_fit, check_rows
+    from diffcheck.refimpl.checks import check_indptr, check_regions_fit, check_rows
 
     kv, seq, cu = tensors["dsa_kv_indptr"], tensors["token_to_seq_idxs"], tensors["cu_seqlens_q"]
     table, qo = tensors["block_table"], tensors["dsa_qo_indptr"]

@@ -4,7 +4,7 @@ Each takes its fill from a call counter, so the constant and the tagged filling 
 every invalid entry with no tag to explain it, which sends the runner into its reruns.
 """
 
-from kernels.decode import decode_pid
+from diffcheck.kernels.decode import decode_pid
 
 _calls = 0
 

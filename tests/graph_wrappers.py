@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.decode import decode_pid
+from diffcheck.kernels.decode import decode_pid
 
 
 def _host_read(how):

@@ -3,9 +3,9 @@ launch shape a GPU gets by default, which the interpreter otherwise never runs."
 
 from functools import partial
 
-from kernels.decode import decode_guarded, decode_pid, decode_unguarded
-from kernels.mtp import mtp_guarded, mtp_unguarded
-from kernels.prefill import prefill_guarded, prefill_unguarded
+from diffcheck.kernels.decode import decode_guarded, decode_pid, decode_unguarded
+from diffcheck.kernels.mtp import mtp_guarded, mtp_unguarded
+from diffcheck.kernels.prefill import prefill_guarded, prefill_unguarded
 
 # Three column programs over tiles of 64: a program strides over non-adjacent tiles, and the
 # last program of a row gets fewer tiles than the others.

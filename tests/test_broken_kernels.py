@@ -77,7 +77,7 @@ def test_wrong_fill_passes_when_the_contract_fill_is_its_own():
 
 def test_outside_implementation_is_judged_against_the_run_fill():
     # A callable that cannot take fill= writes the ATOM fill (0); a vLLM-contract run wants -1.
-    impl = make_impl("decode:no-fill-kw", "refimpl.decode:decode_reference_impl",
+    impl = make_impl("decode:no-fill-kw", "diffcheck.refimpl.decode:decode_reference_impl",
                      accepts_fill=False)
     cases = [c for c in suite_cases("decode", "edge", fill=-1)
              if "odd" in c.name and "duplicates" not in c.name]

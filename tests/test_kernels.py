@@ -65,7 +65,7 @@ def test_one_filling_without_interpreter_check_misses_the_read():
 
 
 def test_decode_kernels_need_block_size_one():
-    from kernels.decode import decode_guarded
+    from diffcheck.kernels.decode import decode_guarded
 
     case = suite_cases("decode", "smoke")[0]
     with pytest.raises(ValueError, match="BLOCK_SIZE=1"):

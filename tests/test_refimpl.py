@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracle import decode_oracle, mtp_oracle
 
-from fixtures.layouts import indptr
-from refimpl.decode import decode_reference, decode_violations
-from refimpl.mtp import causal_lengths, mtp_reference, mtp_violations
+from diffcheck.fixtures.layouts import indptr
+from diffcheck.refimpl.decode import decode_reference, decode_violations
+from diffcheck.refimpl.mtp import causal_lengths, mtp_reference, mtp_violations
 
 
 def assert_matches(expected, mask, oracle):
@@ -134,7 +134,7 @@ def test_scatter_regions_bounds_every_malformed_row_like_a_guarded_kernel():
     # Rows whose slices and regions leave kv_indices or out, at int32's extremes: the folded
     # per-row bounds must agree with an element-by-element check, and nothing may raise.
     # (No two regions overlap: which row wins an overlap is up to the device.)
-    from refimpl.regions import scatter_regions
+    from diffcheck.refimpl.regions import scatter_regions
 
     big, small = 2**31 - 1, -(2**31)
     kv_indices = torch.arange(100, 110, dtype=torch.int32)

@@ -34,7 +34,7 @@ def test_patch_is_removed_after_the_call_even_when_it_raises():
 
 
 def test_out_of_bounds_load_is_recorded_and_yields_the_tag():
-    from kernels.decode import decode_unguarded
+    from diffcheck.kernels.decode import decode_unguarded
 
     case, staged = staged_case()
     t = staged.tensors()

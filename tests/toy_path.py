@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from diffcheck.fixtures.layouts import Layout, suite_builder
+from diffcheck.fixtures.replay import ScenarioLayout, scenario_suite
 from diffcheck.impls import Implementation
 from diffcheck.paths import PathSpec, Scalar, Tensor, register, unregister
-from fixtures.layouts import Layout, suite_builder
-from fixtures.replay import ScenarioLayout, scenario_suite
 
 
 def toy_reference(t, k, fill, scalars, out_size):

@@ -30,7 +30,7 @@ from diffcheck.paths import Extra, PathSpec, Scalar, Tensor
 
 
 def _reference(t, k, fill, scalars, out_size):
-    from refimpl.blocktable import blocktable_reference
+    from diffcheck.refimpl.blocktable import blocktable_reference
 
     values, counts = blocktable_reference(
         t["req_id"], t["block_table"], t["token_indices"], scalars["page_size"],
@@ -46,7 +46,7 @@ def _reference(t, k, fill, scalars, out_size):
 
 
 def _violations(t, k, scalars):
-    from refimpl.blocktable import blocktable_violations
+    from diffcheck.refimpl.blocktable import blocktable_violations
 
     return blocktable_violations(t, k, scalars["page_size"])
 
@@ -58,14 +58,14 @@ def _counts(t):
 
 
 def _suites():
-    from fixtures.blocktable import SUITES
+    from diffcheck.fixtures.blocktable import SUITES
 
     return SUITES
 
 
 def _bench_case(high, rows, k, q, shuffled):
-    from fixtures.blocktable import blocktable_batch
-    from fixtures.layouts import Layout, spread_contexts
+    from diffcheck.fixtures.blocktable import blocktable_batch
+    from diffcheck.fixtures.layouts import Layout, spread_contexts
 
     build = blocktable_batch(spread_contexts(high, max(1, rows // q)), q, 64,
                              shuffled=shuffled)
@@ -74,7 +74,7 @@ def _bench_case(high, rows, k, q, shuffled):
 
 
 def _gathered(case):
-    from fixtures.layouts import gathered_pages
+    from diffcheck.fixtures.layouts import gathered_pages
 
     return "block_table", gathered_pages(case)
 
@@ -115,12 +115,14 @@ PATH = PathSpec(
     gathered=_gathered,
     rank=4,
     implementations=(
-        Implementation("blocktable:guarded", "kernels.blocktable:blocktable_guarded", True,
+        Implementation("blocktable:guarded",
+                       "diffcheck.kernels.blocktable:blocktable_guarded", True,
                        "bounds request ids, pages, rows and stores; out=, counts, bounded"),
-        Implementation("blocktable:unguarded", "kernels.blocktable:blocktable_unguarded",
+        Implementation("blocktable:unguarded", "diffcheck.kernels.blocktable:blocktable_unguarded",
                        False, "a fixture for the checker: vLLM's converter before its fixes"),
-        Implementation("blocktable:reference", "refimpl.blocktable:blocktable_reference_impl",
-                       True, "the pure-torch reference run as an implementation"),
+        Implementation("blocktable:reference",
+                       "diffcheck.refimpl.blocktable:blocktable_reference_impl", True,
+                       "the pure-torch reference run as an implementation"),
     ),
     doc=__doc__,
 )

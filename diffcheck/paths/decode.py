@@ -30,7 +30,7 @@ from diffcheck.paths import PathSpec, Scalar, Tensor
 
 
 def _reference(t, k, fill, scalars, out_size):
-    from refimpl.decode import decode_reference
+    from diffcheck.refimpl.decode import decode_reference
 
     expected, mask = decode_reference(
         t["qo_indptr"], t["kv_indptr"], t["page_kv_indptr"], t["kv_indices"],
@@ -39,7 +39,7 @@ def _reference(t, k, fill, scalars, out_size):
 
 
 def _violations(t, k, scalars):
-    from refimpl.decode import decode_violations
+    from diffcheck.refimpl.decode import decode_violations
 
     return decode_violations(t, k)
 
@@ -54,14 +54,14 @@ def _regions(t, k):
 
 
 def _suites():
-    from fixtures.decode import SUITES
+    from diffcheck.fixtures.decode import SUITES
 
     return SUITES
 
 
 def _bench_case(high, rows, k, q, shuffled):
-    from fixtures.decode import decode_batch
-    from fixtures.layouts import Layout, spread_contexts
+    from diffcheck.fixtures.decode import decode_batch
+    from diffcheck.fixtures.layouts import Layout, spread_contexts
 
     build = decode_batch(spread_contexts(high, rows), shuffled=shuffled)
     return Layout(f"bench-decode-{high}", f"bench up to {high}", k, build).case(
@@ -69,7 +69,7 @@ def _bench_case(high, rows, k, q, shuffled):
 
 
 def _gathered(case):
-    from fixtures.layouts import gathered_from_slices
+    from diffcheck.fixtures.layouts import gathered_from_slices
 
     t = case.kernel_inputs()
     rows = t["kv_indptr"].numel() - 1
@@ -100,13 +100,13 @@ PATH = PathSpec(
     gathered=_gathered,
     rank=1,
     implementations=(
-        Implementation("decode:guarded", "kernels.decode:decode_guarded", True,
+        Implementation("decode:guarded", "diffcheck.kernels.decode:decode_guarded", True,
                        "bounds every load and store; walks qo_indptr's rows, clamped to R"),
-        Implementation("decode:pid", "kernels.decode:decode_pid", True,
+        Implementation("decode:pid", "diffcheck.kernels.decode:decode_pid", True,
                        "row from the program id; never reads qo_indptr"),
-        Implementation("decode:unguarded", "kernels.decode:decode_unguarded", False,
+        Implementation("decode:unguarded", "diffcheck.kernels.decode:decode_unguarded", False,
                        "a fixture for the checker: the kernel that faulted under graph replay"),
-        Implementation("decode:reference", "refimpl.decode:decode_reference_impl", True,
+        Implementation("decode:reference", "diffcheck.refimpl.decode:decode_reference_impl", True,
                        "the pure-torch reference run as an implementation"),
     ),
     doc=__doc__,

@@ -26,7 +26,7 @@ from diffcheck.paths import PathSpec, Tensor
 
 
 def _reference(t, k, fill, scalars, out_size):
-    from refimpl.mtp import mtp_reference
+    from diffcheck.refimpl.mtp import mtp_reference
 
     expected, mask = mtp_reference(
         t["sparse_kv_indptr"], t["token_to_seq_idxs"], t["topk_indices"], t["kv_indices"],
@@ -35,7 +35,7 @@ def _reference(t, k, fill, scalars, out_size):
 
 
 def _violations(t, k, scalars):
-    from refimpl.mtp import mtp_violations
+    from diffcheck.refimpl.mtp import mtp_violations
 
     return mtp_violations(t, k)
 
@@ -50,14 +50,14 @@ def _regions(t, k):
 
 
 def _suites():
-    from fixtures.mtp import SUITES
+    from diffcheck.fixtures.mtp import SUITES
 
     return SUITES
 
 
 def _bench_case(high, rows, k, q, shuffled):
-    from fixtures.layouts import Layout, spread_contexts
-    from fixtures.mtp import mtp_batch
+    from diffcheck.fixtures.layouts import Layout, spread_contexts
+    from diffcheck.fixtures.mtp import mtp_batch
 
     build = mtp_batch(spread_contexts(high, max(1, rows // q)), q, shuffled=shuffled)
     return Layout(f"bench-mtp-{high}", f"bench up to {high}", k, build).case(
@@ -65,7 +65,7 @@ def _bench_case(high, rows, k, q, shuffled):
 
 
 def _gathered(case):
-    from fixtures.layouts import gathered_from_slices
+    from diffcheck.fixtures.layouts import gathered_from_slices
 
     t = case.kernel_inputs()
     rows = t["sparse_kv_indptr"].numel() - 1
@@ -95,11 +95,11 @@ PATH = PathSpec(
     gathered=_gathered,
     rank=2,
     implementations=(
-        Implementation("mtp:guarded", "kernels.mtp:mtp_guarded", True,
+        Implementation("mtp:guarded", "diffcheck.kernels.mtp:mtp_guarded", True,
                        "bounds the request id, every position, gather and store"),
-        Implementation("mtp:unguarded", "kernels.mtp:mtp_unguarded", False,
+        Implementation("mtp:unguarded", "diffcheck.kernels.mtp:mtp_unguarded", False,
                        "a fixture for the checker: trusts token_to_seq_idxs and positions"),
-        Implementation("mtp:reference", "refimpl.mtp:mtp_reference_impl", True,
+        Implementation("mtp:reference", "diffcheck.refimpl.mtp:mtp_reference_impl", True,
                        "the pure-torch reference run as an implementation"),
     ),
     doc=__doc__,

@@ -33,7 +33,7 @@ from diffcheck.paths import PathSpec, Scalar, Tensor
 
 
 def _reference(t, k, fill, scalars, out_size):
-    from refimpl.prefill import prefill_reference
+    from diffcheck.refimpl.prefill import prefill_reference
 
     expected, mask = prefill_reference(
         t["dsa_qo_indptr"], t["dsa_kv_indptr"], t["token_to_seq_idxs"], t["topk_indices"],
@@ -43,7 +43,7 @@ def _reference(t, k, fill, scalars, out_size):
 
 
 def _violations(t, k, scalars):
-    from refimpl.prefill import prefill_violations
+    from diffcheck.refimpl.prefill import prefill_violations
 
     return prefill_violations(t, k, scalars["page_size"])
 
@@ -58,14 +58,14 @@ def _regions(t, k):
 
 
 def _suites():
-    from fixtures.prefill import SUITES
+    from diffcheck.fixtures.prefill import SUITES
 
     return SUITES
 
 
 def _bench_case(high, rows, k, q, shuffled):
-    from fixtures.layouts import Layout
-    from fixtures.prefill import prefill_batch
+    from diffcheck.fixtures.layouts import Layout
+    from diffcheck.fixtures.prefill import prefill_batch
 
     per_request = max(1, min(high, rows) // 8)
     lengths = [per_request] * max(1, rows // per_request)
@@ -99,11 +99,14 @@ PATH = PathSpec(
     bench_case=_bench_case,
     rank=3,
     implementations=(
-        Implementation("prefill:guarded", "kernels.prefill:prefill_guarded", True,
+        Implementation("prefill:guarded",
+                       "diffcheck.kernels.prefill:prefill_guarded", True,
                        "bounds every request id, key, page, block id, row and store"),
-        Implementation("prefill:unguarded", "kernels.prefill:prefill_unguarded", False,
+        Implementation("prefill:unguarded",
+                       "diffcheck.kernels.prefill:prefill_unguarded", False,
                        "a fixture for the checker: trusts request ids and keys"),
-        Implementation("prefill:reference", "refimpl.prefill:prefill_reference_impl", True,
+        Implementation("prefill:reference",
+                       "diffcheck.refimpl.prefill:prefill_reference_impl", True,
                        "the pure-torch reference run as an implementation"),
     ),
     doc=__doc__,
