@@ -70,6 +70,15 @@ def prepare(device: torch.device) -> None:
                               "CPU check in a fresh process or set TRITON_INTERPRET=1 first")
 
 
+def compiled_kernels(fn: object) -> list[str]:
+    """Triton kernels in ``fn``'s module that were built for a GPU (the module was imported
+    before TRITON_INTERPRET=1 was set): called on the CPU they fail with "0 active
+    drivers"."""
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    return sorted(name for name, value in vars(module or object()).items()
+                  if type(value).__name__ == "JITFunction")
+
+
 @contextlib.contextmanager
 def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
     """Integer arithmetic wraps in the interpreter as it does on a GPU.

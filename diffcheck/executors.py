@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 
 import torch
 
+from diffcheck import backend
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
@@ -74,7 +75,14 @@ def settings_for(
     settings.workers = 1 if settings.isolation == "none" else (
         workers or default_workers(device))
     for implementation in impls:
-        settings.implementation(implementation)
+        fn = settings.implementation(implementation)
+        compiled = backend.compiled_kernels(fn) if backend.interpreted(device) else []
+        if compiled and settings.isolation == "none":
+            raise UsageError(
+                f"{implementation.name}: its module was imported before TRITON_INTERPRET=1 was "
+                f"set, so {compiled[0]} is built for a GPU (\"0 active drivers\" on the CPU); "
+                "set TRITON_INTERPRET=1 before importing it, or use isolation 'process' (the "
+                "default: workers import it afresh)")
     return settings
 
 
