@@ -287,6 +287,21 @@ def summarize(rows: list[ReportRow], fail_on: frozenset[Status], worst: int = 10
         lines.append(f"  reproduce: {row.reproduce}")
     if len(failing) > worst:
         lines.append(f"... and {len(failing) - worst} more failing rows (see the CSV report)")
-    passed = sum(r.status == Status.PASS for r in rows)
-    lines.append(f"{len(rows)} rows: {passed} passed, {len(failing)} failed")
+    lines.append(count_line(rows, failing))
     return "\n".join(lines)
+
+
+def count_line(rows: list[ReportRow], failing: list[ReportRow]) -> str:
+    """``345 rows: 300 passed, 45 stale_sensitive (not failing), 0 failed``: every row is
+    counted once, so the numbers add up to the total."""
+    passed = sum(r.status == Status.PASS for r in rows)
+    failed = {id(r) for r in failing}
+    others: dict[str, int] = {}
+    for r in rows:
+        if r.status != Status.PASS and id(r) not in failed:
+            others[r.status] = others.get(r.status, 0) + 1
+    middle = "".join(f", {n} {status}" for status, n in sorted(
+        others.items(), key=lambda item: -Status(item[0]).severity))
+    if others:
+        middle += " (not failing)"
+    return f"{len(rows)} rows: {passed} passed{middle}, {len(failing)} failed"

@@ -25,10 +25,10 @@ fi
 if [ "$STAGE" = cli ] || [ "$STAGE" = all ]; then
   timed() { /usr/bin/time -f "wall %e s" python3 -m diffcheck "$@" 2>&1 | tail -n 4; }
   echo "== the default command"; timed compare --report "$OUT/report-default.csv" --quiet
-  IMPLS="--impl decode:guarded --impl decode:pid --impl decode:unguarded \
-    --impl decode:reference --impl mtp:guarded --impl mtp:unguarded --impl mtp:reference"
+  IMPLS=$(python3 -c "from diffcheck.impls import builtin; print(' '.join('--impl ' + n for n in builtin()))")
   echo "== every suite, every implementation, every mode"
-  timed compare --suite smoke --suite edge --suite stale --suite glm52 --suite replay $IMPLS \
+  timed compare --suite smoke --suite smoke-2048 --suite edge --suite stale --suite glm52 \
+    --suite replay $IMPLS \
     --report "$OUT/report-all.csv" --details "$OUT/details-all.csv" --quiet
   echo "== production"
   timed compare --suite production --suite production-replay \
