@@ -286,6 +286,66 @@ def compare(
         raise typer.Exit(ExitCode.FAILURES)
 
 
+@app.command()
+@exit_codes
+def call(
+    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`).")] = "all",
+    impl: Annotated[
+        list[str] | None,
+        typer.Option(help="Implementation to call (repeatable): a registered name, "
+                     "module:function or file.py:function."),
+    ] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Named suite (repeatable).")] = None,
+    case_paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Stored case files (.npz) or folders of them.", show_default=False),
+    ] = None,
+    cases: Annotated[list[Path] | None, typer.Option(help="Stored case file or folder.")
+                     ] = None,
+    case: Annotated[list[str] | None, typer.Option(help="Only cases whose id matches this "
+                                                   "glob (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated suites.")] = 0,
+    invalid_fill: Annotated[int | None, typer.Option(help="0 or -1; default each path's own."
+                                                     )] = None,
+    graph_size: Annotated[int | None, typer.Option(help="Graph size of scenario suites (each "
+                                                   "step is called plainly).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    mode: Annotated[str, typer.Option(help="Accepted so a reproduce command can be reused; "
+                                      "the call is always one eager call.")] = "eager",
+) -> None:
+    """Call each selected case once, plainly, for a checker you already trust.
+
+    Every buffer is its own allocation (no red zones, no tags, no interpreter sandbox), so
+    `PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck diffcheck call ...`
+    or `TRITON_DEBUG=1 diffcheck call ...` sees the kernel's real bounds. Prints one line per
+    case (elements checked, mismatched, written outside the regions). Exit codes: 0 all as
+    expected, 1 a mismatch, stray write or error, 4 usage error, 5 nothing selected.
+    """
+    from diffcheck import backend, modes
+    from diffcheck.executors import settings_for
+    from diffcheck.plain import call_plainly
+    from diffcheck.selection import case_files, select
+
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    modes.select(mode)  # an unknown mode is still a usage error
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    inputs = case_files([*(cases or []), *(case_paths or [])])
+    chosen = select(path, impl or [], suite or [], [str(p) for p in inputs], case or [],
+                    modes.select("eager"), seed, invalid_fill, None, graph_size)
+    settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check=False,
+                            isolation="none")
+    failed = False
+    for job in chosen.jobs():
+        for row_case in job.mode.rows(job.case):
+            result = call_plainly(job, row_case, settings)
+            typer.echo(result.line())
+            failed |= result.failed
+    if failed:
+        raise typer.Exit(ExitCode.FAILURES)
+
+
 def _fail_on(text: str):
     """--fail-on: the statuses that fail a run (default: mismatch and everything worse)."""
     from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses

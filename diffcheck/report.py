@@ -285,10 +285,45 @@ def summarize(rows: list[ReportRow], fail_on: frozenset[Status], worst: int = 10
         if row.detail:
             lines.append(f"  {row.detail}")
         lines.append(f"  reproduce: {row.reproduce}")
+        confirm = confirm_command(row)
+        if confirm:
+            lines.append(f"  confirm with memcheck: {confirm}")
     if len(failing) > worst:
         lines.append(f"... and {len(failing) - worst} more failing rows (see the CSV report)")
     lines.append(count_line(rows, failing))
     return "\n".join(lines)
+
+
+#: statuses an external memory checker can confirm
+MEMORY_STATUSES = frozenset({Status.FAULT, Status.OOB_WRITE, Status.OOB_READ})
+
+
+def plain_call(reproduce_command: str) -> str:
+    """The reproduce command as ``diffcheck call``: the same case, called once with every
+    buffer its own allocation (diffcheck.plain)."""
+    words = shlex.split(reproduce_command)
+    if words[:2] != ["diffcheck", "compare"]:
+        return ""
+    kept, skip = ["diffcheck", "call"], False
+    for word in words[2:]:
+        if skip:
+            skip = False
+        elif word in ("--mode", "--fillings", "--timeout"):
+            skip = True
+        elif word != "--no-interpreter-check":
+            kept.append(word)
+    return shlex.join(kept)
+
+
+def confirm_command(row: ReportRow) -> str:
+    """For a memory finding on a GPU, the command that reruns its case under
+    compute-sanitizer memcheck (with the caching allocator off, each buffer is its own
+    cudaMalloc, so memcheck sees the real bounds); empty otherwise."""
+    if Status(row.status) not in MEMORY_STATUSES or not row.device.startswith("cuda"):
+        return ""
+    plain = plain_call(row.reproduce)
+    return f"PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck {plain}" \
+        if plain else ""
 
 
 def count_line(rows: list[ReportRow], failing: list[ReportRow]) -> str:

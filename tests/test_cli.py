@@ -239,3 +239,37 @@ def test_usage_errors_of_every_kind_exit_4_in_one_line(args, text, tmp_path):
     assert result.exit_code == ExitCode.USAGE, result.output
     assert text in error_line(result)
     assert case.read_bytes()[:2] == b"PK"  # an input is never overwritten
+
+
+def test_call_runs_a_case_plainly_for_an_external_checker():
+    ok = invoke("call", "--path", "decode", "--suite", "edge", "--case", "*odd-beyond",
+                "--impl", "decode:guarded", "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    assert "edge/decode-odd-beyond decode:guarded: 559 elements checked, 0 mismatched, 0 " \
+           "written outside the regions" in ok.output
+    # every buffer its own allocation, no sandbox: the unguarded kernel reads whatever lies
+    # before kv_indices, and its output is wrong
+    bad = invoke("call", "--path", "decode", "--suite", "edge", "--case", "*odd-minus-one",
+                 "--impl", "decode:unguarded", "--device", "cpu", "--mode", "replay")
+    assert bad.exit_code == ExitCode.FAILURES and "mismatched" in bad.output
+
+
+def test_reproduce_commands_become_plain_calls_and_memcheck_commands():
+    from diffcheck.report import ReportRow, confirm_command, plain_call
+
+    command = ("diffcheck compare --path decode --suite edge --case edge/decode-ctx-k --seed 0 "
+               "--impl decode:unguarded --mode capture --invalid-fill 0 --device cuda "
+               "--fillings 1 --no-interpreter-check")
+    assert plain_call(command) == ("diffcheck call --path decode --suite edge --case "
+                                   "edge/decode-ctx-k --seed 0 --impl decode:unguarded "
+                                   "--invalid-fill 0 --device cuda")
+    base = {f: "" for f in ReportRow.__dataclass_fields__}
+    row = ReportRow(**{**base, "status": "oob_read", "device": "cuda:NVIDIA H200",
+                       "reproduce": command})
+    assert confirm_command(row).startswith(
+        "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck diffcheck call ")
+    assert confirm_command(ReportRow(**{**base, "status": "mismatch",
+                                        "device": "cuda:H200", "reproduce": command})) == ""
+    assert confirm_command(ReportRow(**{**base, "status": "oob_read",
+                                        "device": "cpu:triton-interpreter",
+                                        "reproduce": command})) == ""

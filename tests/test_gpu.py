@@ -37,8 +37,9 @@ def test_safe_kernels_pass_smoke_and_edge_on_the_gpu(tmp_path):
     assert done.returncode == 0, done.stderr + done.stdout
     df = pd.read_csv(report)
     assert set(df["status"]) == {"pass"} and df["device"].str.startswith("cuda").all()
-    assert set(df["implementation"]) == {"decode:guarded", "decode:pid", "decode:reference",
-                                         "mtp:guarded", "mtp:reference"}
+    from diffcheck.impls import builtin
+
+    assert set(df["implementation"]) == {i.name for i in builtin().values() if i.safe}
     assert df["elements_checked"].sum() > 0
 
 
@@ -244,3 +245,28 @@ def test_a_leftover_thread_never_spoils_another_implementations_rows(tmp_path):
     culprit = df["implementation"].str.endswith("on_the_device")
     assert (df[culprit]["status"] == "side_effect").all()
     assert (df[~culprit]["status"] == "pass").all(), df[~culprit][["case_id", "detail"]]
+
+
+def _sanitizer() -> str | None:
+    import glob
+
+    return shutil.which("compute-sanitizer") or next(
+        iter(sorted(glob.glob("/usr/local/cuda*/bin/compute-sanitizer"))), None)
+
+
+@pytest.mark.parametrize("impl, clean", [("decode:unguarded", False), ("decode:guarded", True)])
+def test_memcheck_confirms_a_read_through_the_plain_call(impl, clean):
+    """What a failing row's "confirm with memcheck" line runs: diffcheck call with every
+    buffer its own cudaMalloc, so memcheck sees kv_indices[-1] as out of bounds."""
+    sanitizer = _sanitizer()
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
+    done = subprocess.run(
+        [sanitizer, "--tool", "memcheck", sys.executable, "-m", "diffcheck", "call",
+         "--path", "decode", "--suite", "edge", "--case", "*odd-minus-one", "--impl", impl,
+         "--device", "cuda"], env=env, capture_output=True, text=True, timeout=600)
+    text = done.stdout + done.stderr
+    assert ("Invalid __global__ read" not in text) == clean, text[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in text if clean else "ERROR SUMMARY: 0 errors" not in text
