@@ -243,7 +243,9 @@ def test_a_leftover_thread_never_spoils_another_implementations_rows(tmp_path):
     keep(report, "leftover-gpu.csv")
     df = pd.read_csv(report)
     culprit = df["implementation"].str.endswith("on_the_device")
-    assert (df[culprit]["status"] == "side_effect").all()
+    # the thread starts on the culprit's first call in a worker: that call is its finding
+    assert (df[culprit]["status"] == "side_effect").any()
+    assert df[culprit]["status"].isin(["side_effect", "pass"]).all()
     assert (df[~culprit]["status"] == "pass").all(), df[~culprit][["case_id", "detail"]]
 
 
