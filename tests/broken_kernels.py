@@ -70,7 +70,8 @@ def _buggy_row_kernel(
 
 def _decode(bug, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, block_n, out, fill):
     rows = kv_indptr.shape[0] - 1
-    out = torch.empty(rows * k, dtype=torch.int32) if out is None else out
+    if out is None:  # a kernel's own output lives on its inputs' device
+        out = torch.empty(rows * k, dtype=torch.int32, device=kv_indptr.device)
     _buggy_row_kernel[(rows,)](
         kv_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
         token_indices.stride(0), token_indices.stride(1), fill,
@@ -123,7 +124,8 @@ def decode_ignores_out(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_i
 def _mtp(bug, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr,
          k, block_n, out, fill, rows=None):
     tokens = sparse_kv_indptr.shape[0] - 1
-    out = torch.empty(tokens * k, dtype=torch.int32) if out is None else out
+    if out is None:
+        out = torch.empty(tokens * k, dtype=torch.int32, device=kv_indptr.device)
     _buggy_row_kernel[(tokens if rows is None else rows,)](
         token_to_seq_idxs, kv_indptr, sparse_kv_indptr, kv_indices, topk_indices, out,
         topk_indices.stride(0), topk_indices.stride(1), fill,
