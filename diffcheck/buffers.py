@@ -68,6 +68,9 @@ class Staged:
     #: the kernel returns its output (copied in), instead of writing the staged workspace:
     #: outside the regions it holds whatever the kernel's own allocation held
     returned: bool = False
+    #: the tensor the last call returned (when ``returned``): a writer still running after
+    #: the call writes there, not into the staged copy, so the second look copies it again
+    returned_tensor: torch.Tensor | None = None
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]

@@ -101,6 +101,7 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
         out = out.view(-1, contract.k)
     writes_out = impl.accepts(spec.out_keyword) and not contract.without_out
     staged.returned = not writes_out
+    staged.returned_tensor = None
     if writes_out:
         kwargs[spec.out_keyword] = out
     asked = [extra for extra in spec.extras if contract.scalars.get(extra.scalar)]
@@ -118,6 +119,7 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
                                    "given")
         else:
             staged.out.view.copy_(_returned(main, "its output", out.shape))
+            staged.returned_tensor = main
         if len(values) < 1 + len(asked):
             raise RuntimeError(f"returned {len(values)} values; asked for "
                                f"{', '.join(e.name for e in asked)} it should return "

@@ -141,6 +141,9 @@ def second_look(staged: Staged) -> None:
     for thread in step.left_running:  # a late writer gets a moment to write
         thread.join(LATE_WRITER_WAIT)
     backend.synchronize(staged.arena.device)
+    if staged.returned_tensor is not None:  # the kernel's own output, copied in at the call
+        staged.out.view.copy_(staged.returned_tensor.reshape(-1))
+        staged.returned_tensor = None
     if not torch.equal(staged.out.view, step.out):
         step.late_out = staged.out.view.clone()
     if step.left_running:
