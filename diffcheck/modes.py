@@ -75,6 +75,8 @@ class Step:
     late_out: torch.Tensor | None = None
     #: threads the calls started and left running (waited for before the second look)
     left_running: list = field(default_factory=list)
+    #: the tensor the kernel returned as this step's output (None when it wrote out=)
+    returned_tensor: torch.Tensor | None = None
 
 
 class Mode:
@@ -127,6 +129,11 @@ def _finish(step: Step, staged: Staged, start: float) -> Step:
     step.out = staged.out.view.clone()
     step.extras = {name: t.clone() for name, t in staged.extras.items()}
     step.returned = staged.returned
+    # the kernel's own output tensor, if it is the one this output came from (a graph
+    # replay's output may come from a tensor an earlier eager call returned, not this one)
+    returned, staged.returned_tensor = staged.returned_tensor, None
+    if returned is not None and torch.equal(returned.reshape(-1), staged.out.view):
+        step.returned_tensor = returned
     staged.watched = step
     return step
 
@@ -141,9 +148,9 @@ def second_look(staged: Staged) -> None:
     for thread in step.left_running:  # a late writer gets a moment to write
         thread.join(LATE_WRITER_WAIT)
     backend.synchronize(staged.arena.device)
-    if staged.returned_tensor is not None:  # the kernel's own output, copied in at the call
-        staged.out.view.copy_(staged.returned_tensor.reshape(-1))
-        staged.returned_tensor = None
+    if step.returned_tensor is not None:  # the kernel's own output, copied in at the call
+        staged.out.view.copy_(step.returned_tensor.reshape(-1))
+        step.returned_tensor = None
     if not torch.equal(staged.out.view, step.out):
         step.late_out = staged.out.view.clone()
     if step.left_running:
