@@ -337,11 +337,12 @@ def call(
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check=False,
                             isolation="none")
     failed = False
-    for job in chosen.jobs():
-        for row_case in job.mode.rows(job.case):
-            result = call_plainly(job, row_case, settings)
-            typer.echo(result.line())
-            failed |= result.failed
+    with backend.interpreter_as_on_gpu(dev):
+        for job in chosen.jobs():
+            for row_case in job.mode.rows(job.case):
+                result = call_plainly(job, row_case, settings)
+                typer.echo(result.line())
+                failed |= result.failed
     if failed:
         raise typer.Exit(ExitCode.FAILURES)
 
@@ -660,41 +661,43 @@ def bench(
     timer = Timer(dev, warmup, repeats)
     settings = RunSettings(dev, new_run_id(), 0, isolation="none")
     results = []
-    for spec in select_paths(path):
-        chosen = ([find(n, spec.name) for n in impl] if impl else
-                  [i.described() for i in builtin().values() if i.path == spec.name
-                   and not i.name.endswith(":reference")])
-        chosen = [i for i in chosen if i.path == spec.name]
-        if not chosen or spec.bench_case is None:
-            continue
-        if sweep:
-            for i in chosen:
-                if not tunable(i.load()):
-                    raise UsageError(f"--sweep needs num_warps= and column_programs= keywords, "
-                                     f"which {i.name} does not take")
+    with backend.interpreter_as_on_gpu(dev):  # kernels run on the interpreter as on a GPU
+        for spec in select_paths(path):
+            chosen = ([find(n, spec.name) for n in impl] if impl else
+                      [i.described() for i in builtin().values() if i.path == spec.name
+                       and not i.name.endswith(":reference")])
+            chosen = [i for i in chosen if i.path == spec.name]
+            if not chosen or spec.bench_case is None:
+                continue
+            if sweep:
+                for i in chosen:
+                    if not tunable(i.load()):
+                        raise UsageError(f"--sweep needs num_warps= and column_programs= keywords, "
+                                         f"which {i.name} does not take")
+                for name in regime or list(REGIMES):
+                    typer.echo(f"sweep {spec.name} {name}: {rows} rows, K={k} ...", err=True)
+                    case = bench_case(spec.name, name, rows, k, q, positions)
+                    results += sweep_path(case, name, chosen, dev, timer, launches,
+                                          block_n or [128, 256, 512, 1024, 2048],
+                                          warps or [1, 2, 4, 8],
+                                          column_programs or [1, 2, 4, 8, 16])
+                continue
+            safe = next((i for i in chosen if i.safe), chosen[0])
+            runner = InProcess(settings)
+
+            def one_check(case, fresh_reference, safe=safe, runner=runner):
+                # A whole check: stage both fillings, call, compute the reference, compare. The
+                # upload of the case to the device (once per case in a run) is not part of it; a
+                # run computes a case's reference once, for its first check.
+                if fresh_reference:
+                    settings.forget_references()
+                runner.run(Job(case, safe, Eager()))
+
             for name in regime or list(REGIMES):
-                typer.echo(f"sweep {spec.name} {name}: {rows} rows, K={k} ...", err=True)
+                typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
                 case = bench_case(spec.name, name, rows, k, q, positions)
-                results += sweep_path(case, name, chosen, dev, timer, launches,
-                                      block_n or [128, 256, 512, 1024, 2048],
-                                      warps or [1, 2, 4, 8], column_programs or [1, 2, 4, 8, 16])
-            continue
-        safe = next((i for i in chosen if i.safe), chosen[0])
-        runner = InProcess(settings)
-
-        def one_check(case, fresh_reference, safe=safe, runner=runner):
-            # A whole check: stage both fillings, call, compute the reference, compare. The
-            # upload of the case to the device (once per case in a run) is not part of it; a
-            # run computes a case's reference once, for its first check.
-            if fresh_reference:
-                settings.forget_references()
-            runner.run(Job(case, safe, Eager()))
-
-        for name in regime or list(REGIMES):
-            typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
-            case = bench_case(spec.name, name, rows, k, q, positions)
-            results += bench_path(case, name, chosen, dev, timer, launches,
-                                  one_check if check else None)
+                results += bench_path(case, name, chosen, dev, timer, launches,
+                                      one_check if check else None)
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
     state = clocks(dev)

@@ -45,7 +45,7 @@ def test_installing_changes_no_torch_triton_or_numpy(wheel):
     report = json.loads(pip("install", "--dry-run", "--quiet", "--report", "-",
                             str(wheel)).stdout)
     planned = {item["metadata"]["name"].lower() for item in report["install"]}
-    assert planned == {"diffcheck"}, planned
+    assert planned <= {"diffcheck"}, planned  # nothing when this diffcheck is installed
     requires = zipfile.ZipFile(wheel).read(
         next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA"))).decode()
     required = [line for line in requires.splitlines() if line.startswith("Requires-Dist:")
