@@ -52,7 +52,7 @@ def prepare(device: torch.device) -> None:
         import triton
     except ImportError as e:
         raise DeviceError("triton is not installed: the CPU runs kernels through Triton's "
-                          "interpreter; pip install 'triton>=3.3,<3.10' (or "
+                          "interpreter; pip install 'triton>=3.4,<3.10' (or "
                           "diffcheck[interpreter]); GPU builds of torch bring their own") from e
 
     if version(numpy.__version__) >= (2, 3) and version(triton.__version__) < (3, 7):

@@ -27,8 +27,8 @@ import torch
 from diffcheck.errors import DeviceError
 
 #: triton versions whose interpreter internals this module was written against: [low, high)
-SUPPORTED = ((3, 3), (3, 10))
-#: the interpreter builder's methods the sandbox wraps (present from 3.3 to 3.9)
+SUPPORTED = ((3, 4), (3, 10))
+#: the interpreter builder's methods the sandbox wraps (present from 3.4 to 3.9)
 HOOKS = ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
 
 

@@ -48,7 +48,7 @@ def test_out_of_bounds_load_is_recorded_and_yields_the_tag():
 
 def test_unknown_triton_version_is_refused(monkeypatch):
     monkeypatch.setattr(triton, "__version__", "3.10.0")
-    with pytest.raises(DeviceError, match="supports triton 3.3 to 3.9, found 3.10.0"):
+    with pytest.raises(DeviceError, match="supports triton 3.4 to 3.9, found 3.10.0"):
         Sandbox([])
 
 
