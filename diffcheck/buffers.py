@@ -9,9 +9,14 @@ Everything staged but the output is also kept as staged (``Staged.expected``): a
 one comparison over the allocation finds writes into the margins (out-of-bounds writes) and
 into the inputs (kernels must treat their inputs as read-only).
 
-Two fillings of the margins exist: ``constant`` (MARGIN_VALUE everywhere) and ``tags`` (each
-element names its buffer and offset, see diffcheck.tags). Running a case under both finds
-out-of-bounds reads whose values reach the output.
+Fillings of the margins: ``constant`` (MARGIN_VALUE everywhere) and ``tags`` (each element
+names its buffer and offset, see diffcheck.tags); running a case under both finds out-of-bounds
+reads whose values reach the output. A kernel that validates what it reads (a request id below
+R, a position inside the context) turns both into its fill, so two *plausible* fillings exist
+too (``plausible-a``, ``plausible-b``): small values of the buffer's role that pass such checks
+and differ between the two, so a read past a per-token or per-request buffer changes what the
+kernel writes. ``plausible-a:kv_indptr.after,out`` is filling A with those margins (a buffer
+name alone: both of its margins) filled as in B; the runner uses it to name the margin read.
 """
 
 from __future__ import annotations
@@ -117,12 +122,54 @@ class Staged:
         self.arena[end:].copy_(self.expected[end:])
 
 
+def _edges(name: str, role: str, tensor: torch.Tensor) -> tuple[str, str, int, int]:
+    """(name, role, first, last) for a plausible filling; first and last only where the
+    role's margins follow them (one host read of two elements)."""
+    if role not in EDGE_ROLES or tensor.numel() == 0:
+        return name, role, 0, 0
+    flat = tensor.reshape(-1)
+    first, last = torch.stack([flat[0], flat[-1]]).tolist()
+    return name, role, int(first), int(last)
+
+
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
     widest = max((t.shape[-1] for t in tensors.values() if t.dim() == 2), default=0)
     return max(MIN_MARGIN, widest)
 
 
-FILLINGS = ("constant", "tags")
+FILLINGS = ("constant", "tags", "plausible-a", "plausible-b")
+#: roles whose plausible margins follow the buffer's own first and last values (offsets,
+#: lengths); every other role's margins hold small ids, positions or slots
+EDGE_ROLES = ("indptr", "lengths", "counts")
+
+
+def plausible_values(role: str, side: str, variant: str, first: int, last: int) -> int:
+    """The value a margin holds under a plausible filling (``variant`` "a" or "b").
+
+    A: what a valid neighbour would hold (id, position or slot 0; an indptr's own first or last
+    offset, so rows past the end are empty). B: a different valid-looking value (id, position
+    or slot 1; an indptr one offset further out, so the row just past the end has one entry).
+    """
+    b = variant == "b"
+    if role == "indptr":
+        edge = first if side == "before" else last
+        return edge + (0 if not b else (-1 if side == "before" else 1))
+    if role in EDGE_ROLES:
+        return (first if side == "before" else last) + int(b)
+    return int(b)
+
+
+def parse_filling(filling: str) -> tuple[str, frozenset[str]]:
+    """(base filling, margins flipped to B) of ``plausible-a:name.side,name``."""
+    base, _, flipped = filling.partition(":")
+    if base not in FILLINGS or (flipped and base != "plausible-a"):
+        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}, or "
+                         "plausible-a:<buffer>[.before|.after],...")
+    return base, frozenset(filter(None, flipped.split(",")))
+
+
+def _flipped(flips: frozenset[str], name: str, side: str) -> bool:
+    return name in flips or f"{name}.{side}" in flips
 
 
 @dataclass(frozen=True)
@@ -151,19 +198,31 @@ _ARENAS_KEPT = 32
 
 
 def arena_layout(device: torch.device, filling: str, spans: tuple[int, ...],
-                 margin: int) -> ArenaLayout:
-    """The (cached) layout of buffers with ``spans`` elements, the last one ``out``."""
-    if filling not in FILLINGS:
-        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}")
-    key = (str(device), filling, spans, margin)
+                 margin: int, plausible: tuple[tuple[str, str, int, int], ...] = ()
+                 ) -> ArenaLayout:
+    """The (cached) layout of buffers with ``spans`` elements, the last one ``out``.
+
+    ``plausible`` (plausible fillings only): each buffer's (name, role, first value, last
+    value), in ``spans`` order.
+    """
+    base, flips = parse_filling(filling)
+    key = (str(device), filling, spans, margin, plausible)
     found = _ARENAS.get(key)
     if found is not None:
         return found
     rows, starts, index, at = [], [], [], 0
     for buffer_id, span in enumerate(spans):
-        if filling == "tags":
+        if base == "tags":
             offsets = torch.cat([torch.arange(-margin, 0), torch.arange(span, span + margin)])
             rows.append(tags.encode_range(buffer_id, offsets))
+        elif base.startswith("plausible"):
+            name, role, first, last = plausible[buffer_id]
+            sides = []
+            for side in ("before", "after"):
+                variant = "b" if base == "plausible-b" or _flipped(flips, name, side) else "a"
+                sides.append(torch.full((margin,), plausible_values(role, side, variant, first,
+                                                                    last), dtype=torch.int32))
+            rows.append(torch.cat(sides))
         else:
             rows.append(torch.full((2 * margin,), MARGIN_VALUE, dtype=torch.int32))
         starts.append(at)
@@ -188,17 +247,24 @@ def stage(
     device: torch.device,
     filling: str = "constant",
     order: tuple[str, ...] = (),
+    roles: tuple[str, ...] = (),
 ) -> Staged:
     """Stage whole input buffers, apply strided column views, add a poisoned workspace.
 
     All buffers share one allocation, each between its own margins, built by one
     concatenation. ``order`` fixes the buffer ids that tags carry (the path's tensor order);
-    ``out`` comes last.
+    ``out`` comes last. ``roles`` (in ``order``) choose plausible fillings' values.
     """
     margin = margin_for(inputs)
     names = list(order) or list(inputs)
     sources = [inputs[n] for n in names]
-    layout = arena_layout(device, filling, (*(t.numel() for t in sources), out_size), margin)
+    plausible: tuple = ()
+    if filling.startswith("plausible"):
+        plausible = tuple(_edges(name, role, inputs[name]) for name, role in
+                          zip(names, roles or ("",) * len(names), strict=True))
+        plausible += (("out", "", 0, 0),)
+    layout = arena_layout(device, filling, (*(t.numel() for t in sources), out_size), margin,
+                          plausible)
     flat = [t.reshape(-1) if t.device == device and t.dtype == torch.int32
             else t.reshape(-1).to(device, torch.int32) for t in sources]
     pieces = []

@@ -56,13 +56,19 @@ def default_workers(device: torch.device) -> int:
 
 def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
-    fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 2,
+    fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
     timeout: float = 60.0, isolation: str = "auto", workers: int = 0,
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
-    takes the default for the device."""
+    takes the default for the device; ``fillings`` 0 too (see runner.default_fillings)."""
     from diffcheck.paths import runtime_modules
+    from diffcheck.runner import FILLING_CHOICES, default_fillings
+
+    if fillings not in (0, *FILLING_CHOICES):
+        raise UsageError(f"--fillings must be 0 (the device's default) or one of "
+                         f"{', '.join(map(str, FILLING_CHOICES))}, got {fillings}")
+    fillings = fillings or default_fillings(device, interpreter_check)
 
     settings = RunSettings(device, new_run_id(), seed, fill_override,
                            interpreter_check, fillings, timeout, plugins=runtime_modules())
@@ -134,7 +140,7 @@ class InProcess:
                 outcomes = run_job(job, self.settings)
         except CaseTimeout:
             return timed_out(job, self.settings, (time.perf_counter() - start) * 1e3)
-        faulted = any(o.row.status == Status.FAULT for o in outcomes)
+        faulted = any(o.lost_device() for o in outcomes)
         if faulted and self.settings.device.type != "cpu":
             self.lost = outcomes[0]
         return outcomes

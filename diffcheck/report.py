@@ -140,6 +140,7 @@ def make_row(
 def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
     """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
     from diffcheck.case import Scenario
+    from diffcheck.runner import default_fillings
 
     fill = case.fill if settings.fill_override is None else settings.fill_override
     words = ["diffcheck", "compare", "--path", case.path]
@@ -154,7 +155,7 @@ def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
         words += ["--graph-size", str(job.case.graph)]
     if not settings.interpreter_check:
         words.append("--no-interpreter-check")
-    if settings.fillings != 2:
+    if settings.fillings != default_fillings(settings.device, settings.interpreter_check):
         words += ["--fillings", str(settings.fillings)]
     if settings.timeout != 60.0:
         words += ["--timeout", f"{settings.timeout:g}"]

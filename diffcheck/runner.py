@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffcheck import backend, tags
+from diffcheck import backend, plausible, tags
 from diffcheck.buffers import FILLINGS, POISON, Staged, stage
 from diffcheck.calls import Contract, bind, contract_of
 from diffcheck.case import Case, Scenario
@@ -57,7 +57,8 @@ class RunSettings:
     fill_override: int | None = None
     #: bounds-check every interpreter load and store (CPU only)
     interpreter_check: bool = True
-    #: red-zone fillings to run each case under (1: constant only; 2: constant and tags)
+    #: red-zone fillings to run each case under (1: constant only; 2: constant and tags; 4:
+    #: and the two plausible fillings, see default_fillings)
     fillings: int = 2
     #: seconds one job may take (all its fillings) before it ends as `timeout`; 0: no limit
     timeout: float = 60.0
@@ -117,6 +118,12 @@ class Outcome:
     findings: tuple[Finding, ...] = ()
     #: seconds the job spent (on its first row only): implementation calls, references, total
     timing: dict[str, float] | None = None
+    #: a call faulted the device although the row says why it matters more (a read the
+    #: plausible fillings found): the context is gone all the same
+    device_lost: bool = False
+
+    def lost_device(self) -> bool:
+        return self.device_lost or self.row.status == Status.FAULT
 
 
 #: words in an exception that mean the device itself failed (the context is lost)
@@ -186,8 +193,20 @@ class RunPlan:
         return f"{self.filling} filling{order}"
 
 
-#: the runs every job makes (--fillings 1 makes the first only)
-RUNS = (RunPlan("constant"), RunPlan("tags", "reversed"))
+#: the runs every job makes (--fillings N makes the first N)
+RUNS = (RunPlan("constant"), RunPlan("tags", "reversed"), RunPlan("plausible-a"),
+        RunPlan("plausible-b"))
+#: how many of RUNS are judged one by one against the reference; the plausible ones are only
+#: compared with each other (a kernel's answer on plausible margins has no reference)
+JUDGED_RUNS = 2
+FILLING_CHOICES = (1, 2, 4)
+
+
+def default_fillings(device: torch.device, interpreter_check: bool) -> int:
+    """4 where reads are seen only through the output (a GPU, or no interpreter sandbox): the
+    plausible fillings find reads whose constant or tagged values a kernel's own checks
+    reject; 2 under the sandbox, which sees every address anyway."""
+    return 2 if backend.interpreted(device) and interpreter_check else 4
 #: runs made only when the first two outputs differ in a way no tag explains: each filling
 #: again, in the other program order, then the first run as it was
 RERUNS = (RunPlan("constant", "reversed"), RunPlan("tags"), RunPlan("constant"))
@@ -244,7 +263,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     def stage_case(case: Case) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                       plan.filling, spec.names)
+                       plan.filling, spec.names, tuple(t.role for t in spec.tensors))
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
@@ -281,28 +300,71 @@ class RerunFaulted(Exception):
 
 
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
-    """Every row of the job's mode: one for a case, one per step for a replay scenario."""
+    """Every row of the job's mode: one for a case, one per step for a replay scenario.
+
+    The plausible fillings (when asked for) run first and are judged at once, probes
+    included: the constant and tagged margins are what a kernel that trusts a read turns
+    into a wild address, and what the plausible runs found survives such a fault.
+    """
     began = time.perf_counter()
     contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
                            settings.fill_override)
-    runs: list[Run] = []
-    for number, plan in enumerate(RUNS[: max(1, settings.fillings)], start=1):
-        runs.append(Run(plan, number, execute(job, settings, contract, plan)))
-        if any(step.error for step in runs[-1].steps):
-            break
-    faulted = next((s for s in runs[-1].steps if s.fault), None)
-    if faulted is not None:  # the device is gone: nothing in its memory can be compared
-        return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-    judge = Judge(job, settings, contract, runs)
+    plans = RUNS[: max(1, settings.fillings)]
+    judge = Judge(job, settings, contract, [])
+    rows = job.mode.rows(job.case)
+    early: list[list[Finding]] = [[] for _ in rows]
     try:
-        outcomes = [judge.row(i, case) for i, case in enumerate(job.mode.rows(job.case))]
+        if len(plans) > JUDGED_RUNS:
+            judge.plausible_runs = [Run(plan, number, execute(job, settings, contract, plan))
+                                    for number, plan in enumerate(plans[JUDGED_RUNS:],
+                                                                  start=JUDGED_RUNS + 1)]
+            faulted = next((s for run in judge.plausible_runs for s in run.steps if s.fault),
+                           None)
+            if faulted is not None:
+                raise RerunFaulted(faulted)
+            early = [judge.across_plausible(i, case) for i, case in enumerate(rows)]
+    except RerunFaulted as stop:
+        return ended(job, settings, Status.FAULT, f"plausible filling: {stop.step.error}",
+                     stop.step.elapsed_ms)
+    for number, plan in enumerate(plans[:JUDGED_RUNS], start=1):
+        judge.runs.append(Run(plan, number, execute(job, settings, contract, plan)))
+        if any(step.error for step in judge.runs[-1].steps):
+            break
+    faulted = next((s for s in judge.runs[-1].steps if s.fault), None)
+    if faulted is not None:  # the device is gone: nothing in its memory can be compared
+        return _read_then_fault(job, settings, contract, early, judge.runs[-1], faulted)
+    try:
+        outcomes = [judge.row(i, case, early[i]) for i, case in enumerate(rows)]
     except RerunFaulted as stop:  # the device is gone: nothing more can be compared
         return ended(job, settings, Status.FAULT, f"rerun of a filling: {stop.step.error}",
                      stop.step.elapsed_ms)
     if outcomes:
-        calls = sum(step.elapsed_ms for run in runs + judge.reruns for step in run.steps) / 1e3
+        done = judge.runs + judge.reruns + judge.plausible_runs + list(judge.probes.values())
+        calls = sum(step.elapsed_ms for run in done for step in run.steps) / 1e3
         outcomes[0].timing = {"calls": calls, "references": judge.referencing,
                               "total": time.perf_counter() - began}
+    return outcomes
+
+
+def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
+                     early: list[list[Finding]], run: Run, faulted: Step) -> list[Outcome]:
+    """Rows of a job whose constant or tagged run faulted the device. Where the plausible
+    fillings found the read behind it, that read is the row's finding (as the interpreter
+    sandbox reports it on CPU) and the fault a note; elsewhere the row is a fault."""
+    if not any(f.kind == Status.OOB_READ for found in early for f in found):
+        return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
+    note = (f"then {run.label(settings.device)} faulted the device (the read's red-zone "
+            f"value used as an index): {faulted.error}")
+    outcomes = []
+    for case, found in zip(job.mode.rows(job.case), early, strict=True):
+        if found:
+            row = make_row(job, case, settings, contract, Comparison(0, tuple(found), (note,)),
+                           "", faulted.elapsed_ms, len(RUNS))
+            outcomes.append(Outcome(row, tuple(found), device_lost=True))
+        else:
+            outcomes += [dataclasses.replace(o, device_lost=True) for o in ended(
+                job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
+                if o.row.case_id == case.case_id][:1]
     return outcomes
 
 
@@ -331,14 +393,19 @@ class Judge:
         self.job, self.settings, self.contract, self.runs = job, settings, contract, runs
         #: reruns done so far, shared by the job's rows (a scenario reruns once, not per row)
         self.reruns: list[Run] = []
+        #: the plausible fillings' runs (A, B), made before ``runs``
+        self.plausible_runs: list[Run] = []
+        #: runs under mixed plausible fillings, by filling (diffcheck.plausible)
+        self.probes: dict[str, Run] = {}
         self.referencing = 0.0
 
     def label(self, run: Run) -> str:
         """How a finding names the run that showed it; the first run goes without saying."""
         return "" if run.number == 1 else run.label(self.settings.device)
 
-    def row(self, i: int, case: Case) -> Outcome:
-        steps = [(run, run.steps[i]) for run in self.runs if i < len(run.steps)]
+    def row(self, i: int, case: Case, early: list[Finding] = ()) -> Outcome:
+        """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
+        steps = [(run, run.steps[i]) for run in self.runs[:JUDGED_RUNS] if i < len(run.steps)]
         if not steps:
             return Outcome(make_row(self.job, case, self.settings, self.contract,
                                     Comparison(0, ()), "not run: the mode ended before this row",
@@ -361,6 +428,7 @@ class Judge:
         if failed is None or failed[0] is not self.runs[0]:
             checked, more = self.compare(i, case, [(r, s) for r, s in steps if not s.error])
             findings += more
+        findings += early
         merged = tuple(_merge(findings))
         row = make_row(self.job, case, self.settings, self.contract,
                        Comparison(checked, merged), error, first.elapsed_ms, len(self.runs),
@@ -443,6 +511,42 @@ class Judge:
             if race is not None:
                 return ([read] if read.found_by == "redzone-tag" else []) + [race] + found
         return [read] + found
+
+
+    def probe(self, filling: str) -> Run:
+        """The job's mode run once more under ``filling`` (kept for the job's other rows)."""
+        if filling not in self.probes:
+            steps = execute(self.job, self.settings, self.contract, RunPlan(filling))
+            number = len(RUNS) + len(self.reruns) + len(self.probes) + 1
+            self.probes[filling] = Run(RunPlan(filling), number, steps)
+            faulted = next((s for s in steps if s.fault), None)
+            if faulted is not None:
+                raise RerunFaulted(faulted)
+        return self.probes[filling]
+
+    def across_plausible(self, i: int, case: Case) -> list[Finding]:
+        """Plausible fillings A and B disagree: a read of a margin whose value the kernel's
+        checks accept. Named by flipping one buffer's margins at a time (diffcheck.plausible).
+        """
+        a, b = (run.steps[i] if i < len(run.steps) else None for run in self.plausible_runs)
+        if a is None or b is None or a.error or b.error:
+            return []
+        mask = reference(case, self.contract,
+                         get_path(case.path).workspace_size(case.intended_inputs(), case.k),
+                         self.settings)["out"][1]
+        _regions_only(a, mask)
+        _regions_only(b, mask)
+        return plausible.judge(a, b, locators(case)["out"],
+                               lambda filling: self.step_of(filling, i, mask),
+                               "plausible fillings A and B")
+
+    def step_of(self, filling: str, i: int, mask: torch.Tensor) -> Step | None:
+        """Row ``i``'s step of a probe run (None when that run did not get there)."""
+        run = self.probe(filling)
+        if i >= len(run.steps) or run.steps[i].error:
+            return None
+        _regions_only(run.steps[i], mask)
+        return run.steps[i]
 
 
 def _regions_only(step: Step, mask: torch.Tensor) -> None:

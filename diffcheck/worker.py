@@ -117,7 +117,7 @@ def serve(conn: Connection, config: dict) -> None:
         leftover = [t.name for t in threading.enumerate()
                     if t not in own_threads and t.is_alive()]
         conn.send(("outcomes", (outcomes, leftover)))
-        if any(o.row.status == Status.FAULT for o in outcomes):
+        if any(o.lost_device() for o in outcomes):
             return
 
 
@@ -246,7 +246,7 @@ class Worker:
             self.kept = [r for r in self.kept if r != self.recipe][-7:] + [self.recipe]
         if leftover:
             self.left_by = (job.impl.name, leftover)
-        if any(o.row.status == Status.FAULT for o in outcomes):
+        if any(o.lost_device() for o in outcomes):
             self.stop()  # it exits by itself; make sure before the next job
         if outcomes and outcomes[0].timing is not None and self.starting:
             outcomes[0].timing["worker_start"] = self.starting

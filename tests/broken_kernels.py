@@ -179,3 +179,43 @@ def mtp_unbounded_request(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_
     """Takes request token_to_seq_idxs[t] + 1 with no bound: the last reads kv_indptr[R+1]."""
     return _mtp(NEXT_REQUEST, sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
                 kv_indptr, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+@triton.jit
+def _checked_row_kernel(sparse_kv_indptr_ptr, req_of_row_ptr, topk_ptr, kv_indices_ptr,
+                        kv_indptr_ptr, out_ptr, stride0, stride1, num_requests, fill,
+                        NUM_TOPK_TOKENS: tl.constexpr, BLOCK_N: tl.constexpr):
+    # Checks the request id and every position, but not the token: rows past the end of
+    # token_to_seq_idxs and topk_indices are read when sparse_kv_indptr is longer.
+    t = tl.program_id(0)
+    req = tl.load(req_of_row_ptr + t)
+    req_ok = (req >= 0) & (req < num_requests)
+    safe_req = tl.where(req_ok, req, 0)
+    kv_start = tl.load(kv_indptr_ptr + safe_req)
+    ctx = tl.where(req_ok, tl.load(kv_indptr_ptr + safe_req + 1) - kv_start, 0)
+    out_start = tl.load(sparse_kv_indptr_ptr + t)
+    length = tl.load(sparse_kv_indptr_ptr + t + 1) - out_start
+    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
+        cols = col0 + tl.arange(0, BLOCK_N)
+        in_region = cols < length
+        pos = tl.load(topk_ptr + t * stride0 + cols * stride1, mask=in_region, other=-1)
+        valid = in_region & (pos >= 0) & (pos < ctx)
+        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
+        tl.store(out_ptr + out_start + cols, tl.where(valid, slot, fill), mask=in_region)
+
+
+def mtp_counts_tokens_from_indptr(sparse_kv_indptr, token_to_seq_idxs, topk_indices,
+                                  kv_indices, kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024,
+                                  out=None, fill=0):
+    """Validates request ids and positions, but takes its token count from sparse_kv_indptr
+    alone: with a shorter token_to_seq_idxs or topk_indices it reads one entry past their end,
+    and its own checks turn the constant and tagged red zones into its fill."""
+    tokens = sparse_kv_indptr.shape[0] - 1
+    if out is None:
+        out = torch.empty(tokens * NUM_TOPK_TOKENS, dtype=torch.int32, device=kv_indptr.device)
+    if tokens > 0:
+        _checked_row_kernel[(tokens,)](
+            sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr, out,
+            topk_indices.stride(0), topk_indices.stride(1), kv_indptr.shape[0] - 1, fill,
+            NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, BLOCK_N=BLOCK_N)
+    return out

@@ -1,0 +1,120 @@
+"""Reads that only plausible red zones show, and which margin they read.
+
+On a GPU a read is seen only through the output. A kernel that checks what it reads (request
+id below R, position inside the context) turns the constant and the tagged margins alike into
+its fill, so an over-read of a per-token or per-request buffer leaves no trace. The plausible
+fillings (diffcheck.buffers) hold values that pass such checks, different in A and B: when
+the outputs of A and B differ, the kernel read a margin. Which one is found by probes: filling
+A with one buffer's margins as in B; a buffer whose margins alone change the output was read
+there (then each side alone says before or after). When no single buffer does, every buffer
+is named as a candidate: the finding never names one buffer wrongly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from diffcheck.compare import RegionLocator, nondeterministic
+from diffcheck.findings import EXAMPLES, Example, Finding
+from diffcheck.modes import Step
+from diffcheck.status import Status
+
+#: what a probe returns: row i's step under a filling (None when it did not run that far)
+Probe = Callable[[str], "Step | None"]
+FOUND_BY = "redzone-plausible"
+
+
+def _writes(step: Step) -> frozenset:
+    """The out-of-bounds and input writes a step's calls made, by kind, buffer and count."""
+    return frozenset((f.kind, f.buffer, f.count) for f in step.findings
+                     if f.kind in (Status.OOB_WRITE, Status.INPUT_WRITE))
+
+
+def same(x: Step, y: Step) -> bool:
+    """Two steps left the same output, extra outputs and writes."""
+    if not torch.equal(x.out, y.out) or _writes(x) != _writes(y):
+        return False
+    return x.extras.keys() == y.extras.keys() and all(
+        torch.equal(x.extras[n], y.extras[n]) for n in x.extras)
+
+
+def _difference(a: Step, other: Step, locate: RegionLocator) -> tuple[int, int, str,
+                                                                        tuple[Example, ...]]:
+    """(count, first flat index, where in words, examples) of how ``other`` differs from
+    ``a``: output elements, else the writes only one of them made."""
+    first, again = a.out.reshape(-1), other.out.reshape(-1)
+    hits = torch.nonzero(first != again).flatten()
+    if hits.numel():
+        examples = tuple(Example("out", at, locate(at), int(first[at]), int(again[at]))
+                         for at in hits[:EXAMPLES].tolist())
+        return int(hits.numel()), examples[0].offset, f"first at {examples[0].location}", examples
+    extra = sorted(_writes(other) ^ _writes(a), key=str)
+    kind, buffer, count = extra[0]
+    return count, 0, f"the call then made a {kind.value} into {buffer}", ()
+
+
+def _label(staged, name: str, sides: list[str]) -> tuple[str, int]:
+    """In words, which margin of ``name`` was read (and the neighbour a far read may have
+    come from), and an element index standing for it."""
+    buffers = staged.all()
+    ids = [b.name for b in buffers]
+    at = ids.index(name)
+    span = buffers[at].span
+    if sides == ["before"]:
+        words, index, near = f"{name}: a read before its start", -1, at - 1
+    elif sides == ["after"]:
+        words, index, near = f"{name}: a read past its end", span, at + 1
+    else:
+        words, index, near = f"{name}: reads of its margins (before and after)", span, -1
+    if 0 <= near < len(buffers):
+        side = "past the end of" if near < at else "before the start of"
+        words += f", or a far read {side} {ids[near]}"
+    return words, index
+
+
+def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> list[Finding]:
+    """Findings of the plausible runs ``a`` (filling A) and ``b`` (filling B) of one row.
+
+    Identical: nothing. Not reproducible (A or B again differs from itself): the kernel is
+    not deterministic. Otherwise one out-of-bounds read per buffer whose margins alone change
+    the output, or one naming every candidate when none does alone.
+    """
+    if same(a, b):
+        return []
+    for filling, first in (("plausible-a", a), ("plausible-b", b)):
+        again = probe(filling)
+        if again is None:
+            return []
+        if not same(first, again):
+            race = nondeterministic(first.out, again.out, locate,
+                                    f"{filling} filling, run twice", "reruns")
+            return [race] if race else []
+    staged = a.staged
+    names = [buf.name for buf in staged.all()]
+    findings = []
+    for name in names:
+        flipped = probe(f"plausible-a:{name}")
+        if flipped is None or same(a, flipped):
+            continue
+        sides = []
+        for side in ("before", "after"):
+            one = probe(f"plausible-a:{name}.{side}")
+            if one is not None and not same(a, one):
+                sides.append(side)
+        words, index = _label(staged, name, sides)
+        count, _, where, examples = _difference(a, flipped, locate)
+        findings.append(Finding(
+            Status.OOB_READ, name, count, index,
+            f"{words} (its margin's plausible values changed the output, {where})",
+            examples[0].expected if examples else None,
+            examples[0].actual if examples else None,
+            found_by=FOUND_BY, examples=examples, when=when))
+    if findings:
+        return findings
+    count, _, where, examples = _difference(a, b, locate)
+    return [Finding(Status.OOB_READ, "?", count, 0,
+                    f"output depends on the margins of {', '.join(names)} together (plausible "
+                    f"fillings A and B differ, {where}; no one buffer's margins alone change it)",
+                    found_by=FOUND_BY, examples=examples, when=when)]

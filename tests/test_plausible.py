@@ -1,0 +1,109 @@
+"""Plausible red-zone fillings: reads a GPU sees only through the output, even when the
+kernel's own checks reject the constant and tagged margins.
+
+Without the interpreter sandbox (--no-interpreter-check) the CPU sees reads exactly as a GPU
+does, through the output only: these tests run that way.
+"""
+
+import broken_kernels
+import pytest
+import torch
+from conftest import make_impl, run_cases, suite_cases
+
+from diffcheck.buffers import MARGIN_VALUE, parse_filling, stage
+from diffcheck.executors import settings_for
+from diffcheck.impls import find
+from diffcheck.paths import get_path
+
+GPU_LIKE = {"interpreter_check": False}
+
+
+def test_a_checked_kernel_hides_an_over_read_from_constant_and_tags_but_not_from_plausible():
+    impl = make_impl("mtp:counts", "broken_kernels:mtp_counts_tokens_from_indptr")
+    cases = [c for c in suite_cases("mtp", "stale") if c.case_id == "stale/mtp-stale-seq-short"]
+    (two,) = run_cases(impl, cases, fillings=2, **GPU_LIKE)
+    assert two.status == "stale_sensitive", two.detail  # what a GPU saw before
+    (four,) = run_cases(impl, cases, fillings=4, **GPU_LIKE)
+    assert four.status == "oob_read", four.detail
+    assert four.oob_read_found_by == "redzone-plausible"
+    # the read is named by the margin that changes the output: one of the two short buffers
+    assert four.first_oob_read.startswith("token_to_seq_idxs: a read past its end"), four.detail
+
+
+def test_a_row_read_past_the_end_is_named_with_its_side():
+    impl = make_impl("decode:next-row", "broken_kernels:decode_reads_next_row")
+    cases = [c for c in suite_cases("decode", "smoke") if not c.without_out]
+    rows = run_cases(impl, cases, fillings=4, **GPU_LIKE)
+    reads = [r for r in rows if r.status == "oob_read"]
+    assert reads, [r.status for r in rows]
+    for row in reads:
+        assert row.first_oob_read.startswith("token_indices: a read past its end"), row.detail
+
+
+@pytest.mark.parametrize("path", ["decode", "mtp", "prefill", "blocktable"])
+def test_safe_kernels_pass_every_suite_under_plausible_fillings(path):
+    """No false reads: plausible values are never read by a kernel that stays in bounds."""
+    cases = suite_cases(path, "smoke", "edge", "stale")
+    for impl in (find(f"{path}:guarded"),):
+        rows = run_cases(impl, cases, fillings=4, **GPU_LIKE)
+        bad = [(r.case_id, r.detail) for r in rows if r.status not in ("pass", "stale_sensitive")]
+        assert not bad, bad
+
+
+def test_plausible_values_pass_a_kernels_checks_and_differ_between_a_and_b():
+    case = next(c for c in suite_cases("mtp", "smoke") if not c.without_out)
+    spec = get_path("mtp")
+    inputs = case.kernel_inputs()
+    roles = tuple(t.role for t in spec.tensors)
+    a, b = (stage(inputs, case.columns, 64, torch.device("cpu"), f, spec.names, roles)
+            for f in ("plausible-a", "plausible-b"))
+    requests = inputs["kv_indptr"].numel() - 1
+    for name in spec.names:
+        after_a, after_b = a.buffers[name].after(), b.buffers[name].after()
+        assert not torch.equal(after_a, after_b), name
+        assert (after_a != MARGIN_VALUE).all()
+    assert int(a.buffers["token_to_seq_idxs"].after()[0]) in range(requests)
+    last = int(inputs["kv_indptr"][-1])
+    assert a.buffers["kv_indptr"].after()[0] == last  # rows past the end are empty under A
+    assert b.buffers["kv_indptr"].after()[0] == last + 1  # and one entry long under B
+    mixed = stage(inputs, case.columns, 64, torch.device("cpu"),
+                  "plausible-a:kv_indptr.after", spec.names, roles)
+    assert torch.equal(mixed.buffers["kv_indptr"].after(), b.buffers["kv_indptr"].after())
+    assert torch.equal(mixed.buffers["kv_indptr"].before(), a.buffers["kv_indptr"].before())
+    with pytest.raises(ValueError, match="unknown filling"):
+        parse_filling("plausible-b:kv_indptr")
+
+
+def _faults_on_a_red_zone(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
+                          kv_indptr, NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
+    """The checked kernel, except that a request id past R faults the device, as a GPU kernel
+    that used it as an index would (the element past token_to_seq_idxs is read from the
+    allocation it lives in)."""
+    requests, tokens = kv_indptr.numel() - 1, sparse_kv_indptr.numel() - 1
+    if tokens > token_to_seq_idxs.numel():
+        past = torch.as_strided(token_to_seq_idxs, (1,), (1,),
+                                token_to_seq_idxs.storage_offset() + token_to_seq_idxs.numel())
+        if not 0 <= int(past) < requests:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return broken_kernels.mtp_counts_tokens_from_indptr(
+        sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices, kv_indptr,
+        NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def test_a_read_the_plausible_fillings_found_survives_a_fault_of_the_constant_run():
+    impl = make_impl("mtp:faults", "test_plausible:_faults_on_a_red_zone")
+    cases = [c for c in suite_cases("mtp", "stale") if c.case_id == "stale/mtp-stale-seq-short"]
+    (row,) = run_cases(impl, cases, fillings=4, **GPU_LIKE)
+    assert row.status == "oob_read", row.detail
+    assert "faulted the device" in row.detail and "illegal memory access" in row.detail
+    (without,) = run_cases(impl, cases, fillings=2, **GPU_LIKE)
+    assert without.status == "fault", without.detail
+
+
+def test_the_default_fillings_follow_what_sees_the_reads():
+    impl = [find("decode:guarded")]
+    cpu = torch.device("cpu")
+    assert settings_for(impl, cpu, 0, isolation="none").fillings == 2
+    assert settings_for(impl, cpu, 0, interpreter_check=False, isolation="none").fillings == 4
+    with pytest.raises(Exception, match="--fillings must be"):
+        settings_for(impl, cpu, 0, fillings=3, isolation="none")
