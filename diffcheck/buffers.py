@@ -146,9 +146,11 @@ EDGE_ROLES = ("indptr", "lengths", "counts")
 def plausible_values(role: str, side: str, variant: str, first: int, last: int) -> int:
     """The value a margin holds under a plausible filling (``variant`` "a" or "b").
 
-    A: what a valid neighbour would hold (id, position or slot 0; an indptr's own first or last
-    offset, so rows past the end are empty). B: a different valid-looking value (id, position
-    or slot 1; an indptr one offset further out, so the row just past the end has one entry).
+    A: what a valid neighbour would hold (id or position 0, slot or page 1; an indptr's own
+    first or last offset, so rows past the end are empty). B: a different valid-looking value
+    (id or position 1, slot or page 2; an indptr one offset further out, so the row just past
+    the end has one entry). Slots are never 0 or -1, the contracts' fills, so a slot read
+    through a margin always shows.
     """
     b = variant == "b"
     if role == "indptr":
@@ -156,6 +158,8 @@ def plausible_values(role: str, side: str, variant: str, first: int, last: int) 
         return edge + (0 if not b else (-1 if side == "before" else 1))
     if role in EDGE_ROLES:
         return (first if side == "before" else last) + int(b)
+    if role in ("slots", "table"):
+        return 1 + int(b)
     return int(b)
 
 

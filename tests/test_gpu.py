@@ -119,7 +119,7 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
     """Same status as on the CPU; an out-of-bounds read may fault the GPU instead (a red-zone
     tag used as an index), and the runaway loop just finishes there (its bound is ~2^30)."""
     from conftest import make_impl, suite_cases
-    from test_broken_kernels import EXPECTED
+    from test_broken_kernels import EXPECTED, RUN_WITH
 
     from diffcheck.executors import run_all
     from diffcheck.job import Job
@@ -131,7 +131,10 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
     for name in names:
         path = name.split("_")[0]
         impl = make_impl(f"{path}:{name}", f"broken_kernels:{name}")
-        for case in suite_cases(path, "smoke", "edge"):
+        only = RUN_WITH.get(name, {}).get("case")
+        for case in suite_cases(path, *RUN_WITH.get(name, {}).get("suites", ("smoke", "edge"))):
+            if only not in (None, case.case_id):
+                continue
             jobs.append(Job(case, impl, Eager()))
             owner.append(name)
     rows = run_all(jobs, gpu_settings())
@@ -141,19 +144,43 @@ def test_broken_kernels_are_caught_on_the_gpu_too():
         assert got[name] in ON_GPU.get(name, {EXPECTED[name][0]}), (name, got[name])
 
 
-#: where a GPU sees other than the CPU sandbox (README, "Limits")
+#: where a GPU sees other than the CPU sandbox (README, "What a GPU sees")
 ON_GPU = {
     # one past each region is the next region's first element: two programs race for it, and
     # a race that resolves the same way in all three reruns still reads as a red-zone read
     "decode_len_plus_one": {Status.STRAY_WRITE, Status.OOB_READ},
-    # the row past the end only yields invalid positions, so the read never reaches out
-    "decode_reads_next_row": {Status.MISMATCH},
     # a gather 4 GiB away faults the device
     "decode_wild_index": {Status.FAULT},
     "decode_faults_on_k512": {Status.FAULT},
-    # kv_indptr[R+1] is a tag used as kv_start: a tag read, or a fault
-    "mtp_unbounded_request": {Status.OOB_READ, Status.FAULT},
 }
+
+
+def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
+    """Parity: every broken kernel and unguarded fixture row whose CPU status is oob_read
+    (tests/cpu_reads.csv, kept current by test_plausible.py) is oob_read on the GPU too: the
+    plausible fillings find reads the kernel's own checks hide. Only a wild address (the
+    sandbox says so) may fault the GPU instead."""
+    from parity import parity_jobs, recorded
+
+    from diffcheck.executors import run_all
+    from diffcheck.job import Job
+    from diffcheck.modes import Eager
+    from diffcheck.report import frame
+
+    on_cpu = {(r["implementation"], r["case_id"]): r["wild"] == "True" for r in recorded()}
+    jobs = [Job(c, impl, Eager()) for impl, cases in parity_jobs() for c in cases
+            if (impl.name, c.case_id) in on_cpu]
+    rows = run_all(jobs, gpu_settings())
+    frame(rows).to_csv(tmp_path / "parity.csv", index=False)
+    keep(tmp_path / "parity.csv", "report-parity.csv")
+    wrong = [(r.implementation, r.case_id, r.status, r.detail[:300]) for r in rows
+             if r.status != "oob_read"
+             and not (on_cpu[(r.implementation, r.case_id)] and r.status == "fault")]
+    found_by = sorted({r.oob_read_found_by for r in rows if r.status == "oob_read"})
+    print(f"parity: {len(rows)} rows oob_read on CPU; on the GPU {len(rows) - len(wrong)} "
+          f"alike (found by {', '.join(found_by)}), {len(wrong)} not")
+    assert len(rows) == len(on_cpu) >= 30
+    assert not wrong, "\n".join(map(str, wrong))
 
 
 def test_glm52_under_real_cuda_graphs(tmp_path):

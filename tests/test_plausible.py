@@ -107,3 +107,11 @@ def test_the_default_fillings_follow_what_sees_the_reads():
     assert settings_for(impl, cpu, 0, interpreter_check=False, isolation="none").fillings == 4
     with pytest.raises(Exception, match="--fillings must be"):
         settings_for(impl, cpu, 0, fillings=3, isolation="none")
+
+
+def test_the_cpu_reads_the_gpu_parity_test_compares_with_are_current():
+    """tests/cpu_reads.csv is what the CPU sandbox reports today (regenerate it with
+    ``python tests/parity.py``); the GPU test asserts the same statuses there."""
+    from parity import cpu_reads, recorded
+
+    assert cpu_reads() == recorded()

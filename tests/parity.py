@@ -1,0 +1,63 @@
+"""The rows behind the GPU parity test: every broken kernel whose CPU status is oob_read and
+every unguarded fixture, over the suites that show their reads.
+
+The GPU machines' numpy is too new for their triton's interpreter, so the CPU side is kept
+in tests/cpu_reads.csv: test_plausible.py checks that file against a CPU run (so it is never
+stale) and test_gpu.py compares the GPU's statuses with it. Regenerate it with
+``python tests/parity.py``.
+"""
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+CPU_READS = Path(__file__).with_name("cpu_reads.csv")
+FIELDS = ("implementation", "case_id", "status", "wild")
+
+
+def parity_jobs():
+    """[(implementation, cases)] of the parity rows."""
+    from conftest import make_impl, suite_cases
+    from test_broken_kernels import EXPECTED, RUN_WITH
+
+    from diffcheck.impls import builtin
+    from diffcheck.status import Status
+
+    chosen = [(make_impl(f"{n.split('_')[0]}:{n}", f"broken_kernels:{n}"),
+               RUN_WITH.get(n, {}).get("suites", ("smoke", "edge")))
+              for n, (status, _) in EXPECTED.items() if status == Status.OOB_READ]
+    chosen += [(i, ("smoke", "edge", "stale")) for i in builtin().values()
+               if i.name.endswith(":unguarded")]
+    return [(impl, suite_cases(impl.path, *suites)) for impl, suites in chosen]
+
+
+def cpu_reads() -> list[dict]:
+    """The CPU sandbox's oob_read rows of the parity jobs (wild: far from every tensor)."""
+    from conftest import run_cases
+
+    found = []
+    for impl, cases in parity_jobs():
+        for row in run_cases(impl, cases):
+            if row.status == "oob_read":
+                found.append({"implementation": row.implementation, "case_id": row.case_id,
+                              "status": row.status,
+                              "wild": str("a wild address" in row.detail)})
+    return found
+
+
+def recorded() -> list[dict]:
+    with open(CPU_READS, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+if __name__ == "__main__":
+    rows = cpu_reads()
+    with open(CPU_READS, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{CPU_READS}: {len(rows)} rows")
