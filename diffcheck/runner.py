@@ -431,8 +431,8 @@ class Judge:
         findings += early
         merged = tuple(_merge(findings))
         row = make_row(self.job, case, self.settings, self.contract,
-                       Comparison(checked, merged), error, first.elapsed_ms, len(self.runs),
-                       ends_as)
+                       Comparison(checked, merged), error, first.elapsed_ms,
+                       len(self.runs) + len(self.plausible_runs), ends_as)
         return Outcome(row, merged)
 
     def compare(self, i: int, case: Case, steps: list[tuple[Run, Step]]

@@ -158,8 +158,8 @@ ON_GPU = {
 def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
     """Parity: every broken kernel and unguarded fixture row whose CPU status is oob_read
     (tests/cpu_reads.csv, kept current by test_plausible.py) is oob_read on the GPU too: the
-    plausible fillings find reads the kernel's own checks hide. Only a wild address (the
-    sandbox says so) may fault the GPU instead."""
+    plausible fillings find reads the kernel's own checks hide, and what they found stands
+    when a red-zone value used as an index then faults the device."""
     from parity import parity_jobs, recorded
 
     from diffcheck.executors import run_all
@@ -167,19 +167,21 @@ def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
     from diffcheck.modes import Eager
     from diffcheck.report import frame
 
-    on_cpu = {(r["implementation"], r["case_id"]): r["wild"] == "True" for r in recorded()}
+    # a wild address faults the device (test_broken_kernels_are_caught_on_the_gpu_too): left
+    # out here, where every fault costs a new worker
+    on_cpu = {(r["implementation"], r["case_id"]): False for r in recorded()
+              if r["wild"] != "True"}
     jobs = [Job(c, impl, Eager()) for impl, cases in parity_jobs() for c in cases
             if (impl.name, c.case_id) in on_cpu]
     rows = run_all(jobs, gpu_settings())
     frame(rows).to_csv(tmp_path / "parity.csv", index=False)
     keep(tmp_path / "parity.csv", "report-parity.csv")
     wrong = [(r.implementation, r.case_id, r.status, r.detail[:300]) for r in rows
-             if r.status != "oob_read"
-             and not (on_cpu[(r.implementation, r.case_id)] and r.status == "fault")]
+             if r.status != "oob_read"]
     found_by = sorted({r.oob_read_found_by for r in rows if r.status == "oob_read"})
     print(f"parity: {len(rows)} rows oob_read on CPU; on the GPU {len(rows) - len(wrong)} "
           f"alike (found by {', '.join(found_by)}), {len(wrong)} not")
-    assert len(rows) == len(on_cpu) >= 30
+    assert len(rows) == len(on_cpu) >= 30, (len(rows), len(on_cpu))
     assert not wrong, "\n".join(map(str, wrong))
 
 
