@@ -58,8 +58,8 @@ class RunSettings:
     #: bounds-check every interpreter load and store (CPU only)
     interpreter_check: bool = True
     #: red-zone fillings to run each case under (1: constant only; 2: constant and tags; 4:
-    #: and the two plausible fillings, see default_fillings)
-    fillings: int = 2
+    #: and the two plausible fillings; 0: the device's default, see default_fillings)
+    fillings: int = 0
     #: seconds one job may take (all its fillings) before it ends as `timeout`; 0: no limit
     timeout: float = 60.0
     #: where jobs run: "none" (this process) or "process" (a worker that may die)
@@ -75,6 +75,9 @@ class RunSettings:
     _uploaded: dict[tuple[int, bool], tuple[Case, dict[str, torch.Tensor]]] = field(
         default_factory=dict
     )
+
+    def __post_init__(self) -> None:
+        self.fillings = self.fillings or default_fillings(self.device, self.interpreter_check)
 
     def implementation(self, impl: Implementation) -> Callable:
         if impl.name not in self._loaded:
@@ -314,14 +317,13 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     rows = job.mode.rows(job.case)
     early: list[list[Finding]] = [[] for _ in rows]
     try:
-        if len(plans) > JUDGED_RUNS:
-            judge.plausible_runs = [Run(plan, number, execute(job, settings, contract, plan))
-                                    for number, plan in enumerate(plans[JUDGED_RUNS:],
-                                                                  start=JUDGED_RUNS + 1)]
-            faulted = next((s for run in judge.plausible_runs for s in run.steps if s.fault),
-                           None)
-            if faulted is not None:
+        for number, plan in enumerate(plans[JUDGED_RUNS:], start=JUDGED_RUNS + 1):
+            judge.plausible_runs.append(Run(plan, number,
+                                            execute(job, settings, contract, plan)))
+            faulted = next((s for s in judge.plausible_runs[-1].steps if s.fault), None)
+            if faulted is not None:  # nothing more may touch the device
                 raise RerunFaulted(faulted)
+        if judge.plausible_runs:
             early = [judge.across_plausible(i, case) for i, case in enumerate(rows)]
     except RerunFaulted as stop:
         return ended(job, settings, Status.FAULT, f"plausible filling: {stop.step.error}",

@@ -115,3 +115,22 @@ def test_the_cpu_reads_the_gpu_parity_test_compares_with_are_current():
     from parity import cpu_reads, recorded
 
     assert cpu_reads() == recorded()
+
+
+CALLS = []
+
+
+def _always_faults(*args, **kwargs):
+    CALLS.append(1)
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_fault_in_the_first_plausible_run_ends_the_job_there():
+    """After a device fault nothing may touch the device (staging the next filling would
+    raise the fault again, outside any guard): the row is a fault after one call."""
+    impl = make_impl("mtp:always-faults", "test_plausible:_always_faults")
+    case = next(c for c in suite_cases("mtp", "smoke") if not c.without_out)
+    CALLS.clear()
+    (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
+    assert row.status == "fault", row.detail
+    assert len(CALLS) == 1
