@@ -334,7 +334,8 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
             break
     faulted = next((s for s in judge.runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
-        return _read_then_fault(job, settings, contract, early, judge.runs[-1], faulted)
+        return _read_then_fault(job, settings, contract, early, judge.plausible_runs,
+                                judge.runs[-1], faulted)
     try:
         outcomes = [judge.row(i, case, early[i]) for i, case in enumerate(rows)]
     except RerunFaulted as stop:  # the device is gone: nothing more can be compared
@@ -349,7 +350,8 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
 
 
 def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
-                     early: list[list[Finding]], run: Run, faulted: Step) -> list[Outcome]:
+                     early: list[list[Finding]], plausible_runs: list[Run], run: Run,
+                     faulted: Step) -> list[Outcome]:
     """Rows of a job whose constant or tagged run faulted the device. Where the plausible
     fillings found the read behind it, that read is the row's finding (as the interpreter
     sandbox reports it on CPU) and the fault a note; elsewhere the row is a fault."""
@@ -358,8 +360,11 @@ def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
     note = (f"then {run.label(settings.device)} faulted the device (the read's red-zone "
             f"value used as an index): {faulted.error}")
     outcomes = []
-    for case, found in zip(job.mode.rows(job.case), early, strict=True):
-        if found:
+    judge = Judge(job, settings, contract, [])
+    judge.plausible_runs = plausible_runs
+    for i, (case, found) in enumerate(zip(job.mode.rows(job.case), early, strict=True)):
+        found = [*found, *judge.plausible_findings(i)]
+        if any(f.kind == Status.OOB_READ for f in found):
             row = make_row(job, case, settings, contract, Comparison(0, tuple(found), (note,)),
                            "", faulted.elapsed_ms, len(RUNS))
             outcomes.append(Outcome(row, tuple(found), device_lost=True))
@@ -428,9 +433,14 @@ class Judge:
             error = f"{where}: {step.error}" if where else step.error
             ends_as = step.ends_as
         if failed is None or failed[0] is not self.runs[0]:
-            checked, more = self.compare(i, case, [(r, s) for r, s in steps if not s.error])
+            # the plausible runs' outputs are judged too: on a GPU they make the process's
+            # first calls, and a kernel wrong only then must not go unseen
+            judged = [(r, s) for r, s in steps if not s.error] + [
+                (run, run.steps[i]) for run in self.plausible_runs
+                if i < len(run.steps) and not run.steps[i].error]
+            checked, more = self.compare(i, case, judged)
             findings += more
-        findings += early
+        findings += early + self.plausible_findings(i)
         merged = tuple(_merge(findings))
         row = make_row(self.job, case, self.settings, self.contract,
                        Comparison(checked, merged), error, first.elapsed_ms,
@@ -514,6 +524,13 @@ class Judge:
                 return ([read] if read.found_by == "redzone-tag" else []) + [race] + found
         return [read] + found
 
+
+    def plausible_findings(self, i: int) -> list[Finding]:
+        """What the plausible runs' calls did besides their outputs (side effects, writes
+        outside the output): a thread or a changed setting shows on a process's first call,
+        which is now one of theirs."""
+        return [_during(f, run.label(self.settings.device)) for run in self.plausible_runs
+                if i < len(run.steps) for f in run.steps[i].findings]
 
     def probe(self, filling: str) -> Run:
         """The job's mode run once more under ``filling`` (kept for the job's other rows)."""

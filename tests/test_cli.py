@@ -75,7 +75,7 @@ def test_fail_on_decides_what_fails(tmp_path):
     (["--invalid-fill", "7"], "--invalid-fill must be 0 or -1, got 7"),
     (["--path", "mtp", "--impl", "decode:pid"], "--impl decode:pid does not follow --path mtp"),
     (["--max-cases", "0"], "--max-cases must be at least 1"),
-    (["--fillings", "3"], "--fillings must be 1 or 2, got 3"),
+    (["--fillings", "3"], "or one of 1, 2, 4, got 3"),
 ])
 def test_usage_errors_exit_4_with_one_line(args, text, tmp_path):
     result = invoke("compare", "--report", tmp_path / "r.csv", *args)

@@ -134,3 +134,45 @@ def test_a_fault_in_the_first_plausible_run_ends_the_job_there():
     (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
     assert row.status == "fault", row.detail
     assert len(CALLS) == 1
+
+
+FIRST = []
+
+
+def _wrong_on_its_first_call(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                             BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Correct, except on its first call (a cold cache): the plausible run makes that call."""
+    from diffcheck.kernels.decode import decode_guarded
+
+    result = decode_guarded(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                            BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out=out, fill=fill)
+    if not FIRST:
+        FIRST.append(1)
+        result.view(-1)[0] += 1
+    return result
+
+
+def _starts_a_thread_once(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Leaves a thread running, on its first call only."""
+    import threading
+
+    from diffcheck.kernels.decode import decode_guarded
+
+    if not FIRST:
+        FIRST.append(1)
+        threading.Thread(target=threading.Event().wait, args=(2,), daemon=True).start()
+    return decode_guarded(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out=out, fill=fill)
+
+
+@pytest.mark.parametrize("name, status", [
+    ("_wrong_on_its_first_call", {"mismatch", "stray_write"}),  # element 0 may lie outside
+    ("_starts_a_thread_once", {"side_effect"})])
+def test_what_only_the_first_call_does_is_seen_when_the_plausible_runs_make_it(name, status):
+    impl = make_impl(f"decode:{name}", f"test_plausible:{name}")
+    case = next(c for c in suite_cases("decode", "edge") if not c.without_out)
+    FIRST.clear()
+    (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
+    assert row.status in status, row.detail
+    assert "plausible" in row.detail, row.detail
