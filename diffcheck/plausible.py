@@ -21,8 +21,9 @@ from diffcheck.findings import EXAMPLES, Example, Finding
 from diffcheck.modes import Step
 from diffcheck.status import Status
 
-#: what a probe returns: row i's step under a filling (None when it did not run that far)
-Probe = Callable[[str], "Step | None"]
+#: probe(filling, again) -> row i's step under a filling (None when it did not run that far);
+#: ``again`` asks for a second, separate run of the same filling
+Probe = Callable[[str, bool], "Step | None"]
 FOUND_BY = "redzone-plausible"
 
 
@@ -43,16 +44,45 @@ def same(x: Step, y: Step) -> bool:
 def _difference(a: Step, other: Step, locate: RegionLocator) -> tuple[int, int, str,
                                                                         tuple[Example, ...]]:
     """(count, first flat index, where in words, examples) of how ``other`` differs from
-    ``a``: output elements, else the writes only one of them made."""
+    ``a``: output elements, else an extra output's, else the writes only one of them made."""
     first, again = a.out.reshape(-1), other.out.reshape(-1)
     hits = torch.nonzero(first != again).flatten()
     if hits.numel():
         examples = tuple(Example("out", at, locate(at), int(first[at]), int(again[at]))
                          for at in hits[:EXAMPLES].tolist())
         return int(hits.numel()), examples[0].offset, f"first at {examples[0].location}", examples
+    for name, values in a.extras.items():
+        theirs = other.extras.get(name)
+        if theirs is None or theirs.shape != values.shape:
+            return 1, 0, f"the call returned {name} of another shape", ()
+        hits = torch.nonzero(values.reshape(-1) != theirs.reshape(-1)).flatten()
+        if hits.numel():
+            at = int(hits[0])
+            return (int(hits.numel()), at, f"first at {name}[{at}]",
+                    (Example(name, at, f"{name}[{at}]", int(values.reshape(-1)[at]),
+                             int(theirs.reshape(-1)[at])),))
     extra = sorted(_writes(other) ^ _writes(a), key=str)
+    if not extra:
+        return 1, 0, "the call returned other extra outputs", ()
     kind, buffer, count = extra[0]
     return count, 0, f"the call then made a {kind.value} into {buffer}", ()
+
+
+def _steady(probe: Probe, filling: str, locate: RegionLocator
+            ) -> tuple[Step | None, Finding | None]:
+    """A probe run twice: its step when both runs agree; else the nondeterminism they show
+    (a race must never name a buffer)."""
+    first = probe(filling, False)
+    again = probe(filling, True) if first is not None else None
+    if first is None or again is None:
+        return None, None
+    if same(first, again):
+        return first, None
+    race = nondeterministic(first.out, again.out, locate, f"{filling} filling, run twice",
+                            "reruns")
+    return None, race or Finding(Status.NONDETERMINISTIC, "out", 1, 0,
+                                 f"{filling} filling, run twice: extra outputs or writes differ",
+                                 found_by="reruns")
 
 
 def _label(staged, name: str, sides: list[str]) -> tuple[str, int]:
@@ -77,14 +107,15 @@ def _label(staged, name: str, sides: list[str]) -> tuple[str, int]:
 def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> list[Finding]:
     """Findings of the plausible runs ``a`` (filling A) and ``b`` (filling B) of one row.
 
-    Identical: nothing. Not reproducible (A or B again differs from itself): the kernel is
-    not deterministic. Otherwise one out-of-bounds read per buffer whose margins alone change
-    the output, or one naming every candidate when none does alone.
+    Identical: nothing. Any run that does not repeat itself (A, B, each probe run twice, A
+    once more at the end): the kernel is not deterministic, and nothing is named. Otherwise
+    one out-of-bounds read per buffer whose margins alone change the output, or one naming
+    every candidate when none does alone.
     """
     if same(a, b):
         return []
     for filling, first in (("plausible-a", a), ("plausible-b", b)):
-        again = probe(filling)
+        again = probe(filling, False)
         if again is None:
             return []
         if not same(first, again):
@@ -95,12 +126,16 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
     names = [buf.name for buf in staged.all()]
     findings = []
     for name in names:
-        flipped = probe(f"plausible-a:{name}")
+        flipped, race = _steady(probe, f"plausible-a:{name}", locate)
+        if race is not None:
+            return [race]
         if flipped is None or same(a, flipped):
             continue
         sides = []
         for side in ("before", "after"):
-            one = probe(f"plausible-a:{name}.{side}")
+            one, race = _steady(probe, f"plausible-a:{name}.{side}", locate)
+            if race is not None:
+                return [race]
             if one is not None and not same(a, one):
                 sides.append(side)
         words, index = _label(staged, name, sides)
@@ -111,6 +146,11 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
             examples[0].expected if examples else None,
             examples[0].actual if examples else None,
             found_by=FOUND_BY, examples=examples, when=when))
+    last = probe("plausible-a", True)
+    if last is not None and not same(a, last):
+        race = nondeterministic(a.out, last.out, locate, "plausible-a filling, once more after "
+                                "the probes", "reruns")
+        return [race] if race else []
     if findings:
         return findings
     count, _, where, examples = _difference(a, b, locate)

@@ -418,7 +418,10 @@ class Judge:
                                     Comparison(0, ()), "not run: the mode ended before this row",
                                     0.0, 0))
         first = steps[0][1]
-        failed = next(((run, step) for run, step in steps if step.error), None)
+        # a plausible run's error counts too: on a GPU it made the process's first call
+        failed = next(((run, step) for run, step in steps if step.error), None) or next(
+            ((run, run.steps[i]) for run in self.plausible_runs
+             if i < len(run.steps) and run.steps[i].error), None)
         findings: list[Finding] = []
         for run, step in steps:
             findings += [_during(f, self.label(run)) for f in step.findings]
@@ -440,6 +443,10 @@ class Judge:
                 if i < len(run.steps) and not run.steps[i].error]
             checked, more = self.compare(i, case, judged)
             findings += more
+        if any(f.kind == Status.NONDETERMINISTIC for f in findings):
+            # a kernel that is not deterministic makes the plausible outputs differ as well:
+            # no margin is named on that evidence
+            early = [f for f in early if f.found_by != plausible.FOUND_BY]
         findings += early + self.plausible_findings(i)
         merged = tuple(_merge(findings))
         row = make_row(self.job, case, self.settings, self.contract,
@@ -532,16 +539,18 @@ class Judge:
         return [_during(f, run.label(self.settings.device)) for run in self.plausible_runs
                 if i < len(run.steps) for f in run.steps[i].findings]
 
-    def probe(self, filling: str) -> Run:
-        """The job's mode run once more under ``filling`` (kept for the job's other rows)."""
-        if filling not in self.probes:
+    def probe(self, filling: str, again: bool = False) -> Run:
+        """The job's mode run once more under ``filling`` (kept for the job's other rows);
+        ``again``: a second such run."""
+        key = f"{filling}#again" if again else filling
+        if key not in self.probes:
             steps = execute(self.job, self.settings, self.contract, RunPlan(filling))
             number = len(RUNS) + len(self.reruns) + len(self.probes) + 1
-            self.probes[filling] = Run(RunPlan(filling), number, steps)
+            self.probes[key] = Run(RunPlan(filling), number, steps)
             faulted = next((s for s in steps if s.fault), None)
             if faulted is not None:
                 raise RerunFaulted(faulted)
-        return self.probes[filling]
+        return self.probes[key]
 
     def across_plausible(self, i: int, case: Case) -> list[Finding]:
         """Plausible fillings A and B disagree: a read of a margin whose value the kernel's
@@ -556,12 +565,13 @@ class Judge:
         _regions_only(a, mask)
         _regions_only(b, mask)
         return plausible.judge(a, b, locators(case)["out"],
-                               lambda filling: self.step_of(filling, i, mask),
+                               lambda filling, again: self.step_of(filling, i, mask, again),
                                "plausible fillings A and B")
 
-    def step_of(self, filling: str, i: int, mask: torch.Tensor) -> Step | None:
+    def step_of(self, filling: str, i: int, mask: torch.Tensor,
+                again: bool = False) -> Step | None:
         """Row ``i``'s step of a probe run (None when that run did not get there)."""
-        run = self.probe(filling)
+        run = self.probe(filling, again)
         if i >= len(run.steps) or run.steps[i].error:
             return None
         _regions_only(run.steps[i], mask)

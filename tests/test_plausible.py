@@ -176,3 +176,81 @@ def test_what_only_the_first_call_does_is_seen_when_the_plausible_runs_make_it(n
     (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
     assert row.status in status, row.detail
     assert "plausible" in row.detail, row.detail
+
+
+def _counts_read_past_req_id(req_id, block_table, token_indices, BLOCK_SIZE=64,
+                             BLOCK_STRIDE_ROWS=None, NUM_TOPK_TOKENS=2048, BLOCK_N=512, out=None,
+                             fill=-1, return_valid_counts=False, seq_lens=None, layer_id=0):
+    """Correct output, but its valid counts depend on the element past req_id's end (read
+    from the allocation, as a kernel would), and only when that element is a valid id."""
+    from diffcheck.kernels.blocktable import blocktable_guarded
+
+    result = blocktable_guarded(req_id, block_table, token_indices, BLOCK_SIZE,
+                                BLOCK_STRIDE_ROWS, NUM_TOPK_TOKENS, BLOCK_N, out, fill,
+                                return_valid_counts, seq_lens, layer_id)
+    if not return_valid_counts:
+        return result
+    out, counts = result
+    past = int(torch.as_strided(req_id, (1,), (1,), req_id.storage_offset() + req_id.numel()))
+    if past == 0:
+        counts = counts.clone()
+        counts[-1] += 1
+    return out, counts
+
+
+def test_a_read_that_changes_only_an_extra_output_is_named():
+    impl = make_impl("blocktable:counts-read", "test_plausible:_counts_read_past_req_id")
+    cases = [c for c in suite_cases("blocktable", "smoke", "edge")
+             if c.scalars.get("valid_counts") and not c.without_out][:2]
+    assert cases
+    for row in run_cases(impl, cases, fillings=4, **GPU_LIKE):
+        assert row.status == "oob_read", row.detail
+        assert row.first_oob_read.startswith("req_id: a read past its end"), row.detail
+
+
+RACES = []
+
+
+def _racy_but_in_bounds(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                        BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    """Reads only inside its buffers; some calls (a race) add 7 to its first element."""
+    from diffcheck.kernels.decode import decode_guarded
+
+    result = decode_guarded(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                            BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out=out, fill=fill)
+    if RACES.pop(0) if RACES else False:
+        result.view(-1)[0] += 7
+    return result
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_race_never_names_a_margin(seed):
+    """Whichever calls the race hits, the row may be nondeterministic or wrong, never a read."""
+    import random
+
+    rng = random.Random(seed)
+    impl = make_impl("decode:racy", "test_plausible:_racy_but_in_bounds")
+    case = next(c for c in suite_cases("decode", "smoke") if not c.without_out)
+    RACES[:] = [rng.random() < 0.3 for _ in range(200)]
+    (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
+    assert row.status != "oob_read", (seed, row.detail)
+
+
+def _raises_on_its_first_call(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                              BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+    from diffcheck.kernels.decode import decode_guarded
+
+    if not FIRST:
+        FIRST.append(1)
+        raise RuntimeError("lazy initialisation failed on the first call")
+    return decode_guarded(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out=out, fill=fill)
+
+
+def test_an_error_of_a_plausible_run_is_the_rows_error():
+    impl = make_impl("decode:first-raises", "test_plausible:_raises_on_its_first_call")
+    case = next(c for c in suite_cases("decode", "edge") if not c.without_out)
+    FIRST.clear()
+    (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
+    assert row.status == "error", row.detail
+    assert "lazy initialisation failed" in row.error and "plausible" in row.error, row.error
