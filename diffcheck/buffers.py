@@ -122,14 +122,16 @@ class Staged:
         self.arena[end:].copy_(self.expected[end:])
 
 
-def _edges(name: str, role: str, tensor: torch.Tensor) -> tuple[str, str, int, int]:
+def _edges(name: str, role: str, tensors: list[torch.Tensor]) -> tuple[str, str, int, int]:
     """(name, role, first, last) for a plausible filling; first and last only where the
-    role's margins follow them (one host read of two elements)."""
-    if role not in EDGE_ROLES or tensor.numel() == 0:
+    role's margins follow them (one host read of two elements per tensor). ``tensors``: the
+    buffer as staged, then what later replay steps load into it (the smallest first and the
+    largest last, so a row past the end stays non-empty under B for every step)."""
+    tensors = [t for t in tensors if t.numel()]
+    if role not in EDGE_ROLES or not tensors:
         return name, role, 0, 0
-    flat = tensor.reshape(-1)
-    first, last = torch.stack([flat[0], flat[-1]]).tolist()
-    return name, role, int(first), int(last)
+    edges = [torch.stack([t.reshape(-1)[0], t.reshape(-1)[-1]]).tolist() for t in tensors]
+    return name, role, int(min(e[0] for e in edges)), int(max(e[1] for e in edges))
 
 
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
@@ -252,19 +254,23 @@ def stage(
     filling: str = "constant",
     order: tuple[str, ...] = (),
     roles: tuple[str, ...] = (),
+    later: tuple[dict[str, torch.Tensor], ...] = (),
 ) -> Staged:
     """Stage whole input buffers, apply strided column views, add a poisoned workspace.
 
     All buffers share one allocation, each between its own margins, built by one
     concatenation. ``order`` fixes the buffer ids that tags carry (the path's tensor order);
-    ``out`` comes last. ``roles`` (in ``order``) choose plausible fillings' values.
+    ``out`` comes last. ``roles`` (in ``order``) choose plausible fillings' values, with
+    ``later`` (what replay steps will load) for the edges of offset buffers.
     """
     margin = margin_for(inputs)
     names = list(order) or list(inputs)
     sources = [inputs[n] for n in names]
     plausible: tuple = ()
     if filling.startswith("plausible"):
-        plausible = tuple(_edges(name, role, inputs[name]) for name, role in
+        plausible = tuple(_edges(name, role, [inputs[name], *(step[name] for step in later
+                                                              if name in step)])
+                          for name, role in
                           zip(names, roles or ("",) * len(names), strict=True))
         plausible += (("out", "", 0, 0),)
     layout = arena_layout(device, filling, (*(t.numel() for t in sources), out_size), margin,

@@ -262,11 +262,14 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
         ids = {name: i for i, name in enumerate((*spec.names, "out"))}
         sandbox = Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
     fn = settings.implementation(job.impl)
+    # a replay loads later steps into the first step's staging: plausible margins fit them all
+    later = tuple(step.inputs for step in job.case.steps[1:]) if (
+        isinstance(job.case, Scenario) and plan.filling.startswith("plausible")) else ()
 
     def stage_case(case: Case) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                       plan.filling, spec.names, tuple(t.role for t in spec.tensors))
+                       plan.filling, spec.names, tuple(t.role for t in spec.tensors), later)
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
