@@ -26,7 +26,10 @@ except DiffcheckError as e:  # e.g. a GPU image whose numpy is too new for the i
 
 
 def pytest_collection_modifyitems(config, items):
-    """Without a working interpreter only the `cuda` tests can run; skip the rest, saying why."""
+    """The minutes-long `slow` runs first, so that under xdist (`-n 2`) the other worker runs
+    everything else meanwhile instead of waiting for it at the end. Without a working
+    interpreter only the `cuda` tests can run; skip the rest, saying why."""
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: otherwise as collected
     if INTERPRETER_PROBLEM:
         skip = pytest.mark.skip(reason=f"Triton interpreter unusable: {INTERPRETER_PROBLEM}")
         for item in items:
