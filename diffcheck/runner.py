@@ -240,6 +240,10 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
         step.ends_as = Status.FAULT
         return False
     except Exception as e:
+        # the interpreter (triton 3.7+) wraps what a kernel's interpretation raised, a time
+        # limit's or Ctrl-C's interruption included: those stay diffcheck's own
+        if isinstance(e.__cause__, (KeyboardInterrupt, CaseTimeout)):
+            raise e.__cause__ from None
         step.error = step.error or one_line(e)
         step.fault = step.fault or is_device_fault(e)
         if step.fault:

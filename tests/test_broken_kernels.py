@@ -51,7 +51,7 @@ def test_broken_kernel_gets_its_status(name, expected):
              and only in (None, c.case_id)]
     rows = run_cases(impl, cases[: options.pop("cases", None)], **options)
     row = worst_row(rows)
-    assert row.status == status.value, (row.case_id, row.detail)
+    assert row.status == status.value, (row.case_id, row.error, row.detail)
     assert text in row.detail, row.detail
 
 

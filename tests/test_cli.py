@@ -26,6 +26,7 @@ def error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # the whole default command: once, in the pinned environment
 def test_compare_with_defaults_passes_and_writes_the_report(tmp_path):
     report = tmp_path / "r.csv"
     result = invoke("compare", "--device", "cpu", "--report", report)

@@ -168,6 +168,7 @@ def test_regress_exits_1_on_a_planted_regression_and_0_on_identical_reports(mixe
     assert invoke("report", "regress", head, base).exit_code == ExitCode.OK  # only better
 
 
+@pytest.mark.slow  # every shard of the default selection: once, in the pinned environment
 def test_shards_partition_the_rows_exactly(tmp_path):
     parts = []
     for i in (1, 2, 3):

@@ -113,6 +113,7 @@ def test_one_item_per_row_and_failures_name_status_finding_and_reproduce(engine)
     assert "reproduce: diffcheck compare" in out
 
 
+@pytest.mark.slow  # pytest mechanics, not triton's: once, in the pinned environment
 def test_k_x_and_last_failed_select_rows_as_usual(engine):
     picked = pytest_in(engine, "-p", "no:cacheprovider", "-k", "odd-beyond")
     assert counts(picked.stdout) == {"passed": 1, "failed": 1, "deselected": counts(
@@ -125,6 +126,7 @@ def test_k_x_and_last_failed_select_rows_as_usual(engine):
     assert "passed" not in counts(again.stdout), again.stdout[-2000:]
 
 
+@pytest.mark.slow  # pytest mechanics, not triton's: once, in the pinned environment
 def test_xdist_spreads_the_rows_over_workers(engine):
     pytest.importorskip("xdist")
     done = pytest_in(engine, "-p", "no:cacheprovider", "-n", "2")
