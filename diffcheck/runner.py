@@ -417,7 +417,7 @@ class Judge:
         """How a finding names the run that showed it; the first run goes without saying."""
         return "" if run.number == 1 else run.label(self.settings.device)
 
-    def row(self, i: int, case: Case, early: list[Finding] = ()) -> Outcome:
+    def row(self, i: int, case: Case, early: list[Finding] | None = None) -> Outcome:
         """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
         steps = [(run, run.steps[i]) for run in self.runs[:JUDGED_RUNS] if i < len(run.steps)]
         if not steps:
@@ -453,8 +453,8 @@ class Judge:
         if any(f.kind == Status.NONDETERMINISTIC for f in findings):
             # a kernel that is not deterministic makes the plausible outputs differ as well:
             # no margin is named on that evidence
-            early = [f for f in early if f.found_by != plausible.FOUND_BY]
-        findings += early + self.plausible_findings(i)
+            early = [f for f in early or () if f.found_by != plausible.FOUND_BY]
+        findings += [*(early or ()), *self.plausible_findings(i)]
         merged = tuple(_merge(findings))
         row = make_row(self.job, case, self.settings, self.contract,
                        Comparison(checked, merged), error, first.elapsed_ms,
