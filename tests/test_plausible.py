@@ -254,3 +254,31 @@ def test_an_error_of_a_plausible_run_is_the_rows_error():
     (row,) = run_cases(impl, [case], fillings=4, **GPU_LIKE)
     assert row.status == "error", row.detail
     assert "lazy initialisation failed" in row.error and "plausible" in row.error, row.error
+
+
+def test_the_default_selection_catches_the_hidden_over_read(tmp_path):
+    """No --suite, no --fillings: on the GPU's view (no sandbox) the default suites and the
+    default fillings find the checked kernel's over-read; the API's defaults on CPU too."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from diffcheck import api
+
+    report = tmp_path / "r.csv"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "compare", "--path", "mtp", "--impl",
+         "broken_kernels:mtp_counts_tokens_from_indptr", "--mode", "eager",
+         "--no-interpreter-check", "--report", str(report), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    df = pd.read_csv(report)
+    assert set(df["fillings"]) == {4}
+    reads = df[df["status"] == "oob_read"]
+    assert (reads["oob_read_found_by"] == "redzone-plausible").any(), df["status"].tolist()
+    rows = api.check("broken_kernels:mtp_counts_tokens_from_indptr", "mtp", modes="eager")
+    assert (rows["status"] == "oob_read").any()
