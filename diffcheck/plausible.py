@@ -41,31 +41,31 @@ def same(x: Step, y: Step) -> bool:
         torch.equal(x.extras[n], y.extras[n]) for n in x.extras)
 
 
-def _difference(a: Step, other: Step, locate: RegionLocator) -> tuple[int, int, str,
-                                                                        tuple[Example, ...]]:
-    """(count, first flat index, where in words, examples) of how ``other`` differs from
+def _difference(a: Step, other: Step, locate: RegionLocator
+                ) -> tuple[int, str, tuple[Example, ...]]:
+    """(count, where in words, examples) of how ``other`` differs from
     ``a``: output elements, else an extra output's, else the writes only one of them made."""
     first, again = a.out.reshape(-1), other.out.reshape(-1)
     hits = torch.nonzero(first != again).flatten()
     if hits.numel():
         examples = tuple(Example("out", at, locate(at), int(first[at]), int(again[at]))
                          for at in hits[:EXAMPLES].tolist())
-        return int(hits.numel()), examples[0].offset, f"first at {examples[0].location}", examples
+        return int(hits.numel()), f"first at {examples[0].location}", examples
     for name, values in a.extras.items():
         theirs = other.extras.get(name)
         if theirs is None or theirs.shape != values.shape:
-            return 1, 0, f"the call returned {name} of another shape", ()
+            return 1, f"the call returned {name} of another shape", ()
         hits = torch.nonzero(values.reshape(-1) != theirs.reshape(-1)).flatten()
         if hits.numel():
             at = int(hits[0])
-            return (int(hits.numel()), at, f"first at {name}[{at}]",
+            return (int(hits.numel()), f"first at {name}[{at}]",
                     (Example(name, at, f"{name}[{at}]", int(values.reshape(-1)[at]),
                              int(theirs.reshape(-1)[at])),))
     extra = sorted(_writes(other) ^ _writes(a), key=str)
     if not extra:
-        return 1, 0, "the call returned other extra outputs", ()
+        return 1, "the call returned other extra outputs", ()
     kind, buffer, count = extra[0]
-    return count, 0, f"the call then made a {kind.value} into {buffer}", ()
+    return count, f"the call then made a {kind.value} into {buffer}", ()
 
 
 def _steady(probe: Probe, filling: str, locate: RegionLocator
@@ -139,7 +139,7 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
             if one is not None and not same(a, one):
                 sides.append(side)
         words, index = _label(staged, name, sides)
-        count, _, where, examples = _difference(a, flipped, locate)
+        count, where, examples = _difference(a, flipped, locate)
         findings.append(Finding(
             Status.OOB_READ, name, count, index,
             f"{words} (its margin's plausible values changed the output, {where})",
@@ -153,7 +153,7 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
         return [race] if race else []
     if findings:
         return findings
-    count, _, where, examples = _difference(a, b, locate)
+    count, where, examples = _difference(a, b, locate)
     return [Finding(Status.OOB_READ, "?", count, 0,
                     f"output depends on the margins of {', '.join(names)} together (plausible "
                     f"fillings A and B differ, {where}; no one buffer's margins alone change it)",
