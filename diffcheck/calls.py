@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffcheck.buffers import POISON, Staged
 from diffcheck.case import Case
@@ -108,9 +109,11 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
     out_ptr = out.data_ptr()
 
     def call() -> object:
-        if not writes_out:
-            _prime_allocator(out)
-        result = fn(*args, **kwargs)
+        if writes_out:
+            result = fn(*args, **kwargs)
+        else:
+            with PoisonedAllocations():
+                result = fn(*args, **kwargs)
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         main = values[0] if values else None
         if writes_out:
@@ -131,15 +134,22 @@ def bind(spec: PathSpec, impl: Implementation, fn: Callable, staged: Staged,
     return call
 
 
-def _prime_allocator(like: torch.Tensor) -> None:
-    """Leave a freed block of the output's size full of POISON, so that an output the kernel
-    allocates itself most likely starts as poison: elements it never writes then read as
-    unwritten, not as whatever the allocator handed back (old red zones that look like tags).
-    Best effort; skipped while a graph is being captured."""
-    if like.is_cuda and torch.cuda.is_current_stream_capturing():
-        return
-    block = torch.full((like.numel(),), POISON, dtype=torch.int32, device=like.device)
-    del block
+class PoisonedAllocations(TorchDispatchMode):
+    """Every int32 tensor allocated during a call without out= starts as POISON, so that the
+    elements of a returned output the kernel never writes read as unwritten, alike in every
+    run, not as whatever the allocator handed back (old red zones that differ between
+    fillings and once looked like a filling-dependent read)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func.overloadpacket in _EMPTY and isinstance(result, torch.Tensor) \
+                and result.dtype == torch.int32:
+            result.fill_(POISON)
+        return result
+
+
+_EMPTY = (torch.ops.aten.empty, torch.ops.aten.empty_like, torch.ops.aten.new_empty,
+          torch.ops.aten.empty_strided, torch.ops.aten.new_empty_strided)
 
 
 def _returned(value: object, what: str, shape) -> torch.Tensor:

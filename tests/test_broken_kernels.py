@@ -4,6 +4,7 @@ import inspect
 
 import broken_kernels
 import pytest
+import torch
 from conftest import make_impl, run_cases, suite_cases
 
 from diffcheck.status import Status
@@ -90,3 +91,22 @@ def test_outside_implementation_is_judged_against_the_run_fill():
     cases = [c for c in suite_cases("decode", "edge", fill=-1)
              if "odd" in c.name and "duplicates" not in c.name]
     assert {r.status for r in run_cases(impl, cases)} == {"mismatch"}
+
+
+def test_a_call_without_out_gets_poisoned_int32_allocations():
+    """Whatever the allocator held before (here a freed block of tag-like values), an int32
+    tensor the kernel allocates during a call without out= starts as POISON; other dtypes and
+    allocations outside the call are left alone."""
+    from diffcheck.buffers import POISON
+    from diffcheck.calls import PoisonedAllocations
+
+    for _ in range(20):
+        del_me = torch.full((1317,), 1 << 30, dtype=torch.int32)
+        del del_me
+        with PoisonedAllocations():
+            ints = torch.empty(1317, dtype=torch.int32)
+            like = torch.empty_like(ints)
+            new = ints.new_empty((3, 7))
+            floats = torch.zeros(4, dtype=torch.float32)
+        assert bool((ints == POISON).all()) and bool((like == POISON).all())
+        assert bool((new == POISON).all()) and bool((floats == 0).all())
