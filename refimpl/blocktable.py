@@ -124,8 +124,9 @@ def blocktable_violations(tensors: dict[str, torch.Tensor], k: int,
     if seq_lens.numel() != requests:
         problems.append(f"seq_lens has {seq_lens.numel()} entries, block_table {requests} rows")
     ids = req.cpu()
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= requests):
-        problems.append(f"req_id holds a request outside 0..{requests - 1}")
+    if ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= requests):
+        problems.append(f"req_id holds a request outside 0..{requests - 1} (or -1, the "
+                        "padding id)")
     if problems:
         return problems
     lengths = seq_lens.cpu().to(torch.int64)
