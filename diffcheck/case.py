@@ -86,6 +86,8 @@ class Scenario:
     sizes: list[int]
     #: the --graph-size it was built with (None: the recipe's own), to rebuild it elsewhere
     graph: int | None = None
+    #: where a stored scenario came from (a file path), for the reproduce command
+    source: str = ""
 
     def __post_init__(self) -> None:
         if len(self.sizes) != len(self.steps):
@@ -94,7 +96,7 @@ class Scenario:
 
     @property
     def case_id(self) -> str:
-        return f"{self.suite}/{self.name}"
+        return f"{self.suite}/{self.name}" if self.suite else self.name
 
     def graph_size(self, step: Case) -> int:
         """The graph size (padded batch) a step replays on."""

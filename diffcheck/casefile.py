@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcheck.case import Case
+from diffcheck.case import Case, Scenario
 from diffcheck.errors import CaseFileError
 from diffcheck.paths import PathSpec, get_path, known_paths
 
@@ -149,14 +149,8 @@ _META_FIELDS = {
 }
 
 
-def _meta(text: str, fail) -> dict:
+def _meta(meta: dict, fail) -> dict:
     """The case metadata, every field of the right type (a wrong one named)."""
-    try:
-        meta = json.loads(text)
-    except ValueError as e:
-        raise fail(f"'meta' is not JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise fail(f"'meta' is a JSON {type(meta).__name__}, expected an object")
     for name, (kind, required) in _META_FIELDS.items():
         if name not in meta:
             if required:
@@ -181,23 +175,34 @@ def _meta(text: str, fail) -> dict:
 FILLS = (0, -1)
 
 
-def load_case(path: str | Path, validate: bool = True) -> Case:
-    """Read and validate a case file; raises CaseFileError with one actionable line.
-
-    ``validate=False`` still checks the schema but accepts a batch that breaks the contract
-    (a case recorded from a live engine may; ``diffcheck show`` lists what is wrong).
-    """
-    path = Path(path)
-
+def _reader(path: Path):
     def fail(why: str) -> CaseFileError:
         return CaseFileError(f"case file {path}: {why}")
 
+    return fail
+
+
+def _open(path: Path, fail) -> tuple[dict, dict[str, np.ndarray]]:
+    """(raw meta, arrays) of a case or scenario file, the meta parsed but not yet checked."""
     if not path.is_file():
         raise fail("no such file (write one with `diffcheck export` or diffcheck.case.save_case)")
     arrays = _read_arrays(path, fail)
     if "meta" not in arrays:
         raise fail("no 'meta' entry (not written by diffcheck; re-save it with save_case)")
-    meta = _meta(str(arrays.pop("meta")), fail)
+    text = str(arrays.pop("meta"))
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise fail(f"'meta' is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise fail(f"'meta' is a JSON {type(meta).__name__}, expected an object")
+    return meta, arrays
+
+
+def _case_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
+               validate: bool) -> Case:
+    """One case from its (unchecked) meta and its arrays ``inputs/<n>``, ``intended/<n>``."""
+    meta = _meta(meta, fail)
     paths = known_paths()
     if meta["path"] not in paths:
         raise fail(f"unknown path '{meta['path']}'; known: {', '.join(paths)}")
@@ -221,6 +226,100 @@ def load_case(path: str | Path, validate: bool = True) -> Case:
         hint = "" if not validate else " (see `diffcheck show` for every finding)"
         raise fail(problems[0] + more + hint)
     return case
+
+
+def load_case(path: str | Path, validate: bool = True) -> Case:
+    """Read and validate a case file; raises CaseFileError with one actionable line.
+
+    ``validate=False`` still checks the schema but accepts a batch that breaks the contract
+    (a case recorded from a live engine may; ``diffcheck show`` lists what is wrong).
+    """
+    path = Path(path)
+    fail = _reader(path)
+    meta, arrays = _open(path, fail)
+    if meta.get("kind") == "scenario":
+        raise fail("is a replay scenario, not one case: replay it with `diffcheck compare "
+                   f"--cases {path} --mode replay`")
+    return _case_from(meta, arrays, path, fail, validate)
+
+
+def load_any(path: str | Path, validate: bool = True) -> Case | Scenario:
+    """A case file or a scenario file, read and validated."""
+    path = Path(path)
+    fail = _reader(path)
+    meta, arrays = _open(path, fail)
+    if meta.get("kind") == "scenario":
+        return _scenario_from(meta, arrays, path, fail, validate)
+    return _case_from(meta, arrays, path, fail, validate)
+
+
+def save_scenario(scenario: Scenario, path: str | Path) -> Path:
+    """Write a replay scenario (its steps, their graph sizes and intended batches) as one
+    ``.npz`` file that loads without pickle, like a case file."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    steps = []
+    for i, step in enumerate(scenario.steps):
+        for group, tensors in (("inputs", step.inputs), ("intended", step.intended or {})):
+            arrays.update({f"steps/{i}/{group}/{n}": t.detach().cpu().contiguous().numpy()
+                           for n, t in tensors.items()})
+        steps.append({
+            "name": step.name, "k": step.k, "fill": step.fill, "seed": step.seed,
+            "description": step.description, "columns": step.columns,
+            "fill_swapped": step.fill_swapped, "scalars": step.scalars,
+            "without_out": step.without_out, "path": step.path, "suite": step.suite,
+        })
+    meta = {"format": FORMAT_VERSION, "kind": "scenario", "path": scenario.path,
+            "name": scenario.name, "suite": scenario.suite,
+            "description": scenario.description, "sizes": scenario.sizes,
+            "graph": scenario.graph, "steps": steps}
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def _scenario_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
+                   validate: bool) -> Scenario:
+    """A scenario from its meta (``steps``: one case meta each; ``sizes``: their graph sizes)
+    and its arrays ``steps/<i>/inputs/<name>``, ``steps/<i>/intended/<name>``."""
+    steps, sizes = meta.get("steps"), meta.get("sizes")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        raise fail("scenario meta has no 'steps' list of step objects")
+    if not isinstance(sizes, list) or len(sizes) != len(steps) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+        raise fail(f"scenario meta field 'sizes' must hold one graph size (>= 1) per step "
+                   f"({len(steps)})")
+    for key in ("path", "name", "suite", "description"):
+        if not isinstance(meta.get(key, ""), str):
+            raise fail(f"scenario meta field '{key}' must be a text")
+    graph = meta.get("graph")
+    if graph is not None and (not isinstance(graph, int) or isinstance(graph, bool)):
+        raise fail("scenario meta field 'graph' must be an integer or null")
+    grouped: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        head, _, rest = key.partition("/")
+        index, _, inner = rest.partition("/")
+        if head != "steps" or not index.isdigit() or int(index) >= len(steps) or not inner:
+            raise fail(f"unexpected entry '{key}' (expected steps/<i>/inputs/<name> or "
+                       f"steps/<i>/intended/<name> for i < {len(steps)})")
+        grouped.setdefault(int(index), {})[inner] = value
+    cases = []
+    for i, step_meta in enumerate(steps):
+        if step_meta.get("path", meta.get("path")) != meta.get("path"):
+            raise fail(f"step {i} is of path {step_meta.get('path')!r}, the scenario of "
+                       f"{meta.get('path')!r}")
+        step_meta = {**step_meta, "path": meta.get("path")}
+
+        def step_fail(why: str, i: int = i) -> CaseFileError:
+            return fail(f"step {i}: {why}")
+
+        case = _case_from(step_meta, grouped.get(i, {}), path, step_fail, validate)
+        cases.append(case)
+    return Scenario(cases[0].path, meta.get("name") or path.stem, meta.get("suite", ""),
+                    meta.get("description", ""), cases, list(sizes), graph,
+                    source=str(path.resolve()))
 
 
 def describe_case(case: Case) -> str:

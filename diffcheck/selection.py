@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffcheck.case import Case, Scenario
-from diffcheck.casefile import case_problems, load_case, max_elements
+from diffcheck.casefile import case_problems, load_any, max_elements
 from diffcheck.errors import CaseFileError, NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
 from diffcheck.job import Job
@@ -163,7 +163,7 @@ def select(
         suites = list(DEFAULT_SUITES)
     cases = build_suites(paths, suites, run_seed, fill, graph_size)
     for file in case_files:
-        case = load_case(file)
+        case = load_any(file)
         if case.path in paths:
             cases.append(case)
     if case_patterns:

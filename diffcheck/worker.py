@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 import torch
 
 from diffcheck.case import Case, Scenario
-from diffcheck.casefile import load_case
+from diffcheck.casefile import load_any
 from diffcheck.errors import DeviceError
 from diffcheck.job import Job
 from diffcheck.runner import Outcome, RunSettings, ended, run_job
@@ -38,9 +38,9 @@ CASE_ELEMENTS_KEPT = 1 << 26
 
 def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
     """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
-    if isinstance(case, Case) and case.source:
+    if case.source:
         return ("file", case.source)
-    if isinstance(case, Scenario):
+    if isinstance(case, Scenario) and case.suite:
         return ("scenario", case.path, case.suite, case.name, run_seed, case.steps[0].fill,
                 case.graph)
     if case.suite:
@@ -51,7 +51,7 @@ def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
 def rebuild(recipe: tuple) -> Case | Scenario:
     kind = recipe[0]
     if kind == "file":
-        return load_case(recipe[1])
+        return load_any(recipe[1])
     from diffcheck.paths import get_path
 
     if kind == "suite":
