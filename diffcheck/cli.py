@@ -289,6 +289,166 @@ def compare(
 
 @app.command()
 @exit_codes
+def fuzz(
+    impl: Annotated[
+        str,
+        typer.Option(help="Implementation to fuzz: a registered name, module:function or "
+                     "file.py:function.", show_default=False),
+    ],
+    path: Annotated[
+        str | None,
+        typer.Option(help="Kernel path the implementation follows; default a registered "
+                     "name's own (path:variant).", show_default=False),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(help="eager or capture: generated calls; replay, graph or all: generated "
+                     "replay scenarios (a graph captured on a full, dummy or padded batch, "
+                     "then real batches), checked in those modes."),
+    ] = "eager",
+    budget: Annotated[
+        str, typer.Option(help="How long to search: a time (60s, 5m, 1h) or a number of "
+                          "generated cases (500).")
+    ] = "60s",
+    seed: Annotated[int, typer.Option(help="Seed of the search (the same seed draws the same "
+                                      "cases).")] = 0,
+    shrink_time: Annotated[
+        float, typer.Option(help="Seconds to spend shrinking a failure to a minimal case.")
+    ] = 60.0,
+    save_to: Annotated[
+        Path,
+        typer.Option(help="Regression folder: a shrunk failure is saved here as a case or "
+                     "scenario file (`compare --cases` replays it), and its saved cases of "
+                     "the path run first."),
+    ] = Path("fuzz-cases"),
+    size: Annotated[
+        str, typer.Option(help="small (a few dozen requests, graphs of 16: the CPU "
+                          "interpreter), production (up to 512 requests and graphs of 512) "
+                          "or auto: production on a GPU.")
+    ] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu (Triton interpreter) or cuda.")
+    ] = "auto",
+    invalid_fill: Annotated[
+        int | None, typer.Option(help="Fill value: 0 or -1; default the path's own.")
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option(help="Comma-separated statuses that count as a failure.",
+                     show_default="mismatch and everything more severe"),
+    ] = "",
+    interpreter_check: Annotated[
+        bool, typer.Option(help="On CPU, bounds-check every load and store (the sandbox).")
+    ] = True,
+    fillings: Annotated[
+        int, typer.Option(help="Red-zone fillings per case, as for compare (0: the device's "
+                          "default).")
+    ] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds one case may take before it ends as `timeout`.")
+    ] = 60.0,
+    isolation: Annotated[
+        str, typer.Option(help="process (one worker process, replaced after a fault) or none.")
+    ] = "auto",
+) -> None:
+    """Generate cases (or replay scenarios) against the reference with every check on, stop
+    at the first failure or the budget, shrink the failure to a minimal case and save it.
+
+    Exit codes: 0 no failure within the budget, 1 a failure (shrunk and saved, or a saved
+    regression case that still fails), 2 interrupted, 3 internal error, 4 usage error.
+    """
+    from diffcheck import backend, modes
+    from diffcheck import fuzz as fuzzing
+    from diffcheck.case import Scenario
+    from diffcheck.casefile import save_case, save_scenario
+    from diffcheck.executors import settings_for
+    from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
+    from diffcheck.impls import find
+    from diffcheck.paths import get_path, known_paths
+
+    failing = _fail_on(fail_on)
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    if not (timeout == 0 or 0 < timeout < float("inf")):
+        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
+                         f"got {timeout:g}")
+    if not 0 <= shrink_time < float("inf"):
+        raise UsageError(f"--shrink-time must be 0 or more seconds, got {shrink_time:g}")
+    if size not in ("auto", "small", "production"):
+        raise UsageError(f"--size must be auto, small or production, got '{size}'")
+    allotted = fuzzing.Budget.parse(budget)
+    chosen_modes = modes.select(mode)
+    if path is None:
+        prefix = impl.partition(":")[0]
+        if prefix not in known_paths() or ".py" in impl or impl.count(":") != 1:
+            raise UsageError(f"--impl {impl}: say which contract it follows with --path "
+                             f"({', '.join(known_paths())})")
+        path = prefix
+    spec = get_path(path)
+    scenarios = any(m.name == "replay" for m in chosen_modes)
+    fuzzing.strategy_for(spec, scenarios, CPU_LIMITS)  # refuses a path it cannot fuzz
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    implementation = find(impl, path)
+    if implementation.path != spec.name:
+        raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
+    settings = settings_for([implementation], dev, seed, invalid_fill, interpreter_check,
+                            fillings, timeout, isolation, workers=1)
+    limits = GPU_LIMITS if size == "production" or (size == "auto" and dev.type != "cpu") \
+        else CPU_LIMITS
+    fill = spec.fill if invalid_fill is None else invalid_fill
+    checker = fuzzing.Checker(implementation, chosen_modes, settings)
+    shown = implementation.target if implementation.outside else implementation.name
+    try:
+        replayed, stuck, _ = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill)
+        if stuck is not None:
+            typer.echo(f"fuzz: a saved regression case still fails ({stuck.row.status})",
+                       err=True)
+            typer.echo(fuzzing.explain(stuck, shown, fuzzing.FuzzResult()))
+            typer.echo(f"reproduce: {stuck.row.reproduce}")
+            raise typer.Exit(ExitCode.FAILURES)
+        if replayed:
+            typer.echo(f"fuzz: {replayed} saved cases of {spec.name} in {save_to} pass",
+                       err=True)
+        typer.echo(f"fuzz: {shown} on {spec.name} ({', '.join(m.name for m in chosen_modes)}) "
+                   f"on {backend.describe(dev)}, budget {allotted}, seed {seed}, "
+                   f"{'scenarios' if scenarios else 'cases'} up to {limits.requests} requests",
+                   err=True)
+        result = fuzzing.fuzz(spec, checker, scenarios, allotted, seed, limits, fill, failing,
+                              shrink_time, lambda line: typer.echo(line, err=True))
+    finally:
+        checker.close()
+    rate = f"{result.checked} cases in {result.elapsed:.0f} s ({result.rate:.1f} cases/s)"
+    if result.finding is None:
+        typer.echo(f"fuzz: no failure: {rate}")
+        return
+    finding = result.finding
+    target = finding.target
+    target.suite = "fuzz"
+    file = save_to / fuzzing.saved_name(finding, shown)
+    if isinstance(target, Scenario):
+        for step in target.steps:
+            step.suite = "fuzz"
+        save_scenario(target, file)
+    else:
+        save_case(target, file)
+    words = ["diffcheck", "compare", "--cases", str(file), "--impl", shown, "--path",
+             spec.name, "--mode", finding.row.mode, "--device", dev.type]
+    if invalid_fill is not None:
+        words += ["--invalid-fill", str(invalid_fill)]
+    import shlex
+
+    typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
+               f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
+               f"({result.shrink_seconds:.0f} s)")
+    typer.echo(fuzzing.explain(finding, shown, result))
+    typer.echo(f"saved: {file}")
+    typer.echo(f"reproduce: {shlex.join(words)}")
+    raise typer.Exit(ExitCode.FAILURES)
+
+
+@app.command()
+@exit_codes
 def call(
     path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`).")] = "all",
     impl: Annotated[
@@ -558,12 +718,23 @@ def report_merge(
 @app.command()
 @exit_codes
 def show(
-    case_file: Annotated[Path, typer.Argument(help="A case file (.npz).")],
+    case_file: Annotated[Path, typer.Argument(help="A case or scenario file (.npz).")],
 ) -> None:
-    """Print what a case file holds: sizes, region lengths and well-formedness findings."""
-    from diffcheck.casefile import describe_case, load_case
+    """Print what a case file holds: sizes, region lengths and well-formedness findings (a
+    scenario file: the same for each step)."""
+    from diffcheck.case import Scenario
+    from diffcheck.casefile import describe_case, load_any
 
-    typer.echo(describe_case(load_case(case_file, validate=False)))
+    target = load_any(case_file, validate=False)
+    if not isinstance(target, Scenario):
+        typer.echo(describe_case(target))
+        return
+    typer.echo(f"{target.case_id}: replay scenario of path {target.path}, {len(target.steps)} "
+               f"steps on graphs of {sorted(set(target.sizes))} rows")
+    if target.description:
+        typer.echo(f"  {target.description}")
+    for step, size in zip(target.steps, target.sizes, strict=True):
+        typer.echo(f"step on a graph of {size}: " + describe_case(step))
 
 
 @app.command()

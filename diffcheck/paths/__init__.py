@@ -126,6 +126,9 @@ class PathSpec:
     #: (case) -> (name of the gathered tensor, flat int64 indices it gathers) for the bench's
     #: gather floor; None: no such floor
     gathered: Callable | None = None
+    #: () -> what `diffcheck fuzz` can generate for the path (a
+    #: diffcheck.fixtures.generated.Generators); None: the path is not fuzzed
+    generators: Callable | None = None
     #: listing order (`diffcheck list`, --path all)
     rank: int = 100
     #: the contract in words (docs/contracts.md); defaults to the plug-in module's docstring

@@ -6,7 +6,8 @@ NUM_TOPK_TOKENS=2048, BLOCK_N=128, ..., return_valid_counts=False) -> out [T, K]
 (vLLM returns a new tensor; kernels that take ``out=`` write it; TensorRT-LLM names the stride
 ``stride_factor`` and adds ``layer_id``; the bounded variant takes ``seq_lens=``).
 
-- ``req_id`` [T]: request of token t. ``block_table`` [R, B] (possibly strided): physical
+- ``req_id`` [T]: request of token t, or -1 for a padding token (an engine's padding id).
+  ``block_table`` [R, B] (possibly strided): physical
   block ids of request r's pages. ``token_indices`` [T, K] (possibly strided):
   request-local positions, or -1. P = BLOCK_SIZE (page size); S = BLOCK_STRIDE_ROWS
   (physical rows per block when layers interleave; default P); L = layer_id (default 0).
@@ -79,6 +80,14 @@ def _gathered(case):
     return "block_table", gathered_pages(case)
 
 
+def _generators():
+    from diffcheck.fixtures.blocktable import GENERATED_SCALARS, ODD, SPOILERS, generated_layout
+    from diffcheck.fixtures.generated import Generators
+
+    return Generators(generated_layout, oddities=ODD, spoilers=tuple(SPOILERS),
+                      scalars=GENERATED_SCALARS, drafts=4)
+
+
 PATH = PathSpec(
     name="blocktable",
     summary="the vLLM family: request-local top-k positions to KV rows through a block table",
@@ -113,6 +122,7 @@ PATH = PathSpec(
     suites=_suites,
     bench_case=_bench_case,
     gathered=_gathered,
+    generators=_generators,
     rank=4,
     implementations=(
         Implementation("blocktable:guarded",

@@ -77,6 +77,13 @@ def _gathered(case):
                                               t["token_indices"], t["page_kv_indptr"], case.k)
 
 
+def _generators():
+    from diffcheck.fixtures.decode import SPOILERS, generated_layout, generated_scenario
+    from diffcheck.fixtures.generated import Generators
+
+    return Generators(generated_layout, spoilers=tuple(SPOILERS), scenario=generated_scenario)
+
+
 PATH = PathSpec(
     name="decode",
     summary="decode convert: one query token per request, top-k positions to KV slots",
@@ -98,6 +105,7 @@ PATH = PathSpec(
     suites=_suites,
     bench_case=_bench_case,
     gathered=_gathered,
+    generators=_generators,
     rank=1,
     implementations=(
         Implementation("decode:guarded", "diffcheck.kernels.decode:decode_guarded", True,

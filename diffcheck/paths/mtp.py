@@ -74,6 +74,14 @@ def _gathered(case):
                                               t["sparse_kv_indptr"], case.k)
 
 
+def _generators():
+    from diffcheck.fixtures.generated import Generators
+    from diffcheck.fixtures.mtp import SPOILERS, capacity, generated_layout, generated_scenario
+
+    return Generators(generated_layout, spoilers=tuple(SPOILERS), drafts=4,
+                      scenario=generated_scenario, capacity=capacity, smallest_graph=6)
+
+
 PATH = PathSpec(
     name="mtp",
     summary="MTP gather: several draft tokens per request, one top-k row per token",
@@ -93,6 +101,7 @@ PATH = PathSpec(
     suites=_suites,
     bench_case=_bench_case,
     gathered=_gathered,
+    generators=_generators,
     rank=2,
     implementations=(
         Implementation("mtp:guarded", "diffcheck.kernels.mtp:mtp_guarded", True,

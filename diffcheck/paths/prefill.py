@@ -74,6 +74,14 @@ def _bench_case(high, rows, k, q, shuffled):
                   scalars={"page_size": 64}).case("prefill", "bench", 0, 0)
 
 
+def _generators():
+    from diffcheck.fixtures.generated import Generators
+    from diffcheck.fixtures.prefill import ODD, SPOILERS, generated_layout
+
+    return Generators(generated_layout, oddities=ODD, spoilers=tuple(SPOILERS),
+                      scalars={"page_size": (16, 1, 64)}, longest=300, requests=4)
+
+
 PATH = PathSpec(
     name="prefill",
     summary="ATOM DSA prefill convert: batch-flat top-k keys to KV slots through a block table",
@@ -97,6 +105,7 @@ PATH = PathSpec(
     row_label="token",
     suites=_suites,
     bench_case=_bench_case,
+    generators=_generators,
     rank=3,
     implementations=(
         Implementation("prefill:guarded",

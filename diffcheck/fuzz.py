@@ -1,0 +1,315 @@
+"""`diffcheck fuzz`: generated cases against the reference, every check on, until the first
+failure or the budget; the failure shrunk to a minimal case and saved where `compare --cases`
+replays it.
+
+Hypothesis does the drawing and the shrinking (diffcheck.fixtures.generated holds the
+strategies, each path's plug-in turns a drawn record into its own case or scenario). Every
+drawn record is checked once (a cache answers repeats, so a flaky kernel cannot confuse the
+shrinker), in one worker process kept for the whole run (replaced after a fault or time-out).
+Shrinking keeps the status first found: a smaller case failing otherwise is another finding.
+A seeded run (``--seed``) is reproducible, so Hypothesis' own example database is not used;
+the saved cases are the memory instead, and a run replays those of its path first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffcheck.case import Case, Scenario
+from diffcheck.errors import UsageError
+from diffcheck.impls import Implementation
+from diffcheck.job import Job
+from diffcheck.modes import Mode
+from diffcheck.paths import PathSpec
+from diffcheck.report import ReportRow
+from diffcheck.runner import RunSettings
+from diffcheck.status import Status
+
+#: seconds between two progress lines
+PROGRESS_EVERY = 2.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to search: seconds of wall time, or a number of generated cases."""
+
+    seconds: float | None = None
+    cases: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """``60s``, ``5m``, ``1h`` or a bare number of cases (``500``)."""
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", text)
+        if not match or float(match.group(1)) <= 0:
+            raise UsageError(f"--budget must be a time (60s, 5m, 1h) or a number of cases "
+                             f"(500), got '{text}'")
+        value, unit = float(match.group(1)), match.group(2)
+        if unit is None:
+            if not value.is_integer():
+                raise UsageError(f"--budget {text}: a number of cases is a whole number")
+            return cls(cases=int(value))
+        return cls(seconds=value * {"s": 1, "m": 60, "h": 3600}[unit])
+
+    def spent(self, elapsed: float, checked: int) -> bool:
+        if self.seconds is not None:
+            return elapsed >= self.seconds
+        return self.cases is not None and checked >= self.cases
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g} s" if self.seconds is not None else f"{self.cases} cases"
+
+
+@dataclass
+class Finding:
+    """The smallest failing record, its case or scenario, its rows, and what was first found."""
+
+    drawn: object
+    target: Case | Scenario
+    row: ReportRow
+    rows: list[ReportRow]
+    first: object
+    first_row: ReportRow
+    #: a saved regression case that still fails (nothing drawn, nothing shrunk)
+    replayed: bool = False
+
+
+@dataclass
+class FuzzResult:
+    checked: int = 0
+    elapsed: float = 0.0
+    shrink_steps: int = 0
+    shrink_seconds: float = 0.0
+    replayed: int = 0
+    #: generated cases checked up to and including the first failure
+    found_after: int = 0
+    finding: Finding | None = None
+    saved: Path | None = None
+    #: rows of every check, in order (the report)
+    rows: list[ReportRow] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.checked / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class Checker:
+    """Runs one target through every selected mode, in a worker process kept for the whole
+    run (a fault or time-out replaces it), or in this process with isolation ``none``."""
+
+    def __init__(self, impl: Implementation, modes: list[Mode], settings: RunSettings) -> None:
+        from diffcheck.executors import InProcess
+        from diffcheck.worker import Worker
+
+        self.impl, self.modes, self.settings = impl, modes, settings
+        self.worker = Worker(settings) if settings.isolation == "process" else None
+        self.local = InProcess(settings) if self.worker is None else None
+
+    def rows(self, target: Case | Scenario) -> list[ReportRow]:
+        rows: list[ReportRow] = []
+        for mode in self.modes:
+            if mode.rows(target):
+                rows += [outcome.row for outcome in self._run(Job(target, self.impl, mode))]
+        return rows
+
+    def _run(self, job: Job):
+        if self.local is not None:
+            return self.local.run(job)
+        worker = self.worker
+        worker.send(job)
+        limit = self.settings.timeout
+        if worker.conn.poll(limit if limit > 0 else None):
+            return worker.collect()
+        return worker.timed_out()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+
+class _Found(Exception):
+    """A drawn record failed (raised for Hypothesis, which then shrinks it)."""
+
+
+class _Spent(BaseException):
+    """The search budget is spent: Hypothesis lets a BaseException through without shrinking."""
+
+
+def generated_target(spec: PathSpec, drawn, fill: int) -> Case | Scenario:
+    """The case (a Batch) or scenario (a Plan) a drawn record stands for."""
+    from diffcheck.casefile import case_problems
+    from diffcheck.fixtures.generated import Plan
+
+    gen = spec.generators()
+    if isinstance(drawn, Plan):
+        target = gen.scenario(drawn).case(spec.name, "", drawn.seed, fill)
+        steps = target.steps
+    else:
+        target = gen.layout(drawn).case(spec.name, "", drawn.seed, fill)
+        steps = [target]
+    for step in steps:
+        problems = case_problems(step)
+        if problems:  # a generator bug, not the kernel's
+            raise RuntimeError(f"generated case {step.name} is malformed: {problems[0]} "
+                               f"({drawn!r})")
+    return target
+
+
+def strategy_for(spec: PathSpec, scenarios: bool, limits):
+    """The Hypothesis strategy of the path: batches, or replay plans."""
+    from diffcheck.fixtures.generated import batches, plans
+
+    if spec.generators is None:
+        raise UsageError(f"path {spec.name} generates no cases (its plug-in declares no "
+                         "generators); fuzz a path that does (`diffcheck list paths`)")
+    gen = spec.generators()
+    if scenarios and gen.scenario is None:
+        raise UsageError(f"path {spec.name} generates no replay scenarios; fuzz it with "
+                         "--mode eager or capture")
+    return plans(gen, limits) if scenarios else batches(gen, limits)
+
+
+def worst_failing(rows: list[ReportRow], fail_on: frozenset[Status]) -> ReportRow | None:
+    bad = [row for row in rows if Status(row.status) in fail_on]
+    return max(bad, key=lambda row: Status(row.status).severity, default=None)
+
+
+def fuzz(
+    spec: PathSpec,
+    checker: Checker,
+    scenarios: bool,
+    budget: Budget,
+    seed: int,
+    limits,
+    fill: int,
+    fail_on: frozenset[Status],
+    shrink_seconds: float = 60.0,
+    progress: Callable[[str], None] = lambda line: None,
+) -> FuzzResult:
+    """Generate, check, and shrink the first failure (see the module docstring)."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    strategy = strategy_for(spec, scenarios, limits)
+    result = FuzzResult()
+    checked: dict[object, list[ReportRow]] = {}
+    state: dict = {"status": None, "first": None, "last": None, "found_at": None}
+    began = time.perf_counter()
+    shown = [began]
+
+    def report(now: float) -> None:
+        if now - shown[0] < PROGRESS_EVERY:
+            return
+        shown[0] = now
+        if state["found_at"] is None:
+            elapsed = now - began
+            progress(f"fuzz: {len(checked)} cases in {elapsed:.0f} s "
+                     f"({len(checked) / max(elapsed, 1e-9):.1f} cases/s), no failure yet")
+        else:
+            progress(f"fuzz: shrinking the {state['status']}: {result.shrink_steps} steps, "
+                     f"{now - state['found_at']:.0f} s; smallest so far: "
+                     f"{state['last'][0].describe()[:120]}")
+
+    def check(drawn) -> None:
+        now = time.perf_counter()
+        rows = checked.get(drawn)
+        if rows is None:
+            if state["found_at"] is None and budget.spent(now - began, len(checked)):
+                raise _Spent
+            if state["found_at"] is not None:
+                if now - state["found_at"] >= shrink_seconds:
+                    return  # shrinking is over: the smallest so far stays
+                result.shrink_steps += 1
+            target = generated_target(spec, drawn, fill)
+            rows = checker.rows(target)
+            checked[drawn] = rows
+            result.rows += rows
+            report(time.perf_counter())
+        worst = worst_failing(rows, fail_on)
+        if worst is None:
+            return
+        if state["status"] is None:
+            state["status"], state["first"] = worst.status, (drawn, worst)
+            state["found_at"], result.found_after = time.perf_counter(), len(checked)
+            took = state["found_at"] - began
+            progress(f"fuzz: {worst.status} at generated case {len(checked)} ({took:.0f} s, "
+                     f"{len(checked) / max(took, 1e-9):.1f} cases/s); shrinking it")
+        elif worst.status != state["status"]:
+            return  # another kind of failure: shrinking keeps the first
+        state["last"] = (drawn, worst)
+        raise _Found(worst.status)
+
+    run = given(strategy)(check)
+    run = settings(max_examples=10**9, deadline=None, database=None, derandomize=False,
+                   suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+                   report_multiple_bugs=False,
+                   phases=[Phase.explicit, Phase.generate, Phase.shrink])(run)
+    run = hypothesis_seed(seed)(run)
+    try:
+        run()
+    except _Spent:
+        pass
+    except _Found:
+        pass
+    finally:
+        result.elapsed = time.perf_counter() - began
+        result.checked = len(checked)
+    if state["last"] is not None:
+        drawn, row = state["last"]
+        first, first_row = state["first"]
+        target = generated_target(spec, drawn, fill)
+        result.finding = Finding(drawn, target, row, checked[drawn], first, first_row)
+        result.shrink_seconds = time.perf_counter() - state["found_at"]
+        result.elapsed = state["found_at"] - began
+    return result
+
+
+def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],
+                 fill: int | None) -> tuple[int, Finding | None, list[ReportRow]]:
+    """Run the saved cases of the path in ``folder`` first: (how many, the first that still
+    fails, every row)."""
+    from diffcheck.casefile import load_any
+
+    if not folder.is_dir():
+        return 0, None, []
+    count, rows = 0, []
+    for file in sorted(folder.glob("*.npz")):
+        target = load_any(file)
+        if target.path != spec.name:
+            continue
+        if fill is not None:
+            for step in target.steps if isinstance(target, Scenario) else [target]:
+                step.fill = fill
+        count += 1
+        found = checker.rows(target)
+        rows += found
+        worst = worst_failing(found, fail_on)
+        if worst is not None:
+            return count, Finding(None, target, worst, found, None, worst, replayed=True), rows
+    return count, None, rows
+
+
+def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
+    """One paragraph for people: what failed, on what, how small it got."""
+    row = finding.row
+    mode = f" in {row.mode} mode" if row.mode != "eager" else ""
+    if finding.replayed:
+        return (f"{impl} still fails the saved case {finding.target.name} ({row.status}{mode}): "
+                f"{row.detail}")
+    what = "scenario" if isinstance(finding.target, Scenario) else "case"
+    text = (f"{impl} fails a generated {row.path} {what} ({row.status}{mode}): {row.detail}. "
+            f"The smallest failing {what} found: {finding.drawn.describe()}.")
+    if finding.first != finding.drawn:
+        text += (f" First found on {finding.first.describe()} (generated case "
+                 f"{result.found_after}), then shrunk in {result.shrink_steps} steps "
+                 f"({result.shrink_seconds:.0f} s).")
+    return text
+
+
+def saved_name(finding: Finding, impl: str) -> str:
+    """``<path>-<status>-<implementation>-<name>.npz``, file-system safe."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", impl.replace(":", "-"))[:60]
+    return f"{finding.row.path}-{finding.row.status}-{safe}-{finding.target.name}.npz"

@@ -1,0 +1,230 @@
+"""`diffcheck fuzz`: generated cases find what no named suite holds, shrink it, save it.
+
+The four kernels of fuzz_kernels.py pass every named CPU suite (asserted below) and are each
+found by a seeded 60-second fuzz run, shrunk to a handful of requests, saved, and reproduced
+by `compare --cases`. Correct kernels survive long runs. Generated cases are well-formed for
+every path; scenario files round-trip and refuse bad input with exit 4.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from test_cli import error_line, invoke
+
+from diffcheck.case import Scenario
+from diffcheck.casefile import case_problems, load_any, save_scenario
+from diffcheck.errors import ExitCode
+from diffcheck.fixtures.generated import CPU_LIMITS, batches, plans
+from diffcheck.fuzz import Budget
+from diffcheck.modes import Replay
+from diffcheck.paths import get_path, known_paths
+from diffcheck.report import read_report
+from diffcheck.selection import build_suites
+
+TESTS = Path(__file__).parent
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A diffcheck command in a fresh process, as a user runs it (test kernels importable)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "diffcheck", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def requests_of(target) -> int:
+    """Requests (padding included) of a saved case, or of a scenario's largest step."""
+    spec = get_path(target.path)
+    steps = target.steps if isinstance(target, Scenario) else [target]
+    return max(spec.counts(step.kernel_inputs())[0] for step in steps)
+
+
+#: kernel, path, mode, the most requests its shrunk case may keep (the fast path needs 8)
+CLASSES = [
+    ("decode_fast_path_for_large_batches", "decode", "eager", 8),
+    ("decode_grid_frozen_at_warm_up", "decode", "graph", 2),
+    ("blocktable_padding_id_wraps", "blocktable", "eager", 1),
+    ("blocktable_slot_through_float", "blocktable", "eager", 1),
+]
+
+
+@pytest.mark.parametrize("kernel,path,mode,most", CLASSES, ids=[c[0] for c in CLASSES])
+def test_fuzz_finds_shrinks_and_saves_each_class_within_a_minute(tmp_path, kernel, path, mode,
+                                                                  most):
+    impl = f"fuzz_kernels:{kernel}"
+    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "60s",
+               "--seed", "0", "--save-to", "found", cwd=tmp_path)
+    assert done.returncode == ExitCode.FAILURES, done.stdout + done.stderr[-3000:]
+    found = re.search(r"fuzz: (\w+) after (\d+) generated cases \((\d+) s\)", done.stdout)
+    assert found and found.group(1) == "mismatch", done.stdout
+    assert int(found.group(3)) <= 60
+    assert "cases/s" in done.stderr  # progress while searching
+    saved = list((tmp_path / "found").glob("*.npz"))
+    assert len(saved) == 1
+    target = load_any(saved[0])
+    assert requests_of(target) <= most, done.stdout
+    assert f"The smallest failing {'scenario' if mode == 'graph' else 'case'} found" \
+        in done.stdout
+    # the printed command reproduces it, and the saved folder is a regression suite
+    command = re.search(r"^reproduce: diffcheck (.*)$", done.stdout, re.M).group(1).split()
+    again = run(*command, "--report", "r.csv", "--quiet", cwd=tmp_path)
+    assert again.returncode == ExitCode.FAILURES, again.stderr[-2000:]
+    assert "mismatch" in set(read_report(tmp_path / "r.csv")["status"])
+    rerun = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "1",
+                "--save-to", "found", cwd=tmp_path)
+    assert rerun.returncode == ExitCode.FAILURES
+    assert "a saved regression case still fails" in rerun.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel,path", [(c[0], c[1]) for c in CLASSES],
+                         ids=[c[0] for c in CLASSES])
+def test_every_named_cpu_suite_passes_the_fuzz_kernels(tmp_path, kernel, path):
+    """What makes them fuzz-only: every named suite a CPU runs (production ones are sized for
+    a GPU) in every mode passes them."""
+    suites = [s for s in get_path(path).suites() if not s.startswith("production")]
+    args = [a for s in suites for a in ("--suite", s)]
+    done = run("compare", "--impl", f"fuzz_kernels:{kernel}", "--path", path, *args,
+               "--report", "r.csv", "--quiet", cwd=tmp_path)
+    assert done.returncode == ExitCode.OK, done.stderr[-3000:]
+    df = read_report(tmp_path / "r.csv")
+    assert set(df["status"]) <= {"pass", "stale_sensitive"}
+    assert set(df["suite"]) == set(suites)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl,path,mode", [
+    ("decode:guarded", "decode", "eager"),
+    ("decode:pid", "decode", "graph"),
+    ("misbehaving_kernels:decode_persistent", "decode", "eager"),
+    ("mtp:guarded", "mtp", "eager"),
+    ("mtp:guarded", "mtp", "graph"),
+    ("blocktable:guarded", "blocktable", "eager"),
+    ("fuzz_kernels:blocktable_right", "blocktable", "eager"),
+    ("prefill:guarded", "prefill", "eager"),
+])
+def test_correct_kernels_survive_a_long_fuzz_run(tmp_path, impl, path, mode):
+    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "40s",
+               "--seed", "3", cwd=tmp_path)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr[-3000:]
+    assert re.search(r"fuzz: no failure: \d+ cases in \d+ s \([\d.]+ cases/s\)", done.stdout)
+    assert not (tmp_path / "fuzz-cases").exists()
+
+
+@pytest.mark.parametrize("path", sorted(known_paths()))
+def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
+    spec = get_path(path)
+    gen = spec.generators()
+    kinds = set()
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(batches(gen, CPU_LIMITS))
+    def check(batch):
+        case = gen.layout(batch).case(path, "", batch.seed, spec.fill)
+        assert not case_problems(case), (batch, case_problems(case))
+        kinds.add("stale" if batch.spoiler else "well-formed")
+        if batch.slot_base and not batch.spoiler:  # the slots a kernel writes are large
+            t = case.kernel_inputs()
+            expected, mask = spec.reference(t, case.k, spec.fill, spec.scalars_of(case.scalars),
+                                            spec.workspace_size(t, case.k))["out"]
+            written = expected[mask & (expected != spec.fill)]
+            assert not written.numel() or int(written.min()) >= 1 << 24
+
+    check()
+    assert kinds == {"stale", "well-formed"}
+    if gen.scenario is None:
+        return
+
+    @settings(max_examples=15, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(plans(gen, CPU_LIMITS))
+    def check_plan(plan):
+        scenario = gen.scenario(plan).case(path, "", plan.seed, spec.fill)
+        assert len(scenario.steps) == len(plan.steps) + 1
+        for step in scenario.steps:
+            assert not case_problems(step), (plan, case_problems(step))
+
+    check_plan()
+
+
+def test_budgets_parse_times_and_counts():
+    assert Budget.parse("60s") == Budget(seconds=60)
+    assert Budget.parse("2m") == Budget(seconds=120)
+    assert Budget.parse("500") == Budget(cases=500)
+    assert Budget(cases=3).spent(0.0, 3) and not Budget(seconds=5).spent(4.9, 10**6)
+    for bad in ("", "0", "-1s", "10x", "1.5"):
+        with pytest.raises(Exception, match="--budget"):
+            Budget.parse(bad)
+
+
+def test_fuzz_usage_errors_are_one_line_and_exit_4(tmp_path):
+    result = invoke("fuzz", "--impl", "decode:guarded", "--budget", "soon")
+    assert result.exit_code == ExitCode.USAGE and "--budget" in error_line(result)
+    result = invoke("fuzz", "--impl", "blocktable:guarded", "--mode", "replay")
+    assert result.exit_code == ExitCode.USAGE
+    assert "generates no replay scenarios" in error_line(result)
+    result = invoke("fuzz", "--impl", "my_engine.ops:convert")
+    assert result.exit_code == ExitCode.USAGE and "--path" in error_line(result)
+
+
+def scenario() -> Scenario:
+    return build_suites(["decode"], ["replay"], 0)[0]
+
+
+def test_scenario_files_round_trip_and_replay(tmp_path):
+    original = scenario()
+    file = save_scenario(original, tmp_path / "s.npz")
+    loaded = load_any(file)
+    assert isinstance(loaded, Scenario) and loaded.sizes == original.sizes
+    assert [s.name for s in loaded.steps] == [s.name for s in original.steps]
+    for a, b in zip(loaded.steps, original.steps, strict=True):
+        assert all(torch.equal(a.inputs[n], b.inputs[n]) for n in b.inputs)
+        assert (a.intended is None) == (b.intended is None)
+    report = tmp_path / "r.csv"
+    result = invoke("compare", "--cases", file, "--impl", "decode:guarded", "--path", "decode",
+                    "--mode", "replay", "--report", report, "--quiet")
+    assert result.exit_code == ExitCode.OK, result.output
+    df = read_report(report)
+    assert len(df) == len(Replay().rows(original)) and set(df["mode"]) == {"replay"}
+    assert df["reproduce"].str.contains(str(file.resolve())).all()
+    shown = invoke("show", file)
+    assert shown.exit_code == 0 and "replay scenario of path decode" in shown.output
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("sizes", "one graph size"),
+    ("steps", "no 'steps' list"),
+    ("entry", "unexpected entry"),
+    ("step-dtype", "step 0: "),
+])
+def test_bad_scenario_files_are_refused_with_exit_4(tmp_path, damage, message):
+    import json
+
+    import numpy as np
+
+    file = save_scenario(scenario(), tmp_path / "s.npz")
+    with np.load(file, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    if damage == "sizes":
+        meta["sizes"] = meta["sizes"][:-1]
+    elif damage == "steps":
+        meta["steps"] = "three"
+    elif damage == "entry":
+        arrays["steps/99/inputs/kv_indptr"] = np.zeros(2, np.int32)
+    else:
+        key = next(k for k in arrays if k.startswith("steps/0/inputs/"))
+        arrays[key] = arrays[key].astype(np.int64)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    result = invoke("compare", "--cases", tmp_path / "bad.npz", "--impl", "decode:guarded",
+                    "--path", "decode", "--mode", "replay")
+    assert result.exit_code == ExitCode.USAGE
+    assert message in error_line(result)
