@@ -78,6 +78,15 @@ class CaseRecorder:
         self.calls += 1
         if (self.calls - 1) % self.every or len(self.saved) >= self.limit:
             return None
+        case = self.case_of(f"{self.prefix}-{self.calls:06d}", args, kwargs,
+                            f"recorded call {self.calls}")
+        path = save_case(case, self.directory / f"{case.name}.npz")
+        self.saved.append(path)
+        log.info("diffcheck recorded call %d as %s: %s", self.calls, path, case.description)
+        return path
+
+    def case_of(self, name: str, args: tuple, kwargs: Mapping, what: str) -> Case:
+        """The case a call's arguments stand for (their contents now, copied to the host)."""
         names = self.spec.names
         bound = dict(zip(names, args, strict=False))
         bound.update({n: kwargs[n] for n in names if n in kwargs})
@@ -85,14 +94,14 @@ class CaseRecorder:
         if missing:
             raise TypeError(f"recording a {self.spec.name} call needs {', '.join(missing)}")
         inputs, columns = {}, {}
-        for name in names:
-            if bound[name].dtype != torch.int32:
-                raise TypeError(f"{name} is {str(bound[name].dtype).replace('torch.', '')}; a "
-                                f"{self.spec.name} case is int32 (record the int32 buffer the "
+        for tensor in names:
+            if bound[tensor].dtype != torch.int32:
+                raise TypeError(f"{tensor} is {str(bound[tensor].dtype).replace('torch.', '')}; "
+                                f"a {self.spec.name} case is int32 (record the int32 buffer the "
                                 "kernel gets)")
-            inputs[name], cols = _whole_buffer(bound[name])
+            inputs[tensor], cols = _whole_buffer(bound[tensor])
             if cols is not None:
-                columns[name] = cols
+                columns[tensor] = cols
         k_keyword = self._keyword("NUM_TOPK_TOKENS", (self.spec.k_keyword,), kwargs)
         if k_keyword not in kwargs:
             raise TypeError(f"the call has no {k_keyword or self.spec.k_keyword}= to take K "
@@ -105,15 +114,10 @@ class CaseRecorder:
             keyword = self._keyword(scalar.name, scalar.keywords, kwargs)
             if keyword in kwargs and kwargs[keyword] is not None:
                 scalars[scalar.name] = int(kwargs[keyword])
-        name = f"{self.prefix}-{self.calls:06d}"
         told = "".join(f", {n} {v}" for n, v in scalars.items())
-        case = Case(self.spec.name, name, k, fill, 0,
-                    f"recorded call {self.calls}: K={k} (from {k_keyword}=), fill {fill}{told}",
+        return Case(self.spec.name, name, k, fill, 0,
+                    f"{what}: K={k} (from {k_keyword}=), fill {fill}{told}",
                     inputs, columns, scalars=scalars)
-        path = save_case(case, self.directory / f"{name}.npz")
-        self.saved.append(path)
-        log.info("diffcheck recorded call %d as %s: %s", self.calls, path, case.description)
-        return path
 
     def wrap(self, fn: Callable) -> Callable:
         """``fn`` with every call counted and the selected ones recorded first."""
@@ -124,14 +128,105 @@ class CaseRecorder:
         @functools.wraps(fn)
         def recorded(*args, **kwargs):
             try:  # the engine's own names may differ: tensors are the first arguments
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                values = list(bound.arguments.values())
-                given = {n: v for n, v in list(bound.arguments.items())[tensors:]}
-                self.record(*values[:tensors], **given)
+                values, given = _split(signature, tensors, args, kwargs)
+                self.record(*values, **given)
             except Exception as e:  # recording must never change what the engine gets
                 warnings.warn(f"diffcheck could not record call {self.calls}: {e}",
                               stacklevel=2)
             return fn(*args, **kwargs)
 
         return recorded
+
+
+def _split(signature: inspect.Signature, tensors: int, args: tuple,
+           kwargs: Mapping) -> tuple[tuple, dict]:
+    """A call's arguments as (the path's tensors by position, everything else by keyword,
+    defaults included): the engine's own names may differ, tensors come first."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    items = list(bound.arguments.items())
+    return tuple(v for _, v in items[:tensors]), dict(items[tensors:])
+
+
+class ScenarioRecorder:
+    """Records a live graph's steps as one replay scenario file.
+
+        recorder = ScenarioRecorder("decode", "recorded/steps.npz")
+        convert = recorder.wrap(kernel)      # the engine's warm-up and capture call it
+        ...                                  # warm up (eager), capture the graph
+        for batch in batches:
+            copy_into_static_buffers(batch)
+            recorder.replay()                # what the graph is about to see
+            graph.replay()
+        recorder.save()
+
+    The first call outside a capture (the engine's warm-up, on the static buffers) is the
+    capture step; each ``replay()`` copies what those same buffers hold then. The scenario
+    replays with ``diffcheck compare --cases FILE --mode replay``. ``names`` and ``fill``
+    are CaseRecorder's; ``limit`` bounds the steps kept (host copies: a debug run).
+    """
+
+    def __init__(self, path: str, file: str | Path, limit: int = 64, fill: int = 0,
+                 names: Mapping[str, str] | None = None) -> None:
+        self.cases = CaseRecorder(path, Path(file).parent, fill=fill, names=names)
+        self.file, self.limit = Path(file), limit
+        self.call: tuple[tuple, dict] | None = None
+        self.steps: list[Case] = []
+
+    def wrap(self, fn: Callable) -> Callable:
+        """``fn`` with its first call's buffers remembered (and copied when not capturing)."""
+        signature = inspect.signature(fn)
+        tensors = len(self.cases.spec.tensors)
+
+        @functools.wraps(fn)
+        def recorded(*args, **kwargs):
+            try:
+                if self.call is None:
+                    self.call = _split(signature, tensors, args, kwargs)
+                if not self.steps and not _capturing():
+                    self._snapshot("capture")
+            except Exception as e:  # recording must never change what the engine gets
+                warnings.warn(f"diffcheck could not record the call: {e}", stacklevel=2)
+            return fn(*args, **kwargs)
+
+        return recorded
+
+    def replay(self, name: str = "") -> None:
+        """Copy what the remembered buffers hold now: the next step the graph replays."""
+        if self.call is None:
+            raise RuntimeError("no call recorded yet: call the wrapped kernel (warm-up or "
+                               "capture) before the first replay")
+        if not self.steps:
+            raise RuntimeError("the first call was made during a capture only: call the "
+                               "wrapped kernel once outside it (the engine's warm-up) first")
+        if len(self.steps) >= self.limit:
+            return
+        self._snapshot(name or f"step-{len(self.steps)}")
+
+    def _snapshot(self, name: str) -> None:
+        args, kwargs = self.call
+        self.steps.append(self.cases.case_of(f"{self.file.stem}/{name}", args, kwargs,
+                                             f"recorded step {len(self.steps)}"))
+
+    def save(self) -> Path:
+        """Write the steps as one scenario file; returns its path."""
+        from diffcheck.case import Scenario
+        from diffcheck.casefile import save_scenario
+
+        if len(self.steps) < 2:
+            raise RuntimeError(f"{len(self.steps)} step recorded: a scenario needs the capture "
+                               "step and at least one replay")
+        spec = self.cases.spec
+        size = spec.counts(self.steps[0].kernel_inputs())[1]
+        scenario = Scenario(spec.name, self.file.stem, "recorded",
+                            f"{len(self.steps) - 1} replays recorded from a live graph",
+                            self.steps, [max(size, 1)] * len(self.steps))
+        for step in self.steps:
+            step.suite = "recorded"
+        path = save_scenario(scenario, self.file)
+        log.info("diffcheck recorded %d steps as %s", len(self.steps), path)
+        return path
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()

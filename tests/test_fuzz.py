@@ -228,3 +228,37 @@ def test_bad_scenario_files_are_refused_with_exit_4(tmp_path, damage, message):
                     "--path", "decode", "--mode", "replay")
     assert result.exit_code == ExitCode.USAGE
     assert message in error_line(result)
+
+
+def test_the_recorder_records_a_live_graphs_replays_as_one_scenario(tmp_path):
+    """An engine-like loop: static buffers, a warm-up call on a real batch padded to the
+    graph, then three replays of larger batches copied into the same buffers."""
+    import numpy as np
+
+    from diffcheck.fixtures.decode import decode_static, decode_step
+    from diffcheck.impls import find
+    from diffcheck.record import ScenarioRecorder
+
+    rng, k, graph = np.random.default_rng(0), 256, 4
+    static = decode_static(graph, k)
+    first = decode_step(rng, static, [40])
+    buffers = {n: torch.from_numpy(a.copy()) for n, a in first.items()}
+    out = torch.zeros(graph * k, dtype=torch.int32)
+    recorder = ScenarioRecorder("decode", tmp_path / "live.npz")
+    convert = recorder.wrap(find("decode:guarded").load())
+    convert(*buffers.values(), NUM_TOPK_TOKENS=k, out=out)  # the warm-up, as engines do
+    for real in (2, 4, 3):
+        for name, array in decode_step(rng, static, [300] * real).items():
+            buffers[name].copy_(torch.from_numpy(array))
+        recorder.replay()
+    file = recorder.save()
+    scenario = load_any(file)
+    assert isinstance(scenario, Scenario) and len(scenario.steps) == 4
+    assert torch.equal(scenario.steps[-1].inputs["kv_indptr"], buffers["kv_indptr"])
+    for impl, code, statuses in (("decode:guarded", ExitCode.OK, {"pass"}),
+                                 ("fuzz_kernels:decode_grid_frozen_at_warm_up",
+                                  ExitCode.FAILURES, {"mismatch"})):
+        done = run("compare", "--cases", str(file), "--impl", impl, "--path", "decode",
+                   "--mode", "replay", "--report", "r.csv", "--quiet", cwd=tmp_path)
+        assert done.returncode == code, done.stderr[-2000:]
+        assert statuses <= set(read_report(tmp_path / "r.csv")["status"])
