@@ -37,6 +37,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def slow_when(values, heavy, ids=None):
+    """Parameters, those in ``heavy`` marked slow: minutes-long on the interpreter and
+    independent of the triton version, so CI's engine environment skips them."""
+    return [pytest.param(v, marks=pytest.mark.slow, id=ids(v) if ids else None)
+            if (ids(v) if ids else v) in heavy else
+            pytest.param(v, id=ids(v) if ids else None) for v in values]
+
+
 def suite_cases(path: str, *suites: str, fill: int | None = None, seed: int = 0):
     return build_suites([path], list(suites), seed, fill)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import engine_kernels
 import pandas as pd
 import pytest
+from conftest import slow_when
 from test_cli import invoke
 
 from diffcheck.errors import ExitCode
@@ -34,7 +35,9 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("name, path", ENGINES.items())
+@pytest.mark.parametrize("name, path", [
+    pytest.param(n, p, marks=[pytest.mark.slow] if n == "atom_prefill" else [])
+    for n, p in ENGINES.items()])
 def test_engine_style_kernels_pass_every_well_formed_suite_as_they_are(name, path, tmp_path):
     report = tmp_path / "r.csv"
     result = invoke("compare", "--impl", f"{FILE}:{name}", "--path", path, "--suite", "smoke",
@@ -54,7 +57,8 @@ def test_an_engine_kernel_that_asserts_block_n_divides_k_gets_one_that_does(tmp_
     assert set(pd.read_csv(report)["k"]) == {256}
 
 
-@pytest.mark.parametrize("path", sorted({p for p, _ in BROKEN.values()}))
+@pytest.mark.parametrize("path", slow_when(sorted({p for p, _ in BROKEN.values()}),
+                                           {"prefill", "blocktable"}))
 def test_the_default_command_catches_the_new_contracts_bug_classes(path, tmp_path):
     names = [n for n, (p, _) in BROKEN.items() if p == path]
     args = ["compare", "--path", path, "--report", tmp_path / "r.csv", "--quiet"]

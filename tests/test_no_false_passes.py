@@ -140,6 +140,7 @@ def test_the_default_command_catches_every_class(tmp_path):
     assert {"stray_write", "nondeterministic", "oob_read"} <= set(off_by_one["status"])
 
 
+@pytest.mark.slow
 def test_the_suites_outside_the_default_judge_every_kernel_alike(tmp_path):
     """The default suites are proved above; `edge` is the one CPU suite outside them. On it
     the correct kernels pass, at least half the classes get their own status, and no run

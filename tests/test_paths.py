@@ -8,7 +8,7 @@ unsafe fixture is caught; and it declares what the default selection needs.
 
 import pytest
 import torch
-from conftest import CPU, run_cases, suite_cases
+from conftest import CPU, run_cases, slow_when, suite_cases
 from oracle import blocktable_oracle, decode_oracle, mtp_oracle, prefill_oracle
 
 from diffcheck.case import Scenario
@@ -137,7 +137,7 @@ SAFE = [impl for impl in builtin().values() if impl.safe]
 UNSAFE = [impl for impl in builtin().values() if not impl.safe]
 
 
-@pytest.mark.parametrize("impl", SAFE, ids=lambda i: i.name)
+@pytest.mark.parametrize("impl", slow_when(SAFE, {"prefill:guarded"}, lambda i: i.name))
 def test_every_safe_kernel_passes_every_suite_in_every_mode(impl):
     impl = impl.described()
     targets = suite_cases(impl.path, *cpu_suites(impl.path))
