@@ -175,7 +175,8 @@ def peak_of(device: torch.device) -> float | None:
 
 def bench_path(case: Case, regime: str, impls: list[Implementation], device: torch.device,
                timer: Timer, launches: int,
-               check: Callable[[Case, bool], None] | None) -> list[BenchRow]:
+               check: Callable[[Case, bool], None] | None,
+               captured: Callable[[], object] | None = None) -> list[BenchRow]:
     """Every implementation eager and per launch in a graph, the reference, one check (with
     its reference computed, as a case's first check in a run, and reused, as the others)."""
     spec = get_path(case.path)
@@ -212,6 +213,9 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
         rows.append(_row(case, regime, "memory-safety check", "check", fresh, moved, peak))
         rows.append(_row(case, regime, "memory-safety check, reference reused", "check",
                          reused, moved, peak))
+    if captured is not None:  # diffcheck.fastcheck: the same check as one graph replay
+        rows.append(_row(case, regime, "memory-safety check, captured", "check",
+                         timer(captured), moved, peak))
     _ratios(rows)
     return rows
 
@@ -379,6 +383,13 @@ def sweep_table(rows: list[SweepRow]) -> str:
     df = pd.DataFrame([asdict(r) for r in rows])
     df = df.sort_values(["path", "regime", "item", "median_us"])
     return df.to_string(index=False)
+
+
+def checks_per_second(rows: list[BenchRow]) -> list[str]:
+    """One line per timed check: how many checks of that case a second (1 / median)."""
+    return [f"{row.path} {row.regime}: {row.item}: {1e6 / row.median_us:,.0f} checks/s "
+            f"({row.median_us / 1e3:.3f} ms)" for row in rows
+            if row.how == "check" and row.median_us > 0]
 
 
 def table(rows: list[BenchRow]) -> str:

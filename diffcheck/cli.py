@@ -350,6 +350,12 @@ def fuzz(
     isolation: Annotated[
         str, typer.Option(help="process (one worker process, replaced after a fault) or none.")
     ] = "auto",
+    fast: Annotated[
+        bool, typer.Option(help="GPU, eager: screen each case with a check captured as one "
+                           "graph per case shape; a case it counts anything on, the first "
+                           "and every 16th get the full check (which also sees what a replay "
+                           "cannot: the launcher's Python).")
+    ] = False,
 ) -> None:
     """Generate cases (or replay scenarios) against the reference with every check on, stop
     at the first failure or the budget, shrink the failure to a minimal case and save it.
@@ -389,6 +395,14 @@ def fuzz(
     fuzzing.strategy_for(spec, scenarios, CPU_LIMITS)  # refuses a path it cannot fuzz
     dev = backend.resolve(device)
     backend.prepare(dev)
+    if fast and (dev.type != "cuda" or [m.name for m in chosen_modes] != ["eager"]):
+        raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
+                         "with --mode eager (on the CPU the interpreter sandbox must see every "
+                         "access)")
+    if fast:
+        from diffcheck.fastcheck import Screened
+
+        chosen_modes = [Screened()]
     implementation = find(impl, path)
     if implementation.path != spec.name:
         raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
@@ -800,6 +814,7 @@ def bench(
         Timer,
         bench_case,
         bench_path,
+        checks_per_second,
         clocks,
         sweep_path,
         sweep_table,
@@ -868,14 +883,27 @@ def bench(
             for name in regime or list(REGIMES):
                 typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
                 case = bench_case(spec.name, name, rows, k, q, positions)
+                fast = None
+                if check and dev.type == "cuda":  # the captured check: GPUs (see fastcheck)
+                    from diffcheck.fastcheck import CapturedCheck
+
+                    try:
+                        captured_check = CapturedCheck(case, safe, settings)
+                        fast = functools.partial(captured_check.run, case)
+                    except Exception as e:  # a kernel that cannot be captured: no such row
+                        typer.echo(f"bench {spec.name} {name}: no captured check of {safe.name}"
+                                   f" ({type(e).__name__}: {e})", err=True)
                 results += bench_path(case, name, chosen, dev, timer, launches,
-                                      one_check if check else None)
+                                      one_check if check else None, fast)
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
     state = clocks(dev)
     typer.echo(f"device: {backend.describe(dev)}{'; ' + state if state else ''}; {rows} rows, "
                f"K={k}, positions {positions}")
     typer.echo(sweep_table(results) if sweep else table(results))
+    if not sweep:
+        for line in checks_per_second(results):
+            typer.echo(line)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([asdict(r) for r in results]).to_csv(report, index=False)

@@ -316,6 +316,12 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     included: the constant and tagged margins are what a kernel that trusts a read turns
     into a wild address, and what the plausible runs found survives such a fault.
     """
+    if getattr(job.mode, "screened", False):  # fuzz --fast: a captured check first
+        from diffcheck.fastcheck import screened
+
+        quick = screened(job, settings)
+        if quick is not None:
+            return quick
     began = time.perf_counter()
     contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
                            settings.fill_override)

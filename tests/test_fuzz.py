@@ -172,6 +172,8 @@ def test_fuzz_usage_errors_are_one_line_and_exit_4(tmp_path):
     assert "generates no replay scenarios" in error_line(result)
     result = invoke("fuzz", "--impl", "my_engine.ops:convert")
     assert result.exit_code == ExitCode.USAGE and "--path" in error_line(result)
+    result = invoke("fuzz", "--impl", "decode:guarded", "--fast", "--device", "cpu")
+    assert result.exit_code == ExitCode.USAGE and "--fast" in error_line(result)
 
 
 def scenario() -> Scenario:

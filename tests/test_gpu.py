@@ -301,3 +301,51 @@ def test_memcheck_confirms_a_read_through_the_plain_call(impl, clean):
     text = done.stdout + done.stderr
     assert ("Invalid __global__ read" not in text) == clean, text[-3000:]
     assert "ERROR SUMMARY: 0 errors" in text if clean else "ERROR SUMMARY: 0 errors" not in text
+
+
+def test_the_captured_check_agrees_with_the_full_check_and_is_timed(tmp_path):
+    """diffcheck.fastcheck on real graphs: zero counters on correct kernels over generated
+    cases of one shape, a counter on each broken kernel the full check fails, and bench's
+    checks/s line for it."""
+    import numpy as np
+
+    from diffcheck.fastcheck import CapturedCheck
+    from diffcheck.fixtures.decode import decode_batch
+    from diffcheck.fixtures.layouts import Layout
+    from diffcheck.impls import builtin
+    from diffcheck.runner import RunSettings
+
+    settings = RunSettings(torch.device("cuda"), "gpu", 0, isolation="none")
+    rng = np.random.default_rng(0)
+    cases = [Layout(f"c{i}", "", 2048, decode_batch([int(c) for c in rng.integers(
+        0, 9000, 64)], shuffled=True, oddities=("minus_one", "beyond", "negative")))
+        .case("decode", "gpu", i, 0) for i in range(4)]
+    for name in ("decode:guarded", "decode:pid"):
+        check = CapturedCheck(cases[0], builtin()[name].described(), settings)
+        for case in cases:
+            assert not any(check.run(case).values()), name
+    unguarded = CapturedCheck(cases[0], builtin()["decode:unguarded"].described(), settings)
+    assert any(unguarded.run(cases[1]).values())
+    done = run_cli("bench", "--path", "decode", "--regime", "4k", "--repeats", "30")
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if "memory-safety check, captured" in x
+                and "checks/s" in x)
+    print(line)
+
+
+def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    for extra in ([], ["--fast"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "diffcheck", "fuzz", "--impl", "decode:guarded",
+             "--budget", "60s", "--size", "production", *extra], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=600)
+        print(done.stdout.strip().splitlines()[-1])
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    found = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
+         "fuzz_kernels:decode_fast_path_for_large_batches", "--path", "decode", "--budget",
+         "60s", "--fast"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    print(found.stdout)
+    assert found.returncode == 1 and "mismatch" in found.stdout, found.stderr[-3000:]
