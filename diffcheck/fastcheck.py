@@ -82,7 +82,7 @@ class CapturedCheck:
             call()
         views = {n: t[:, : self.columns[n]] if n in self.columns else t
                  for n, t in self.sources.items()}
-        expected = self.spec.reference(views, self.case_k, self.contract.fill,
+        expected = self.spec.expected(views, self.case_k, self.contract.fill,
                                        self.contract.scalars, self.out_size)
         want, mask = expected["out"]
         outs = [s.out.alloc[s.out.margin : s.out.margin + s.out.span] for s in self.stagings]

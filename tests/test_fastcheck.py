@@ -28,6 +28,17 @@ def test_a_correct_kernel_counts_nothing_and_a_shape_is_captured_once():
     assert len(checks.checks) == 1 and not checks.refused
 
 
+@pytest.mark.parametrize("path,impl", [("blocktable", "blocktable:guarded"),
+                                       ("mtp", "mtp:guarded"), ("prefill", "prefill:guarded")])
+def test_correct_kernels_of_every_path_count_nothing(path, impl):
+    """Second outputs (valid counts), calls without out= and strided views included."""
+    chosen = builtin()[impl].described()
+    for case in suite_cases(path, "smoke"):
+        if case.well_formed and not case.fill_swapped:
+            assert not any(CapturedCheck(case, chosen, settings()).run(case).values()), \
+                case.name
+
+
 @pytest.mark.parametrize("kernel,counter", [
     ("broken_kernels:decode_wrong_fill", "mismatches"),
     ("broken_kernels:decode_writes_before_out", "margin_writes"),

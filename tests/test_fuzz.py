@@ -103,14 +103,13 @@ def test_every_named_cpu_suite_passes_the_fuzz_kernels(tmp_path, kernel, path):
     ("decode:guarded", "decode", "eager"),
     ("decode:pid", "decode", "graph"),
     ("misbehaving_kernels:decode_persistent", "decode", "eager"),
-    ("mtp:guarded", "mtp", "eager"),
     ("mtp:guarded", "mtp", "graph"),
     ("blocktable:guarded", "blocktable", "eager"),
     ("fuzz_kernels:blocktable_right", "blocktable", "eager"),
     ("prefill:guarded", "prefill", "eager"),
 ])
 def test_correct_kernels_survive_a_long_fuzz_run(tmp_path, impl, path, mode):
-    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "40s",
+    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "25s",
                "--seed", "3", cwd=tmp_path)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr[-3000:]
     assert re.search(r"fuzz: no failure: \d+ cases in \d+ s \([\d.]+ cases/s\)", done.stdout)
