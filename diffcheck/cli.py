@@ -412,7 +412,7 @@ def fuzz(
         else CPU_LIMITS
     fill = spec.fill if invalid_fill is None else invalid_fill
     checker = fuzzing.Checker(implementation, chosen_modes, settings)
-    shown = implementation.target if implementation.outside else implementation.name
+    shown = impl  # as the user wrote it: the reproduce command runs from the same folder
     try:
         replayed, stuck, _ = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill)
         if stuck is not None:

@@ -310,6 +310,6 @@ def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
 
 
 def saved_name(finding: Finding, impl: str) -> str:
-    """``<path>-<status>-<implementation>-<name>.npz``, file-system safe."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", impl.replace(":", "-"))[:60]
+    """``<path>-<status>-<function>-<name>.npz``, file-system safe."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", impl.rpartition(":")[2] or impl)[:60]
     return f"{finding.row.path}-{finding.row.status}-{safe}-{finding.target.name}.npz"
