@@ -141,7 +141,9 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
     if gen.scenario is None:
         return
 
-    @settings(max_examples=15, deadline=None, database=None,
+    stale = set()
+
+    @settings(max_examples=25, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(plans(gen, CPU_LIMITS))
     def check_plan(plan):
@@ -149,8 +151,10 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
         assert len(scenario.steps) == len(plan.steps) + 1
         for step in scenario.steps:
             assert not case_problems(step), (plan, case_problems(step))
+            stale.add(step.well_formed)
 
     check_plan()
+    assert stale == {True, False}  # stale steps among the fresh ones
 
 
 def test_budgets_parse_times_and_counts():

@@ -78,10 +78,16 @@ def _gathered(case):
 
 
 def _generators():
-    from diffcheck.fixtures.decode import SPOILERS, generated_layout, generated_scenario
+    from diffcheck.fixtures.decode import (
+        SPOILERS,
+        STALE_STEPS,
+        generated_layout,
+        generated_scenario,
+    )
     from diffcheck.fixtures.generated import Generators
 
-    return Generators(generated_layout, spoilers=tuple(SPOILERS), scenario=generated_scenario)
+    return Generators(generated_layout, spoilers=tuple(SPOILERS), scenario=generated_scenario,
+                      stale_steps=STALE_STEPS)
 
 
 PATH = PathSpec(

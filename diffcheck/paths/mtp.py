@@ -76,10 +76,17 @@ def _gathered(case):
 
 def _generators():
     from diffcheck.fixtures.generated import Generators
-    from diffcheck.fixtures.mtp import SPOILERS, capacity, generated_layout, generated_scenario
+    from diffcheck.fixtures.mtp import (
+        SPOILERS,
+        STALE_STEPS,
+        capacity,
+        generated_layout,
+        generated_scenario,
+    )
 
     return Generators(generated_layout, spoilers=tuple(SPOILERS), drafts=4,
-                      scenario=generated_scenario, capacity=capacity, smallest_graph=6)
+                      scenario=generated_scenario, capacity=capacity, smallest_graph=6,
+                      stale_steps=STALE_STEPS)
 
 
 PATH = PathSpec(
