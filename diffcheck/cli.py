@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 import threading
 import time
@@ -450,14 +451,15 @@ def fuzz(
              spec.name, "--mode", finding.row.mode, "--device", dev.type]
     if invalid_fill is not None:
         words += ["--invalid-fill", str(invalid_fill)]
-    import shlex
-
     typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
                f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
                f"({result.shrink_seconds:.0f} s)")
     typer.echo(fuzzing.explain(finding, shown, result))
     typer.echo(f"saved: {file}")
     typer.echo(f"reproduce: {shlex.join(words)}")
+    if result.interrupted:
+        _err("interrupted while shrinking: saved the smallest failing case so far")
+        raise typer.Exit(ExitCode.INTERRUPTED)
     raise typer.Exit(ExitCode.FAILURES)
 
 

@@ -86,6 +86,8 @@ class FuzzResult:
     replayed: int = 0
     #: generated cases checked up to and including the first failure
     found_after: int = 0
+    #: Ctrl-C while shrinking: the finding is the smallest case so far
+    interrupted: bool = False
     finding: Finding | None = None
     saved: Path | None = None
     #: rows of every check, in order (the report)
@@ -234,6 +236,7 @@ def fuzz(
         if state["status"] is None:
             state["status"], state["first"] = worst.status, (drawn, worst)
             state["found_at"], result.found_after = time.perf_counter(), len(checked)
+            state["last"] = (drawn, worst)
             took = state["found_at"] - began
             progress(f"fuzz: {worst.status} at generated case {len(checked)} ({took:.0f} s, "
                      f"{len(checked) / max(took, 1e-9):.1f} cases/s); shrinking it")
@@ -250,10 +253,12 @@ def fuzz(
     run = hypothesis_seed(seed)(run)
     try:
         run()
-    except _Spent:
+    except (_Spent, _Found):
         pass
-    except _Found:
-        pass
+    except KeyboardInterrupt:  # keep what was found: the smallest failing case so far
+        if state["last"] is None:
+            raise
+        result.interrupted = True
     finally:
         result.elapsed = time.perf_counter() - began
         result.checked = len(checked)

@@ -267,3 +267,27 @@ def test_the_recorder_records_a_live_graphs_replays_as_one_scenario(tmp_path):
                    "--mode", "replay", "--report", "r.csv", "--quiet", cwd=tmp_path)
         assert done.returncode == code, done.stderr[-2000:]
         assert statuses <= set(read_report(tmp_path / "r.csv")["status"])
+
+
+def test_ctrl_c_while_shrinking_keeps_the_smallest_failing_case_so_far():
+    from conftest import CPU, make_impl
+
+    from diffcheck.executors import settings_for
+    from diffcheck.fuzz import Checker, fuzz
+    from diffcheck.modes import Eager
+    from diffcheck.status import DEFAULT_FAIL_ON
+
+    impl = make_impl("blocktable:blocktable_padding_id_wraps",
+                     "fuzz_kernels:blocktable_padding_id_wraps")
+    checker = Checker(impl, [Eager()], settings_for([impl], CPU, 0, isolation="none"))
+    lines = []
+
+    def interrupt_when_shrinking(line: str) -> None:
+        lines.append(line)
+        if "shrinking" in line:
+            raise KeyboardInterrupt
+
+    result = fuzz(get_path("blocktable"), checker, False, Budget(seconds=60), 0, CPU_LIMITS,
+                  -1, DEFAULT_FAIL_ON, 60.0, interrupt_when_shrinking)
+    assert result.interrupted and result.finding is not None, lines
+    assert result.finding.row.status == "mismatch"
