@@ -143,13 +143,14 @@ class PoisonedAllocations(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
         if func.overloadpacket in _EMPTY and isinstance(result, torch.Tensor) \
-                and result.dtype == torch.int32:
+                and result.dtype == torch.int32 and 0 not in result.stride():
             result.fill_(POISON)
         return result
 
 
-_EMPTY = (torch.ops.aten.empty, torch.ops.aten.empty_like, torch.ops.aten.new_empty,
-          torch.ops.aten.empty_strided, torch.ops.aten.new_empty_strided)
+_EMPTY = tuple(getattr(torch.ops.aten, name) for name in (
+    "empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "empty_permuted")
+    if hasattr(torch.ops.aten, name))
 
 
 def _returned(value: object, what: str, shape) -> torch.Tensor:

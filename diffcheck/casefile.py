@@ -82,10 +82,7 @@ def save_case(case: Case, path: str | Path) -> Path:
         "without_out": case.without_out,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    return path
+    return _write(path, arrays)
 
 
 #: the most elements a case file may declare, all arrays together (2^28 int32: 1 GiB);
@@ -175,6 +172,35 @@ def _meta(meta: dict, fail) -> dict:
 FILLS = (0, -1)
 
 
+def _steps_agree(steps: list[Case], sizes: list[int], fail) -> None:
+    """The steps of one scenario share its contract (K, fill, scalars, how the kernel is
+    called), and the steps of one graph size its buffers' shapes: they are loaded into the
+    same static buffers."""
+    first = steps[0]
+    for i, step in enumerate(steps[1:], start=1):
+        for what in ("k", "fill", "scalars", "fill_swapped", "without_out"):
+            if getattr(step, what) != getattr(first, what):
+                raise fail(f"step {i} has {what} {getattr(step, what)!r}, step 0 "
+                           f"{getattr(first, what)!r} (a scenario's steps share them)")
+    shapes: dict[int, tuple] = {}
+    for i, (step, size) in enumerate(zip(steps, sizes, strict=True)):
+        seen = (sorted((n, tuple(t.shape)) for n, t in step.inputs.items()),
+                sorted(step.columns.items()))
+        if shapes.setdefault(size, seen) != seen:
+            raise fail(f"step {i} loads buffers of other shapes than the earlier steps on "
+                       f"its graph of {size} (the static buffers are one set per graph)")
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an .npz whole or not at all: a run stopped mid-save leaves no truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(partial, path)
+    return path
+
+
 def _reader(path: Path):
     def fail(why: str) -> CaseFileError:
         return CaseFileError(f"case file {path}: {why}")
@@ -211,7 +237,9 @@ def _case_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
         group, _, name = key.partition("/")
         if group not in ("inputs", "intended") or not name:
             raise fail(f"unexpected entry '{key}' (expected inputs/<name> or intended/<name>)")
-        (inputs if group == "inputs" else intended)[name] = torch.from_numpy(np.array(value))
+        native = value.dtype.newbyteorder("=")  # torch takes native byte order only
+        (inputs if group == "inputs" else intended)[name] = torch.from_numpy(
+            np.array(value, dtype=native))
     case = Case(
         path=meta["path"], name=meta.get("name") or path.stem, k=meta["k"], fill=meta["fill"],
         seed=meta.get("seed", 0), description=meta.get("description", ""), inputs=inputs,
@@ -274,10 +302,7 @@ def save_scenario(scenario: Scenario, path: str | Path) -> Path:
             "description": scenario.description, "sizes": scenario.sizes,
             "graph": scenario.graph, "steps": steps}
     arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    return path
+    return _write(path, arrays)
 
 
 def _scenario_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
@@ -285,8 +310,11 @@ def _scenario_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
     """A scenario from its meta (``steps``: one case meta each; ``sizes``: their graph sizes)
     and its arrays ``steps/<i>/inputs/<name>``, ``steps/<i>/intended/<name>``."""
     steps, sizes = meta.get("steps"), meta.get("sizes")
-    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
         raise fail("scenario meta has no 'steps' list of step objects")
+    if len(steps) < 2:
+        raise fail(f"a scenario needs a capture step and at least one more, it has "
+                   f"{len(steps)}")
     if not isinstance(sizes, list) or len(sizes) != len(steps) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise fail(f"scenario meta field 'sizes' must hold one graph size (>= 1) per step "
@@ -301,7 +329,8 @@ def _scenario_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
     for key, value in arrays.items():
         head, _, rest = key.partition("/")
         index, _, inner = rest.partition("/")
-        if head != "steps" or not index.isdigit() or int(index) >= len(steps) or not inner:
+        if head != "steps" or not (index.isascii() and index.isdigit()) or \
+                str(int(index)) != index or int(index) >= len(steps) or not inner:
             raise fail(f"unexpected entry '{key}' (expected steps/<i>/inputs/<name> or "
                        f"steps/<i>/intended/<name> for i < {len(steps)})")
         grouped.setdefault(int(index), {})[inner] = value
@@ -317,6 +346,7 @@ def _scenario_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
 
         case = _case_from(step_meta, grouped.get(i, {}), path, step_fail, validate)
         cases.append(case)
+    _steps_agree(cases, list(sizes), fail)
     return Scenario(cases[0].path, meta.get("name") or path.stem, meta.get("suite", ""),
                     meta.get("description", ""), cases, list(sizes), graph,
                     source=str(path.resolve()))

@@ -400,6 +400,7 @@ def fuzz(
         raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
                          "with --mode eager (on the CPU the interpreter sandbox must see every "
                          "access)")
+    full_modes = chosen_modes  # what saved regression cases replay in: never screened
     if fast:
         from diffcheck.fastcheck import Screened
 
@@ -415,7 +416,9 @@ def fuzz(
     checker = fuzzing.Checker(implementation, chosen_modes, settings)
     shown = impl  # as the user wrote it: the reproduce command runs from the same folder
     try:
-        replayed, stuck, _ = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill)
+        replayed, stuck, _ = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill,
+                                                  full_modes,
+                                                  lambda line: typer.echo(line, err=True))
         if stuck is not None:
             typer.echo(f"fuzz: a saved regression case still fails ({stuck.row.status})",
                        err=True)
@@ -427,7 +430,8 @@ def fuzz(
                        err=True)
         typer.echo(f"fuzz: {shown} on {spec.name} ({', '.join(m.name for m in chosen_modes)}) "
                    f"on {backend.describe(dev)}, budget {allotted}, seed {seed}, "
-                   f"{'scenarios' if scenarios else 'cases'} up to {limits.requests} requests",
+                   f"{'scenarios' if scenarios else 'cases'} up to "
+                   f"{limits.requests + limits.bulk} requests",
                    err=True)
         result = fuzzing.fuzz(spec, checker, scenarios, allotted, seed, limits, fill, failing,
                               shrink_time, lambda line: typer.echo(line, err=True))
@@ -441,22 +445,30 @@ def fuzz(
     target = finding.target
     target.suite = "fuzz"
     file = save_to / fuzzing.saved_name(finding, shown)
+    words = ["diffcheck", "compare", "--cases", str(file), "--impl", shown, "--path",
+             spec.name, "--mode", finding.row.mode, "--device", dev.type]
+    if invalid_fill is not None:
+        words += ["--invalid-fill", str(invalid_fill)]
+    if not interpreter_check:
+        words.append("--no-interpreter-check")
+    words += [*(["--fillings", str(fillings)] if fillings else []),
+              *(["--timeout", f"{timeout:g}"] if timeout != 60.0 else []),
+              *(["--fail-on", fail_on] if fail_on else []),
+              *(["--isolation", isolation] if isolation != "auto" else [])]
+    typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
+               f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
+               f"({result.shrink_seconds:.0f} s)")
+    typer.echo(fuzzing.explain(finding, shown, result))
     if isinstance(target, Scenario):
         for step in target.steps:
             step.suite = "fuzz"
         save_scenario(target, file)
     else:
         save_case(target, file)
-    words = ["diffcheck", "compare", "--cases", str(file), "--impl", shown, "--path",
-             spec.name, "--mode", finding.row.mode, "--device", dev.type]
-    if invalid_fill is not None:
-        words += ["--invalid-fill", str(invalid_fill)]
-    typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
-               f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
-               f"({result.shrink_seconds:.0f} s)")
-    typer.echo(fuzzing.explain(finding, shown, result))
     typer.echo(f"saved: {file}")
     typer.echo(f"reproduce: {shlex.join(words)}")
+    if result.broken is not None:
+        raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
     if result.interrupted:
         _err("interrupted while shrinking: saved the smallest failing case so far")
         raise typer.Exit(ExitCode.INTERRUPTED)

@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import torch
 
-from diffcheck.buffers import POISON, stage
+from diffcheck.buffers import EDGE_ROLES, POISON, stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
 from diffcheck.findings import Comparison
@@ -33,7 +33,7 @@ from diffcheck.job import Job
 from diffcheck.modes import Eager
 from diffcheck.paths import get_path
 from diffcheck.report import make_row
-from diffcheck.runner import RUNS, Outcome, RunSettings
+from diffcheck.runner import RUNS, Outcome, RunSettings, ended, is_device_fault
 from diffcheck.status import Status
 
 #: what the counters count, in order
@@ -43,7 +43,8 @@ COUNTERS = ("mismatches", "stray_writes", "differ_between_fillings", "margin_wri
 
 def shape_key(case: Case) -> tuple:
     """Cases of one key share a captured check: shapes, views, K, fill and scalars."""
-    return (case.path, case.k, case.fill, tuple(sorted(case.scalars.items())),
+    return (case.path, case.k, case.fill, case.fill_swapped,
+            tuple(sorted(case.scalars.items())),
             tuple(sorted((n, tuple(t.shape)) for n, t in case.inputs.items())),
             tuple(sorted(case.columns.items())), case.without_out)
 
@@ -65,7 +66,19 @@ class CapturedCheck:
         self.stagings = [stage(self.sources, case.columns, out_size, device, plan.filling,
                                spec.names, roles) for plan in plans]
         self.pristine = [s.arena.clone() for s in self.stagings]
+        # plausible margins of offsets and lengths follow each case's own first and last
+        # values (buffers._edges): refreshed from the sources in the graph, not frozen
+        self.edges = [(staged, plan.filling == "plausible-b", name, role)
+                      for staged, plan in zip(self.stagings, plans, strict=True)
+                      if plan.filling.startswith("plausible")
+                      for name, role in zip(spec.names, roles, strict=True)
+                      if role in EDGE_ROLES and self.sources[name].numel()]
+        self.margins_before = [torch.empty_like(s.layout.margins.reshape(-1))
+                               for s in self.stagings]
         self.calls = [bind(spec, impl, fn, s, contract) for s in self.stagings]
+        # a returned output is the kernel's own allocation outside the regions: no stray
+        # writes there (the full check masks it too)
+        self.returned = contract.without_out or not impl.accepts(spec.out_keyword)
         self.contract, self.columns, self.out_size = contract, dict(case.columns), out_size
         self.counters = torch.zeros(len(COUNTERS), dtype=torch.int64, device=device)
         self.graph = new_graph(device)
@@ -78,6 +91,13 @@ class CapturedCheck:
             for name, source in self.sources.items():
                 buf = staged.buffers[name]
                 buf.alloc[buf.margin : buf.margin + buf.span].copy_(source.reshape(-1))
+        for staged, b, name, role in self.edges:
+            buf, flat = staged.buffers[name], self.sources[name].reshape(-1)
+            before = flat[0] + (-int(b) if role == "indptr" else int(b))
+            buf.alloc[: buf.margin].copy_(before.expand(buf.margin))
+            buf.alloc[buf.margin + buf.span :].copy_((flat[-1] + int(b)).expand(buf.margin))
+        for staged, before in zip(self.stagings, self.margins_before, strict=True):
+            before.copy_(staged.arena[staged.layout.margin_index])
         for call in self.calls:
             call()
         views = {n: t[:, : self.columns[n]] if n in self.columns else t
@@ -89,10 +109,11 @@ class CapturedCheck:
         first = outs[0]
         zero = self.counters.new_zeros(())
         mismatches = ((first != want) & mask).sum()
-        stray = ((first != POISON) & ~mask).sum()
+        stray = zero if self.returned else ((first != POISON) & ~mask).sum()
         differ = sum(((out != first).sum() for out in outs[1:]), zero)
-        margins = sum(((s.arena[s.layout.margin_index] != s.layout.margins.reshape(-1)).sum()
-                       for s in self.stagings), zero)
+        margins = sum(((s.arena[s.layout.margin_index] != before).sum()
+                       for s, before in zip(self.stagings, self.margins_before, strict=True)),
+                      zero)
         inputs = sum(((s.buffers[n].alloc[s.buffers[n].margin:
                                           s.buffers[n].margin + s.buffers[n].span]
                        != self.sources[n].reshape(-1)).sum()
@@ -137,6 +158,8 @@ class CapturedChecks:
             try:
                 check = CapturedCheck(case, self.impl, self.settings)
             except Exception as e:  # a host read during capture, an error, ...
+                if is_device_fault(e):
+                    raise  # never a refused shape: the case faulted the device
                 self.refused[key] = f"{type(e).__name__}: {e}"
                 return None
         self.checks[key] = check
@@ -174,7 +197,9 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | None:
     began = time.perf_counter()
     try:
         counts = checks.run(case)
-    except Exception:  # a fault or a bug of the capture: the full check says which
+    except Exception as e:  # a fault of the device is this case's row; else the full check
+        if is_device_fault(e):
+            return _faulted(job, settings, e, began)
         return None
     if counts is None or any(counts.values()):
         return None
@@ -186,3 +211,11 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | None:
     row = make_row(job, case, settings, contract, Comparison(checked, (), (note,)), "",
                    (time.perf_counter() - began) * 1e3, settings.fillings, Status.PASS)
     return [Outcome(row)]
+
+
+def _faulted(job: Job, settings: RunSettings, error: BaseException,
+             began: float) -> list[Outcome]:
+    """The case's fault row: the device context is gone, the worker must be replaced."""
+    why = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+    return ended(job, settings, Status.FAULT, f"in the captured check: {why}",
+                 (time.perf_counter() - began) * 1e3)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffcheck.case import Case, Scenario
-from diffcheck.errors import UsageError
+from diffcheck.errors import DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
@@ -88,6 +88,8 @@ class FuzzResult:
     found_after: int = 0
     #: Ctrl-C while shrinking: the finding is the smallest case so far
     interrupted: bool = False
+    #: diffcheck failed while shrinking (a bug of its own): the finding is the smallest so far
+    broken: BaseException | None = None
     finding: Finding | None = None
     saved: Path | None = None
     #: rows of every check, in order (the report)
@@ -110,16 +112,20 @@ class Checker:
         self.worker = Worker(settings) if settings.isolation == "process" else None
         self.local = InProcess(settings) if self.worker is None else None
 
-    def rows(self, target: Case | Scenario) -> list[ReportRow]:
+    def rows(self, target: Case | Scenario,
+             modes: list[Mode] | None = None) -> list[ReportRow]:
         rows: list[ReportRow] = []
-        for mode in self.modes:
+        for mode in self.modes if modes is None else modes:
             if mode.rows(target):
                 rows += [outcome.row for outcome in self._run(Job(target, self.impl, mode))]
         return rows
 
     def _run(self, job: Job):
         if self.local is not None:
-            return self.local.run(job)
+            outcomes = self.local.run(job)
+            if self.local.lost is not None:  # a dead context: nothing more can run here
+                raise DeviceLost(outcomes)
+            return outcomes
         worker = self.worker
         worker.send(job)
         limit = self.settings.timeout
@@ -130,6 +136,24 @@ class Checker:
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
+
+
+class DeviceLost(Exception):
+    """In this process (``--isolation none``) a case faulted the device: the fuzz run ends
+    with that case as its finding (a worker process would have been replaced instead)."""
+
+    def __init__(self, outcomes) -> None:
+        super().__init__("the device faulted")
+        self.rows = [outcome.row for outcome in outcomes]
+
+
+class _Broken(BaseException):
+    """diffcheck itself failed while checking a case (not the kernel): carried past
+    Hypothesis, which would otherwise shrink it as if it were a finding."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Found(Exception):
@@ -225,12 +249,22 @@ def fuzz(
                 if now - state["found_at"] >= shrink_seconds:
                     return  # shrinking is over: the smallest so far stays
                 result.shrink_steps += 1
-            target = generated_target(spec, drawn, fill)
-            rows = checker.rows(target)
+            try:
+                target = generated_target(spec, drawn, fill)
+                rows = checker.rows(target)
+            except DeviceLost as lost:  # the fault is the finding; nothing more can run
+                rows = lost.rows
+                state["lost"] = True
+            except Exception as e:
+                raise _Broken(e) from e
             checked[drawn] = rows
             result.rows += rows
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
+        if worst is None and state.get("lost"):
+            raise _Broken(DeviceError("a case faulted the device in this process "
+                                      "(--isolation none) and fault is not in --fail-on; "
+                                      "rerun with --isolation process"))
         if worst is None:
             return
         if state["status"] is None:
@@ -243,6 +277,8 @@ def fuzz(
         elif worst.status != state["status"]:
             return  # another kind of failure: shrinking keeps the first
         state["last"] = (drawn, worst)
+        if state.get("lost"):
+            raise _Spent  # no shrinking on a dead device: this case it is
         raise _Found(worst.status)
 
     run = given(strategy)(check)
@@ -259,6 +295,10 @@ def fuzz(
         if state["last"] is None:
             raise
         result.interrupted = True
+    except _Broken as broken:  # diffcheck's own failure: keep a finding, then say it
+        if state["last"] is None:
+            raise broken.error from None
+        result.broken = broken.error
     finally:
         result.elapsed = time.perf_counter() - began
         result.checked = len(checked)
@@ -273,23 +313,35 @@ def fuzz(
 
 
 def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],
-                 fill: int | None) -> tuple[int, Finding | None, list[ReportRow]]:
-    """Run the saved cases of the path in ``folder`` first: (how many, the first that still
-    fails, every row)."""
+                 fill: int | None, modes: list[Mode] | None = None,
+                 warn: Callable[[str], None] = lambda line: None,
+                 ) -> tuple[int, Finding | None, list[ReportRow]]:
+    """Run the saved cases of the path in ``folder`` first, in ``modes`` (the full check:
+    never screened): (how many ran, the first that still fails, every row). A file that does
+    not load is skipped with a warning, so one bad file never blocks the folder."""
     from diffcheck.casefile import load_any
+    from diffcheck.errors import CaseFileError
 
     if not folder.is_dir():
         return 0, None, []
     count, rows = 0, []
     for file in sorted(folder.glob("*.npz")):
-        target = load_any(file)
+        try:
+            target = load_any(file)
+        except CaseFileError as e:
+            warn(f"fuzz: skipped {e}")
+            continue
         if target.path != spec.name:
             continue
         if fill is not None:
             for step in target.steps if isinstance(target, Scenario) else [target]:
                 step.fill = fill
-        count += 1
-        found = checker.rows(target)
+        try:
+            found = checker.rows(target, modes)
+        except DeviceLost as lost:
+            found = lost.rows
+        if found:
+            count += 1
         rows += found
         worst = worst_failing(found, fail_on)
         if worst is not None:

@@ -201,7 +201,11 @@ class ScenarioRecorder:
                                "wrapped kernel once outside it (the engine's warm-up) first")
         if len(self.steps) >= self.limit:
             return
-        self._snapshot(name or f"step-{len(self.steps)}")
+        try:
+            self._snapshot(name or f"step-{len(self.steps)}")
+        except Exception as e:  # recording must never stop the engine's replay
+            warnings.warn(f"diffcheck could not record replay {len(self.steps)}: {e}",
+                          stacklevel=2)
 
     def _snapshot(self, name: str) -> None:
         args, kwargs = self.call

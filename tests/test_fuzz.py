@@ -183,6 +183,25 @@ def scenario() -> Scenario:
     return build_suites(["decode"], ["replay"], 0)[0]
 
 
+def test_a_big_endian_case_file_loads_as_its_values(tmp_path):
+    import numpy as np
+
+    from diffcheck.casefile import save_case
+
+    case = suite_cases_of("decode", "edge")[0]
+    file = save_case(case, tmp_path / "c.npz")
+    with np.load(file, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays = {k: (v.astype(">i4") if k != "meta" else v) for k, v in arrays.items()}
+    np.savez(tmp_path / "big.npz", **arrays)
+    loaded = load_any(tmp_path / "big.npz")
+    assert all(torch.equal(loaded.inputs[n], case.inputs[n]) for n in case.inputs)
+
+
+def suite_cases_of(path, suite):
+    return build_suites([path], [suite], 0)
+
+
 def test_scenario_files_round_trip_and_replay(tmp_path):
     original = scenario()
     file = save_scenario(original, tmp_path / "s.npz")
@@ -208,6 +227,10 @@ def test_scenario_files_round_trip_and_replay(tmp_path):
     ("steps", "no 'steps' list"),
     ("entry", "unexpected entry"),
     ("step-dtype", "step 0: "),
+    ("one-step", "at least one more"),
+    ("fill-differs", "step 1 has fill"),
+    ("shape-differs", "other shapes"),
+    ("digit", "unexpected entry"),
 ])
 def test_bad_scenario_files_are_refused_with_exit_4(tmp_path, damage, message):
     import json
@@ -224,6 +247,18 @@ def test_bad_scenario_files_are_refused_with_exit_4(tmp_path, damage, message):
         meta["steps"] = "three"
     elif damage == "entry":
         arrays["steps/99/inputs/kv_indptr"] = np.zeros(2, np.int32)
+    elif damage == "digit":
+        arrays["steps/\u00b3/inputs/kv_indptr"] = np.zeros(2, np.int32)
+    elif damage == "one-step":
+        meta["steps"], meta["sizes"] = meta["steps"][:1], meta["sizes"][:1]
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("steps/") or
+                  k.startswith("steps/0/")}
+    elif damage == "fill-differs":
+        meta["steps"][1]["fill"] = -1
+    elif damage == "shape-differs":
+        key = "steps/1/inputs/token_indices"
+        arrays[key] = np.concatenate([arrays[key], np.full((1, arrays[key].shape[1]), -1,
+                                                           np.int32)])
     else:
         key = next(k for k in arrays if k.startswith("steps/0/inputs/"))
         arrays[key] = arrays[key].astype(np.int64)
