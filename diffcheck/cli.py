@@ -374,6 +374,11 @@ def fuzz(
     from diffcheck.paths import get_path, known_paths
 
     failing = _fail_on(fail_on)
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
+                         "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
     if invalid_fill not in (None, 0, -1):
         raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
     if not (timeout == 0 or 0 < timeout < float("inf")):
