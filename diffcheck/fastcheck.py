@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 import torch
 
+from diffcheck import backend
 from diffcheck.buffers import EDGE_ROLES, POISON, stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
@@ -82,8 +83,10 @@ class CapturedCheck:
         self.contract, self.columns, self.out_size = contract, dict(case.columns), out_size
         self.counters = torch.zeros(len(COUNTERS), dtype=torch.int64, device=device)
         self.graph = new_graph(device)
-        self._body()  # warm-up: compiles the kernels, settles the allocator
-        self.graph.capture(self._body)
+        self.device = device
+        with backend.interpreter_as_on_gpu(device):  # on the CPU: the interpreter as a GPU
+            self._body()  # warm-up: compiles the kernels, settles the allocator
+            self.graph.capture(self._body)
 
     def _body(self) -> None:
         for staged, pristine in zip(self.stagings, self.pristine, strict=True):
@@ -132,7 +135,8 @@ class CapturedCheck:
         """Check ``case`` (of this shape): the counters, all zero when it passes."""
         for name, source in self.sources.items():
             source.copy_(case.inputs[name], non_blocking=True)
-        self.graph.replay(sync=False)
+        with backend.interpreter_as_on_gpu(self.device):
+            self.graph.replay(sync=False)
         return dict(zip(COUNTERS, self.counters.tolist(), strict=True))
 
 
