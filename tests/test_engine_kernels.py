@@ -36,7 +36,8 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("name, path", [
-    pytest.param(n, p, marks=[pytest.mark.slow] if n == "atom_prefill" else [])
+    pytest.param(n, p, marks=[pytest.mark.slow] if n in ("atom_prefill", "trtllm_convert",
+                                                           "lmdeploy_convert") else [])
     for n, p in ENGINES.items()])
 def test_engine_style_kernels_pass_every_well_formed_suite_as_they_are(name, path, tmp_path):
     report = tmp_path / "r.csv"

@@ -107,7 +107,7 @@ def test_every_named_cpu_suite_passes_the_fuzz_kernels(tmp_path, kernel, path):
     ("prefill:guarded", "prefill", "eager"),
 ])
 def test_correct_kernels_survive_a_long_fuzz_run(tmp_path, impl, path, mode):
-    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "20s",
+    done = run("fuzz", "--impl", impl, "--path", path, "--mode", mode, "--budget", "12s",
                "--seed", "3", cwd=tmp_path)
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr[-3000:]
     assert re.search(r"fuzz: no failure: \d+ cases in \d+ s \([\d.]+ cases/s\)", done.stdout)
@@ -146,7 +146,8 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
     @given(plans(gen, CPU_LIMITS))
     def check_plan(plan):
         scenario = gen.scenario(plan).case(path, "", plan.seed, spec.fill)
-        assert len(scenario.steps) == len(plan.steps) + 1
+        assert len(scenario.steps) == len(plan.steps) + (2 if plan.second else 1)
+        assert sorted(set(scenario.sizes)) == sorted({plan.graph, plan.second} - {0})
         for step in scenario.steps:
             assert not case_problems(step), (plan, case_problems(step))
             stale.add(step.well_formed)

@@ -171,15 +171,14 @@ def test_regress_exits_1_on_a_planted_regression_and_0_on_identical_reports(mixe
 @pytest.mark.slow  # every shard of the default selection: once, in the pinned environment
 def test_shards_partition_the_rows_exactly(tmp_path):
     parts = []
+    selection = ("--suite", "edge", "--suite", "replay", "--mode", "all", "--path", "mtp")
     for i in (1, 2, 3):
         report = tmp_path / f"s{i}.csv"
-        result = invoke("compare", "--suite", "smoke", "--suite", "replay", "--mode", "all",
-                        "--path", "mtp", "--shard", f"{i}/3", "--report", report)
+        result = invoke("compare", *selection, "--shard", f"{i}/3", "--report", report)
         assert result.exit_code == ExitCode.OK, result.output
         parts.append(report)
     whole = tmp_path / "whole.csv"
-    invoke("compare", "--suite", "smoke", "--suite", "replay", "--mode", "all", "--path", "mtp",
-           "--report", whole)
+    invoke("compare", *selection, "--report", whole)
     merged = tmp_path / "merged.csv"
     assert invoke("report", "merge", *parts, "-o", merged).exit_code == ExitCode.OK
     keys = [set(map(tuple, pd.read_csv(p)[KEY].values.tolist())) for p in parts]

@@ -74,7 +74,8 @@ def test_decode_kernels_need_block_size_one():
 
 @pytest.mark.parametrize("name", slow_when(
     [i.name for i in BUILTIN.values() if i.keywords and "column_programs" in i.keywords],
-    {"prefill:guarded", "prefill:unguarded"}))
+    {"prefill:guarded", "prefill:unguarded", "decode:pid", "decode:unguarded",
+     "mtp:unguarded"}))
 def test_split_launches_give_the_same_statuses(name):
     # Several column programs per row must change nothing: correct kernels still pass
     # everything, and the unguarded ones fail on exactly the same cases with the same status.

@@ -137,7 +137,9 @@ SAFE = [impl for impl in builtin().values() if impl.safe]
 UNSAFE = [impl for impl in builtin().values() if not impl.safe]
 
 
-@pytest.mark.parametrize("impl", slow_when(SAFE, {"prefill:guarded"}, lambda i: i.name))
+@pytest.mark.parametrize("impl", slow_when(
+    SAFE, {"prefill:guarded", "decode:pid", "mtp:guarded", "blocktable:guarded"},
+    lambda i: i.name))
 def test_every_safe_kernel_passes_every_suite_in_every_mode(impl):
     impl = impl.described()
     targets = suite_cases(impl.path, *cpu_suites(impl.path))
