@@ -234,11 +234,7 @@ def compare(
     from diffcheck.selection import case_files, parse_shard, select
 
     failing = _fail_on(fail_on)
-    if invalid_fill not in (None, 0, -1):
-        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
-    if not (timeout == 0 or 0 < timeout < float("inf")):  # nan, inf and negatives
-        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
-                         f"got {timeout:g}")
+    _check_fill_and_timeout(invalid_fill, timeout)
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
     inputs = case_files([*(cases or []), *(case_paths or [])])
@@ -379,11 +375,7 @@ def fuzz(
     except ImportError:
         raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
                          "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
-    if invalid_fill not in (None, 0, -1):
-        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
-    if not (timeout == 0 or 0 < timeout < float("inf")):
-        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
-                         f"got {timeout:g}")
+    _check_fill_and_timeout(invalid_fill, timeout)
     if not 0 <= shrink_time < float("inf"):
         raise UsageError(f"--shrink-time must be 0 or more seconds, got {shrink_time:g}")
     if size not in ("auto", "small", "production"):
@@ -421,7 +413,7 @@ def fuzz(
     checker = fuzzing.Checker(implementation, chosen_modes, settings)
     shown = impl  # as the user wrote it: the reproduce command runs from the same folder
     try:
-        replayed, stuck, _ = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill,
+        replayed, stuck = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill,
                                                   full_modes,
                                                   lambda line: typer.echo(line, err=True))
         if stuck is not None:
@@ -539,6 +531,16 @@ def call(
                 failed |= result.failed
     if failed:
         raise typer.Exit(ExitCode.FAILURES)
+
+
+def _check_fill_and_timeout(invalid_fill: int | None, timeout: float) -> None:
+    """--invalid-fill is a contract's fill; --timeout is 0 or a finite positive time (nan, inf
+    and negatives are refused)."""
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    if not (timeout == 0 or 0 < timeout < float("inf")):
+        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
+                         f"got {timeout:g}")
 
 
 def _fail_on(text: str):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from diffcheck.case import Case, Scenario
@@ -92,8 +92,6 @@ class FuzzResult:
     broken: BaseException | None = None
     finding: Finding | None = None
     saved: Path | None = None
-    #: rows of every check, in order (the report)
-    rows: list[ReportRow] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -258,7 +256,6 @@ def fuzz(
             except Exception as e:
                 raise _Broken(e) from e
             checked[drawn] = rows
-            result.rows += rows
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
         if worst is None and state.get("lost"):
@@ -315,16 +312,16 @@ def fuzz(
 def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],
                  fill: int | None, modes: list[Mode] | None = None,
                  warn: Callable[[str], None] = lambda line: None,
-                 ) -> tuple[int, Finding | None, list[ReportRow]]:
+                 ) -> tuple[int, Finding | None]:
     """Run the saved cases of the path in ``folder`` first, in ``modes`` (the full check:
-    never screened): (how many ran, the first that still fails, every row). A file that does
-    not load is skipped with a warning, so one bad file never blocks the folder."""
+    never screened): (how many ran, the first that still fails). A file that does not load
+    is skipped with a warning, so one bad file never blocks the folder."""
     from diffcheck.casefile import load_any
     from diffcheck.errors import CaseFileError
 
     if not folder.is_dir():
-        return 0, None, []
-    count, rows = 0, []
+        return 0, None
+    count = 0
     for file in sorted(folder.glob("*.npz")):
         try:
             target = load_any(file)
@@ -342,11 +339,10 @@ def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozen
             found = lost.rows
         if found:
             count += 1
-        rows += found
         worst = worst_failing(found, fail_on)
         if worst is not None:
-            return count, Finding(None, target, worst, found, None, worst, replayed=True), rows
-    return count, None, rows
+            return count, Finding(None, target, worst, found, None, worst, replayed=True)
+    return count, None
 
 
 def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
