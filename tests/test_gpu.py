@@ -307,25 +307,12 @@ def test_the_captured_check_agrees_with_the_full_check_and_is_timed(tmp_path):
     """diffcheck.fastcheck on real graphs: zero counters on correct kernels over generated
     cases of one shape, a counter on each broken kernel the full check fails, and bench's
     checks/s line for it."""
-    import numpy as np
-
-    from diffcheck.fastcheck import CapturedCheck
-    from diffcheck.fixtures.decode import decode_batch
-    from diffcheck.fixtures.layouts import Layout
-    from diffcheck.impls import builtin
-    from diffcheck.runner import RunSettings
-
-    settings = RunSettings(torch.device("cuda"), "gpu", 0, isolation="none")
-    rng = np.random.default_rng(0)
-    cases = [Layout(f"c{i}", "", 2048, decode_batch([int(c) for c in rng.integers(
-        0, 9000, 64)], shuffled=True, oddities=("minus_one", "beyond", "negative")))
-        .case("decode", "gpu", i, 0) for i in range(4)]
-    for name in ("decode:guarded", "decode:pid"):
-        check = CapturedCheck(cases[0], builtin()[name].described(), settings)
-        for case in cases:
-            assert not any(check.run(case).values()), name
-    unguarded = CapturedCheck(cases[0], builtin()["decode:unguarded"].described(), settings)
-    assert any(unguarded.run(cases[1]).values())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "captured_agreement.py")
+    agreed = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert agreed.returncode == 0, agreed.stdout + agreed.stderr[-3000:]
+    print(agreed.stdout.strip())
     done = run_cli("bench", "--path", "decode", "--regime", "4k", "--repeats", "30")
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if "memory-safety check, captured" in x
