@@ -176,7 +176,8 @@ def peak_of(device: torch.device) -> float | None:
 def bench_path(case: Case, regime: str, impls: list[Implementation], device: torch.device,
                timer: Timer, launches: int,
                check: Callable[[Case, bool], None] | None,
-               captured: Callable[[], object] | None = None) -> list[BenchRow]:
+               captured: tuple[tuple[str, Callable[[], object], int], ...] = ()
+               ) -> list[BenchRow]:
     """Every implementation eager and per launch in a graph, the reference, one check (with
     its reference computed, as a case's first check in a run, and reused, as the others)."""
     spec = get_path(case.path)
@@ -213,9 +214,8 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
         rows.append(_row(case, regime, "memory-safety check", "check", fresh, moved, peak))
         rows.append(_row(case, regime, "memory-safety check, reference reused", "check",
                          reused, moved, peak))
-    if captured is not None:  # diffcheck.fastcheck: the same check as one graph replay
-        rows.append(_row(case, regime, "memory-safety check, captured", "check",
-                         timer(captured), moved, peak))
+    for item, fn, per in captured:  # diffcheck.fastcheck: the same check as graph replays
+        rows.append(_row(case, regime, item, "check", timer(fn, per), moved, peak))
     _ratios(rows)
     return rows
 

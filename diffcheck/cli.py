@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
@@ -284,6 +285,11 @@ def compare(
         raise typer.Exit(ExitCode.FAILURES)
 
 
+#: device mutants per drawn case under fuzz --fast: enough that drawing a production-size
+#: case on the host (0.1-0.3 s) is a small part of the run
+FAST_MUTANTS = 1024
+
+
 @app.command()
 @exit_codes
 def fuzz(
@@ -353,6 +359,12 @@ def fuzz(
                            "and every 16th get the full check (which also sees what a replay "
                            "cannot: the launcher's Python).")
     ] = False,
+    mutants: Annotated[
+        int | None, typer.Option(help="With --fast: device-made mutants checked per drawn case "
+                                 "inside its captured graph (odd positions, large slots); the "
+                                 "first one counted on gets the full check and is shrunk.",
+                                 show_default=f"{FAST_MUTANTS} with --fast")
+    ] = None,
 ) -> None:
     """Generate cases (or replay scenarios) against the reference with every check on, stop
     at the first failure or the budget, shrink the failure to a minimal case and save it.
@@ -397,11 +409,14 @@ def fuzz(
         raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
                          "with --mode eager (on the CPU the interpreter sandbox must see every "
                          "access)")
+    if mutants is not None and (mutants < 0 or not fast):
+        raise UsageError("--mutants is a number of device-made mutants per case (0 or more) "
+                         "and needs --fast")
     full_modes = chosen_modes  # what saved regression cases replay in: never screened
     if fast:
         from diffcheck.fastcheck import Screened
 
-        chosen_modes = [Screened()]
+        chosen_modes = [Screened(FAST_MUTANTS if mutants is None else mutants)]
     implementation = find(impl, path)
     if implementation.path != spec.name:
         raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
@@ -434,7 +449,7 @@ def fuzz(
                               shrink_time, lambda line: typer.echo(line, err=True))
     finally:
         checker.close()
-    rate = f"{result.checked} cases in {result.elapsed:.0f} s ({result.rate:.1f} cases/s)"
+    rate = f"{result.counted()} in {result.elapsed:.0f} s ({result.rate:,.1f} checks/s)"
     if result.finding is None:
         typer.echo(f"fuzz: no failure: {rate}")
         return
@@ -772,6 +787,10 @@ def show(
         typer.echo(f"step on a graph of {size}: " + describe_case(step))
 
 
+#: device mutants per timed call of bench's mutant row
+BENCH_MUTANTS = 64
+
+
 @app.command()
 @exit_codes
 def bench(
@@ -904,13 +923,22 @@ def bench(
             for name in regime or list(REGIMES):
                 typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
                 case = bench_case(spec.name, name, rows, k, q, positions)
-                fast = None
+                fast: tuple = ()
                 if check and dev.type == "cuda":  # the captured check: GPUs (see fastcheck)
                     from diffcheck.fastcheck import CapturedCheck
 
+                    # the case already on the device, as for the full check's row
+                    there = dataclasses.replace(case, inputs={
+                        n: t.to(dev) for n, t in case.inputs.items()})
                     try:
-                        captured_check = CapturedCheck(case, safe, settings)
-                        fast = functools.partial(captured_check.run, case)
+                        captured_check = CapturedCheck(there, safe, settings)
+                        mutating = CapturedCheck(there, safe, settings, mutating=True)
+                        fast = (("memory-safety check, captured",
+                                 functools.partial(captured_check.run, there), 1),
+                                (f"memory-safety check, captured, per device mutant (of "
+                                 f"{BENCH_MUTANTS})", functools.partial(
+                                     mutating.first_failing_mutant, there, BENCH_MUTANTS),
+                                 BENCH_MUTANTS))
                     except Exception as e:  # a kernel that cannot be captured: no such row
                         typer.echo(f"bench {spec.name} {name}: no captured check of {safe.name}"
                                    f" ({type(e).__name__}: {e})", err=True)

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from diffcheck.case import Case, Scenario
 from diffcheck.errors import DeviceError, UsageError
+from diffcheck.fastcheck import MUTANT_FAULT, mutants_checked
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
+from diffcheck.mutants import index_of, mutant
 from diffcheck.paths import PathSpec
 from diffcheck.report import ReportRow
 from diffcheck.runner import RunSettings
@@ -92,10 +94,21 @@ class FuzzResult:
     broken: BaseException | None = None
     finding: Finding | None = None
     saved: Path | None = None
+    #: device-made mutants checked besides the drawn cases (fuzz --fast)
+    mutants: int = 0
 
     @property
     def rate(self) -> float:
-        return self.checked / self.elapsed if self.elapsed > 0 else 0.0
+        """Checks per second: drawn cases and device mutants alike."""
+        return (self.checked + self.mutants) / self.elapsed if self.elapsed > 0 else 0.0
+
+    def counted(self) -> str:
+        """What was checked, in words."""
+        return _counted(self.checked, self.mutants)
+
+
+def _counted(cases: int, mutants: int) -> str:
+    return f"{cases} cases" + (f" and {mutants:,} device mutants" if mutants else "")
 
 
 class Checker:
@@ -230,8 +243,9 @@ def fuzz(
         shown[0] = now
         if state["found_at"] is None:
             elapsed = now - began
-            progress(f"fuzz: {len(checked)} cases in {elapsed:.0f} s "
-                     f"({len(checked) / max(elapsed, 1e-9):.1f} cases/s), no failure yet")
+            done = len(checked) + result.mutants
+            progress(f"fuzz: {_counted(len(checked), result.mutants)} in {elapsed:.0f} s "
+                     f"({done / max(elapsed, 1e-9):,.1f} checks/s), no failure yet")
         else:
             progress(f"fuzz: shrinking the {state['status']}: {result.shrink_steps} steps, "
                      f"{now - state['found_at']:.0f} s; smallest so far: "
@@ -256,6 +270,8 @@ def fuzz(
             except Exception as e:
                 raise _Broken(e) from e
             checked[drawn] = rows
+            if state["found_at"] is None:
+                result.mutants += sum(mutants_checked(row) for row in rows)
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
         if worst is None and state.get("lost"):
@@ -269,8 +285,9 @@ def fuzz(
             state["found_at"], result.found_after = time.perf_counter(), len(checked)
             state["last"] = (drawn, worst)
             took = state["found_at"] - began
+            done = len(checked) + result.mutants
             progress(f"fuzz: {worst.status} at generated case {len(checked)} ({took:.0f} s, "
-                     f"{len(checked) / max(took, 1e-9):.1f} cases/s); shrinking it")
+                     f"{done / max(took, 1e-9):,.1f} checks/s); shrinking it")
         elif worst.status != state["status"]:
             return  # another kind of failure: shrinking keeps the first
         state["last"] = (drawn, worst)
@@ -303,10 +320,34 @@ def fuzz(
         drawn, row = state["last"]
         first, first_row = state["first"]
         target = generated_target(spec, drawn, fill)
-        result.finding = Finding(drawn, target, row, checked[drawn], first, first_row)
+        rows = checked[drawn]
+        if MUTANT_FAULT in row.error and isinstance(target, Case):
+            located = _locate_fault(checker, target)
+            if located is not None:
+                row, rows = located, [located]
+        index = index_of(row.case_id)
+        if index is not None and isinstance(target, Case):  # the device mutant that failed
+            target = mutant(target, index)
+        result.finding = Finding(drawn, target, row, rows, first, first_row)
         result.shrink_seconds = time.perf_counter() - state["found_at"]
         result.elapsed = state["found_at"] - began
     return result
+
+
+def _locate_fault(checker: Checker, target: Case) -> ReportRow | None:
+    """Which device mutant of ``target`` faulted the device: its mutants again, each waited
+    for (a fresh worker; the fault then names its mutant). None when it does not fault again."""
+    from diffcheck.fastcheck import Screened
+
+    count = max((getattr(m, "mutants", 0) for m in checker.modes), default=0)
+    if not count:
+        return None
+    try:
+        rows = checker.rows(target, [Screened(count, one_by_one=True)])
+    except DeviceLost as lost:
+        rows = lost.rows
+    return next((r for r in rows if r.status == Status.FAULT.value
+                 and index_of(r.case_id) is not None), None)
 
 
 def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],
@@ -354,12 +395,19 @@ def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
                 f"{row.detail}")
     what = "scenario" if isinstance(finding.target, Scenario) else "case"
     text = (f"{impl} fails a generated {row.path} {what} ({row.status}{mode}): {row.detail}. "
-            f"The smallest failing {what} found: {finding.drawn.describe()}.")
-    if finding.first != finding.drawn:
-        text += (f" First found on {finding.first.describe()} (generated case "
+            f"The smallest failing {what} found: {finding.drawn.describe()}"
+            f"{_mutant_words(finding.target.name)}.")
+    if finding.first != finding.drawn or finding.first_row.case_id != row.case_id:
+        text += (f" First found on {finding.first.describe()}"
+                 f"{_mutant_words(finding.first_row.case_id)} (generated case "
                  f"{result.found_after}), then shrunk in {result.shrink_steps} steps "
                  f"({result.shrink_seconds:.0f} s).")
     return text
+
+
+def _mutant_words(name: str) -> str:
+    index = index_of(name)
+    return "" if index is None else f", its device mutant {index}"
 
 
 def saved_name(finding: Finding, impl: str) -> str:

@@ -320,7 +320,9 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
         from diffcheck.fastcheck import screened
 
         quick = screened(job, settings)
-        if quick is not None:
+        if isinstance(quick, Case):  # a device mutant of the case: the full check on it
+            job = dataclasses.replace(job, case=quick)
+        elif quick is not None:
             return quick
     began = time.perf_counter()
     contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),

@@ -2,6 +2,7 @@
 the rest of the suite imports the kernels through the Triton interpreter."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -315,9 +316,10 @@ def test_the_captured_check_agrees_with_the_full_check_and_is_timed(tmp_path):
     print(agreed.stdout.strip())
     done = run_cli("bench", "--path", "decode", "--regime", "4k", "--repeats", "30")
     assert done.returncode == 0, done.stderr[-3000:]
-    line = next(x for x in done.stdout.splitlines() if "memory-safety check, captured" in x
-                and "checks/s" in x)
-    print(line)
+    lines = [x for x in done.stdout.splitlines() if "checks/s" in x]
+    assert any("memory-safety check, captured" in x for x in lines), done.stdout
+    assert any("per device mutant" in x for x in lines), done.stdout
+    print(done.stdout)
 
 
 def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path):
@@ -336,3 +338,9 @@ def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path
          "60s", "--fast"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     print(found.stdout)
     assert found.returncode == 1 and "mismatch" in found.stdout, found.stderr[-3000:]
+    # the saved case (a device mutant or a drawn case) fails again through compare
+    command = next(x for x in found.stdout.splitlines() if x.startswith("reproduce: "))
+    words = shlex.split(command.removeprefix("reproduce: "))
+    again = subprocess.run([sys.executable, "-m", *words], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1, again.stdout + again.stderr[-3000:]

@@ -1,0 +1,92 @@
+"""Device-made mutants (diffcheck.mutants) and the captured check that runs them
+(`fuzz --fast --mutants N`): well-formed for every path, rebuilt on the host exactly as the
+graph made them, and a kernel wrong only on odd values of a clean case is found among them.
+Run on the graph emulator with the sandbox off (a GPU's view); test_gpu.py runs them for real."""
+
+import pytest
+import torch
+from conftest import CPU, make_impl, suite_cases
+
+from diffcheck.casefile import case_problems
+from diffcheck.fastcheck import CapturedCheck, Screened, mutants_checked
+from diffcheck.impls import builtin
+from diffcheck.job import Job
+from diffcheck.mutants import index_of, mutant
+from diffcheck.runner import RunSettings, run_job
+
+
+def settings(fillings: int = 2) -> RunSettings:
+    return RunSettings(CPU, "test", 0, None, False, fillings, 60.0, "none")
+
+
+def clean_decode(name: str = "clean"):
+    from diffcheck.fixtures.decode import decode_batch
+    from diffcheck.fixtures.layouts import Layout
+
+    return Layout(name, "", 256, decode_batch([300, 90, 300, 17])).case("decode", "t", 5, 0)
+
+
+@pytest.mark.parametrize("path", ["decode", "mtp", "prefill", "blocktable"])
+def test_mutants_keep_every_path_well_formed_and_change_what_they_may(path):
+    for case in suite_cases(path, "smoke"):
+        if not case.well_formed:
+            continue
+        assert mutant(case, 0).inputs.keys() == case.inputs.keys()
+        assert all(torch.equal(mutant(case, 0).inputs[n], case.inputs[n]) for n in case.inputs)
+        changed = 0
+        for index in range(1, 9):
+            made, again = mutant(case, index), mutant(case, index)
+            assert made.name.endswith(f"-m{index}") and index_of(made.case_id) == index
+            assert not case_problems(made), (case.name, index, case_problems(made))
+            for name, tensor in case.inputs.items():
+                assert made.inputs[name].shape == tensor.shape
+                assert torch.equal(made.inputs[name], again.inputs[name])  # deterministic
+                changed += int((made.inputs[name] != tensor).sum())
+        assert changed > 0, case.name
+
+
+def test_the_share_of_changed_values_cycles_from_one_odd_entry_to_half():
+    case = clean_decode()
+    positions = case.inputs["token_indices"].numel()
+    shares = [int((mutant(case, i).inputs["token_indices"] != case.inputs["token_indices"])
+                  .sum()) / positions for i in range(1, 5)]
+    assert shares[0] < 0.01 and 0.25 < shares[3] < 0.6 and shares == sorted(shares)
+
+
+def test_the_graph_makes_the_mutants_the_host_rebuilds():
+    case = clean_decode()
+    check = CapturedCheck(case, builtin()["decode:guarded"].described(), settings(), True)
+    assert check.first_failing_mutant(case, 6) is None  # a correct kernel: none counted
+    last = mutant(case, 6)  # the sources hold the last mutant the graph made
+    for name, source in check.sources.items():
+        assert torch.equal(source.cpu(), last.inputs[name]), name
+    assert not any(check.run(case).values())  # and the case itself again afterwards
+
+
+def test_a_kernel_wrong_only_on_odd_positions_is_found_among_the_mutants():
+    """No context mask: a clean case passes, a mutant with a position past its context does
+    not; the mutant named is one the full check fails."""
+    impl = make_impl("decode:decode_no_ctx_mask", "misbehaving_kernels:decode_no_ctx_mask")
+    case = clean_decode()
+    check = CapturedCheck(case, impl, settings(), True)
+    assert not any(check.run(case).values())
+    index = check.first_failing_mutant(case, 64)
+    assert index is not None and index > 0
+    from diffcheck.modes import Eager
+
+    rows = run_job(Job(mutant(case, index), impl, Eager()), settings())
+    assert rows[0].row.status == "mismatch"
+
+
+def test_screening_with_mutants_hands_the_failing_mutant_to_the_full_check():
+    impl = make_impl("decode:decode_no_ctx_mask_screened", "misbehaving_kernels:decode_no_ctx_mask")
+    mode = Screened(mutants=64)
+    first = run_job(Job(clean_decode("a"), impl, mode), settings())  # the first: full check
+    assert first[0].row.status == "pass" and mutants_checked(first[0].row) == 0
+    found = run_job(Job(clean_decode("b"), impl, mode), settings())
+    row = found[0].row
+    assert row.status == "mismatch" and index_of(row.case_id) is not None, row.case_id
+    guarded = builtin()["decode:guarded"].described()
+    for name in ("c", "d"):
+        rows = run_job(Job(clean_decode(name), guarded, Screened(mutants=16)), settings())
+    assert rows[0].row.status == "pass" and mutants_checked(rows[0].row) == 16
