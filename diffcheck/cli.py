@@ -287,7 +287,7 @@ def compare(
 
 #: device mutants per drawn case under fuzz --fast: enough that drawing a production-size
 #: case on the host (0.1-0.3 s) is a small part of the run
-FAST_MUTANTS = 1024
+FAST_MUTANTS = 2048
 
 
 @app.command()

@@ -12,6 +12,9 @@ engines' bug history showed slipping through fixed suites (issue "Find what no s
   as Python does, instead of giving all fill.
 - blocktable_slot_through_float: the slot is computed with a float stride (a launcher that
   divides), exact only below 2^24.
+
+And one for the GPU's device mutants (`fuzz --fast`): decode_faults_on_far_positions reads
+2^40 bytes away for a position 2^16 past its context, which faults a GPU.
 """
 
 import weakref
@@ -19,7 +22,7 @@ import weakref
 import torch
 import triton
 import triton.language as tl
-from misbehaving_kernels import NO_CTX_MASK, WIDE, _decode
+from misbehaving_kernels import FAR_READ, NO_CTX_MASK, WIDE, _decode
 
 #: the fast path's thresholds
 FAST_ROWS, FAST_K = 8, 1024
@@ -34,6 +37,14 @@ def decode_fast_path_for_large_batches(qo_indptr, kv_indptr, page_kv_indptr, kv_
     how = {"bug": NO_CTX_MASK} if fast else {}
     return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill, **how)
+
+
+def decode_faults_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                   token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
+                                   BLOCK_N=WIDE, out=None, fill=0):
+    """Correct but for a position at least 2^16 past its context: a wild read (a GPU faults)."""
+    return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=FAR_READ)
 
 
 #: id of a kv_indptr tensor -> (a weak reference to it, the grid counted for it)

@@ -31,7 +31,7 @@ WIDE = 1024
 
 # What the one Triton kernel below does differently (a constexpr, as the compiler needs).
 (CORRECT, NO_CTX_MASK, CONSTANT_FILL, IGNORES_ROW_STRIDE, WRITES_KV_INDICES,
- RACES, BORROWS_KV_INDICES) = (tl.constexpr(i) for i in range(7))
+ RACES, BORROWS_KV_INDICES, FAR_READ) = (tl.constexpr(i) for i in range(8))
 
 
 @triton.jit
@@ -82,6 +82,9 @@ def _convert_rows(
                 valid = readable
             valid = valid & (kv_start + pos >= 0) & (kv_start + pos < num_kv)
             slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
+            if BUG == FAR_READ:  # a position 2^16 past the context read 2^40 bytes away
+                far = readable & (pos >= ctx + 65536)
+                slot += tl.load(kv_indices_ptr + (pos.to(tl.int64) << 24), mask=far, other=0)
             value = tl.where(valid, slot, fill)
             if BUG == CONSTANT_FILL:
                 value = tl.where(valid, slot, 0)

@@ -2,6 +2,7 @@
 the rest of the suite imports the kernels through the Triton interpreter."""
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -344,3 +345,19 @@ def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path
     again = subprocess.run([sys.executable, "-m", *words], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 1, again.stdout + again.stderr[-3000:]
+
+
+def test_a_device_mutant_that_faults_the_device_is_named_and_saved(tmp_path):
+    """fuzz --fast queues mutants back to back, so a fault names none of them; the case's
+    mutants run again, each waited for, and the one that faulted is the saved case."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
+         "fuzz_kernels:decode_faults_on_far_positions", "--path", "decode", "--budget", "60s",
+         "--fast", "--shrink-time", "15"], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=600)
+    print(done.stdout)
+    assert done.returncode == 1 and "(fault" in done.stdout, done.stdout + done.stderr[-3000:]
+    saved = next(x for x in done.stdout.splitlines() if x.startswith("saved: "))
+    assert re.search(r"-m\d+\.npz$", saved), saved
