@@ -190,8 +190,8 @@ class CapturedCheck:
         done = 0
         while done < count:
             chunk = min(LOG, count - done)
-            self._load(case, 1 + done)
             try:
+                self._load(case, 1 + done)
                 with backend.interpreter_as_on_gpu(self.device):
                     for j in range(chunk):
                         try:

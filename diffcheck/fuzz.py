@@ -21,7 +21,7 @@ from pathlib import Path
 
 from diffcheck.case import Case, Scenario
 from diffcheck.errors import DeviceError, UsageError
-from diffcheck.fastcheck import MUTANT_FAULT, mutants_checked
+from diffcheck.fastcheck import mutants_checked
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
@@ -321,7 +321,10 @@ def fuzz(
         first, first_row = state["first"]
         target = generated_target(spec, drawn, fill)
         rows = checked[drawn]
-        if MUTANT_FAULT in row.error and isinstance(target, Case):
+        if (row.status == Status.FAULT.value and isinstance(target, Case)
+                and index_of(row.case_id) is None):
+            # under --fast the fault may be one of the case's device mutants (queued back to
+            # back, or the worker died with them): run them again, each waited for
             located = _locate_fault(checker, target)
             if located is not None:
                 row, rows = located, [located]

@@ -90,3 +90,58 @@ def test_screening_with_mutants_hands_the_failing_mutant_to_the_full_check():
     for name in ("c", "d"):
         rows = run_job(Job(clean_decode(name), guarded, Screened(mutants=16)), settings())
     assert rows[0].row.status == "pass" and mutants_checked(rows[0].row) == 16
+
+
+class _FaultsOnFarPositions:
+    """A graph that behaves as a GPU would for a kernel that reads wild at a position 2^16
+    past its context: the replay of such a mutant 'faults' (the error a CUDA fault raises)."""
+
+    def __init__(self, real):
+        self.real, self.owner = real, None
+
+    def capture(self, call):
+        self.owner = call.__self__  # the CapturedCheck whose body this is
+        return self.real.capture(call)
+
+    def replay(self, sync: bool = True) -> None:
+        self.real.replay(sync)
+        if _has_far_position(self.owner.sources):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def _has_far_position(tensors) -> bool:
+    contexts = tensors["kv_indptr"][1:] - tensors["kv_indptr"][:-1]
+    rows = tensors["token_indices"][: contexts.numel()]
+    return bool((rows >= contexts[:, None] + 65536).any())
+
+
+def test_a_mutant_that_faults_is_named_by_running_the_mutants_one_by_one(monkeypatch):
+    """Queued back to back, a fault names no mutant: the case's row is a fault that says so;
+    run again one by one (fuzz does, in a fresh worker) the fault row is the mutant's."""
+    import diffcheck.fastcheck as fastcheck
+    from diffcheck import fuzz
+    from diffcheck.status import Status
+
+    real = fastcheck.new_graph
+    monkeypatch.setattr(fastcheck, "new_graph", lambda device: _FaultsOnFarPositions(real(device)))
+    impl = make_impl("decode:guarded_faulting", "diffcheck.kernels.decode:decode_guarded")
+    case = clean_decode("far")
+    assert not _has_far_position(case.inputs)
+    check = CapturedCheck(case, impl, settings(), True)
+    with pytest.raises(fastcheck.MutantFault) as queued:
+        check.first_failing_mutant(case, 64)
+    assert queued.value.index is None
+    with pytest.raises(fastcheck.MutantFault) as waited:
+        check.first_failing_mutant(case, 64, one_by_one=True)
+    assert _has_far_position(mutant(case, waited.value.index).inputs)
+    assert not any(_has_far_position(mutant(case, i).inputs)
+                   for i in range(1, waited.value.index))
+
+    checker = fuzz.Checker(impl, [Screened(64)], settings())
+    first = checker.rows(case)  # the first screened case gets the full check: no mutants
+    assert [r.status for r in first] == ["pass"]
+    row = checker.rows(case)[0]
+    assert row.status == Status.FAULT.value and fastcheck.MUTANT_FAULT in row.error
+    assert index_of(row.case_id) is None
+    located = fuzz._locate_fault(checker, case)
+    assert located is not None and index_of(located.case_id) == waited.value.index
