@@ -305,10 +305,12 @@ def fuzz(
     ] = None,
     mode: Annotated[
         str,
-        typer.Option(help="eager or capture: generated calls; replay, graph or all: generated "
-                     "replay scenarios (a graph captured on a full, dummy or padded batch, "
-                     "then real batches), checked in those modes."),
-    ] = "eager",
+        typer.Option(help="auto: generated calls (eager) and generated replay scenarios "
+                     "(replay) alike, where the path generates scenarios (eager only with "
+                     "--fast); eager or capture: generated calls; replay, graph or all: "
+                     "generated replay scenarios (a graph captured on a full, dummy or padded "
+                     "batch, then real batches), checked in those modes."),
+    ] = "auto",
     budget: Annotated[
         str, typer.Option(help="How long to search: a time (60s, 5m, 1h) or a number of "
                           "generated cases (500).")
@@ -393,7 +395,7 @@ def fuzz(
     if size not in ("auto", "small", "production"):
         raise UsageError(f"--size must be auto, small or production, got '{size}'")
     allotted = fuzzing.Budget.parse(budget)
-    chosen_modes = modes.select(mode)
+    chosen_modes = modes.select("eager" if mode == "auto" else mode)
     if path is None:
         prefix = impl.partition(":")[0]
         if prefix not in known_paths() or ".py" in impl or impl.count(":") != 1:
@@ -402,6 +404,10 @@ def fuzz(
         path = prefix
     spec = get_path(path)
     scenarios = any(m.name == "replay" for m in chosen_modes)
+    # the default draws replay scenarios too (a launcher that freezes what it saw at capture
+    # fails only there); --fast screens eager calls alone
+    mixed = mode == "auto" and not fast and fuzzing.generates_scenarios(spec)
+    scenario_modes = modes.select("replay") if mixed else None
     fuzzing.strategy_for(spec, scenarios, CPU_LIMITS)  # refuses a path it cannot fuzz
     dev = backend.resolve(device)
     backend.prepare(dev)
@@ -412,7 +418,8 @@ def fuzz(
     if mutants is not None and (mutants < 0 or not fast):
         raise UsageError("--mutants is a number of device-made mutants per case (0 or more) "
                          "and needs --fast")
-    full_modes = chosen_modes  # what saved regression cases replay in: never screened
+    # what saved regression cases replay in (never screened)
+    full_modes = chosen_modes + (scenario_modes or [])
     if fast:
         from diffcheck.fastcheck import Screened
 
@@ -425,7 +432,7 @@ def fuzz(
     limits = GPU_LIMITS if size == "production" or (size == "auto" and dev.type != "cpu") \
         else CPU_LIMITS
     fill = spec.fill if invalid_fill is None else invalid_fill
-    checker = fuzzing.Checker(implementation, chosen_modes, settings)
+    checker = fuzzing.Checker(implementation, chosen_modes, settings, scenario_modes)
     shown = impl  # as the user wrote it: the reproduce command runs from the same folder
     try:
         replayed, stuck = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill,
@@ -440,13 +447,14 @@ def fuzz(
         if replayed:
             typer.echo(f"fuzz: {replayed} saved cases of {spec.name} in {save_to} pass",
                        err=True)
-        typer.echo(f"fuzz: {shown} on {spec.name} ({', '.join(m.name for m in chosen_modes)}) "
-                   f"on {backend.describe(dev)}, budget {allotted}, seed {seed}, "
-                   f"{'scenarios' if scenarios else 'cases'} up to "
-                   f"{limits.requests + limits.bulk} requests",
-                   err=True)
+        drawn = ("cases (eager) and scenarios (replay)" if mixed else
+                 f"{'scenarios' if scenarios else 'cases'} "
+                 f"({', '.join(m.name for m in chosen_modes)})")
+        typer.echo(f"fuzz: {shown} on {spec.name} on {backend.describe(dev)}, budget "
+                   f"{allotted}, seed {seed}, {drawn} up to {limits.requests + limits.bulk} "
+                   "requests", err=True)
         result = fuzzing.fuzz(spec, checker, scenarios, allotted, seed, limits, fill, failing,
-                              shrink_time, lambda line: typer.echo(line, err=True))
+                              shrink_time, lambda line: typer.echo(line, err=True), mixed)
     finally:
         checker.close()
     rate = f"{result.counted()} in {result.elapsed:.0f} s ({result.rate:,.1f} checks/s)"

@@ -115,18 +115,24 @@ class Checker:
     """Runs one target through every selected mode, in a worker process kept for the whole
     run (a fault or time-out replaces it), or in this process with isolation ``none``."""
 
-    def __init__(self, impl: Implementation, modes: list[Mode], settings: RunSettings) -> None:
+    def __init__(self, impl: Implementation, modes: list[Mode], settings: RunSettings,
+                 scenario_modes: list[Mode] | None = None) -> None:
         from diffcheck.executors import InProcess
         from diffcheck.worker import Worker
 
         self.impl, self.modes, self.settings = impl, modes, settings
+        #: the modes a scenario runs in, when not ``modes`` (cases and scenarios drawn alike)
+        self.scenario_modes = scenario_modes
         self.worker = Worker(settings) if settings.isolation == "process" else None
         self.local = InProcess(settings) if self.worker is None else None
 
     def rows(self, target: Case | Scenario,
              modes: list[Mode] | None = None) -> list[ReportRow]:
+        if modes is None:
+            modes = self.scenario_modes if isinstance(target, Scenario) and \
+                self.scenario_modes is not None else self.modes
         rows: list[ReportRow] = []
-        for mode in self.modes if modes is None else modes:
+        for mode in modes:
             if mode.rows(target):
                 rows += [outcome.row for outcome in self._run(Job(target, self.impl, mode))]
         return rows
@@ -195,8 +201,10 @@ def generated_target(spec: PathSpec, drawn, fill: int) -> Case | Scenario:
     return target
 
 
-def strategy_for(spec: PathSpec, scenarios: bool, limits):
-    """The Hypothesis strategy of the path: batches, or replay plans."""
+def strategy_for(spec: PathSpec, scenarios: bool, limits, mixed: bool = False):
+    """The Hypothesis strategy of the path: batches, replay plans, or (``mixed``) either."""
+    from hypothesis import strategies as st
+
     from diffcheck.fixtures.generated import batches, plans
 
     if spec.generators is None:
@@ -206,7 +214,13 @@ def strategy_for(spec: PathSpec, scenarios: bool, limits):
     if scenarios and gen.scenario is None:
         raise UsageError(f"path {spec.name} generates no replay scenarios; fuzz it with "
                          "--mode eager or capture")
+    if mixed and gen.scenario is not None:
+        return st.one_of(batches(gen, limits), plans(gen, limits))
     return plans(gen, limits) if scenarios else batches(gen, limits)
+
+
+def generates_scenarios(spec: PathSpec) -> bool:
+    return spec.generators is not None and spec.generators().scenario is not None
 
 
 def worst_failing(rows: list[ReportRow], fail_on: frozenset[Status]) -> ReportRow | None:
@@ -225,12 +239,14 @@ def fuzz(
     fail_on: frozenset[Status],
     shrink_seconds: float = 60.0,
     progress: Callable[[str], None] = lambda line: None,
+    mixed: bool = False,
 ) -> FuzzResult:
-    """Generate, check, and shrink the first failure (see the module docstring)."""
+    """Generate, check, and shrink the first failure (see the module docstring); ``mixed``
+    draws cases and replay scenarios alike."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    strategy = strategy_for(spec, scenarios, limits)
+    strategy = strategy_for(spec, scenarios, limits, mixed)
     result = FuzzResult()
     checked: dict[object, list[ReportRow]] = {}
     state: dict = {"status": None, "first": None, "last": None, "found_at": None}
