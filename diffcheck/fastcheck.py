@@ -112,8 +112,7 @@ class CapturedCheck:
         self.counters = torch.zeros(len(COUNTERS), dtype=torch.int64, device=device)
         # mutants (diffcheck.mutants): the graph makes the sources from a static base and a
         # key, logs each replay's counters and moves the key on, so N mutants are N replays
-        self.mutating = mutating
-        self.base = ({n: t.clone() for n, t in self.sources.items()} if mutating else None)
+        self.base = {n: t.clone() for n, t in self.sources.items()} if mutating else None
         self.roles = mutants.roles_of(case)
         self.key = torch.zeros((), dtype=torch.int64, device=device)
         self.at = torch.zeros(1, dtype=torch.int64, device=device)
@@ -167,7 +166,7 @@ class CapturedCheck:
             self.key.add_(1)
 
     def _load(self, case: Case, first: int) -> None:
-        for name, source in (self.base or self.sources).items():
+        for name, source in (self.sources if self.base is None else self.base).items():
             source.copy_(case.inputs[name], non_blocking=True)
         self.key.fill_(mutants.key_of(case) + first)
         self.at.zero_()
@@ -303,7 +302,7 @@ class Screened(Eager):
 
 #: every this-many screened cases of an implementation get the full check anyway
 FULL_EVERY = 16
-_CHECKS: dict[str, CapturedChecks] = {}
+_CHECKS: dict[tuple[str, bool], CapturedChecks] = {}
 _SCREENED: dict[str, int] = {}
 #: a screened pass row's note, and the mutants it covered (fuzz counts them as checks)
 SCREENED_NOTE = "screened by a captured check"
@@ -324,10 +323,10 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | Case | None:
     seen = _SCREENED[job.impl.name] = _SCREENED.get(job.impl.name, 0) + 1
     if seen % FULL_EVERY == 1 and not one_by_one:  # (one by one: finding a faulting mutant)
         return None
-    checks = _CHECKS.get(job.impl.name)
+    checks = _CHECKS.get((job.impl.name, count > 0))
     if checks is None:
-        checks = _CHECKS[job.impl.name] = CapturedChecks(job.impl, settings,
-                                                         mutating=count > 0)
+        checks = _CHECKS[job.impl.name, count > 0] = CapturedChecks(job.impl, settings,
+                                                                    mutating=count > 0)
     began = time.perf_counter()
     try:
         check = checks.check_for(case)
