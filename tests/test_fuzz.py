@@ -104,7 +104,7 @@ def test_every_named_cpu_suite_passes_the_fuzz_kernels(tmp_path, kernel, path):
     ("decode:guarded", "decode", "eager"),
     ("decode:pid", "decode", "graph"),
     ("mtp:guarded", "mtp", "auto"),
-    ("fuzz_kernels:blocktable_right", "blocktable", "eager"),
+    ("fuzz_kernels:blocktable_right", "blocktable", "auto"),
     ("prefill:guarded", "prefill", "eager"),
 ])
 def test_correct_kernels_survive_a_long_fuzz_run(tmp_path, impl, path, mode):
@@ -171,9 +171,11 @@ def test_budgets_parse_times_and_counts():
 def test_fuzz_usage_errors_are_one_line_and_exit_4(tmp_path):
     result = invoke("fuzz", "--impl", "decode:guarded", "--budget", "soon")
     assert result.exit_code == ExitCode.USAGE and "--budget" in error_line(result)
-    result = invoke("fuzz", "--impl", "blocktable:guarded", "--mode", "replay")
+    result = invoke("fuzz", "--impl", "prefill:guarded", "--mode", "replay")
     assert result.exit_code == ExitCode.USAGE
     assert "generates no replay scenarios" in error_line(result)
+    result = invoke("fuzz", "--impl", "decode:guarded", "--mutants", "8")
+    assert result.exit_code == ExitCode.USAGE and "--mutants" in error_line(result)
     result = invoke("fuzz", "--impl", "my_engine.ops:convert")
     assert result.exit_code == ExitCode.USAGE and "--path" in error_line(result)
     result = invoke("fuzz", "--impl", "decode:guarded", "--fast", "--device", "cpu")

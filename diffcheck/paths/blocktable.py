@@ -81,11 +81,20 @@ def _gathered(case):
 
 
 def _generators():
-    from diffcheck.fixtures.blocktable import GENERATED_SCALARS, ODD, SPOILERS, generated_layout
+    from diffcheck.fixtures.blocktable import (
+        GENERATED_SCALARS,
+        ODD,
+        SPOILERS,
+        STALE_STEPS,
+        generated_layout,
+        generated_scenario,
+        scenario_capacity,
+    )
     from diffcheck.fixtures.generated import Generators
 
     return Generators(generated_layout, oddities=ODD, spoilers=tuple(SPOILERS),
-                      scalars=GENERATED_SCALARS, drafts=4)
+                      scalars=GENERATED_SCALARS, drafts=4, scenario=generated_scenario,
+                      capacity=scenario_capacity, stale_steps=STALE_STEPS)
 
 
 PATH = PathSpec(
