@@ -415,9 +415,11 @@ def fuzz(
         raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
                          "with --mode eager (on the CPU the interpreter sandbox must see every "
                          "access)")
-    if mutants is not None and (mutants < 0 or not fast):
-        raise UsageError("--mutants is a number of device-made mutants per case (0 or more) "
-                         "and needs --fast")
+    from diffcheck.mutants import SPAN
+
+    if mutants is not None and (not 0 <= mutants < SPAN or not fast):
+        raise UsageError(f"--mutants is a number of device-made mutants per case (0 to "
+                         f"{SPAN - 1}) and needs --fast")
     # what saved regression cases replay in (never screened)
     full_modes = chosen_modes + (scenario_modes or [])
     if fast:

@@ -22,6 +22,7 @@ import dataclasses
 import re
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -41,6 +42,8 @@ from diffcheck.status import Status
 
 #: mutants checked between two reads of their counters
 LOG = 1024
+#: elements each filling's row of the captured check is padded to (512 bytes)
+ROW_ALIGN = 128
 #: what the counters count, in order
 COUNTERS = ("mismatches", "stray_writes", "differ_between_fillings", "margin_writes",
             "input_writes", "extra_mismatches")
@@ -77,10 +80,14 @@ class CapturedCheck:
         plans = RUNS[: max(1, settings.fillings)]
         staged = [stage(self.sources, case.columns, out_size, device, plan.filling,
                         spec.names, roles) for plan in plans]
-        # every filling's arena is a row of one tensor: restored, snapshot and compared at once
-        self.arenas = torch.stack([s.arena for s in staged])
-        self.stagings = [_rehome(s, row, case.columns) for s, row in zip(staged, self.arenas,
-                                                                          strict=True)]
+        # every filling's arena is a row of one tensor: restored, snapshot and compared at
+        # once; rows padded to ROW_ALIGN elements, so each buffer has the same alignment in
+        # every filling (Triton specializes a kernel on its pointers' alignment)
+        length = staged[0].arena.numel()
+        self.arenas = torch.zeros(len(staged), -(-length // ROW_ALIGN) * ROW_ALIGN,
+                                  dtype=torch.int32, device=device)
+        self.stagings = [_rehome(s, row[:length], case.columns)
+                         for s, row in zip(staged, self.arenas, strict=True)]
         self.pristine = self.arenas.clone()
         self.before = torch.empty_like(self.arenas)
         first = self.stagings[0]
@@ -178,12 +185,13 @@ class CapturedCheck:
             self.graph.replay(sync=False)
         return dict(zip(COUNTERS, self.counters.tolist(), strict=True))
 
-    def first_failing_mutant(self, case: Case, count: int,
-                             one_by_one: bool = False) -> int | None:
+    def first_failing_mutant(self, case: Case, count: int, one_by_one: bool = False,
+                             progress: str | None = None) -> int | None:
         """Mutants 1..count of ``case`` (a check built with ``mutating``): the index of the
         first one any counter counts on, or None. The replays are queued back to back and the
         log read once per LOG mutants; a device fault then names no mutant (MutantFault with
-        index None), so ``one_by_one`` waits for each replay to name the one that faulted."""
+        index None), so ``one_by_one`` waits for each replay to name the one that faulted
+        (and writes its index to the file ``progress``, if given, for a time-out to name)."""
         if self.base is None:
             raise ValueError("this captured check was built without mutants")
         done = 0
@@ -193,6 +201,8 @@ class CapturedCheck:
                 self._load(case, 1 + done)
                 with backend.interpreter_as_on_gpu(self.device):
                     for j in range(chunk):
+                        if progress is not None and one_by_one:
+                            Path(progress).write_text(str(1 + done + j))
                         try:
                             self.graph.replay(sync=one_by_one)
                         except Exception as e:
@@ -296,8 +306,10 @@ class Screened(Eager):
 
     screened = True
 
-    def __init__(self, mutants: int = 0, one_by_one: bool = False) -> None:
-        self.mutants, self.one_by_one = mutants, one_by_one
+    def __init__(self, mutants: int = 0, one_by_one: bool = False,
+                 progress: str | None = None) -> None:
+        #: ``progress``: a file that holds the index of the mutant replaying (one by one)
+        self.mutants, self.one_by_one, self.progress = mutants, one_by_one, progress
 
 
 #: every this-many screened cases of an implementation get the full check anyway
@@ -333,7 +345,9 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | Case | None:
         counts = None if check is None else check.run(case)
         if counts is None or any(counts.values()):
             return None
-        failing = check.first_failing_mutant(case, count, one_by_one) if count else None
+        failing = (check.first_failing_mutant(case, count, one_by_one,
+                                              getattr(job.mode, "progress", None))
+                   if count else None)
     except MutantFault as e:  # the mutant's fault row, or the case's when it is not known
         if e.index is None:
             return _faulted(job, settings, e.error, began, f"{MUTANT_FAULT} 1..{count}")

@@ -77,6 +77,9 @@ class Finding:
     first_row: ReportRow
     #: a saved regression case that still fails (nothing drawn, nothing shrunk)
     replayed: bool = False
+    #: the failure came from one of this many device mutants of the case, none could be
+    #: named (the saved case may pass on its own)
+    unlocated: int = 0
 
 
 @dataclass
@@ -337,36 +340,57 @@ def fuzz(
         first, first_row = state["first"]
         target = generated_target(spec, drawn, fill)
         rows = checked[drawn]
-        if (row.status == Status.FAULT.value and isinstance(target, Case)
-                and index_of(row.case_id) is None):
-            # under --fast the fault may be one of the case's device mutants (queued back to
-            # back, or the worker died with them): run them again, each waited for
-            located = _locate_fault(checker, target)
+        unlocated = 0
+        mutating = max((getattr(m, "mutants", 0) for m in checker.modes), default=0)
+        if (mutating and row.status in (Status.FAULT.value, Status.TIMEOUT.value)
+                and isinstance(target, Case) and index_of(row.case_id) is None):
+            # under --fast a fault or time-out may come from one of the case's device mutants
+            # (queued back to back, or the worker was stopped with them): find which
+            located = locate_mutant(checker, target, mutating)
             if located is not None:
                 row, rows = located, [located]
+            else:
+                unlocated = mutating
         index = index_of(row.case_id)
         if index is not None and isinstance(target, Case):  # the device mutant that failed
             target = mutant(target, index)
-        result.finding = Finding(drawn, target, row, rows, first, first_row)
+        result.finding = Finding(drawn, target, row, rows, first, first_row,
+                                 unlocated=unlocated)
         result.shrink_seconds = time.perf_counter() - state["found_at"]
         result.elapsed = state["found_at"] - began
     return result
 
 
-def _locate_fault(checker: Checker, target: Case) -> ReportRow | None:
-    """Which device mutant of ``target`` faulted the device: its mutants again, each waited
-    for (a fresh worker; the fault then names its mutant). None when it does not fault again."""
-    from diffcheck.fastcheck import Screened
+def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | None:
+    """The row of the device mutant of ``target`` that faulted the device or ran past the
+    time limit: its mutants again in a fresh worker, each waited for, the index of the one
+    running kept in a file (a fault then names its mutant; a time-out leaves the file, and
+    that mutant gets the full check). None when none does it again."""
+    import tempfile
 
-    count = max((getattr(m, "mutants", 0) for m in checker.modes), default=0)
-    if not count:
-        return None
+    from diffcheck.fastcheck import Screened
+    from diffcheck.modes import Eager
+
+    with tempfile.TemporaryDirectory(prefix="diffcheck-mutant-") as folder:
+        progress = str(Path(folder) / "running")
+        try:
+            rows = checker.rows(target, [Screened(count, one_by_one=True, progress=progress)])
+        except DeviceLost as lost:
+            rows = lost.rows
+        named = next((r for r in rows if r.status in (Status.FAULT.value, Status.TIMEOUT.value)
+                      and index_of(r.case_id) is not None), None)
+        if named is not None or not any(r.status == Status.TIMEOUT.value for r in rows):
+            return named
+        try:
+            index = int(Path(progress).read_text())
+        except (OSError, ValueError):
+            return None
     try:
-        rows = checker.rows(target, [Screened(count, one_by_one=True)])
+        again = checker.rows(mutant(target, index), [Eager()])
     except DeviceLost as lost:
-        rows = lost.rows
-    return next((r for r in rows if r.status == Status.FAULT.value
-                 and index_of(r.case_id) is not None), None)
+        again = lost.rows
+    return next((r for r in again if r.status in (Status.FAULT.value, Status.TIMEOUT.value)),
+                None)
 
 
 def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],
@@ -416,6 +440,10 @@ def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
     text = (f"{impl} fails a generated {row.path} {what} ({row.status}{mode}): {row.detail}. "
             f"The smallest failing {what} found: {finding.drawn.describe()}"
             f"{_mutant_words(finding.target.name)}.")
+    if finding.unlocated:
+        text += (f" It came from one of its {finding.unlocated} device mutants, which could "
+                 "not be named again (run one by one, none did it): the saved case may pass "
+                 "on its own; rerun fuzz with the same seed to see it again.")
     if finding.first != finding.drawn or finding.first_row.case_id != row.case_id:
         text += (f" First found on {finding.first.describe()}"
                  f"{_mutant_words(finding.first_row.case_id)} (generated case "

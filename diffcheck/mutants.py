@@ -8,12 +8,13 @@ the captured check counts something on is checked in full, saved and replayed li
 
 Only values whose every setting keeps the case well-formed change, by tensor role (shapes,
 indptrs, ids and tables stay): ``positions`` (-1, one off, another row's position, 0,
-negative, beyond, far beyond: up to 2^17 past, not 2^30, so that an unguarded read lands near
-the buffers rather than faulting the device, which would cost a worker per mutant while
-shrinking) and ``slots`` (odd values past 2^24 up to 2^30, where slot arithmetic through
-float or a narrow type loses bits). Mutant 0 is the case itself; the share of values changed
-cycles with ``i`` through 1/1024, 1/128, 1/16 and 1/2 (at most PICKS values), so one odd entry
-in a large batch and a batch of many odd entries are both drawn.
+negative, beyond, far beyond: 2^16 to 2^17 past the position, not 2^30, so that an unguarded
+read lands near the buffers rather than faulting the device, which would cost a worker per
+mutant while shrinking) and ``slots`` (odd values from 2^24 to below 2^30, where slot
+arithmetic through float or a narrow type loses bits; red-zone tags stay above them). Mutant 0
+is the case itself; the share of values changed cycles with ``i`` through 1/1024, 1/128, 1/16
+and 1/2 (at most PICKS values), so one odd entry in a large batch and a batch of many odd
+entries are both drawn.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def _positions(flat: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 
 def _slots(flat: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     at, target, r = _picks(key, flat.numel(), 3)
-    high = torch.pow(2, 24 + r % 7)  # 2^24 .. 2^30
+    high = torch.pow(2, 24 + r % 6)  # 2^24 .. 2^29: odd slots from 2^24 to below 2^30
     return _written(flat, flat[at].to(torch.int64) % (1 << 23) * 2 + 1 + high, target)
 
 

@@ -38,7 +38,7 @@ def main() -> None:
     assert not any(unguarded.run(clean).values())
     try:
         found = unguarded.first_failing_mutant(clean, 64)
-    except MutantFault as fault:  # a position plus 2^30 read unguarded: a fault, named
+    except MutantFault as fault:  # a far position read unguarded may fault: named
         found = f"{fault.index} (faulted the device)"
     assert found is not None
     print("unguarded: first failing device mutant", found)

@@ -13,8 +13,9 @@ engines' bug history showed slipping through fixed suites (issue "Find what no s
 - blocktable_slot_through_float: the slot is computed with a float stride (a launcher that
   divides), exact only below 2^24.
 
-And one for the GPU's device mutants (`fuzz --fast`): decode_faults_on_far_positions reads
-2^40 bytes away for a position 2^16 past its context, which faults a GPU.
+And two for the GPU's device mutants (`fuzz --fast`), whose far positions (2^16 past the
+context) only mutants make: decode_faults_on_far_positions reads 2^40 bytes away there, which
+faults a GPU; decode_hangs_on_far_positions loops 10^8 times per such position.
 """
 
 import weakref
@@ -22,7 +23,7 @@ import weakref
 import torch
 import triton
 import triton.language as tl
-from misbehaving_kernels import FAR_READ, NO_CTX_MASK, WIDE, _decode
+from misbehaving_kernels import FAR_HANG, FAR_READ, NO_CTX_MASK, WIDE, _decode
 
 #: the fast path's thresholds
 FAST_ROWS, FAST_K = 8, 1024
@@ -45,6 +46,14 @@ def decode_faults_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indi
     """Correct but for a position at least 2^16 past its context: a wild read (a GPU faults)."""
     return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=FAR_READ)
+
+
+def decode_hangs_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                  token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
+                                  BLOCK_N=WIDE, out=None, fill=0):
+    """Correct but for a position at least 2^16 past its context: a loop that runs away."""
+    return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                   NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=FAR_HANG)
 
 
 #: id of a kv_indptr tensor -> (a weak reference to it, the grid counted for it)

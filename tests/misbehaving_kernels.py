@@ -31,7 +31,7 @@ WIDE = 1024
 
 # What the one Triton kernel below does differently (a constexpr, as the compiler needs).
 (CORRECT, NO_CTX_MASK, CONSTANT_FILL, IGNORES_ROW_STRIDE, WRITES_KV_INDICES,
- RACES, BORROWS_KV_INDICES, FAR_READ) = (tl.constexpr(i) for i in range(8))
+ RACES, BORROWS_KV_INDICES, FAR_READ, FAR_HANG) = (tl.constexpr(i) for i in range(9))
 
 
 @triton.jit
@@ -85,6 +85,10 @@ def _convert_rows(
             if BUG == FAR_READ:  # a position 2^16 past the context read 2^40 bytes away
                 far = readable & (pos >= ctx + 65536)
                 slot += tl.load(kv_indices_ptr + (pos.to(tl.int64) << 24), mask=far, other=0)
+            if BUG == FAR_HANG:  # a loop as long as such a position is large
+                far = readable & (pos >= ctx + 65536)
+                for _ in range(tl.sum(far.to(tl.int32), axis=0) * 100000000):
+                    slot += 0
             value = tl.where(valid, slot, fill)
             if BUG == CONSTANT_FILL:
                 value = tl.where(valid, slot, 0)

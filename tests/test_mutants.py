@@ -15,8 +15,8 @@ from diffcheck.mutants import index_of, mutant
 from diffcheck.runner import RunSettings, run_job
 
 
-def settings(fillings: int = 2) -> RunSettings:
-    return RunSettings(CPU, "test", 0, None, False, fillings, 60.0, "none")
+def settings(fillings: int = 2, timeout: float = 60.0) -> RunSettings:
+    return RunSettings(CPU, "test", 0, None, False, fillings, timeout, "none")
 
 
 def clean_decode(name: str = "clean"):
@@ -143,5 +143,23 @@ def test_a_mutant_that_faults_is_named_by_running_the_mutants_one_by_one(monkeyp
     row = checker.rows(case)[0]
     assert row.status == Status.FAULT.value and fastcheck.MUTANT_FAULT in row.error
     assert index_of(row.case_id) is None
-    located = fuzz._locate_fault(checker, case)
+    located = fuzz.locate_mutant(checker, case, 64)
     assert located is not None and index_of(located.case_id) == waited.value.index
+
+
+def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running():
+    """A time-out stops the check of every queued mutant: run one by one, the index of the one
+    running is kept in a file, and that mutant's full check runs past the limit again."""
+    from diffcheck import fuzz
+    from diffcheck.status import Status
+
+    impl = make_impl("decode:decode_hangs_on_far_positions",
+                     "fuzz_kernels:decode_hangs_on_far_positions")
+    case = clean_decode("hang")
+    checker = fuzz.Checker(impl, [Screened(16)], settings(timeout=4.0))
+    assert [r.status for r in checker.rows(case)] == ["pass"]  # the first: full check
+    row = checker.rows(case)[0]
+    assert row.status == Status.TIMEOUT.value and index_of(row.case_id) is None
+    located = fuzz.locate_mutant(checker, case, 16)
+    assert located is not None and located.status == Status.TIMEOUT.value
+    assert _has_far_position(mutant(case, index_of(located.case_id)).inputs)
