@@ -364,8 +364,8 @@ def fuzz(
 def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | None:
     """The row of the device mutant of ``target`` that faulted the device or ran past the
     time limit: its mutants again in a fresh worker, each waited for, the index of the one
-    running kept in a file (a fault then names its mutant; a time-out leaves the file, and
-    that mutant gets the full check). None when none does it again."""
+    running kept in a file (a fault then names its mutant; a time-out or a dead worker leaves
+    the file, and that mutant gets the full check). None when none does it again."""
     import tempfile
 
     from diffcheck.fastcheck import Screened
@@ -377,9 +377,9 @@ def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | Non
             rows = checker.rows(target, [Screened(count, one_by_one=True, progress=progress)])
         except DeviceLost as lost:
             rows = lost.rows
-        named = next((r for r in rows if r.status in (Status.FAULT.value, Status.TIMEOUT.value)
-                      and index_of(r.case_id) is not None), None)
-        if named is not None or not any(r.status == Status.TIMEOUT.value for r in rows):
+        stopped = [r for r in rows if r.status in (Status.FAULT.value, Status.TIMEOUT.value)]
+        named = next((r for r in stopped if index_of(r.case_id) is not None), None)
+        if named is not None or not stopped:  # (a worker that died names none either)
             return named
         try:
             index = int(Path(progress).read_text())
