@@ -26,9 +26,17 @@ def keep(report, name: str) -> None:
         shutil.copy(report, os.path.join(os.environ["OUT"], name))
 
 
-def run_cli(*args):
+def gpu_env(test_kernels: bool = False) -> dict[str, str]:
+    """This environment without the interpreter (and with tests/ importable, if asked)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    return subprocess.run([sys.executable, "-m", "diffcheck", *map(str, args)], env=env,
+    if test_kernels:
+        env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__),
+                                             env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "diffcheck", *map(str, args)], env=gpu_env(),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -294,7 +302,7 @@ def test_memcheck_confirms_a_read_through_the_plain_call(impl, clean):
     sanitizer = _sanitizer()
     if sanitizer is None:
         pytest.skip("compute-sanitizer is not installed")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = gpu_env()
     env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
     done = subprocess.run(
         [sanitizer, "--tool", "memcheck", sys.executable, "-m", "diffcheck", "call",
@@ -309,7 +317,7 @@ def test_the_captured_check_agrees_with_the_full_check_and_is_timed(tmp_path):
     """diffcheck.fastcheck on real graphs: zero counters on correct kernels over generated
     cases of one shape, a counter on each broken kernel the full check fails, and bench's
     checks/s line for it."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = gpu_env()
     script = os.path.join(os.path.dirname(__file__), "captured_agreement.py")
     agreed = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
                             timeout=600)
@@ -324,8 +332,7 @@ def test_the_captured_check_agrees_with_the_full_check_and_is_timed(tmp_path):
 
 
 def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    env = gpu_env(test_kernels=True)
     for extra in ([], ["--fast"]):
         done = subprocess.run(
             [sys.executable, "-m", "diffcheck", "fuzz", "--impl", "decode:guarded",
@@ -350,8 +357,7 @@ def test_fuzz_on_the_gpu_finds_the_fast_path_and_passes_correct_kernels(tmp_path
 def test_a_device_mutant_that_faults_the_device_is_named_and_saved(tmp_path):
     """fuzz --fast queues mutants back to back, so a fault names none of them; the case's
     mutants run again, each waited for, and the one that faulted is the saved case."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    env = gpu_env(test_kernels=True)
     done = subprocess.run(
         [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
          "fuzz_kernels:decode_faults_on_far_positions", "--path", "decode", "--budget", "60s",
