@@ -39,6 +39,9 @@ class Case:
     #: call the kernel without its output keyword: it allocates and returns the output (the
     #: contract's ``out=None``), which is then checked like a returned one
     without_out: bool = False
+    #: the stale transformations that made a malformed case ("tensor:name", the domain's
+    #: names; empty for a stored case that does not say)
+    stale: tuple[str, ...] = ()
 
     @property
     def case_id(self) -> str:

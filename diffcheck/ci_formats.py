@@ -129,8 +129,9 @@ class SummarySink:
     """Appends the markdown summary (a CI step summary may hold other steps) when the run
     ends, however it ends."""
 
-    def __init__(self, path: Path, fail_on: frozenset[Status]) -> None:
-        self.path, self.fail_on = path, fail_on
+    def __init__(self, path: Path, fail_on: frozenset[Status], coverage=None) -> None:
+        #: (run result) -> a diffcheck.coverage.Coverage, or None
+        self.path, self.fail_on, self.coverage = path, fail_on, coverage
 
     def write(self, outcome) -> None:
         pass
@@ -139,6 +140,8 @@ class SummarySink:
         from diffcheck.report import frame
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = markdown_summary(frame(result.rows), self.fail_on, ending=result.ending())
+        if self.coverage is not None:
+            text += "\n" + self.coverage(result).markdown()
         with self.path.open("a") as f:
-            f.write(markdown_summary(frame(result.rows), self.fail_on,
-                                     ending=result.ending()))
+            f.write(text)

@@ -221,6 +221,11 @@ def compare(
         typer.Option(help="I/N: run only the I-th of N deterministic parts of the selection "
                      "(N CI jobs together cover it; join with `diffcheck report merge`)."),
     ] = "1/1",
+    coverage: Annotated[
+        Path | None,
+        typer.Option(help="Also write a CSV of the domain partitions the run reached: one "
+                     "row per path x mode x partition (`diffcheck list --domain PATH`)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
 ) -> None:
     """Run cases x implementations, compare every output element with the reference.
@@ -230,6 +235,7 @@ def compare(
     """
     from diffcheck import backend, modes, session
     from diffcheck.ci_formats import JUnitSink, SummarySink
+    from diffcheck.coverage import CoverageOf
     from diffcheck.executors import settings_for
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
     from diffcheck.selection import case_files, parse_shard, select
@@ -240,7 +246,8 @@ def compare(
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
     inputs = case_files([*(cases or []), *(case_paths or [])])
     outputs = session.check_outputs({"--report": report, "--details": details,
-                                     "--junit": junit, "--summary-md": summary_md}, inputs)
+                                     "--junit": junit, "--summary-md": summary_md,
+                                     "--coverage": coverage}, inputs)
     dev = backend.resolve(device)
     backend.prepare(dev)
     generating = time.perf_counter()
@@ -256,8 +263,9 @@ def compare(
         sinks.append(DetailsWriter(outputs["--details"], details_max))
     if junit is not None:
         sinks.append(JUnitSink(outputs["--junit"], failing))
+    reached = CoverageOf(chosen.jobs(), dev.type != "cpu")
     if summary_md is not None:
-        sinks.append(SummarySink(outputs["--summary-md"], failing))
+        sinks.append(SummarySink(outputs["--summary-md"], failing, reached))
     started = time.perf_counter()
     total = chosen.rows()
     where = backend.describe(dev)
@@ -278,6 +286,10 @@ def compare(
         raise typer.Exit(ExitCode.INTERNAL)
     if not quiet:
         typer.echo(summarize(result.rows, failing))
+    for line in reached(result).lines():
+        typer.echo(line)
+    if coverage is not None:
+        reached(result).write_csv(outputs["--coverage"])
     typer.echo(report_line, err=True)
     typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings,
                           settings.workers if settings.isolation == "process" else 1), err=True)
@@ -460,6 +472,8 @@ def fuzz(
     finally:
         checker.close()
     rate = f"{result.counted()} in {result.elapsed:.0f} s ({result.rate:,.1f} checks/s)"
+    for line in result.coverage.lines() if result.coverage else ():
+        typer.echo(f"fuzz: {line}", err=True)
     if result.finding is None:
         typer.echo(f"fuzz: no failure: {rate}")
         return
@@ -620,11 +634,23 @@ def list_(
     ] = "all",
     path: Annotated[str, typer.Option(help="Only this path (`all`: every path).")] = "all",
     seed: Annotated[int, typer.Option(help="Seed the listed cases are generated with.")] = 0,
+    domain: Annotated[
+        str | None,
+        typer.Option(help="Show this path's declared domain instead: every dimension, its "
+                     "partitions and how a generated batch reaches each."),
+    ] = None,
 ) -> None:
     """Show the kernel paths with their call signatures, the named suites and their cases,
-    and the registered implementations."""
+    and the registered implementations; or (--domain PATH) a path's input domain."""
     from diffcheck.impls import builtin
-    from diffcheck.paths import select_paths
+    from diffcheck.paths import get_path, select_paths
+
+    if domain is not None:
+        from diffcheck.domain import describe, domain_of
+
+        for line in describe(domain_of(get_path(domain))):
+            typer.echo(line)
+        return
 
     listings = ("all", "paths", "suites", "cases", "implementations")
     if what not in listings:

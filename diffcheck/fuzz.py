@@ -99,6 +99,8 @@ class FuzzResult:
     saved: Path | None = None
     #: device-made mutants checked besides the drawn cases (fuzz --fast)
     mutants: int = 0
+    #: the domain partitions the drawn cases and scenarios reached (diffcheck.coverage)
+    coverage: object = None
 
     @property
     def rate(self) -> float:
@@ -213,17 +215,34 @@ def strategy_for(spec: PathSpec, scenarios: bool, limits, mixed: bool = False):
     if spec.generators is None:
         raise UsageError(f"path {spec.name} generates no cases (its plug-in declares no "
                          "generators); fuzz a path that does (`diffcheck list paths`)")
+    from diffcheck.domain import domain_of
+
     gen = spec.generators()
     if scenarios and gen.scenario is None:
         raise UsageError(f"path {spec.name} generates no replay scenarios; fuzz it with "
                          "--mode eager or capture")
+    calls = batches(gen, limits, domain_of(spec))
     if mixed and gen.scenario is not None:
-        return st.one_of(batches(gen, limits), plans(gen, limits))
-    return plans(gen, limits) if scenarios else batches(gen, limits)
+        return st.one_of(calls, plans(gen, limits))
+    return plans(gen, limits) if scenarios else calls
 
 
 def generates_scenarios(spec: PathSpec) -> bool:
     return spec.generators is not None and spec.generators().scenario is not None
+
+
+def _steer(spec: PathSpec, target: Case | Scenario, coverage) -> None:
+    """Count what a drawn target reached of the domain, and steer Hypothesis toward draws
+    that reach partitions not seen yet (``target()``: more new ones score higher)."""
+    from hypothesis import target as steer
+
+    from diffcheck.domain import exercised
+
+    mode = "replay" if isinstance(target, Scenario) else "eager"
+    keys = exercised(spec, target)
+    new = keys - coverage.of_path(spec.name)
+    coverage.add(spec.name, mode, keys)
+    steer(float(len(new)), label="domain partitions not reached before")
 
 
 def worst_failing(rows: list[ReportRow], fail_on: frozenset[Status]) -> ReportRow | None:
@@ -249,8 +268,10 @@ def fuzz(
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
 
+    from diffcheck.coverage import Coverage
+
     strategy = strategy_for(spec, scenarios, limits, mixed)
-    result = FuzzResult()
+    result = FuzzResult(coverage=Coverage(gpu=checker.settings.device.type != "cpu"))
     checked: dict[object, list[ReportRow]] = {}
     state: dict = {"status": None, "first": None, "last": None, "found_at": None}
     began = time.perf_counter()
@@ -291,6 +312,7 @@ def fuzz(
             checked[drawn] = rows
             if state["found_at"] is None:
                 result.mutants += sum(mutants_checked(row) for row in rows)
+                _steer(spec, target, result.coverage)
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
         if worst is None and state.get("lost"):

@@ -20,11 +20,14 @@ from diffcheck.paths import known_paths, select_paths
 STEP_BUFFERS = 8
 
 #: what runs without --suite or --cases: every layout with every oddity, large batches, a
-#: case judged with the other fill, a call without out= (smoke); the production K=2048 with
-#: few rows (smoke-2048); malformed metadata from serving (stale); graphs captured on dummy
-#: and on full batches, grown, shrunk, two sizes (replay); the GLM-5.2 failure (glm52).
-#: Together they catch every bug class the full suites do.
-DEFAULT_SUITES = ("smoke", "smoke-2048", "stale", "replay", "glm52")
+#: case judged with the other fill, a call without out= (smoke); every partition of the
+#: path's declared domain and every pair of scalar partitions, K = 2048 included, and every
+#: stale transformation of every tensor (domain); graphs captured every way the domain names
+#: (domain-replay); malformed metadata from serving (stale); graphs captured on dummy and on
+#: full batches, grown, shrunk, two sizes (replay); the GLM-5.2 failure (glm52). Together
+#: they catch every bug class the full suites do. smoke-2048 (smoke layouts at K = 2048)
+#: left the default when domain brought K = 2048 with its boundaries to every scalar pair.
+DEFAULT_SUITES = ("smoke", "domain", "domain-replay", "stale", "replay", "glm52")
 
 
 def case_files(paths: list[Path]) -> list[Path]:

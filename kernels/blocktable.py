@@ -54,16 +54,18 @@ def _blocktable_guarded_kernel(
     for col0 in range(tl.program_id(1) * BLOCK_N, NUM_TOPK_TOKENS, tl.num_programs(1) * BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         inside = cols < NUM_TOPK_TOKENS
-        pos = tl.load(token_indices_ptr + token * ti_stride0 + cols * ti_stride1,
-                      mask=inside & readable, other=-1)
+        # Row offsets in int64: a [T, K] buffer may hold more than 2^31 elements.
+        pos = tl.load(token_indices_ptr + token.to(tl.int64) * ti_stride0
+                      + cols * ti_stride1, mask=inside & readable, other=-1)
         page = pos // BLOCK_SIZE
         valid = known & (pos >= 0) & (page < width)
         if BOUNDED:
             valid = valid & (pos < length)
-        base = tl.load(block_table_ptr + req * bt_stride0 + page * bt_stride1, mask=valid,
-                       other=0)
+        base = tl.load(block_table_ptr + req.to(tl.int64) * bt_stride0
+                       + page * bt_stride1, mask=valid, other=0)
         slot = base * stride_rows + layer_id * BLOCK_SIZE + pos % BLOCK_SIZE
-        tl.store(out_ptr + token * out_stride0 + cols, tl.where(valid, slot, fill), mask=inside)
+        tl.store(out_ptr + token.to(tl.int64) * out_stride0 + cols, tl.where(valid, slot, fill),
+                 mask=inside)
         if COUNT:
             valid_count += tl.sum((valid & inside).to(tl.int32))
     if COUNT:

@@ -46,9 +46,11 @@ def _decode_guarded_kernel(
         tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
     )
     for row in range(row_start, row_end):
+        # The row offset in int64: a [T, K] buffer may hold more than 2^31 elements (tl.cast,
+        # since the interpreter's loop variable is a Python int, without .to).
         convert_tiles_guarded(
-            token_indices_ptr + row * ti_stride0, ti_stride1, last, kv_indices_ptr + kv_start,
-            lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
+            token_indices_ptr + tl.cast(row, tl.int64) * ti_stride0, ti_stride1, last,
+            kv_indices_ptr + kv_start, lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
         )
 
 
@@ -78,9 +80,10 @@ def _decode_pid_kernel(
         tl.load(page_kv_indptr_ptr + req + 1), num_out, NUM_TOPK_TOKENS,
     )
     readable = tl.where(req < num_rows, last, 0)  # a row past the top-k buffer reads nothing
+    # The row offset in int64: a [T, K] buffer may hold more than 2^31 elements.
     convert_tiles_guarded(
-        token_indices_ptr + req * ti_stride0, ti_stride1, readable, kv_indices_ptr + kv_start,
-        lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
+        token_indices_ptr + req.to(tl.int64) * ti_stride0, ti_stride1, readable,
+        kv_indices_ptr + kv_start, lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

@@ -50,9 +50,10 @@ def _mtp_guarded_kernel(
         NUM_TOPK_TOKENS,
     )
     readable = tl.where(token < num_rows, last, 0)  # a row past the top-k buffer reads nothing
+    # The row offset in int64: a [T, K] buffer may hold more than 2^31 elements.
     convert_tiles_guarded(
-        topk_indices_ptr + token * tk_stride0, tk_stride1, readable, kv_indices_ptr + kv_start,
-        lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
+        topk_indices_ptr + token.to(tl.int64) * tk_stride0, tk_stride1, readable,
+        kv_indices_ptr + kv_start, lo, span, out_ptr + out_start, first, last, fill, BLOCK_N,
     )
 
 

@@ -48,15 +48,17 @@ def _prefill_guarded_kernel(
     first, last = region_limits(out_start, tl.load(dsa_kv_indptr_ptr + token + 1), num_out,
                                 NUM_TOPK_TOKENS)
     readable = tl.where(token < num_rows, last, 0)  # a row past the top-k buffer reads nothing
-    row_ptr = topk_ptr + token * tk_stride0
+    # Row offsets in int64 (top-k and table rows): a [T, K] buffer or an [R, B] table may hold
+    # more than 2^31 elements.
+    row_ptr = topk_ptr + token.to(tl.int64) * tk_stride0
     for col0 in range(tl.program_id(1) * BLOCK_N, last, tl.num_programs(1) * BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         key = tl.load(row_ptr + cols * tk_stride1, mask=cols < readable, other=-1)
         s = key.to(tl.int64) - start
         page = s // PAGE_SIZE
         valid = (key >= 0) & (s >= 0) & (s < length) & (page < width)
-        block = tl.load(block_table_ptr + req * bt_stride0 + page * bt_stride1, mask=valid,
-                        other=-1)
+        block = tl.load(block_table_ptr + req.to(tl.int64) * bt_stride0 + page * bt_stride1,
+                        mask=valid, other=-1)
         valid = valid & (block >= 0)
         slot = block * PAGE_SIZE + (s % PAGE_SIZE).to(tl.int32)
         tl.store(out_ptr + out_start + cols, tl.where(valid, slot, fill),

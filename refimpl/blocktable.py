@@ -99,8 +99,9 @@ def blocktable_reference_impl(
         seq_lens=seq_lens, layer_id=layer_id, fill=fill)
     if out is None:
         out = values
-    else:
-        out.copy_(values)
+    else:  # a malformed batch may have fewer (or more) top-k rows than the workspace
+        rows = min(out.shape[0], values.shape[0])
+        out[:rows].copy_(values[:rows])
     return (out, counts) if return_valid_counts else out
 
 

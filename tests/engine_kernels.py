@@ -29,17 +29,20 @@ def _paged_rows(req_ptr, table_ptr, pos_ptr, out_ptr, counts_ptr, num_requests, 
     req = tl.load(req_ptr + token)
     known = (req >= 0) & (req < num_requests)
     req = tl.where(known, req, 0)
-    pos = tl.load(pos_ptr + token * p_s0 + cols * p_s1)
+    # Row offsets in int64 (top-k and table rows): a [T, K] buffer or an [R, B] table may hold
+    # more than 2^31 elements.
+    pos = tl.load(pos_ptr + token.to(tl.int64) * p_s0 + cols * p_s1)
     page = pos // PAGE
     valid = known & (pos >= 0) & (page < width)
-    base = tl.load(table_ptr + req * t_s0 + page * t_s1, mask=valid, other=0)
+    base = tl.load(table_ptr + req.to(tl.int64) * t_s0 + page * t_s1, mask=valid,
+                   other=0)
     if NEGATIVE_IS_INVALID:
         valid = valid & (base >= 0)
     stride = stride_rows
     if STRIDE_IS_PAGE:  # the bug: rows per block taken as the page size
         stride = PAGE
     value = tl.where(valid, base * stride + layer_id * PAGE + pos % PAGE, -1)
-    tl.store(out_ptr + token * o_s0 + cols, value)
+    tl.store(out_ptr + token.to(tl.int64) * o_s0 + cols, value)
     if COUNT:
         tl.atomic_add(counts_ptr + token, tl.sum(valid.to(tl.int32)))
 
@@ -107,7 +110,9 @@ def _atom_prefill_kernel(qo_ptr, kv_ptr, seq_ptr, topk_ptr, table_ptr, cu_ptr, o
     req = tl.where(known, req, 0)
     kv_start = tl.load(kv_ptr + token)
     kv_len = tl.load(kv_ptr + token + 1) - kv_start
-    key = tl.load(topk_ptr + token * tk_s0 + cols * tk_s1)
+    # Row offsets in int64 (top-k and table rows): a [T, K] buffer or an [R, B] table may hold
+    # more than 2^31 elements.
+    key = tl.load(topk_ptr + token.to(tl.int64) * tk_s0 + cols * tk_s1)
     start = tl.load(cu_ptr + req, mask=known, other=0)
     length = tl.load(cu_ptr + req + 1, mask=known, other=0) - start
     if BUG == 4:  # the token's own cu_seqlens_q entry, not its request's
@@ -119,7 +124,8 @@ def _atom_prefill_kernel(qo_ptr, kv_ptr, seq_ptr, topk_ptr, table_ptr, cu_ptr, o
         valid = valid & (s >= 0) & (s < length)
     page = s // PAGE_SIZE
     valid = valid & (page < width)
-    block = tl.load(table_ptr + req * bt_s0 + page * bt_s1, mask=valid, other=-1)
+    block = tl.load(table_ptr + req.to(tl.int64) * bt_s0 + page * bt_s1,
+                    mask=valid, other=-1)
     valid = valid & (block >= 0)
     offset = s % PAGE_SIZE
     if BUG == 2:  # the page's offset dropped
@@ -166,7 +172,9 @@ def _atom_mtp_kernel(sparse_ptr, seq_ptr, topk_ptr, slots_ptr, kv_ptr, out_ptr, 
     out_start = tl.load(sparse_ptr + token)
     length = tl.load(sparse_ptr + token + 1) - out_start
     inside = cols < length
-    pos = tl.load(topk_ptr + token * s0 + cols * s1, mask=inside, other=-1)
+    # Row offsets in int64: a [T, K] buffer may hold more than 2^31 elements.
+    pos = tl.load(topk_ptr + token.to(tl.int64) * s0 + cols * s1, mask=inside,
+                  other=-1)
     valid = inside & (pos >= 0) & (pos < ctx) & (kv_start + pos < num_kv)
     slot = tl.load(slots_ptr + kv_start + pos, mask=valid, other=0)
     tl.store(out_ptr + out_start + cols, tl.where(valid, slot, 0), mask=inside)

@@ -96,12 +96,15 @@ def _blocktable(req_ptr, table_ptr, topk_ptr, out_ptr, num_requests, width, stri
     for col0 in range(0, K, BLOCK_N):
         cols = col0 + tl.arange(0, BLOCK_N)
         inside = cols < K
-        pos = tl.load(topk_ptr + token * topk_stride + cols, mask=inside, other=-1)
+        # Row offsets in int64: a [T, K] buffer or an [R, B] table may hold more than 2^31
+        # elements.
+        pos = tl.load(topk_ptr + token.to(tl.int64) * topk_stride + cols, mask=inside, other=-1)
         page = pos // PAGE
         valid = inside & known & (pos >= 0) & (page < width)
-        block = tl.load(table_ptr + req * table_stride + page, mask=valid, other=0)
+        block = tl.load(table_ptr + req.to(tl.int64) * table_stride + page, mask=valid, other=0)
         slot = block * stride_rows + layer_id * PAGE + pos % PAGE
-        tl.store(out_ptr + token * K + cols, tl.where(valid, slot, fill), mask=inside)
+        tl.store(out_ptr + token.to(tl.int64) * K + cols, tl.where(valid, slot, fill),
+                 mask=inside)
 
 
 def _launch_blocktable(req_id, block_table, token_indices, page, stride, k, block_n, out,

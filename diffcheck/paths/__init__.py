@@ -37,6 +37,12 @@ class Tensor:
     #: by ``when`` is set (vLLM's bounded variant takes ``seq_lens=``)
     keyword: bool = False
     when: str = ""
+    #: an output-region indptr: it never goes stale in a case (a kernel told to write
+    #: somewhere cannot know better), so no stale transformation applies to it
+    fresh: bool = False
+    #: an indptr whose offsets can pass 2^24 in serving (a KV slice indptr; not one that
+    #: counts output rows)
+    offsets: bool = False
 
     def __post_init__(self) -> None:
         if self.ndim not in (1, 2) or (self.role and self.role not in ROLES):
@@ -64,6 +70,11 @@ class Scalar:
     #: at its default the scalar is not passed (the kernel's own default applies: vLLM's
     #: BLOCK_STRIDE_ROWS=None means the page size)
     omit_default: bool = False
+    #: its domain (diffcheck.domain.Partition, each with the batch fields that reach it) and
+    #: the classifier of a case's value, (Probe) -> partition names; none: one partition per
+    #: allowed value
+    partitions: tuple = ()
+    classify: Callable | None = field(default=None, compare=False)
 
     def problem(self, value: object) -> str:
         """Why ``value`` cannot be this scalar's ('' when it can)."""
@@ -129,6 +140,9 @@ class PathSpec:
     #: () -> what `diffcheck fuzz` can generate for the path (a
     #: diffcheck.fixtures.generated.Generators); None: the path is not fuzzed
     generators: Callable | None = None
+    #: (intended tensors as numpy, k, scalars) -> a diffcheck.domain.RowsSeen: each output
+    #: row's request-local positions, region length and context (coverage of the domain)
+    rows_seen: Callable | None = None
     #: listing order (`diffcheck list`, --path all)
     rank: int = 100
     #: the contract in words (docs/contracts.md); defaults to the plug-in module's docstring

@@ -26,6 +26,7 @@ end on a GPU (it is the kernel's own allocation); its reads, shape, dtype and va
 
 from __future__ import annotations
 
+from diffcheck.domain import Partition, page_classifier, page_partitions
 from diffcheck.impls import Implementation
 from diffcheck.paths import Extra, PathSpec, Scalar, Tensor
 
@@ -60,8 +61,9 @@ def _counts(t):
 
 def _suites():
     from diffcheck.fixtures.blocktable import SUITES
+    from diffcheck.fixtures.derived import derived_suites
 
-    return SUITES
+    return {**SUITES, **derived_suites("blocktable")}
 
 
 def _bench_case(high, rows, k, q, shuffled):
@@ -80,6 +82,25 @@ def _gathered(case):
     return "block_table", gathered_pages(case)
 
 
+def _rows_seen(t, k, scalars):
+    import numpy as np
+
+    from diffcheck.domain import RowsSeen, pages_used
+
+    table, lengths = t["block_table"], t["seq_lens"].astype(np.int64)
+    tokens = min(t["token_indices"].shape[0], t["req_id"].size)
+    requests = min(table.shape[0], lengths.size) if table.ndim == 2 else 0
+    req = t["req_id"][:tokens].astype(np.int64)
+    known = (req >= 0) & (req < requests)
+    r = np.clip(req, 0, max(requests - 1, 0))
+    ctx = np.where(known, lengths[r], -1) if requests else np.full(tokens, -1)
+    page = scalars["page_size"]
+    width = table.shape[1] if table.ndim == 2 else 0
+    return RowsSeen(t["token_indices"][:tokens, :k].astype(np.int64),
+                    np.where(known, k, 0), ctx, span=np.full(tokens, width * page),
+                    used=pages_used(lengths, page, table.shape), requests=lengths[:requests])
+
+
 def _generators():
     from diffcheck.fixtures.blocktable import (
         GENERATED_SCALARS,
@@ -91,8 +112,12 @@ def _generators():
         scenario_capacity,
     )
     from diffcheck.fixtures.generated import Generators
+    from diffcheck.fixtures.layouts import WIDE_ODDITIES
 
-    return Generators(generated_layout, oddities=ODD, spoilers=tuple(SPOILERS),
+    # the family's contract says nothing of a negative block id: -1 only as stale metadata
+    return Generators(generated_layout, oddities=(*ODD, *WIDE_ODDITIES),
+                      table=("null", "pad-zero"),
+                      spoilers=tuple(SPOILERS),
                       scalars=GENERATED_SCALARS, drafts=4, scenario=generated_scenario,
                       capacity=scenario_capacity, stale_steps=STALE_STEPS)
 
@@ -111,11 +136,21 @@ PATH = PathSpec(
     ),
     scalars=(
         Scalar("page_size", ("BLOCK_SIZE", "block_size", "page_size"), 64, minimum=1,
-               doc="tokens per KV page (BLOCK_SIZE)"),
+               doc="tokens per KV page (BLOCK_SIZE)", partitions=page_partitions(),
+               classify=page_classifier("page_size")),
         Scalar("stride_rows", ("BLOCK_STRIDE_ROWS", "stride_factor"), 0, minimum=0,
-               omit_default=True, doc="physical rows per block (0: the page size)"),
+               omit_default=True, doc="physical rows per block (0: the page size)",
+               partitions=(Partition("page", "0 or the page size: one page of rows per block",
+                                     {"stride_rows": 0}),
+                           Partition("interleaved", "more rows per block than the page (layers "
+                                     "interleave)", {"stride_rows": 2048})),
+               classify=lambda probe: {"page" if probe.scalars["stride_rows"] in
+                                       (0, probe.scalars["page_size"]) else "interleaved"}),
         Scalar("layer_id", ("layer_id",), 0, minimum=0,
-               doc="TensorRT-LLM's layer interleaving: adds layer_id * page size"),
+               doc="TensorRT-LLM's layer interleaving: adds layer_id * page size",
+               partitions=(Partition("0", "the first layer", {"layer_id": 0}),
+                           Partition("positive", "a later layer", {"layer_id": 2})),
+               classify=lambda probe: {"0" if probe.scalars["layer_id"] == 0 else "positive"}),
         Scalar("bounded", (), 0, choices=(0, 1), requires="seq_lens",
                doc="1: positions at or past seq_lens[r] are invalid too (seq_lens=)"),
         Scalar("valid_counts", ("return_valid_counts",), 0, choices=(0, 1),
@@ -132,6 +167,7 @@ PATH = PathSpec(
     bench_case=_bench_case,
     gathered=_gathered,
     generators=_generators,
+    rows_seen=_rows_seen,
     rank=4,
     implementations=(
         Implementation("blocktable:guarded",

@@ -55,8 +55,9 @@ def _regions(t, k):
 
 def _suites():
     from diffcheck.fixtures.decode import SUITES
+    from diffcheck.fixtures.derived import derived_suites
 
-    return SUITES
+    return {**SUITES, **derived_suites("decode")}
 
 
 def _bench_case(high, rows, k, q, shuffled):
@@ -77,6 +78,16 @@ def _gathered(case):
                                               t["token_indices"], t["page_kv_indptr"], case.k)
 
 
+def _rows_seen(t, k, scalars):
+    import numpy as np
+
+    from diffcheck.domain import rows_from_slices
+
+    requests = np.arange(max(t["kv_indptr"].size - 1, 0))
+    return rows_from_slices(t["kv_indptr"], t["page_kv_indptr"], t["token_indices"], requests,
+                            k)
+
+
 def _generators():
     from diffcheck.fixtures.decode import (
         SPOILERS,
@@ -95,8 +106,10 @@ PATH = PathSpec(
     summary="decode convert: one query token per request, top-k positions to KV slots",
     tensors=(
         Tensor("qo_indptr", role="indptr", doc="int32 [R+1]: cu_seqlens_q (r in decode)"),
-        Tensor("kv_indptr", role="indptr", doc="int32 [R+1]: request r's slice of kv_indices"),
-        Tensor("page_kv_indptr", role="indptr", doc="int32 [R+1]: request r's output region"),
+        Tensor("kv_indptr", role="indptr", offsets=True,
+               doc="int32 [R+1]: request r's slice of kv_indices"),
+        Tensor("page_kv_indptr", role="indptr", fresh=True,
+               doc="int32 [R+1]: request r's output region"),
         Tensor("kv_indices", role="slots", doc="int32 [N]: physical KV slots"),
         Tensor("token_indices", ndim=2, role="positions",
                doc="int32 [T, K] (strided): request-local positions, -1 unused"),
@@ -112,6 +125,7 @@ PATH = PathSpec(
     bench_case=_bench_case,
     gathered=_gathered,
     generators=_generators,
+    rows_seen=_rows_seen,
     rank=1,
     implementations=(
         Implementation("decode:guarded", "diffcheck.kernels.decode:decode_guarded", True,

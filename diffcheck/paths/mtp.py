@@ -50,9 +50,10 @@ def _regions(t, k):
 
 
 def _suites():
+    from diffcheck.fixtures.derived import derived_suites
     from diffcheck.fixtures.mtp import SUITES
 
-    return SUITES
+    return {**SUITES, **derived_suites("mtp")}
 
 
 def _bench_case(high, rows, k, q, shuffled):
@@ -74,6 +75,13 @@ def _gathered(case):
                                               t["sparse_kv_indptr"], case.k)
 
 
+def _rows_seen(t, k, scalars):
+    from diffcheck.domain import rows_from_slices
+
+    return rows_from_slices(t["kv_indptr"], t["sparse_kv_indptr"], t["topk_indices"],
+                            t["token_to_seq_idxs"], k)
+
+
 def _generators():
     from diffcheck.fixtures.generated import Generators
     from diffcheck.fixtures.mtp import (
@@ -86,19 +94,21 @@ def _generators():
 
     return Generators(generated_layout, spoilers=tuple(SPOILERS), drafts=4,
                       scenario=generated_scenario, capacity=capacity, smallest_graph=6,
-                      stale_steps=STALE_STEPS)
+                      stale_steps=STALE_STEPS, captures=("padded", "dummy", "zeros"))
 
 
 PATH = PathSpec(
     name="mtp",
     summary="MTP gather: several draft tokens per request, one top-k row per token",
     tensors=(
-        Tensor("sparse_kv_indptr", role="indptr", doc="int32 [T+1]: token t's output region"),
+        Tensor("sparse_kv_indptr", role="indptr", fresh=True,
+               doc="int32 [T+1]: token t's output region"),
         Tensor("token_to_seq_idxs", role="ids", doc="int32 [T]: request of token t"),
         Tensor("topk_indices", ndim=2, role="positions",
                doc="int32 [T, K] (strided): request-local positions, -1 unused"),
         Tensor("kv_indices", role="slots", doc="int32 [N]: physical KV slots"),
-        Tensor("kv_indptr", role="indptr", doc="int32 [R+1]: request r's slice of kv_indices"),
+        Tensor("kv_indptr", role="indptr", offsets=True,
+               doc="int32 [R+1]: request r's slice of kv_indices"),
     ),
     reference=_reference,
     violations=_violations,
@@ -109,6 +119,7 @@ PATH = PathSpec(
     bench_case=_bench_case,
     gathered=_gathered,
     generators=_generators,
+    rows_seen=_rows_seen,
     rank=2,
     implementations=(
         Implementation("mtp:guarded", "diffcheck.kernels.mtp:mtp_guarded", True,

@@ -28,6 +28,7 @@ topk_indices, R+1 entries of cu_seqlens_q and request r's own row of block_table
 
 from __future__ import annotations
 
+from diffcheck.domain import page_classifier, page_partitions
 from diffcheck.impls import Implementation
 from diffcheck.paths import PathSpec, Scalar, Tensor
 
@@ -58,9 +59,10 @@ def _regions(t, k):
 
 
 def _suites():
+    from diffcheck.fixtures.derived import derived_suites
     from diffcheck.fixtures.prefill import SUITES
 
-    return SUITES
+    return {**SUITES, **derived_suites("prefill")}
 
 
 def _bench_case(high, rows, k, q, shuffled):
@@ -74,11 +76,40 @@ def _bench_case(high, rows, k, q, shuffled):
                   scalars={"page_size": 64}).case("prefill", "bench", 0, 0)
 
 
+def _rows_seen(t, k, scalars):
+    import numpy as np
+
+    from diffcheck.domain import RowsSeen, pages_used
+
+    cu = t["cu_seqlens_q"].astype(np.int64)
+    table = t["block_table"]
+    tokens = min(t["dsa_kv_indptr"].size - 1, t["topk_indices"].shape[0],
+                 t["token_to_seq_idxs"].size)
+    requests = min(cu.size - 1, table.shape[0])
+    req = t["token_to_seq_idxs"][:tokens].astype(np.int64)
+    known = (req >= 0) & (req < requests)
+    r = np.clip(req, 0, max(requests - 1, 0))
+    start = np.where(known, cu[r], 0) if cu.size > 1 else np.zeros(tokens, dtype=np.int64)
+    ctx = np.where(known, cu[r + 1] - start, -1) if cu.size > 1 else np.full(tokens, -1)
+    raw = t["topk_indices"][:tokens, :k].astype(np.int64)
+    local = np.where(raw >= 0, raw - start[:, None], raw)
+    bounds = t["dsa_kv_indptr"].astype(np.int64)
+    lengths = np.clip(bounds[1 : tokens + 1] - bounds[:tokens], 0, k)
+    return RowsSeen(local, lengths, ctx, foreign=(raw >= 0) & (local < 0),
+                    used=pages_used(cu[1:] - cu[:-1], scalars["page_size"], table.shape),
+                    # a token q of a request sees q + 1 keys: its boundaries are K's too
+                    requests=np.concatenate([(cu[1:] - cu[:-1])[:requests],
+                                             np.where(known, np.arange(tokens) - start + 1,
+                                                      -1)]))
+
+
 def _generators():
-    from diffcheck.fixtures.generated import Generators
+    from diffcheck.fixtures.generated import TABLE_ODDITIES, Generators
+    from diffcheck.fixtures.layouts import WIDE_ODDITIES
     from diffcheck.fixtures.prefill import ODD, SPOILERS, generated_layout
 
-    return Generators(generated_layout, oddities=ODD, spoilers=tuple(SPOILERS),
+    return Generators(generated_layout, oddities=(*ODD, *WIDE_ODDITIES), table=TABLE_ODDITIES,
+                      spoilers=tuple(SPOILERS),
                       scalars={"page_size": (16, 1, 64)}, longest=300, requests=4)
 
 
@@ -88,7 +119,8 @@ PATH = PathSpec(
     tensors=(
         Tensor("dsa_qo_indptr", role="indptr", doc="int32 [T+1]: one query row per token "
                "(not read for the result)"),
-        Tensor("dsa_kv_indptr", role="indptr", doc="int32 [T+1]: token t's output region"),
+        Tensor("dsa_kv_indptr", role="indptr", fresh=True,
+               doc="int32 [T+1]: token t's output region"),
         Tensor("token_to_seq_idxs", role="ids", doc="int32 [T]: request of token t"),
         Tensor("topk_indices", ndim=2, role="positions",
                doc="int32 [T, K] (strided): batch-flat key indices, -1 unused"),
@@ -97,7 +129,8 @@ PATH = PathSpec(
         Tensor("cu_seqlens_q", role="indptr", doc="int32 [R+1]: request r's batch-flat range"),
     ),
     scalars=(Scalar("page_size", ("PAGE_SIZE", "page_size"), 1, minimum=1,
-                    doc="tokens per KV page (1, 16, 64 in engines)"),),
+                    doc="tokens per KV page (1, 16, 64, 128; hybrid models' 528, 672)",
+                    partitions=page_partitions(), classify=page_classifier("page_size")),),
     reference=_reference,
     violations=_violations,
     counts=_counts,
@@ -106,6 +139,7 @@ PATH = PathSpec(
     suites=_suites,
     bench_case=_bench_case,
     generators=_generators,
+    rows_seen=_rows_seen,
     rank=3,
     implementations=(
         Implementation("prefill:guarded",

@@ -1,0 +1,162 @@
+"""Each path's declared domain: the default selection reaches every partition and every pair
+of scalar partitions; the stale transformations are generic and real; coverage is measured
+on data; and a kernel wrong only in one partition passes a selection without it and fails
+the default command.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import domain_kernels
+import numpy as np
+import pytest
+
+from diffcheck.case import Scenario
+from diffcheck.domain import STALE_TRANSFORMS, Dimension, Partition, domain_of, exercised
+from diffcheck.fixtures.derived import pairwise
+from diffcheck.fixtures.stale import GENERIC, generic
+from diffcheck.paths import known_paths
+from diffcheck.report import read_report
+from diffcheck.selection import DEFAULT_SUITES, build_suites
+
+KERNELS = Path(domain_kernels.__file__)
+PATHS = list(known_paths())
+
+
+@pytest.fixture(scope="module")
+def default_cases():
+    return {path: build_suites([path], list(DEFAULT_SUITES), 0) for path in PATHS}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_default_selection_reaches_every_partition(path, default_cases):
+    spec = known_paths()[path]
+    reached = set().union(*(exercised(spec, target) for target in default_cases[path]))
+    missing = [key for key in domain_of(spec).keys(gpu=False) if key not in reached]
+    assert not missing, f"{path}: the default selection never reaches {missing}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_default_selection_holds_every_pair_of_scalar_partitions(path, default_cases):
+    spec = known_paths()[path]
+    scalar = {key for d in domain_of(spec).dimensions if d.kind == "scalar"
+              for key in d.keys()}
+    together = set()
+    for target in default_cases[path]:
+        keys = sorted(exercised(spec, target) & scalar)
+        together |= {(a, b) for a in keys for b in keys}
+    missing = [(a, b) for a, b in domain_of(spec).scalar_pairs() if (a, b) not in together
+               and (b, a) not in together]
+    assert not missing, f"{path}: no default case holds {missing[:5]}"
+
+
+def test_pairwise_covers_every_pair_and_is_smaller_than_the_product():
+    dims = [Dimension(name, "scalar", "", tuple(Partition(f"{name}{i}", "") for i in range(n)))
+            for name, n in (("a", 4), ("b", 4), ("c", 2), ("d", 2), ("e", 3))]
+    rows = pairwise(dims)
+    for i, x in enumerate(dims):
+        for y in dims[i + 1:]:
+            for p in x.partitions:
+                for q in y.partitions:
+                    assert any(r[x.name] == p and r[y.name] == q for r in rows)
+    assert 16 <= len(rows) < 4 * 4 * 2 * 2 * 3
+
+
+def test_stale_transformations_are_one_generic_table():
+    assert {role: set(names) for role, names in STALE_TRANSFORMS.items()} == \
+        {role: set(names) for role, names in GENERIC.items()}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_tensor_of_a_stale_role_has_every_transformation(path):
+    """Generic: a tensor's stale dimension is its role's, whatever the path."""
+    spec = known_paths()[path]
+    dims = {d.name: d for d in domain_of(spec).dimensions}
+    for tensor in spec.tensors:
+        if tensor.role in STALE_TRANSFORMS and not tensor.fresh:
+            names = [p.name for p in dims[f"{tensor.name}.stale"].partitions]
+            assert names == list(STALE_TRANSFORMS[tensor.role])
+        else:
+            assert f"{tensor.name}.stale" not in dims
+
+
+@pytest.mark.parametrize("role, transform",
+                         [(r, t) for r, names in GENERIC.items() for t in names])
+def test_each_stale_transformation_changes_its_tensor(role, transform):
+    rng = np.random.default_rng(0)
+    arrays = {"indptr": np.array([0, 3, 40, 41, 300, 301], dtype=np.int32),
+              "ids": np.array([0, 0, 1, 2, 3, 4], dtype=np.int32),
+              "positions": np.tile(np.arange(8, dtype=np.int32), (6, 1)),
+              "table": np.arange(1, 13, dtype=np.int32).reshape(6, 2),
+              "lengths": np.array([3, 37, 1, 259, 1], dtype=np.int32)}
+    fresh = {n: a.copy() for n, a in arrays.items()}
+    spoil = generic(role, role, transform)
+    seen = spoil(rng, {n: a.copy() for n, a in arrays.items()}, 8)
+    assert spoil.labels == (f"{role}:{transform}",)
+    changed = seen[role].shape != fresh[role].shape or not np.array_equal(seen[role],
+                                                                          fresh[role])
+    assert changed, f"{role}:{transform} left the tensor as it was"
+
+
+def test_coverage_is_measured_on_data_not_on_names():
+    """A case renamed, or a stale label on an unchanged tensor, reaches nothing new."""
+    spec = known_paths()["decode"]
+    case = build_suites(["decode"], ["domain"], 0)[0]
+    before = exercised(spec, case)
+    case.name, case.stale = "anything", ("kv_indptr:unwritten",)
+    assert exercised(spec, case) == before  # kv_indptr is what was intended: not stale
+
+
+def test_scenario_capture_partitions_come_from_the_capture_batch():
+    spec = known_paths()["decode"]
+    scenarios = [t for t in build_suites(["decode"], ["domain-replay"], 0)
+                 if isinstance(t, Scenario)]
+    captured = {k for t in scenarios for k in exercised(spec, t) if k.startswith("capture=")}
+    assert captured == {f"capture={p.name}"
+                        for p in domain_of(spec).dimension("capture").partitions}
+    # eager rows run steps one by one: no graph, no capture partition
+    assert not any(k.startswith("capture=") for t in scenarios
+                   for k in exercised(spec, t, fresh=True))
+
+
+def _compare(tmp_path, impl, path, *extra):
+    report = tmp_path / "report.csv"
+    report.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck.cli", "compare", "--impl", impl, "--path", path,
+         "--report", str(report), "--quiet", *extra],
+        capture_output=True, text=True, timeout=900)
+    return done, read_report(report) if report.exists() else None
+
+
+#: (implementation, path, status): every planted kernel the CPU can show, and the one of
+#: tests/fuzz_kernels.py that only the GPU production suite caught before (a slot through
+#: float32, past 2^24)
+PLANTED = [(f"{KERNELS}:{name}", domain_kernels.PATH_OF[name], status)
+           for name, status in domain_kernels.EXPECTED.items()
+           if name not in domain_kernels.GPU_ONLY]
+PLANTED.append((f"{KERNELS.parent / 'fuzz_kernels.py'}:blocktable_slot_through_float",
+                "blocktable", "mismatch"))
+#: the default command before the domain was declared
+OLD_DEFAULT = [a for s in ("smoke", "smoke-2048", "stale", "replay", "glm52")
+               for a in ("--suite", s)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl, path, status", PLANTED,
+                         ids=[impl.rpartition(":")[2] for impl, _, _ in PLANTED])
+def test_planted_kernel_passes_the_old_default_and_fails_the_new(tmp_path, impl, path, status):
+    done, report = _compare(tmp_path, impl, path, *OLD_DEFAULT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done, report = _compare(tmp_path, impl, path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert status in set(report["status"]), report["status"].value_counts()
+    assert f"coverage: {path} " in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", domain_kernels.CORRECT)
+def test_correct_twins_pass_the_default(tmp_path, kernel):
+    done, _ = _compare(tmp_path, f"{KERNELS}:{kernel}", domain_kernels.PATH_OF[kernel])
+    assert done.returncode == 0, done.stdout + done.stderr
