@@ -59,7 +59,8 @@ def check(
     dev = backend.resolve(device)
     backend.prepare(dev)
     selection = select(path, [_target(impl)], list(suites or []), list(cases), [],
-                       mode_registry.select(modes), seed, invalid_fill, None, graph_size)
+                       mode_registry.select(modes), seed, invalid_fill, None, graph_size,
+                       gpu=dev.type != "cpu")
     settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
                             isolation=isolation, workers=workers)
     result = session.run(selection, settings)

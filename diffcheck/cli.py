@@ -254,7 +254,7 @@ def compare(
     chosen = select(
         path, impl or [], suite or [], [str(p) for p in inputs], case or [],
         modes.select(mode), seed, invalid_fill, max_cases,
-        graph_size, parse_shard(shard),
+        graph_size, parse_shard(shard), gpu=dev.type != "cpu",
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
                             timeout, isolation, jobs)

@@ -61,7 +61,7 @@ class Coverage:
                 line += f"; never reached: {shown}"
             gpu_only = [k for k in domain.keys() if k not in declared]
             if gpu_only:
-                line += f"; {len(gpu_only)} more need a GPU (domain-gpu)"
+                line += f"; {len(gpu_only)} more need a GPU (production-domain)"
             out.append(line)
         return out
 

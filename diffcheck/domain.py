@@ -3,10 +3,10 @@
 a case is classified into them.
 
 A path's domain is data (``diffcheck list --domain PATH``, docs/contracts.md). Suites
-(``domain``, ``domain-gpu``), fuzz draws and coverage all derive from it: a partition says
-how a generated batch reaches it (``patch``: fields of a drawn Batch or Plan) and how a case
-is seen to be in it (``classify``, measured on the case's own tensors, never on its name),
-so a coverage figure is what the kernel was really given.
+(``domain``, ``domain-replay``, ``production-domain``), fuzz draws and coverage all derive
+from it: a partition says how a generated batch reaches it (``patch``: fields of a drawn
+Batch or Plan) and how a case is seen to be in it (``classify``, measured on the case's own
+tensors, never on its name), so a coverage figure is what the kernel was really given.
 
 Dimensions come from the plug-in's declarations: K, each scalar's partitions, and for each
 tensor the generic dimensions of its role (positions: every oddity; slots and tables: value
@@ -37,7 +37,7 @@ class Partition:
     doc: str
     #: how a generated Batch (or Plan, for ``capture``) reaches it: fields to set
     patch: Mapping[str, object] = field(default_factory=dict)
-    #: needs a GPU's memory (lives in the domain-gpu suite)
+    #: needs a GPU's memory (lives in the production-domain suite)
     gpu: bool = False
     #: a scalar partition's values a fuzzer draws (the patch holds the first)
     values: tuple[int, ...] = ()
@@ -357,13 +357,17 @@ def offsets_dimension(tensor: str) -> Dimension:
                      classify)
 
 
-def rows_dimension(tensor: str, widen: str) -> Dimension:
+def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
+    """How a 2-D tensor's rows lie; ``huge``: its rows can start past 2^31 elements in
+    serving (a [T, K] top-k buffer of 2^20 tokens; vLLM PR #16806), reached by a strided view
+    that wide (fixtures/layouts.py PAST_INT32_ROWS)."""
     parts = (
         Partition("contiguous", "rows packed back to back", {}),
         Partition("strided", "a [:, :n] view of a wider buffer", {widen: 16}),
-        Partition("offset-past-2^31", "a row starting past 2^31 elements (vLLM PR #16806)",
-                  {}, gpu=True),
     )
+    if huge:
+        parts += (Partition("offset-past-2^31", "a row starting past 2^31 elements (vLLM "
+                            "PR #16806: 8 GiB and more)", {widen: -1}, gpu=True),)
 
     def classify(probe: Probe) -> set[str]:
         buffer = probe.seen.get(tensor)
@@ -493,8 +497,9 @@ def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = 
     if tensor.role == "indptr" and tensor.offsets:
         dims.append(offsets_dimension(tensor.name))
     if tensor.ndim == 2:
-        dims.append(rows_dimension(tensor.name,
-                                   "extra_cols" if tensor.role == "positions" else "extra_rows"))
+        positions = tensor.role == "positions"
+        dims.append(rows_dimension(tensor.name, "extra_cols" if positions else "extra_rows",
+                                   huge=positions))
     if not tensor.fresh and tensor.role in STALE_TRANSFORMS:
         dims.append(stale_dimension(tensor.name, STALE_TRANSFORMS[tensor.role]))
     return dims

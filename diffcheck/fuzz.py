@@ -271,7 +271,9 @@ def fuzz(
     from diffcheck.coverage import Coverage
 
     strategy = strategy_for(spec, scenarios, limits, mixed)
-    result = FuzzResult(coverage=Coverage(gpu=checker.settings.device.type != "cpu"))
+    run_settings = getattr(checker, "settings", None)
+    result = FuzzResult(coverage=Coverage(gpu=run_settings is not None
+                                          and run_settings.device.type != "cpu"))
     checked: dict[object, list[ReportRow]] = {}
     state: dict = {"status": None, "first": None, "last": None, "found_at": None}
     began = time.perf_counter()

@@ -28,6 +28,9 @@ STEP_BUFFERS = 8
 #: they catch every bug class the full suites do. smoke-2048 (smoke layouts at K = 2048)
 #: left the default when domain brought K = 2048 with its boundaries to every scalar pair.
 DEFAULT_SUITES = ("smoke", "domain", "domain-replay", "stale", "replay", "glm52")
+#: what a GPU adds to the default: the domain's partitions that need a GPU's memory (offsets
+#: past 2^24, top-k rows starting past 2^31 elements, prefill requests of 64K tokens)
+GPU_DEFAULT_SUITES = ("production-domain",)
 
 
 def case_files(paths: list[Path]) -> list[Path]:
@@ -154,8 +157,10 @@ def select(
     max_cases: int | None,
     graph_size: int | None = None,
     shard: tuple[int, int] = (1, 1),
+    gpu: bool = False,
 ) -> Selection:
-    """Resolve every name (raising one clear line for an unknown one) and filter the cases."""
+    """Resolve every name (raising one clear line for an unknown one) and filter the cases;
+    ``gpu``: the default selection adds the GPU-sized domain partitions."""
     paths = [spec.name for spec in select_paths(path)]
     impls = [find(name, path) for name in impl_names] if impl_names else defaults(paths)
     outside = [i.name for i in impls if i.path not in paths]
@@ -163,7 +168,7 @@ def select(
         raise UsageError(f"--impl {outside[0]} does not follow --path {path}; "
                          f"pass --path {outside[0].partition(':')[0]} or --path all")
     if not suites and not case_files:
-        suites = list(DEFAULT_SUITES)
+        suites = list(DEFAULT_SUITES) + (list(GPU_DEFAULT_SUITES) if gpu else [])
     cases = build_suites(paths, suites, run_seed, fill, graph_size)
     for file in case_files:
         case = load_any(file)

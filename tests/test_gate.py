@@ -254,7 +254,11 @@ def test_compare_writes_junit_and_appends_the_markdown_summary(tmp_path):
     text = summary.read_text()
     assert text.startswith("earlier step\n## diffcheck: FAILED (1 rows, 1 failing)")
     printed = invoke("report", "summarize", report)
-    assert printed.exit_code == ExitCode.OK and printed.output == text[len("earlier step\n"):]
+    # the run's summary is the saved report's, then what the run covered of the domain
+    summary_of_run, _, covered = text[len("earlier step\n"):].partition("\n### Domain coverage")
+    assert printed.exit_code == ExitCode.OK and printed.output == summary_of_run
+    assert covered.startswith("\n\n| path | reached | never reached |\n")
+    assert "| decode | " in covered
 
 
 @pytest.mark.parametrize("content, text", [

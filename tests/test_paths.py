@@ -25,7 +25,7 @@ from diffcheck.status import DEFAULT_FAIL_ON, Status
 
 PATHS = list(known_paths())
 #: suites sized for a GPU, left out of CPU tests
-GPU_SIZED = ("production", "production-replay")
+GPU_SIZED = ("production", "production-replay", "production-domain")
 
 
 def decode(t, case, fill):
@@ -72,7 +72,10 @@ def test_every_path_declares_what_the_defaults_need(path):
     suites = spec.suites()
     for name in ("smoke", "stale", "replay", "smoke-2048"):
         assert name in suites, f"{path} lacks the {name} suite"
-    assert set(DEFAULT_SUITES) - {"glm52"} <= set(suites)
+    # glm52 is decode's; domain-replay comes with generated scenarios (not prefill's)
+    assert set(DEFAULT_SUITES) - {"glm52", "domain-replay"} <= set(suites)
+    assert "domain-replay" in suites or spec.generators is None \
+        or spec.generators().scenario is None
     smoke = suite_cases(path, "smoke")
     assert any(c.fill_swapped for c in smoke), "a smoke case judged with the other fill"
     assert all(c.k == 2048 for c in suite_cases(path, "smoke-2048"))

@@ -27,7 +27,8 @@ def test_a_path_registered_at_run_time_runs_in_every_mode_in_worker_processes(to
     assert result.exit_code == ExitCode.OK, result.output
     df = pd.read_csv(report)
     assert set(df["mode"]) == {"eager", "capture", "replay"}
-    assert set(df["suite"]) == {"smoke", "smoke-2048", "stale", "replay"}
+    # the toy declares no generators: no suite derived from its domain
+    assert set(df["suite"]) == {"smoke", "stale", "replay"}
     assert set(df["implementation"]) == {"toy:torch"} and set(df["status"]) <= {
         "pass", "stale_sensitive"}
     assert "scale=3" in set(df["scalars"])  # a path's scalar, stored and reported
