@@ -673,7 +673,10 @@ def list_(
                 scenarios = getattr(builder, "scenarios", False)
                 kind = "scenarios (replay)" if scenarios else "cases"
                 typer.echo(f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}")
-                if what == "cases":
+                if what == "cases" and getattr(builder, "gpu_sized", False):
+                    for name in builder.names:  # gigabytes each: named, not built
+                        typer.echo(f"  {name:<40} (GPU-sized: built when run)")
+                elif what == "cases":
                     for c in builder(seed, spec.fill):
                         if scenarios:
                             typer.echo(f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}")

@@ -150,27 +150,22 @@ def k_dimension() -> Dimension:
 
 def page_partitions() -> tuple[Partition, ...]:
     """A page size (block size): engines use 1 (SGLang), powers of two (16, 64 by default for
-    sparse MLA, 128) and, in hybrid models, sizes that are not (vLLM logs 528 and 672)."""
+    sparse MLA, 128) and, in hybrid models, sizes that are not (vLLM logs 528 and 672). A
+    page longer than a request (one partial page) is in every batch with a short request,
+    at every page size but 1."""
     return (
         Partition("one", "pages of one token (SGLang)", {"page_size": 1}, values=(1,)),
         Partition("power-of-two", "16, 64, 128", {"page_size": 64}, values=(16, 64, 128)),
         Partition("non-power-of-two", "48; hybrid models' 528 and 672", {"page_size": 48},
                   values=(48, 528, 672)),
-        Partition("past-context", "a page longer than every request (one partial page)",
-                  {"page_size": 672}, values=(640, 672)),
     )
 
 
 def page_classifier(name: str) -> Callable[[Probe], set[str]]:
     def classify(probe: Probe) -> set[str]:
         page = probe.scalars.get(name, 1)
-        found = {"one" if page == 1 else
-                 "power-of-two" if page & (page - 1) == 0 else "non-power-of-two"}
-        if probe.rows is not None:
-            known = probe.rows.contexts[probe.rows.contexts >= 0]
-            if known.size and int(known.max()) < page and page > 1:
-                found.add("past-context")
-        return found
+        return {"one" if page == 1 else
+                "power-of-two" if page & (page - 1) == 0 else "non-power-of-two"}
 
     return classify
 

@@ -30,9 +30,9 @@ EXPECTED = {
     "blocktable_zero_block_is_null": "mismatch",
     "prefill_minus_one_block": "mismatch",
     "prefill_trusts_cu_seqlens": "oob_read",
-    # the last request's extra tile, when its full region ends the out= workspace: out[+1]
-    # (also an oob_read of token_indices[+1]; a stray_write where the workspace goes on)
-    "decode_fixed_tile": "oob_write",
+    # the extra tile of a full region reads token_indices past its K columns (and, where
+    # that region ends the out= workspace, writes out[+1]: oob_write; else a stray_write)
+    "decode_fixed_tile": "oob_read",
     # On a GPU, with a table of 2^31 to 2^32 elements: the row offset of a late request wraps
     # to a negative int32, so the load lands up to 8 GiB before the table, far from every
     # red zone (the plausible fillings see nothing) and in unmapped memory: an illegal address,

@@ -124,7 +124,7 @@ def _compare(tmp_path, impl, path, *extra):
     report = tmp_path / "report.csv"
     report.unlink(missing_ok=True)
     done = subprocess.run(
-        [sys.executable, "-m", "diffcheck.cli", "compare", "--impl", impl, "--path", path,
+        [sys.executable, "-m", "diffcheck", "compare", "--impl", impl, "--path", path,
          "--report", str(report), "--quiet", *extra],
         capture_output=True, text=True, timeout=900)
     return done, read_report(report) if report.exists() else None

@@ -142,15 +142,15 @@ def test_the_default_command_catches_every_class(tmp_path):
 
 @pytest.mark.slow
 def test_the_suites_outside_the_default_judge_every_kernel_alike(tmp_path):
-    """The default suites are proved above; `edge` is the one CPU suite outside them. On it
-    the correct kernels pass, at least half the classes get their own status, and no run
-    breaks (the suites the default holds were already judged in the test above)."""
+    """The default suites are proved above; `edge` and `smoke-2048` are the CPU suites
+    outside them. On them the correct kernels pass, at least half the classes get their own
+    status, and no run breaks (the suites the default holds were judged in the test above)."""
     from diffcheck.selection import DEFAULT_SUITES, suite_names
 
     outside = [s for s in suite_names() if s not in DEFAULT_SUITES
                and not s.startswith("production")]
-    assert outside == ["edge"]
-    args = ["--path", "decode", "--timeout", "30", "--suite", "edge"]
+    assert sorted(outside) == ["edge", "smoke-2048"]
+    args = ["--path", "decode", "--timeout", "30", "--suite", "edge", "--suite", "smoke-2048"]
     for name in implementations():
         args += ["--impl", name]
     df, code = run_cli(args, tmp_path / "edge.csv")
