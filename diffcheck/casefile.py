@@ -79,7 +79,7 @@ def save_case(case: Case, path: str | Path) -> Path:
         "format": FORMAT_VERSION, "path": case.path, "name": case.name, "suite": case.suite,
         "k": case.k, "fill": case.fill, "seed": case.seed, "description": case.description,
         "columns": case.columns, "fill_swapped": case.fill_swapped, "scalars": case.scalars,
-        "without_out": case.without_out,
+        "without_out": case.without_out, "stale": list(case.stale),
     }
     arrays["meta"] = np.array(json.dumps(meta))
     return _write(path, arrays)
@@ -143,6 +143,8 @@ _META_FIELDS = {
     "name": (str, False), "suite": (str, False), "description": (str, False),
     "columns": (dict, False), "format": (int, False), "fill_swapped": (bool, False),
     "scalars": (dict, False), "without_out": (bool, False),
+    #: the domain's stale transformations that made a malformed case (coverage)
+    "stale": (list, False),
 }
 
 
@@ -158,6 +160,8 @@ def _meta(meta: dict, fail) -> dict:
         if wrong:
             raise fail(f"meta field '{name}' is {json.dumps(value)[:40]}, expected "
                        f"{'an integer' if kind is int else 'a ' + kind.__name__}")
+    if not all(isinstance(label, str) and len(label) < 200 for label in meta.get("stale", [])):
+        raise fail("meta field 'stale' must list short texts (tensor:transformation)")
     for field in ("columns", "scalars"):
         for key, value in meta.get(field, {}).items():
             if not isinstance(value, int) or isinstance(value, bool):
@@ -246,7 +250,7 @@ def _case_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
         columns=dict(meta.get("columns", {})), intended=intended or None,
         suite=meta.get("suite", ""), source=str(path.resolve()),
         fill_swapped=meta.get("fill_swapped", False), scalars=dict(meta.get("scalars", {})),
-        without_out=meta.get("without_out", False),
+        without_out=meta.get("without_out", False), stale=tuple(meta.get("stale", ())),
     )
     problems = case_problems(case) if validate else schema_problems(case, get_path(case.path))
     if problems:
