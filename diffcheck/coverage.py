@@ -79,6 +79,7 @@ class Coverage:
 
     def write_csv(self, where: Path) -> None:
         """Every (path, mode, partition) with whether the run reached it."""
+        where.parent.mkdir(parents=True, exist_ok=True)
         tmp = where.with_name(where.name + ".tmp")
         with tmp.open("w", newline="") as f:
             out = csv.writer(f)
@@ -93,13 +94,20 @@ class Coverage:
         tmp.replace(where)
 
 
-def _modes_keys(spec, target, mode: str, cache: dict) -> set[str]:
-    """What one (target, mode) reaches: eager and capture rows of a scenario run its fresh
-    steps one by one (no graph keeps them), so only replay counts its capture batches."""
-    fresh = mode != "replay" and isinstance(target, Scenario)
-    key = (id(target), fresh)
+def _modes_keys(spec, job, cache: dict) -> set[str]:
+    """What one job reaches: its case with the scalars its implementation is given (one
+    that cannot take a scalar runs at its default); eager and capture rows of a scenario run
+    its fresh steps one by one (no graph keeps them), so only replay counts its capture
+    batches."""
+    from diffcheck.calls import contract_of
+
+    target = job.case
+    fresh = job.mode.name != "replay" and isinstance(target, Scenario)
+    first = target.steps[0] if isinstance(target, Scenario) else target
+    scalars = contract_of(spec, job.impl, first, None).scalars
+    key = (id(target), fresh, tuple(sorted(scalars.items())))
     if key not in cache:
-        cache[key] = exercised(spec, target, fresh=fresh)
+        cache[key] = exercised(spec, target, fresh=fresh, scalars=scalars)
     return cache[key]
 
 
@@ -114,7 +122,7 @@ def coverage_of(jobs, rows=None, gpu: bool = False) -> Coverage:
                                        for cid in _ids(target)):
             continue
         spec = get_path(target.path)
-        coverage.add(target.path, mode, _modes_keys(spec, target, mode, cache))
+        coverage.add(target.path, mode, _modes_keys(spec, job, cache))
     return coverage
 
 

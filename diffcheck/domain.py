@@ -105,6 +105,8 @@ class RowsSeen:
     used: np.ndarray | None = None
     #: every request's context, where a request can have no row (prefill: one per token)
     requests: np.ndarray | None = None
+    #: [rows] the table row (request) of each output row, -1 for none (paths with a table)
+    owner: np.ndarray | None = None
 
 
 @dataclass
@@ -123,6 +125,9 @@ class Probe:
     captures: list[RowsSeen] = field(default_factory=list)
     #: strided views: tensor name -> the columns the kernel is given
     columns: dict[str, int] = field(default_factory=dict)
+    #: what the value classifiers read: ``seen`` or ``intended`` (a value counts only when
+    #: both hold it: a malformed case's stale tensor reaches nothing its fresh one held)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # -- generic dimensions -----------------------------------------------------------------------
@@ -288,7 +293,7 @@ def magnitude_dimension(tensor: str, what: str, scale: Callable[[Probe], int] | 
     )
 
     def classify(probe: Probe) -> set[str]:
-        values = probe.intended.get(tensor)
+        values = probe.values.get(tensor)
         if values is None or not values.size:
             return set()
         top = int(values.max()) * (scale(probe) if scale else 1)
@@ -316,15 +321,16 @@ def table_dimension(tensor: str, kinds: Iterable[str]) -> Dimension:
     parts = tuple(p for p in parts if not p.patch or set(p.patch["table"]) <= kinds)
 
     def classify(probe: Probe) -> set[str]:
-        table = probe.intended.get(tensor)
+        table = probe.values.get(tensor)
         rows = probe.rows
         if table is None or rows is None or rows.used is None or table.ndim != 2:
             return set()
         used = rows.used[: table.shape[0], : table.shape[1]]
         table = table[: used.shape[0], : used.shape[1]]
+        read = _pages_read(rows, probe.scalars.get("page_size", 1), used.shape) & used
         found = set()
-        for name, hit in (("ids", used & (table > 0)), ("null-in-use", used & (table == 0)),
-                          ("evicted-in-use", used & (table == -1)),
+        for name, hit in (("ids", read & (table > 0)), ("null-in-use", read & (table == 0)),
+                          ("evicted-in-use", read & (table == -1)),
                           ("zero-padding", ~used & (table == 0)),
                           ("minus-one-padding", ~used & (table == -1))):
             if bool(hit.any()):
@@ -335,6 +341,23 @@ def table_dimension(tensor: str, kinds: Iterable[str]) -> Dimension:
                      classify)
 
 
+def _pages_read(rows: RowsSeen, page: int, shape: tuple[int, ...]) -> np.ndarray:
+    """[R, B] True where a valid position of some output row falls in that page: a block id
+    the contract makes the kernel read (a NULL or evicted page no position reads is
+    never exercised)."""
+    read = np.zeros(shape, dtype=bool)
+    if rows.owner is None or not rows.positions.size:
+        return read
+    width = rows.positions.shape[1]
+    p, c = rows.positions, rows.contexts[:, None]
+    valid = (np.arange(width)[None, :] < rows.lengths[:, None]) & (p >= 0) & (p < c)
+    owner = np.broadcast_to(rows.owner[:, None], p.shape)
+    pages = p // max(page, 1)
+    valid &= (owner >= 0) & (owner < shape[0]) & (pages < shape[1])
+    read[owner[valid], pages[valid]] = True
+    return read
+
+
 def offsets_dimension(tensor: str) -> Dimension:
     parts = (
         Partition("small", "offsets below 2^24", {}),
@@ -343,7 +366,7 @@ def offsets_dimension(tensor: str) -> Dimension:
     )
 
     def classify(probe: Probe) -> set[str]:
-        values = probe.intended.get(tensor)
+        values = probe.values.get(tensor)
         if values is None or not values.size:
             return set()
         return {"past-2^24" if int(values.max()) >= F32_EXACT else "small"}
@@ -380,8 +403,10 @@ def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
                      classify)
 
 
-def stale_dimension(tensor: str, transforms: Mapping[str, str]) -> Dimension:
-    parts = tuple(Partition(name, doc, {"spoiler": f"{tensor}:{name}"})
+def stale_dimension(tensor: str, transforms: Mapping[str, str], when: str = "") -> Dimension:
+    """``when``: the scalar that makes the kernel take the tensor (seq_lens: bounded)."""
+    extra = {when: 1} if when else {}
+    parts = tuple(Partition(name, doc, {"spoiler": f"{tensor}:{name}", **extra})
                   for name, doc in transforms.items())
 
     def classify(probe: Probe) -> set[str]:
@@ -496,7 +521,7 @@ def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = 
         dims.append(rows_dimension(tensor.name, "extra_cols" if positions else "extra_rows",
                                    huge=positions))
     if not tensor.fresh and tensor.role in STALE_TRANSFORMS:
-        dims.append(stale_dimension(tensor.name, STALE_TRANSFORMS[tensor.role]))
+        dims.append(stale_dimension(tensor.name, STALE_TRANSFORMS[tensor.role], tensor.when))
     return dims
 
 
@@ -540,20 +565,46 @@ def _rows_seen(spec, tensors: dict[str, np.ndarray], k: int, scalars: dict[str, 
         return None
 
 
-def probe_of(spec, case, captures: list[RowsSeen] | None = None) -> Probe:
+def probe_of(spec, case, captures: list[RowsSeen] | None = None,
+             scalars: dict[str, int] | None = None, intended: bool = False) -> Probe:
+    """A case as the classifiers see it; ``scalars``: as the kernel was given them (an
+    implementation that cannot take one runs at its default); ``intended``: value
+    classifiers read the fresh batch instead of what the kernel is given."""
     seen_t = case.kernel_inputs()
-    intended = _arrays(case.intended_inputs())
-    return Probe(_arrays(seen_t), intended,
-                 {n: tuple(t.stride()) for n, t in seen_t.items()}, case.k,
-                 spec.scalars_of(case.scalars), _rows_seen(spec, intended, case.k,
-                                                           case.scalars),
-                 tuple(getattr(case, "stale", ()) or ()), captures or [], dict(case.columns))
+    seen, fresh = _arrays(seen_t), _arrays(case.intended_inputs())
+    values = fresh if intended else seen
+    given = dict(scalars) if scalars is not None else spec.scalars_of(case.scalars)
+    return Probe(seen, fresh, {n: tuple(t.stride()) for n, t in seen_t.items()}, case.k,
+                 given, _rows_seen(spec, values, case.k, given),
+                 tuple(getattr(case, "stale", ()) or ()), captures or [], dict(case.columns),
+                 values)
 
 
-def exercised(spec, target, fresh: bool = False) -> set[str]:
+def _classified(domain: Domain, probe: Probe, kinds: tuple[str, ...]) -> set[str]:
+    found: set[str] = set()
+    for dim in domain.dimensions:
+        if dim.kind not in kinds:
+            continue
+        try:
+            found |= {f"{dim.name}={name}" for name in dim.classify(probe)}
+        except (IndexError, ValueError):
+            continue
+    return found
+
+
+def absent(spec, scalars: dict[str, int]) -> set[str]:
+    """Tensors a kernel is not given under these scalars (seq_lens without ``bounded``)."""
+    return {t.name for t in spec.tensors if t.when and not scalars.get(t.when)}
+
+
+def exercised(spec, target, fresh: bool = False, scalars: dict[str, int] | None = None
+              ) -> set[str]:
     """The domain partitions (``dimension=partition``) a case or scenario reaches; ``fresh``:
     only what its intended batches reach one by one (an eager row of a scenario runs those,
-    with no graph: no capture partition)."""
+    with no graph: no capture partition); ``scalars``: as an implementation is given them.
+
+    A value partition counts only where the tensors the kernel is given and the intended
+    ones both hold it; nothing counts of a tensor the kernel is not given."""
     from diffcheck.case import Scenario
 
     domain = domain_of(spec)
@@ -564,21 +615,23 @@ def exercised(spec, target, fresh: bool = False) -> set[str]:
         for step, size in zip(target.steps, target.sizes, strict=True):
             firsts.setdefault(size, step)
         for step in firsts.values():
-            arrays = _arrays(step.intended_inputs())
-            rows = _rows_seen(spec, arrays, step.k, step.scalars)
+            arrays = _arrays(step.kernel_inputs())
+            rows = _rows_seen(spec, arrays, step.k, scalars or step.scalars)
             if rows is not None:
                 captures.append(rows)
     found: set[str] = set()
     for i, step in enumerate(steps):
         if fresh:
             step = step.fresh()
-        probe = probe_of(spec, step, captures if i == 0 else None)
-        for dim in domain.dimensions:
-            try:
-                found |= {f"{dim.name}={name}" for name in dim.classify(probe)}
-            except (IndexError, ValueError):
-                continue
-    return found
+        probe = probe_of(spec, step, captures if i == 0 else None, scalars)
+        found |= _classified(domain, probe, ("scalar", "stale", "capture"))
+        values = _classified(domain, probe, ("values",))
+        if not step.well_formed:
+            values &= _classified(domain, probe_of(spec, step, None, scalars, intended=True),
+                                  ("values",))
+        found |= values
+    gone = absent(spec, scalars if scalars is not None else spec.scalars_of(steps[0].scalars))
+    return {key for key in found if key.partition(".")[0] not in gone}
 
 
 def rows_from_slices(kv_indptr: np.ndarray, regions: np.ndarray, positions: np.ndarray,

@@ -231,15 +231,19 @@ def generates_scenarios(spec: PathSpec) -> bool:
     return spec.generators is not None and spec.generators().scenario is not None
 
 
-def _steer(spec: PathSpec, target: Case | Scenario, coverage) -> None:
-    """Count what a drawn target reached of the domain, and steer Hypothesis toward draws
-    that reach partitions not seen yet (``target()``: more new ones score higher)."""
+def _steer(spec: PathSpec, target: Case | Scenario, coverage, impl=None) -> None:
+    """Count what a drawn target reached of the domain (with the scalars ``impl`` is given),
+    and steer Hypothesis toward draws that reach partitions not seen yet (``target()``: more
+    new ones score higher)."""
     from hypothesis import target as steer
 
+    from diffcheck.calls import contract_of
     from diffcheck.domain import exercised
 
     mode = "replay" if isinstance(target, Scenario) else "eager"
-    keys = exercised(spec, target)
+    first = target.steps[0] if isinstance(target, Scenario) else target
+    scalars = contract_of(spec, impl, first, None).scalars if impl is not None else None
+    keys = exercised(spec, target, scalars=scalars)
     new = keys - coverage.of_path(spec.name)
     coverage.add(spec.name, mode, keys)
     steer(float(len(new)), label="domain partitions not reached before")
@@ -314,7 +318,7 @@ def fuzz(
             checked[drawn] = rows
             if state["found_at"] is None:
                 result.mutants += sum(mutants_checked(row) for row in rows)
-                _steer(spec, target, result.coverage)
+                _steer(spec, target, result.coverage, getattr(checker, "impl", None))
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
         if worst is None and state.get("lost"):

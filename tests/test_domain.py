@@ -160,3 +160,69 @@ def test_planted_kernel_passes_the_old_default_and_fails_the_new(tmp_path, impl,
 def test_correct_twins_pass_the_default(tmp_path, kernel):
     done, _ = _compare(tmp_path, f"{KERNELS}:{kernel}", domain_kernels.PATH_OF[kernel])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _batch(**fields):
+    from diffcheck.fixtures.generated import Batch
+
+    base = dict(k=256, contexts=(300, 40), drafts=(1, 1), oddities=(), shuffled=True,
+                extra_rows=0, extra_cols=0, padding=0, slot_base=0, spoiler="",
+                scalars=(("page_size", 16), ("stride_rows", 0), ("layer_id", 0),
+                         ("bounded", 0), ("valid_counts", 0)), without_out=False, seed=5)
+    return Batch(**{**base, **fields})
+
+
+def _reached(batch, path="blocktable", scalars=None):
+    spec = known_paths()[path]
+    case = spec.generators().layout(batch).case(path, "probe", 0, spec.fill)
+    return exercised(spec, case, scalars=scalars)
+
+
+def test_coverage_counts_the_scalars_an_implementation_is_given():
+    """lmdeploy's signature takes no stride, layer, bounded or counts: its rows run at the
+    defaults, and coverage says so."""
+    from diffcheck import modes
+    from diffcheck.coverage import coverage_of
+    from diffcheck.selection import select
+
+    engine = Path(__file__).parent / "engine_kernels.py"
+    chosen = select("blocktable", [f"{engine}:lmdeploy_convert"], ["domain"], [], [],
+                    modes.select("eager"), 0, None, None)
+    missing = coverage_of(chosen.jobs()).missing("blocktable")
+    assert {"stride_rows=interleaved", "layer_id=positive", "bounded=1",
+            "valid_counts=1", "seq_lens.stale=previous-batch"} <= set(missing)
+
+
+def test_a_tensor_the_kernel_is_not_given_reaches_nothing():
+    got = _reached(_batch(spoiler="seq_lens:previous-batch"))
+    assert not any(k.startswith("seq_lens.") for k in got)
+    scalars = dict(_batch().scalars, bounded=1)
+    got = _reached(_batch(spoiler="seq_lens:previous-batch", scalars=tuple(scalars.items())))
+    assert "seq_lens.stale=previous-batch" in got
+
+
+def test_values_of_a_stale_tensor_count_only_where_the_fresh_one_holds_them_too():
+    fresh = _reached(_batch(oddities=("max", "far")))
+    assert {"token_indices.positions=int32-max", "token_indices.positions=far-beyond"} <= fresh
+    stale = _reached(_batch(oddities=("max", "far"), contexts=(3,), drafts=(1,),
+                            spoiler="token_indices:unwritten"))
+    assert not {"token_indices.positions=int32-max", "token_indices.positions=far-beyond",
+                "token_indices.positions=valid"} & stale
+
+
+def test_a_null_or_evicted_page_counts_only_where_a_valid_position_reads_it():
+    read = _reached(_batch(table=("null", "evicted"), contexts=(40, 200, 90)), "prefill",
+                    scalars={"page_size": 16})
+    assert {"block_table.contents=null-in-use", "block_table.contents=evicted-in-use"} <= read
+    # every position an oddity past the context: nothing reads the pages
+    unread = _reached(_batch(table=("null",), contexts=(2, 1), oddities=("beyond",)),
+                      "prefill", scalars={"page_size": 16})
+    assert "block_table.contents=null-in-use" not in unread
+
+
+@pytest.mark.parametrize("requests", [1, 2])
+def test_prefill_shaped_holds_for_one_request(requests):
+    rng = np.random.default_rng(0)
+    values = np.arange(requests + 1, dtype=np.int32)  # a decode qo_indptr
+    seen = generic("indptr", "indptr", "prefill-shaped")(rng, {"indptr": values.copy()}, 8)
+    assert seen["indptr"][-1] > requests and not np.array_equal(seen["indptr"], values)

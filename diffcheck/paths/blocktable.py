@@ -98,7 +98,8 @@ def _rows_seen(t, k, scalars):
     width = table.shape[1] if table.ndim == 2 else 0
     return RowsSeen(t["token_indices"][:tokens, :k].astype(np.int64),
                     np.where(known, k, 0), ctx, span=np.full(tokens, width * page),
-                    used=pages_used(lengths, page, table.shape), requests=lengths[:requests])
+                    used=pages_used(lengths, page, table.shape), requests=lengths[:requests],
+                    owner=np.where(known, r, -1))
 
 
 def _generators():
@@ -144,8 +145,10 @@ PATH = PathSpec(
                                      {"stride_rows": 0}),
                            Partition("interleaved", "more rows per block than the page (layers "
                                      "interleave)", {"stride_rows": 2048})),
-               classify=lambda probe: {"page" if probe.scalars["stride_rows"] in
-                                       (0, probe.scalars["page_size"]) else "interleaved"}),
+               # a stride below the page (blocks overlapping) is in neither partition
+               classify=lambda probe: {"page"} if probe.scalars["stride_rows"] in
+               (0, probe.scalars["page_size"]) else {"interleaved"}
+               if probe.scalars["stride_rows"] > probe.scalars["page_size"] else set()),
         Scalar("layer_id", ("layer_id",), 0, minimum=0,
                doc="TensorRT-LLM's layer interleaving: adds layer_id * page size",
                partitions=(Partition("0", "the first layer", {"layer_id": 0}),

@@ -100,7 +100,8 @@ def _rows_seen(t, k, scalars):
                     # a token q of a request sees q + 1 keys: its boundaries are K's too
                     requests=np.concatenate([(cu[1:] - cu[:-1])[:requests],
                                              np.where(known, np.arange(tokens) - start + 1,
-                                                      -1)]))
+                                                      -1)]),
+                    owner=np.where(known, r, -1))
 
 
 def _generators():
