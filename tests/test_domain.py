@@ -226,3 +226,21 @@ def test_prefill_shaped_holds_for_one_request(requests):
     values = np.arange(requests + 1, dtype=np.int32)  # a decode qo_indptr
     seen = generic("indptr", "indptr", "prefill-shaped")(rng, {"indptr": values.copy()}, 8)
     assert seen["indptr"][-1] > requests and not np.array_equal(seen["indptr"], values)
+
+
+def test_an_extra_output_shorter_than_intended_is_judged_not_an_internal_error(tmp_path):
+    """A generic stale spoiler (fewer top-k rows) with valid counts: the kernel returns counts
+    for the rows it was given, fewer than the intended batch has; the missing ones differ
+    (stale_sensitive), and the run goes on (fuzz found this as an internal error)."""
+    from diffcheck.casefile import save_case
+
+    scalars = dict(_batch().scalars, valid_counts=1)
+    batch = _batch(spoiler="token_indices:fewer-rows", scalars=tuple(scalars.items()),
+                   contexts=(5, 300, 40), drafts=(2, 2, 2))
+    spec = known_paths()["blocktable"]
+    case = spec.generators().layout(batch).case("blocktable", "probe", 0, spec.fill)
+    save_case(case, tmp_path / "fewer.npz")
+    done, report = _compare(tmp_path, "blocktable:guarded", "blocktable", "--cases",
+                            str(tmp_path / "fewer.npz"), "--mode", "eager")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(report["status"]) == {"stale_sensitive"}
