@@ -303,6 +303,11 @@ def magnitude_dimension(tensor: str, what: str, scale: Callable[[Probe], int] | 
     return Dimension(f"{tensor}.magnitude", "values", f"the largest {what}", parts, classify)
 
 
+#: the block-table oddities a generated batch can plant (fixtures/generated.py Batch.table):
+#: NULL (0) or evicted (-1) in a page a position reads, 0 or -1 past the pages
+TABLE_ODDITIES = ("null", "evicted", "pad-zero", "pad-minus-one")
+
+
 def table_dimension(tensor: str, kinds: Iterable[str]) -> Dimension:
     """Block ids in used pages and past them; ``kinds``: the table oddities the path's
     contract calls well-formed (the vLLM family says nothing of -1, so it has none)."""

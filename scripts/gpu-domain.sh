@@ -6,16 +6,7 @@
 #   bash scripts/gpu-domain.sh [default|planted|fuzz|all]
 set -uo pipefail
 STAGE=${1:-all}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-if ! python3 -c "import hypothesis" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PYTHONPATH:/tmp/site
-fi
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
-'device', torch.cuda.get_device_name())"
+. scripts/gpu-env.sh
 timed() { /usr/bin/time -f "wall %e s" python3 -m diffcheck "$@" 2>&1 | grep -v "^  " | tail -n 9; }
 PLANTED="blocktable_page_by_shift:blocktable blocktable_zero_block_is_null:blocktable
 prefill_minus_one_block:prefill prefill_trusts_cu_seqlens:prefill decode_fixed_tile:decode

@@ -63,6 +63,15 @@ def test_pairwise_covers_every_pair_and_is_smaller_than_the_product():
     assert 16 <= len(rows) < 4 * 4 * 2 * 2 * 3
 
 
+def test_generated_captures_and_table_oddities_are_the_domains():
+    from diffcheck.domain import CAPTURES, TABLE_ODDITIES
+    from diffcheck.fixtures import generated
+
+    assert set(generated.CAPTURES) == {name for name, _ in CAPTURES}
+    for spec in known_paths().values():
+        assert set(spec.generators().table) <= set(TABLE_ODDITIES)
+
+
 def test_stale_transformations_are_one_generic_table():
     assert {role: set(names) for role, names in STALE_TRANSFORMS.items()} == \
         {role: set(names) for role, names in GENERIC.items()}

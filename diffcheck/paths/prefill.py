@@ -105,7 +105,8 @@ def _rows_seen(t, k, scalars):
 
 
 def _generators():
-    from diffcheck.fixtures.generated import TABLE_ODDITIES, Generators
+    from diffcheck.domain import TABLE_ODDITIES
+    from diffcheck.fixtures.generated import Generators
     from diffcheck.fixtures.layouts import WIDE_ODDITIES
     from diffcheck.fixtures.prefill import ODD, SPOILERS, generated_layout
 
