@@ -253,3 +253,13 @@ def test_an_extra_output_shorter_than_intended_is_judged_not_an_internal_error(t
                             str(tmp_path / "fewer.npz"), "--mode", "eager")
     assert done.returncode == 0, done.stdout + done.stderr
     assert set(report["status"]) == {"stale_sensitive"}
+
+
+@pytest.mark.slow
+def test_the_api_without_suites_catches_a_planted_kernel():
+    """diffcheck.api.check with no suites= runs the same default as the CLI."""
+    from diffcheck.api import check
+
+    report = check(f"{KERNELS}:blocktable_page_by_shift", path="blocktable")
+    assert "mismatch" in set(report["status"])
+    assert {"domain", "domain-replay"} <= set(report["suite"])
