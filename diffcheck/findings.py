@@ -39,7 +39,8 @@ class Finding:
     location: str
     expected: int | None = None
     actual: int | None = None
-    #: how it was found: interpreter, redzone-tag, redzone-diff, redzone-write (an
+    #: how it was found: interpreter, instrumented (the kernel's own bounds checks, on a
+    #: GPU), redzone-tag, redzone-diff, redzone-write (an
     #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism),
     #: process-state (a side effect)
     found_by: str = ""
@@ -79,9 +80,10 @@ def _describe(finding: Finding, checked: int) -> str:
         now = f", now {finding.actual}" if finding.actual is not None else ""
         return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
                 f"found by {finding.found_by}")
-    if finding.kind == Status.INPUT_WRITE and finding.found_by == "interpreter":
+    if finding.kind == Status.INPUT_WRITE and finding.found_by in ("interpreter", "instrumented"):
         return (f"Input written: {finding.location}, {finding.count} lanes (inputs are "
-                "read-only, even when put back before the call returns), found by interpreter")
+                "read-only, even when put back before the call returns), found by "
+                f"{finding.found_by}")
     if finding.kind == Status.INPUT_WRITE:
         return (f"Input written: {finding.count} elements of {finding.buffer} changed, first "
                 f"{finding.location}: was {finding.expected}, now {finding.actual} (inputs "

@@ -26,19 +26,25 @@ def extents(staged: Staged) -> list[Extent]:
             for buf in staged.all()]
 
 
+def _at(access: Access) -> str:
+    """Where in the kernel's source, when the checker knows it (instrumented kernels)."""
+    return f" ({access.where})" if access.where else ""
+
+
 def from_sandbox(accesses: list[Access]) -> list[Finding]:
-    """One finding per kind (read, write): total lanes, the first access as its location."""
+    """One finding per kind (read, write): total lanes, the first access as its location
+    (from the interpreter sandbox or the instrumented kernel's own checks)."""
     findings = []
     stores = [a for a in accesses if a.kind == "input-write"]
     if stores:
         first = stores[0]
         examples = tuple(Example(a.buffer, a.offset, f"{a.buffer}[{a.offset}], a Triton store "
-                                 f"into an input, program {a.program[0]}, {a.lanes} lanes")
+                                 f"into an input, program {a.program[0]}, {a.lanes} lanes{_at(a)}")
                          for a in stores[:EXAMPLES])
         findings.append(Finding(Status.INPUT_WRITE, first.buffer, sum(a.lanes for a in stores),
                                 first.offset, f"a Triton store into {first.buffer}"
-                                f"[{first.offset}], program {first.program[0]}",
-                                found_by="interpreter", examples=examples))
+                                f"[{first.offset}], program {first.program[0]}{_at(first)}",
+                                found_by=first.found_by, examples=examples))
     for kind, status in (("read", Status.OOB_READ), ("write", Status.OOB_WRITE)):
         of_kind = [a for a in accesses if a.kind == kind]
         if not of_kind:
@@ -50,10 +56,11 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
             label += ", a wild address; nearest tensor named"
         examples = tuple(
             Example(a.buffer, a.offset, f"{out_of_bounds_label(a.buffer, a.offset, a.size)}, "
-                    f"program {a.program[0]}, {a.lanes} lanes")
+                    f"program {a.program[0]}, {a.lanes} lanes{_at(a)}")
             for a in of_kind[:EXAMPLES])
         findings.append(Finding(status, first.buffer, sum(a.lanes for a in of_kind), first.offset,
-                                f"{label}, program {first.program[0]}", found_by="interpreter",
+                                f"{label}, program {first.program[0]}{_at(first)}",
+                                found_by=first.found_by,
                                 examples=examples))
     return findings
 

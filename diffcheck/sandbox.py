@@ -65,14 +65,61 @@ class Access:
     size: int
     lanes: int
     program: tuple[int, int, int]
+    #: what saw it: the interpreter sandbox, or the compiled kernel's own checks
+    #: (diffcheck.instrument)
+    found_by: str = "interpreter"
+    #: the access in the kernel's source ("kernel line N"), where the checker knows it
+    where: str = ""
 
 
 @dataclass
-class Sandbox:
+class Bounds:
+    """The extents a call may touch and the accesses seen outside them; the checking itself
+    is the interpreter sandbox's (below) or the instrumented kernel's (diffcheck.instrument).
+    """
+
     extents: list[Extent]
+    accesses: list[Access] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index()
+
+    def _index(self) -> None:
+        self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
+        self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
+        self._read_only = np.array([e.read_only for e in self.extents], dtype=bool)
+
+    def admit(self, name: str, tensor) -> Extent | None:
+        """Add the bytes a launch argument can address, unless a known extent holds them;
+        the extent that holds them (None for an empty or reversed view)."""
+        if tensor.numel() == 0 or any(st < 0 for st in tensor.stride()):
+            return None
+        itemsize = tensor.element_size()
+        start = tensor.data_ptr()
+        last = sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
+        end = start + (last + 1) * itemsize
+        held = next((e for e in self.extents if e.start <= start and end <= e.start + e.nbytes),
+                    None)
+        if held is not None:
+            return held
+        self.extents.append(Extent(name, start, end - start, itemsize))
+        self._index()
+        return self.extents[-1]
+
+    def nearest(self, address: int, inputs_only: bool = False) -> Extent:
+        def distance(e: Extent) -> int:
+            if address < e.start:
+                return e.start - address
+            return max(0, address - (e.start + e.nbytes) + 1)
+
+        pool = [e for e in self.extents if e.read_only] if inputs_only else self.extents
+        return min(pool or self.extents, key=distance)
+
+
+@dataclass
+class Sandbox(Bounds):
     #: value a neutralised load yields: tag(buffer, offset) -> int
     tag: Callable[[str, int], int] = lambda buffer, offset: 0
-    accesses: list[Access] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         import triton
@@ -97,24 +144,6 @@ class Sandbox:
                 "the sandbox cannot check its loads and stores: pass --no-interpreter-check")
         self._index()
 
-    def _index(self) -> None:
-        self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
-        self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
-        self._read_only = np.array([e.read_only for e in self.extents], dtype=bool)
-
-    def admit(self, name: str, tensor) -> None:
-        """Add the bytes a launch argument can address, unless a known extent holds them."""
-        if tensor.numel() == 0 or any(st < 0 for st in tensor.stride()):
-            return
-        itemsize = tensor.element_size()
-        start = tensor.data_ptr()
-        last = sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride(), strict=True))
-        end = start + (last + 1) * itemsize
-        if any(e.start <= start and end <= e.start + e.nbytes for e in self.extents):
-            return
-        self.extents.append(Extent(name, start, end - start, itemsize))
-        self._index()
-
     # -- checking ---------------------------------------------------------------------------
     def outside(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
         """True for addresses whose element is not wholly inside any extent."""
@@ -131,15 +160,6 @@ class Sandbox:
         a = addresses.astype(np.uint64)[..., None]
         touches = (a + np.uint64(itemsize) > self._starts) & (a < self._ends) & live
         return touches.any(axis=-1)
-
-    def nearest(self, address: int, inputs_only: bool = False) -> Extent:
-        def distance(e: Extent) -> int:
-            if address < e.start:
-                return e.start - address
-            return max(0, address - (e.start + e.nbytes) + 1)
-
-        pool = [e for e in self.extents if e.read_only] if inputs_only else self.extents
-        return min(pool, key=distance)
 
     def record(self, kind: str, addresses: np.ndarray, bad: np.ndarray, builder) -> np.ndarray:
         """Record the bad lanes; return the tag value each bad lane's load should yield."""
