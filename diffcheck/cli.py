@@ -175,6 +175,16 @@ def compare(
         typer.Option(help="On CPU, bounds-check every load and store of the Triton interpreter "
                      "(an access outside every tensor is recorded and neutralised)."),
     ] = True,
+    instrument: Annotated[
+        bool | None,
+        typer.Option("--instrument/--no-instrument",
+                     help="Launch instrumented copies of the Triton kernels, which check the "
+                     "address of their own every load, store and atomic against the tensors "
+                     "the launch was given (an out-of-bounds lane is recorded and masked "
+                     "off); on a GPU this finds the reads red zones cannot (one the kernel "
+                     "bounds afterwards). On CPU it needs --no-interpreter-check.",
+                     show_default="on a GPU, off on CPU"),
+    ] = None,
     fillings: Annotated[
         int,
         typer.Option(help="Red-zone fillings per case: 2 runs each case with constant and "
@@ -257,7 +267,7 @@ def compare(
         graph_size, parse_shard(shard), gpu=dev.type != "cpu",
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
-                            timeout, isolation, jobs)
+                            timeout, isolation, jobs, instrument)
     sinks = [ReportWriter(outputs["--report"])]
     if details is not None:
         sinks.append(DetailsWriter(outputs["--details"], details_max))
@@ -357,6 +367,12 @@ def fuzz(
     interpreter_check: Annotated[
         bool, typer.Option(help="On CPU, bounds-check every load and store (the sandbox).")
     ] = True,
+    instrument: Annotated[
+        bool | None,
+        typer.Option("--instrument/--no-instrument",
+                     help="Instrumented kernels that check their own loads and stores, as for "
+                     "compare.", show_default="on a GPU, off on CPU"),
+    ] = None,
     fillings: Annotated[
         int, typer.Option(help="Red-zone fillings per case, as for compare (0: the device's "
                           "default).")
@@ -442,7 +458,7 @@ def fuzz(
     if implementation.path != spec.name:
         raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
     settings = settings_for([implementation], dev, seed, invalid_fill, interpreter_check,
-                            fillings, timeout, isolation, workers=1)
+                            fillings, timeout, isolation, workers=1, instrument=instrument)
     limits = GPU_LIMITS if size == "production" or (size == "auto" and dev.type != "cpu") \
         else CPU_LIMITS
     fill = spec.fill if invalid_fill is None else invalid_fill

@@ -58,6 +58,7 @@ def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
     timeout: float = 60.0, isolation: str = "auto", workers: int = 0,
+    instrument: bool | None = None,
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
@@ -71,7 +72,8 @@ def settings_for(
     fillings = fillings or default_fillings(device, interpreter_check)
 
     settings = RunSettings(device, new_run_id(), seed, fill_override,
-                           interpreter_check, fillings, timeout, plugins=runtime_modules())
+                           interpreter_check, fillings, timeout, plugins=runtime_modules(),
+                           instrument=instrument)
     try:
         settings.isolation = resolve_isolation(isolation, settings)
     except ValueError as e:

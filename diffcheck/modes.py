@@ -68,8 +68,11 @@ class Step:
     ends_as: Status = Status.ERROR
     #: the error was a device fault: nothing more may run in this process's context
     fault: bool = False
-    #: interpreter sandbox accesses since the previous Step (set by the runner)
+    #: interpreter sandbox (or instrumented kernel) accesses since the previous Step (set by
+    #: the runner)
     accesses: list = field(default_factory=list)
+    #: what the row should say about how it was checked (a kernel left uninstrumented)
+    notes: list[str] = field(default_factory=list)
     elapsed_ms: float = 0.0
     #: the output as a second look found it, when it changed after the call returned
     late_out: torch.Tensor | None = None

@@ -140,7 +140,7 @@ def make_row(
 def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
     """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
     from diffcheck.case import Scenario
-    from diffcheck.runner import default_fillings
+    from diffcheck.runner import default_fillings, default_instrument
 
     fill = case.fill if settings.fill_override is None else settings.fill_override
     words = ["diffcheck", "compare", "--path", case.path]
@@ -155,6 +155,8 @@ def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
         words += ["--graph-size", str(job.case.graph)]
     if not settings.interpreter_check:
         words.append("--no-interpreter-check")
+    if settings.instrument != default_instrument(settings.device):
+        words.append("--instrument" if settings.instrument else "--no-instrument")
     if settings.fillings != default_fillings(settings.device, settings.interpreter_check):
         words += ["--fillings", str(settings.fillings)]
     if settings.timeout != 60.0:

@@ -26,15 +26,16 @@ from diffcheck.compare import (
     diverged,
     nondeterministic,
 )
-from diffcheck.errors import CaseTimeout
+from diffcheck.errors import CaseTimeout, UsageError
 from diffcheck.findings import Comparison, Finding
 from diffcheck.impls import Implementation
+from diffcheck.instrument import Instrumented
 from diffcheck.job import Job
 from diffcheck.modes import Step, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow, make_row
-from diffcheck.sandbox import Sandbox
+from diffcheck.sandbox import Bounds, Sandbox
 from diffcheck.status import Status
 
 
@@ -68,6 +69,10 @@ class RunSettings:
     workers: int = 1
     #: modules that registered paths at run time (a worker imports them to know the paths)
     plugins: tuple[str, ...] = ()
+    #: launch instrumented copies of the kernels, which check their own every load and store
+    #: (diffcheck.instrument); None: on where kernels are compiled (a GPU), off under the
+    #: interpreter
+    instrument: bool | None = None
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(
         default_factory=dict
@@ -78,6 +83,11 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         self.fillings = self.fillings or default_fillings(self.device, self.interpreter_check)
+        if self.instrument is None:
+            self.instrument = default_instrument(self.device)
+        if self.instrument and self.interpreter_check and backend.interpreted(self.device):
+            raise UsageError("--instrument on the CPU needs --no-interpreter-check: the "
+                             "interpreter sandbox already checks every load and store there")
 
     def implementation(self, impl: Implementation) -> Callable:
         if impl.name not in self._loaded:
@@ -109,7 +119,8 @@ class RunSettings:
     def config(self) -> dict:
         """The plain settings, to start a worker with the same ones."""
         return {f: getattr(self, f) for f in (
-            "device", "run_id", "run_seed", "fill_override", "interpreter_check", "fillings",
+            "device", "run_id", "run_seed", "fill_override", "interpreter_check", "instrument",
+            "fillings",
             "timeout", "isolation", "workers", "plugins")}
 
 
@@ -210,6 +221,12 @@ def default_fillings(device: torch.device, interpreter_check: bool) -> int:
     plausible fillings find reads whose constant or tagged values a kernel's own checks
     reject; 2 under the sandbox, which sees every address anyway."""
     return 2 if backend.interpreted(device) and interpreter_check else 4
+
+
+def default_instrument(device: torch.device) -> bool:
+    """Instrumented kernels where they are compiled (a GPU); the interpreter sandbox sees
+    every address on the CPU already."""
+    return not backend.interpreted(device)
 #: runs made only when the first two outputs differ in a way no tag explains: each filling
 #: again, in the other program order, then the first run as it was
 RERUNS = (RunPlan("constant", "reversed"), RunPlan("tags"), RunPlan("constant"))
@@ -261,8 +278,10 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     as warm-up and capture, to the first Step after it).
     """
     spec = get_path(job.case.path)
-    sandbox = None
-    if settings.interpreter_check and backend.interpreted(settings.device):
+    sandbox: Bounds | None = None
+    if settings.instrument:
+        sandbox = Instrumented([], device=settings.device)
+    elif settings.interpreter_check and backend.interpreted(settings.device):
         ids = {name: i for i, name in enumerate((*spec.names, "out"))}
         sandbox = Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
     fn = settings.implementation(job.impl)
@@ -288,6 +307,8 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
                                  lambda st: bind(spec, job.impl, fn, st, contract),
                                  settings.device, guard,
                                  compare_eager=plan.filling == FILLINGS[0]):
+            if isinstance(sandbox, Instrumented) and not step.fault:
+                sandbox.collect()
             if sandbox is not None:
                 step.accesses = sandbox.accesses[seen:]
                 seen = len(sandbox.accesses)
@@ -298,6 +319,12 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
             for step in steps:  # a writer still running shows by now
                 if step.staged is not None and step.staged.watched is step:
                     second_look(step.staged)
+    if isinstance(sandbox, Instrumented) and steps:
+        steps[0].notes += sandbox.notes
+        if not sandbox.launches and not any(step.error for step in steps):
+            steps[0].notes.append("instrumented: the call made no Triton launch diffcheck "
+                                  "could instrument (torch code, or a compiled binary); its "
+                                  "reads are found by red zones only")
     return steps
 
 
@@ -464,8 +491,10 @@ class Judge:
             early = [f for f in early or () if f.found_by != plausible.FOUND_BY]
         findings += [*(early or ()), *self.plausible_findings(i)]
         merged = tuple(_merge(findings))
+        notes = tuple(dict.fromkeys(note for run in self.runs + self.plausible_runs
+                                    for note in (run.steps[0].notes if run.steps else ())))
         row = make_row(self.job, case, self.settings, self.contract,
-                       Comparison(checked, merged), error, first.elapsed_ms,
+                       Comparison(checked, merged, notes), error, first.elapsed_ms,
                        len(self.runs) + len(self.plausible_runs), ends_as)
         return Outcome(row, merged)
 

@@ -1,0 +1,62 @@
+"""Small kernels for tests/test_instrument.py: each accesses memory one particular way (a jit
+function it calls, a mask given by position, an atomic, a block pointer) so the rewrite of
+each kind of access is seen to check it."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _load_at(p, i, n):
+    return tl.load(p + i, mask=i < n, other=0)
+
+
+@triton.jit
+def copy_through_callee(src, dst, n, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    """dst[i] = src[i + SHIFT] for i < n, the load in a jit function it calls (its bound
+    checks i + SHIFT < n + SHIFT: SHIFT past the end when SHIFT > 0)."""
+    offs = tl.arange(0, BLOCK)
+    v = _load_at(src, offs + SHIFT, n + SHIFT)
+    tl.store(dst + offs, v, offs < n)
+
+
+@triton.jit
+def store_shifted(dst, n, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    """dst[i + SHIFT] = i for i < n: SHIFT < 0 writes before the start."""
+    offs = tl.arange(0, BLOCK)
+    tl.store(dst + offs + SHIFT, offs, mask=offs < n)
+
+
+@triton.jit
+def scalar_peek(src, dst, AT: tl.constexpr):
+    """A scalar load without a mask: dst[0] = src[AT]."""
+    tl.store(dst, tl.load(src + AT))
+
+
+@triton.jit
+def add_atomically(dst, n, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.atomic_add(dst + offs + SHIFT, 1, mask=offs < n)
+
+
+@triton.jit
+def swap_atomically(dst, AT: tl.constexpr):
+    tl.atomic_cas(dst + AT, 0, 7)
+
+
+@triton.jit
+def write_input(src, dst, n, BLOCK: tl.constexpr):
+    """Copies src to dst, and writes src[0] back as it was (an input written)."""
+    offs = tl.arange(0, BLOCK)
+    v = tl.load(src + offs, mask=offs < n)
+    tl.store(src, tl.load(src))
+    tl.store(dst + offs, v, mask=offs < n)
+
+
+@triton.jit
+def copy_by_block_pointer(src, dst, n, BLOCK: tl.constexpr):
+    p = tl.make_block_ptr(src, shape=(n,), strides=(1,), offsets=(0,), block_shape=(BLOCK,),
+                          order=(0,))
+    v = tl.load(p, boundary_check=(0,))
+    offs = tl.arange(0, BLOCK)
+    tl.store(dst + offs, v, mask=offs < n)

@@ -1,0 +1,182 @@
+"""Bounds-checked compilation (diffcheck.instrument), run here through the interpreter: each
+kind of access is checked, what is out of bounds is named like the sandbox names it and
+neutralised, what cannot be instrumented says so and runs as written, and whole runs with
+instrumented kernels agree with the sandbox."""
+
+import instrumented_kernels as ik
+import pytest
+import torch
+from conftest import CPU, make_impl, run_cases, suite_cases
+
+from diffcheck.errors import UsageError
+from diffcheck.executors import run_all
+from diffcheck.instrument import Instrumented
+from diffcheck.job import Job
+from diffcheck.modes import Eager
+from diffcheck.runner import RunSettings
+from diffcheck.sandbox import Extent
+
+MARGIN = 64
+
+
+def buffers(n: int = 8):
+    """src (an input, 0..n-1) and dst (the output, zeros), each inside margins of 7s, and
+    their extents as the runner gives them."""
+    src_alloc = torch.full((n + 2 * MARGIN,), 7, dtype=torch.int32)
+    dst_alloc = torch.full((n + 2 * MARGIN,), 7, dtype=torch.int32)
+    src, dst = src_alloc[MARGIN:MARGIN + n], dst_alloc[MARGIN:MARGIN + n]
+    src.copy_(torch.arange(n, dtype=torch.int32))
+    dst.zero_()
+    found = [Extent("src", src.data_ptr(), 4 * n, 4, read_only=True),
+             Extent("dst", dst.data_ptr(), 4 * n, 4)]
+    return src_alloc, dst_alloc, src, dst, found
+
+
+def launched(kernel, grid, *args, extents, **kwargs):
+    with Instrumented(list(extents), device=CPU) as checker:
+        kernel[grid](*args, **kwargs)
+        accesses = checker.collect()
+    return accesses, checker
+
+
+def test_a_read_past_the_end_in_a_called_jit_function_is_named_and_yields_other():
+    _, _, src, dst, found = buffers()
+    accesses, checker = launched(ik.copy_through_callee, (1,), src, dst, 8, extents=found,
+                                 SHIFT=2, BLOCK=8)
+    assert checker.launches == 1
+    [read] = accesses
+    assert (read.kind, read.buffer, read.offset, read.lanes) == ("read", "src", 8, 2)
+    assert read.found_by == "instrumented" and read.where.startswith("_load_at line ")
+    # the two lanes out of bounds read `other` (0), not the margin's 7s
+    assert dst.tolist() == [2, 3, 4, 5, 6, 7, 0, 0]
+
+
+def test_an_in_bounds_kernel_records_nothing_and_computes_the_same():
+    _, _, src, dst, found = buffers()
+    accesses, _ = launched(ik.copy_through_callee, (1,), src, dst, 8, extents=found,
+                           SHIFT=0, BLOCK=8)
+    assert accesses == [] and dst.tolist() == list(range(8))
+
+
+def test_a_store_before_the_start_is_a_write_and_never_lands():
+    _, dst_alloc, _, dst, found = buffers()
+    accesses, _ = launched(ik.store_shifted, (1,), dst, 8, extents=found, SHIFT=-3, BLOCK=8)
+    [write] = accesses
+    assert (write.kind, write.buffer, write.offset, write.lanes) == ("write", "dst", -3, 3)
+    assert dst_alloc[:MARGIN].eq(7).all()  # the margin is untouched: the lanes were dropped
+    assert dst.tolist() == [3, 4, 5, 6, 7, 0, 0, 0]
+
+
+def test_a_scalar_load_without_a_mask_is_checked():
+    _, _, src, dst, found = buffers()
+    accesses, _ = launched(ik.scalar_peek, (1,), src, dst, extents=found, AT=-1)
+    [read] = accesses
+    assert (read.kind, read.buffer, read.offset, read.lanes) == ("read", "src", -1, 1)
+
+
+@pytest.mark.parametrize("kernel, args", [(ik.add_atomically, {"n": 8, "SHIFT": 5, "BLOCK": 8}),
+                                          (ik.swap_atomically, {"AT": 9})])
+def test_atomics_out_of_bounds_are_writes(kernel, args):
+    _, _, _, dst, found = buffers()
+    accesses, _ = launched(kernel, (1,), dst, extents=found, **args)
+    assert {(a.kind, a.buffer) for a in accesses} == {("write", "dst")}
+    assert min(a.offset for a in accesses) >= 8
+
+
+def test_a_store_into_an_input_is_an_input_write_even_when_put_back():
+    _, _, src, dst, found = buffers()
+    before = src.clone()
+    accesses, _ = launched(ik.write_input, (1,), src, dst, 8, extents=found, BLOCK=8)
+    [written] = accesses
+    assert (written.kind, written.buffer, written.offset) == ("input-write", "src", 0)
+    assert torch.equal(src, before) and dst.tolist() == list(range(8))
+
+
+def test_a_kernel_with_block_pointers_runs_as_written_and_says_why():
+    _, _, src, dst, found = buffers()
+    accesses, checker = launched(ik.copy_by_block_pointer, (1,), src, dst, 8, extents=found,
+                                 BLOCK=8)
+    assert accesses == [] and checker.launches == 0
+    assert dst.tolist() == list(range(8))
+    assert checker.notes == ["copy_by_block_pointer is not instrumented: it uses block "
+                             "pointers (tl.make_block_ptr)"]
+
+
+def test_the_launch_patch_is_removed_afterwards_even_when_the_call_raises():
+    from triton.runtime.interpreter import InterpretedFunction
+
+    before = InterpretedFunction.__dict__["run"]
+    with pytest.raises(RuntimeError), Instrumented([], device=CPU):
+        assert InterpretedFunction.__dict__["run"] is not before
+        raise RuntimeError("kernel failed")
+    assert InterpretedFunction.__dict__["run"] is before
+
+
+def test_instrumenting_on_the_cpu_needs_the_sandbox_off():
+    with pytest.raises(UsageError, match="needs --no-interpreter-check"):
+        RunSettings(CPU, "t", 0, None, True, 2, 60.0, "none", instrument=True)
+    assert RunSettings(CPU, "t", 0).instrument is False
+
+
+def instrumented(fillings: int = 1) -> RunSettings:
+    return RunSettings(CPU, "t", 0, None, False, fillings, 60.0, "none", instrument=True)
+
+
+def test_a_row_whose_call_launches_no_triton_kernel_says_reads_are_left_to_red_zones():
+    from diffcheck.impls import builtin
+
+    reference = builtin()["decode:reference"]
+    case = suite_cases("decode", "smoke")[0]
+    [row] = run_all([Job(case, reference, Eager())], instrumented())
+    assert row.status == "pass"
+    assert "made no Triton launch diffcheck could instrument" in row.detail
+    assert "--instrument" in row.reproduce and "--no-interpreter-check" in row.reproduce
+
+
+@pytest.mark.parametrize("name, path, suites", [
+    ("decode_peeks_past_kv_indptr", "decode", ("smoke",)),
+    ("mtp_reads_before_kv_indptr", "mtp", ("domain",)),
+])
+def test_instrumented_kernels_name_the_reads_the_sandbox_names(name, path, suites):
+    """Parity on the CPU: the rows and buffers the sandbox calls oob_read are those the
+    instrumented kernels call oob_read (the GPU test asserts the same there)."""
+    impl = make_impl(f"{path}:{name}", f"bounded_reads:{name}")
+    cases = suite_cases(path, *suites)
+    sandboxed = run_cases(impl, cases)
+    checked = run_all([Job(c, impl, Eager()) for c in cases], instrumented(2))
+    assert [r.status for r in checked] == [r.status for r in sandboxed]
+    assert any(r.status == "oob_read" for r in checked)
+    for mine, theirs in zip(checked, sandboxed, strict=True):
+        assert mine.first_oob_read.split(",")[0] == theirs.first_oob_read.split(",")[0]
+        if mine.status == "oob_read":
+            assert mine.oob_read_found_by == "instrumented"
+            assert " line " in mine.first_oob_read
+
+
+@pytest.mark.slow
+def test_every_parity_row_gets_the_sandbox_status_with_instrumented_kernels():
+    """All parity jobs (tests/parity.py): the statuses agree row for row, and the buffers
+    each read finding names overlap the sandbox's."""
+    from parity import parity_jobs, read_buffers
+
+    found = {}
+
+    def keep(outcome):
+        found[(outcome.row.implementation, outcome.row.case_id)] = read_buffers(
+            outcome.findings)
+
+    sandbox = {}
+
+    def keep_sandbox(outcome):
+        sandbox[(outcome.row.implementation, outcome.row.case_id)] = (
+            outcome.row.status, read_buffers(outcome.findings))
+
+    jobs = [Job(c, impl, Eager()) for impl, cases in parity_jobs() for c in cases
+            if c.path == impl.path]
+    run_all(jobs, RunSettings(CPU, "t", 0, None, True, 1, 60.0, "none"), keep_sandbox)
+    rows = run_all(jobs, instrumented(), keep)
+    for row in rows:
+        status, buffers = sandbox[(row.implementation, row.case_id)]
+        assert row.status == status, (row.implementation, row.case_id, row.detail)
+        if status == "oob_read":
+            assert set(buffers.split()) & set(found[(row.implementation, row.case_id)].split())
