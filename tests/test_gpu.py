@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from diffcheck.report import frame
 from diffcheck.status import Status
 
 pytestmark = [
@@ -167,32 +168,89 @@ ON_GPU = {
 
 def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
     """Parity: every broken kernel and unguarded fixture row whose CPU status is oob_read
-    (tests/cpu_reads.csv, kept current by test_plausible.py) is oob_read on the GPU too: the
-    plausible fillings find reads the kernel's own checks hide, and what they found stands
-    when a red-zone value used as an index then faults the device."""
-    from parity import parity_jobs, recorded
+    (tests/cpu_reads.csv, kept current by test_plausible.py) is oob_read on the GPU too,
+    naming a buffer the CPU's finding names: the instrumented kernels see every address
+    (tests/bounded_reads.py's reads only they can see), the plausible fillings find reads
+    in torch code, and what they found stands when a red-zone value used as an index then
+    faults the device."""
+    from parity import recorded
+
+    on_cpu = {(r["implementation"], r["case_id"]): r for r in recorded()
+              if r["wild"] != "True"}
+    rows, found = _parity_rows(on_cpu, gpu_settings())
+    frame(rows).to_csv(tmp_path / "parity.csv", index=False)
+    keep(tmp_path / "parity.csv", "report-parity.csv")
+    wrong = [(r.implementation, r.case_id, r.status, r.detail[:300]) for r in rows
+             if r.status != "oob_read" or not set(found[(r.implementation, r.case_id)].split())
+             & set(on_cpu[(r.implementation, r.case_id)]["buffers"].split())]
+    found_by = sorted({r.oob_read_found_by for r in rows if r.status == "oob_read"})
+    print(f"parity: {len(rows)} rows oob_read on CPU; on the GPU {len(rows) - len(wrong)} "
+          f"alike, same buffer (found by {', '.join(found_by)}), {len(wrong)} not")
+    assert len(rows) == len(on_cpu) >= 30, (len(rows), len(on_cpu))
+    assert not wrong, "\n".join(map(str, wrong))
+    assert "instrumented" in found_by
+
+
+def _parity_rows(chosen: dict, settings):
+    """The parity jobs' rows on the GPU, and the buffers each row's read finding names."""
+    from parity import parity_jobs, read_buffers
 
     from diffcheck.executors import run_all
     from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.report import frame
 
-    # a wild address faults the device (test_broken_kernels_are_caught_on_the_gpu_too): left
-    # out here, where every fault costs a new worker
-    on_cpu = {(r["implementation"], r["case_id"]): False for r in recorded()
-              if r["wild"] != "True"}
+    found: dict[tuple[str, str], str] = {}
+
+    def note(outcome) -> None:
+        found[(outcome.row.implementation, outcome.row.case_id)] = read_buffers(
+            outcome.findings)
+
     jobs = [Job(c, impl, Eager()) for impl, cases in parity_jobs() for c in cases
-            if (impl.name, c.case_id) in on_cpu]
-    rows = run_all(jobs, gpu_settings())
-    frame(rows).to_csv(tmp_path / "parity.csv", index=False)
-    keep(tmp_path / "parity.csv", "report-parity.csv")
-    wrong = [(r.implementation, r.case_id, r.status, r.detail[:300]) for r in rows
-             if r.status != "oob_read"]
-    found_by = sorted({r.oob_read_found_by for r in rows if r.status == "oob_read"})
-    print(f"parity: {len(rows)} rows oob_read on CPU; on the GPU {len(rows) - len(wrong)} "
-          f"alike (found by {', '.join(found_by)}), {len(wrong)} not")
-    assert len(rows) == len(on_cpu) >= 30, (len(rows), len(on_cpu))
-    assert not wrong, "\n".join(map(str, wrong))
+            if (impl.name, c.case_id) in chosen]
+    return run_all(jobs, settings, note), found
+
+
+def test_without_instrumentation_red_zones_miss_the_bounded_reads():
+    """What instrumentation adds, measured: the reads of tests/bounded_reads.py (the kernel
+    bounds what it read afterwards) are invisible to every red-zone filling on a GPU."""
+    from parity import BOUNDED, recorded
+
+    chosen = {(r["implementation"], r["case_id"]): r for r in recorded()
+              if r["implementation"].split(":")[1] in BOUNDED}
+    rows, _ = _parity_rows(chosen, gpu_settings(instrument=False))
+    statuses = {r.status for r in rows}
+    print(f"bounded reads without instrumentation: {len(rows)} rows, "
+          f"{sum(r.status == 'oob_read' for r in rows)} oob_read ({sorted(statuses)})")
+    assert len(rows) == len(chosen) >= 10
+    assert sum(r.status == "oob_read" for r in rows) < len(rows) / 2
+
+
+@pytest.mark.parametrize("kernel, path, suites", [
+    ("decode_peeks_past_kv_indptr", "decode", ("smoke", "replay")),
+    ("mtp_reads_before_kv_indptr", "mtp", ("domain", "stale", "domain-replay")),
+])
+def test_a_bounded_read_is_named_in_eager_capture_and_replay(tmp_path, kernel, path, suites):
+    """The kernel reads one element outside kv_indptr and throws the value away: on the GPU,
+    under the default command's settings, every mode names kv_indptr (a far read through a
+    request id past the table may land nearer another tensor), found by the instrumented
+    kernel."""
+    report = tmp_path / "r.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "compare", "--device", "cuda", "--path", path,
+         "--impl", f"bounded_reads.py:{kernel}", "--mode", "all", "--report", report,
+         *(w for s in suites for w in ("--suite", s))],
+        env=gpu_env(test_kernels=True), capture_output=True, text=True, timeout=600,
+        cwd=os.path.dirname(__file__))
+    assert done.returncode == 1, done.stderr[-2000:] + done.stdout[-2000:]
+    df = pd.read_csv(report)
+    keep(report, f"report-bounded-{kernel}.csv")
+    read = df[df.status == "oob_read"]
+    print(kernel, df.groupby(["mode", "status"]).size().to_dict())
+    assert set(read["mode"]) == {"eager", "capture", "replay"}, df.groupby(
+        ["mode", "status"]).size()
+    named = read[read["first_oob_read"].str.startswith("kv_indptr[")]
+    assert set(named["mode"]) == {"eager", "capture", "replay"}
+    assert (read["oob_read_found_by"] == "instrumented").all()
 
 
 def test_glm52_under_real_cuda_graphs(tmp_path):
