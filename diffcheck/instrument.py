@@ -319,10 +319,10 @@ def _instrumented(kernel, n: int, top: bool, made: dict[int, tuple[str, object]]
     options: dict[str, object] = {}
     compiled = isinstance(kernel, _kernel_types()[0])
     if top and compiled:  # the extents are values, not specialisations: one compile serves
-        params = kernel.params
-        options = {"do_not_specialize": [p.name for p in params if p.do_not_specialize] + extra,
+        params, values = kernel.params, extra[1:]  # the extents, not the findings buffer
+        options = {"do_not_specialize": [p.name for p in params if p.do_not_specialize] + values,
                    "do_not_specialize_on_alignment": [
-                       p.name for p in params if p.do_not_specialize_on_alignment] + extra,
+                       p.name for p in params if p.do_not_specialize_on_alignment] + values,
                    "debug": kernel.debug, "noinline": kernel.noinline,
                    "launch_metadata": kernel.launch_metadata}
     elif compiled and kernel.noinline:
