@@ -4,6 +4,7 @@ small enough to append to a CI step summary whatever the run size."""
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,8 +18,17 @@ BROKEN = (Status.FAULT, Status.TIMEOUT, Status.ERROR)
 MARKDOWN_LIMIT = 64 * 1024
 
 
+#: characters XML 1.0 cannot hold, even escaped (a kernel's message may carry an ANSI colour)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def _xml(value: object) -> str:
+    """Text a JUnit file can hold: control characters written as \\xNN."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", _text(value))
 
 
 def _headline(row) -> str:
@@ -46,14 +56,14 @@ def write_junit(report: pd.DataFrame, path: str | Path,
         case = ET.SubElement(suite, "testcase", classname="diffcheck", name="run complete",
                              time="0")
         ET.SubElement(case, "error", type="incomplete",
-                      message=f"the run is incomplete: {ending}").text = (
-            f"diffcheck {ending}: the rows it did not run were not checked")
+                      message=f"the run is incomplete: {_xml(ending)}").text = (
+            f"diffcheck {_xml(ending)}: the rows it did not run were not checked")
     for row, status in zip(report.itertuples(index=False), statuses, strict=True):
-        case = ET.SubElement(suite, "testcase", classname=f"{row.path}.{row.implementation}."
-                             f"{row.mode}", name=str(row.case_id),
+        case = ET.SubElement(suite, "testcase", classname=_xml(f"{row.path}.{row.implementation}."
+                             f"{row.mode}"), name=_xml(row.case_id),
                              time=f"{(row.elapsed_ms or 0) / 1e3:.6f}")
-        finding = _headline(row)
-        body = f"{_text(row.detail) or finding}\nreproduce: {row.reproduce}"
+        finding = _xml(_headline(row))
+        body = _xml(f"{_text(row.detail) or finding}\nreproduce: {row.reproduce}")
         if status in fail_on:
             tag = "error" if status in BROKEN else "failure"
             element = ET.SubElement(case, tag, type=status.value,

@@ -142,6 +142,20 @@ def test_junit_xml_parses_back_with_one_case_per_row(mixed_report, tmp_path):
     assert "reproduce: diffcheck compare" in failed[0].find("failure").text
 
 
+def test_junit_holds_control_characters_of_a_kernel_message_as_valid_xml(mixed_report,
+                                                                         tmp_path):
+    """A kernel's error message with an ANSI colour (ESC) or a NUL still gives a file every
+    XML parser reads; the characters are written as \\xNN."""
+    hostile = mixed_report.copy()
+    hostile["detail"] = "\x1b[31mRuntimeError: boom\x1b[0m\x00 \udcff"
+    hostile["case_id"] = hostile["case_id"] + "\x07"
+    xml = write_junit(hostile, tmp_path / "j.xml")
+    root = ET.parse(xml).getroot()
+    failed = [c for c in root.iter("failure")]
+    assert failed and "\\x1b[31mRuntimeError: boom" in failed[0].text
+    assert all(c.get("name").endswith("\\x07") for c in root.iter("testcase"))
+
+
 def test_markdown_summary_stays_small_for_10000_rows(mixed_report):
     big = pd.concat([mixed_report] * (10_000 // len(mixed_report) + 1), ignore_index=True)
     big = big.head(10_000).assign(case_id=[f"edge/case-{i}" for i in range(10_000)])
