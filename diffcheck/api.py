@@ -18,7 +18,8 @@ import pandas as pd
 
 from diffcheck import backend, session
 from diffcheck import modes as mode_registry
-from diffcheck.executors import settings_for
+from diffcheck.errors import UsageError
+from diffcheck.executors import check_fill_and_timeout, settings_for
 from diffcheck.report import frame
 from diffcheck.selection import select
 from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
@@ -34,35 +35,55 @@ def _target(impl: str | Callable) -> str:
     return f"{module}:{name}"
 
 
+def _names(value: str | Sequence[str] | None) -> list[str]:
+    """One name or several: ``suites="edge"`` is the suite edge, not its letters."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise UsageError(f"suite and case names are strings, got {bad[0]!r}")
+    return names
+
+
 def check(
     impl: str | Callable,
     path: str,
-    suites: Sequence[str] | None = None,
-    modes: str = "all",
+    suites: str | Sequence[str] | None = None,
+    modes: str | Sequence[str] = "all",
     *,
     device: str = "auto",
     invalid_fill: int | None = None,
     seed: int = 0,
-    cases: Sequence[str] = (),
+    cases: str | Sequence[str] = (),
     graph_size: int | None = None,
     timeout: float = 60.0,
     isolation: str = "auto",
     workers: int = 0,
+    instrument: bool | None = None,
 ) -> pd.DataFrame:
     """Run ``suites`` (and stored ``cases``) of ``path`` over ``impl``; one row per check.
 
     ``impl`` is a registered name, ``module:function``, ``file.py:function`` or a module-level
     function; ``suites`` default to the CLI's (see README: they catch the known bug classes);
-    ``modes`` is eager, capture, replay, graph or all (the default). A run that could not
-    write every row raises instead of returning a partial report.
+    ``modes`` is eager, capture, replay, graph or all (the default), or a list of them. A
+    run that could not write every row raises instead of returning a partial report. Bad
+    arguments raise diffcheck.errors.UsageError with the CLI's message.
     """
+    check_fill_and_timeout(invalid_fill, timeout)
+    chosen_modes = []
+    for name in [modes] if isinstance(modes, str) else list(modes):
+        chosen_modes += [m for m in mode_registry.select(name)
+                         if m.name not in {c.name for c in chosen_modes}]
     dev = backend.resolve(device)
     backend.prepare(dev)
-    selection = select(path, [_target(impl)], list(suites or []), list(cases), [],
-                       mode_registry.select(modes), seed, invalid_fill, None, graph_size,
+    selection = select(path, [_target(impl)], _names(suites), _names(cases), [],
+                       chosen_modes, seed, invalid_fill, None, graph_size,
                        gpu=dev.type != "cpu")
     settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
-                            isolation=isolation, workers=workers)
+                            isolation=isolation, workers=workers, instrument=instrument)
     result = session.run(selection, settings)
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(result.ending())

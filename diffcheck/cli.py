@@ -246,12 +246,12 @@ def compare(
     from diffcheck import backend, modes, session
     from diffcheck.ci_formats import JUnitSink, SummarySink
     from diffcheck.coverage import CoverageOf
-    from diffcheck.executors import settings_for
+    from diffcheck.executors import check_fill_and_timeout, settings_for
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
     from diffcheck.selection import case_files, parse_shard, select
 
     failing = _fail_on(fail_on)
-    _check_fill_and_timeout(invalid_fill, timeout)
+    check_fill_and_timeout(invalid_fill, timeout)
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
     inputs = case_files([*(cases or []), *(case_paths or [])])
@@ -406,7 +406,7 @@ def fuzz(
     from diffcheck import fuzz as fuzzing
     from diffcheck.case import Scenario
     from diffcheck.casefile import save_case, save_scenario
-    from diffcheck.executors import settings_for
+    from diffcheck.executors import check_fill_and_timeout, settings_for
     from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
     from diffcheck.impls import find
     from diffcheck.paths import get_path, known_paths
@@ -417,7 +417,7 @@ def fuzz(
     except ImportError:
         raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
                          "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
-    _check_fill_and_timeout(invalid_fill, timeout)
+    check_fill_and_timeout(invalid_fill, timeout)
     if not 0 <= shrink_time < float("inf"):
         raise UsageError(f"--shrink-time must be 0 or more seconds, got {shrink_time:g}")
     if size not in ("auto", "small", "production"):
@@ -586,16 +586,6 @@ def call(
                 failed |= result.failed
     if failed:
         raise typer.Exit(ExitCode.FAILURES)
-
-
-def _check_fill_and_timeout(invalid_fill: int | None, timeout: float) -> None:
-    """--invalid-fill is a contract's fill; --timeout is 0 or a finite positive time (nan, inf
-    and negatives are refused)."""
-    if invalid_fill not in (None, 0, -1):
-        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
-    if not (timeout == 0 or 0 < timeout < float("inf")):
-        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
-                         f"got {timeout:g}")
 
 
 def _fail_on(text: str):

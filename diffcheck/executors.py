@@ -54,6 +54,16 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(cores, 4))
 
 
+def check_fill_and_timeout(invalid_fill: int | None, timeout: float) -> None:
+    """--invalid-fill is a contract's fill; --timeout is 0 or a finite positive time (nan, inf
+    and negatives are refused). The CLI and the API check alike."""
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    if not (timeout == 0 or 0 < timeout < float("inf")):
+        raise UsageError(f"--timeout must be 0 (no limit) or a positive number of seconds, "
+                         f"got {timeout:g}")
+
+
 def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
@@ -66,6 +76,7 @@ def settings_for(
     from diffcheck.paths import runtime_modules
     from diffcheck.runner import FILLING_CHOICES, default_fillings
 
+    check_fill_and_timeout(fill_override, timeout)
     if fillings not in (0, *FILLING_CHOICES):
         raise UsageError(f"--fillings must be 0 (the device's default) or one of "
                          f"{', '.join(map(str, FILLING_CHOICES))}, got {fillings}")

@@ -2,6 +2,7 @@
 shards, recorded cases and `show`."""
 
 import pickle
+import re
 import shlex
 import textwrap
 import xml.etree.ElementTree as ET
@@ -120,6 +121,27 @@ def test_python_api_returns_a_frame_and_the_assertion_lists_the_worst_rows():
     message = str(failure.value)
     assert "rows failed" in message and "- mismatch: edge/decode-odd" in message
     assert "reproduce: diffcheck compare" in message and "... and" in message
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"timeout": -1}, "--timeout must be 0 (no limit) or a positive number"),
+    ({"timeout": float("nan")}, "--timeout must be 0"),
+    ({"invalid_fill": 7}, "--invalid-fill must be 0 or -1, got 7"),
+    ({"modes": "sideways"}, "unknown mode 'sideways'"),
+    ({"modes": ["eager", "bogus"]}, "unknown mode 'bogus'"),
+    ({"suites": [3]}, "suite and case names are strings, got 3"),
+    ({"suites": "nosuch"}, "unknown suite 'nosuch'"),
+])
+def test_the_api_refuses_what_the_cli_refuses_with_the_same_message(arguments, message):
+    with pytest.raises(DiffcheckError, match=re.escape(message)):
+        check("decode:pid", path="decode", **{"suites": ["smoke"], **arguments})
+
+
+def test_the_api_takes_one_suite_name_and_a_list_of_modes():
+    report = check("decode:pid", path="decode", suites="smoke", modes=["eager", "capture"],
+                   cases=())
+    assert set(report["suite"]) == {"smoke"} and set(report["mode"]) == {"eager", "capture"}
+    assert len(report) == 2 * len(suite_cases("decode", "smoke"))
 
 
 @pytest.fixture(scope="module")
