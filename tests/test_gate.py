@@ -17,7 +17,7 @@ from test_cli import error_line, invoke
 from diffcheck.api import assert_passes, check
 from diffcheck.casefile import load_case
 from diffcheck.ci_formats import MARKDOWN_LIMIT, markdown_summary, write_junit
-from diffcheck.errors import CaseFileError, ExitCode
+from diffcheck.errors import CaseFileError, DiffcheckError, ExitCode
 from diffcheck.impls import find
 from diffcheck.record import CaseRecorder
 from diffcheck.regress import KEY
