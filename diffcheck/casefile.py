@@ -205,6 +205,34 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+#: how deep a case file's meta may nest (diffcheck writes 3 levels at most)
+META_DEPTH = 32
+
+
+def _depth(text: str) -> int:
+    """How deep the brackets of a JSON text nest, counted before parsing (the parser recurses
+    once per level: a meta of 100,000 '[' would exhaust Python's stack)."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for char in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+            continue
+        if char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _reader(path: Path):
     def fail(why: str) -> CaseFileError:
         return CaseFileError(f"case file {path}: {why}")
@@ -220,9 +248,11 @@ def _open(path: Path, fail) -> tuple[dict, dict[str, np.ndarray]]:
     if "meta" not in arrays:
         raise fail("no 'meta' entry (not written by diffcheck; re-save it with save_case)")
     text = str(arrays.pop("meta"))
+    if _depth(text) > META_DEPTH:
+        raise fail(f"'meta' nests deeper than {META_DEPTH} levels (not written by diffcheck)")
     try:
         meta = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise fail(f"'meta' is not JSON ({e})") from None
     if not isinstance(meta, dict):
         raise fail(f"'meta' is a JSON {type(meta).__name__}, expected an object")

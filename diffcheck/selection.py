@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +36,34 @@ GPU_DEFAULT_SUITES = ("production-domain",)
 
 
 def case_files(paths: list[Path]) -> list[Path]:
-    """Case files as given, a folder standing for every ``.npz`` file in it (sorted)."""
+    """Case files as given, a folder standing for every ``.npz`` file in it (sorted); a file
+    named twice (directly, through a folder or a link) runs once: two rows of one case would
+    make a report that `report regress` and `merge` refuse."""
     files: list[Path] = []
+    seen: set[str] = set()
     for path in paths:
         if path.is_dir():
             found = sorted(path.glob("*.npz"))
             if not found:
                 raise CaseFileError(f"case folder {path}: no .npz case files in it")
-            files += found
         else:
-            files.append(path)
+            found = [path]
+        for file in found:
+            digest = _content(file)
+            keys = {os.path.realpath(file)} | ({digest} if digest else set())
+            if not keys & seen:
+                seen |= keys
+                files.append(file)
     return files
+
+
+def _content(file: Path) -> str:
+    """A file's bytes by hash (a copy of a case file is the same case); '' when unreadable
+    (loading it says why)."""
+    try:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def suite_names() -> list[str]:

@@ -112,6 +112,22 @@ def test_missing_or_broken_meta(tmp_path):
         write(tmp_path, **arrays))
 
 
+def test_a_meta_nested_too_deep_is_refused_before_parsing(tmp_path):
+    """100,000 '[' would exhaust the JSON parser's recursion (exit 3, a blocked fuzz folder):
+    a case-file error like any other, and a fuzz regression folder skips it."""
+    from diffcheck.casefile import load_any
+
+    arrays = valid_arrays()
+    arrays["meta"] = np.array("[" * 100_000)
+    assert "'meta' nests deeper than 32 levels" in error_of(write(tmp_path, **arrays))
+    with pytest.raises(CaseFileError, match="nests deeper"):
+        load_any(tmp_path / "case.npz")
+    # brackets inside strings are text, not nesting
+    arrays["meta"] = np.array('{"path": "decode", "k": 4, "fill": 0, "description": "'
+                              + "[\\\"" * 50 + '"}')
+    assert "nests deeper" not in error_of(write(tmp_path, **arrays))
+
+
 class Hostile:
     """Unpickling this would create a marker file: loading a case must never unpickle."""
 

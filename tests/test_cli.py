@@ -242,6 +242,25 @@ def test_usage_errors_of_every_kind_exit_4_in_one_line(args, text, tmp_path):
     assert case.read_bytes()[:2] == b"PK"  # an input is never overwritten
 
 
+def test_a_case_file_named_twice_runs_once(tmp_path):
+    """`--cases C C`, a folder and a file in it, or a copy of a file: one row per case, so
+    the report stays one `report regress` and `merge` accept."""
+    folder = tmp_path / "cases"
+    invoke("export", folder, "--suite", "edge", "--path", "decode")
+    case = sorted(folder.glob("*.npz"))[0]
+    for other in sorted(folder.glob("*.npz"))[1:]:
+        other.unlink()
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(case.read_bytes())
+    report = tmp_path / "r.csv"
+    done = invoke("compare", "--cases", case, "--cases", case, "--cases", folder,
+                  "--cases", copy, "--impl", "decode:pid", "--mode", "eager",
+                  "--report", report)
+    assert done.exit_code == 0, done.output
+    rows = pd.read_csv(report)
+    assert len(rows) == 1 and not rows.duplicated(["case_id", "implementation", "mode"]).any()
+
+
 def test_call_runs_a_case_plainly_for_an_external_checker():
     ok = invoke("call", "--path", "decode", "--suite", "edge", "--case", "*odd-beyond",
                 "--impl", "decode:guarded", "--device", "cpu")
