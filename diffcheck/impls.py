@@ -13,7 +13,12 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import os
+import select
+import signal
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +64,18 @@ class Implementation:
     def load(self) -> Callable:
         """Import the target (``module:function`` or ``path/to/file.py:function``)."""
         where, _, attr = self.target.rpartition(":")
+        if self.outside:
+            _probe_import(self.name, where)
         try:
             module = _import_file(where) if where.endswith(".py") else \
                 importlib.import_module(where)
         except ImplementationLoadError:
             raise
-        except Exception as e:
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
+            # a module that exits or raises KeyboardInterrupt while importing does not
+            # import: it must not end diffcheck's run as if it were diffcheck's own exit
             raise ImplementationLoadError(f"implementation '{self.name}': {where} does not "
-                                          f"import ({type(e).__name__}: {e})") from None
+                                          f"import ({_why(e)})") from None
         fn = module
         for part in attr.split("."):
             fn = getattr(fn, part, None)
@@ -81,6 +90,73 @@ class Implementation:
         fn = self.load()
         keywords, block_n = check_signature(fn, self.path, self.name)
         return dataclasses.replace(self, keywords=keywords, block_n=block_n)
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}) while importing"
+    return f"{type(error).__name__}: {error}"
+
+
+#: seconds an import may take in the probe before it is left to the real import
+PROBE_SECONDS = 120.0
+_probed: set[str] = set()
+
+
+def _probe_import(name: str, where: str) -> None:
+    """Import an outside module once in a forked child first: a module that ends its process
+    while importing (``os._exit``, a signal to itself) would otherwise end diffcheck's run with
+    its exit status (an exit 0 with no rows). Inconclusive probes (no fork, a crash of the
+    child itself, a slow import) leave the verdict to the real import."""
+    if where in _probed or not hasattr(os, "fork"):
+        return
+    _probed.add(where)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # a multi-threaded parent
+        pid = os.fork()
+    if pid == 0:  # the child: import, say whether it came back, never return
+        try:
+            os.close(read_end)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            try:
+                _import_file(where) if where.endswith(".py") else importlib.import_module(where)
+                os.write(write_end, b"imported")
+            except BaseException:  # noqa: BLE001 - the real import reports it
+                os.write(write_end, b"raised")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    said, status = _child_result(pid, read_end)
+    if said or status is None or os.WIFSIGNALED(status):
+        return
+    code = os.WEXITSTATUS(status)
+    raise ImplementationLoadError(
+        f"implementation '{name}': {where} does not import (it ended its process with exit "
+        f"status {code} while importing, e.g. os._exit({code}))")
+
+
+def _child_result(pid: int, read_end: int) -> tuple[bytes, int | None]:
+    """What the probe child wrote and its wait status (None: still importing after
+    PROBE_SECONDS, then killed)."""
+    deadline = time.monotonic() + PROBE_SECONDS
+    said = b""
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return said, None
+            chunk = os.read(read_end, 64)
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(read_end)
+    return said, os.waitpid(pid, 0)[1]
 
 
 def _import_file(file: str):

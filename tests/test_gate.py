@@ -4,6 +4,8 @@ shards, recorded cases and `show`."""
 import pickle
 import re
 import shlex
+import subprocess
+import sys
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -142,6 +144,36 @@ def test_the_api_takes_one_suite_name_and_a_list_of_modes():
                    cases=())
     assert set(report["suite"]) == {"smoke"} and set(report["mode"]) == {"eager", "capture"}
     assert len(report) == 2 * len(suite_cases("decode", "smoke"))
+
+
+EXITING_IMPORTS = {
+    "exits.py": ("import sys\nsys.exit(0)\n", "it called sys.exit(0) while importing"),
+    "interrupts.py": ("raise KeyboardInterrupt\n", "does not import (KeyboardInterrupt"),
+    "ends.py": ("import os\nos._exit(0)\n", "it ended its process with exit status 0"),
+    "ends_badly.py": ("import os\nos._exit(5)\n", "exit status 5 while importing"),
+}
+
+
+@pytest.mark.parametrize("command", ["compare", "fuzz", "call", "api"])
+@pytest.mark.parametrize("file", EXITING_IMPORTS)
+def test_a_module_that_exits_while_importing_does_not_import(tmp_path, command, file):
+    """sys.exit, os._exit or KeyboardInterrupt at import is "does not import" (exit 4), in
+    every command and the API, never an exit 0 with no rows or an 'interrupted' run."""
+    source, text = EXITING_IMPORTS[file]
+    (tmp_path / file).write_text(source)
+    impl = f"{tmp_path / file}:fn"
+    if command == "api":
+        with pytest.raises(DiffcheckError, match=re.escape(text)):
+            check(impl, path="decode", suites=["smoke"])
+        return
+    extra = {"compare": ["--report", tmp_path / "r.csv"],
+             "fuzz": ["--budget", "5s", "--save-to", tmp_path / "found"],
+             "call": ["--suite", "smoke"]}[command]
+    done = subprocess.run([sys.executable, "-m", "diffcheck", command, "--impl", impl,
+                           "--path", "decode", "--device", "cpu", *map(str, extra)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert text in done.stderr, done.stderr
 
 
 @pytest.fixture(scope="module")
