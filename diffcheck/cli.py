@@ -402,7 +402,7 @@ def fuzz(
     Exit codes: 0 no failure within the budget, 1 a failure (shrunk and saved, or a saved
     regression case that still fails), 2 interrupted, 3 internal error, 4 usage error.
     """
-    from diffcheck import backend, modes
+    from diffcheck import backend, modes, session
     from diffcheck import fuzz as fuzzing
     from diffcheck.case import Scenario
     from diffcheck.casefile import save_case, save_scenario
@@ -418,6 +418,7 @@ def fuzz(
         raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
                          "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
     check_fill_and_timeout(invalid_fill, timeout)
+    session.check_folder("--save-to", save_to)  # before the search, not after it
     if not 0 <= shrink_time < float("inf"):
         raise UsageError(f"--shrink-time must be 0 or more seconds, got {shrink_time:g}")
     if size not in ("auto", "small", "production"):
@@ -725,20 +726,56 @@ def export(
         int | None, typer.Option(help="Fill value stored in the cases (default: each path's "
                                  "contract's own).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Overwrite files in the folder that hold other cases.")
+    ] = False,
 ) -> None:
-    """Write a suite's cases as .npz files, to edit, share or replay with --cases."""
+    """Write a suite's cases as .npz files, to edit, share or replay with --cases.
+
+    A file already there that holds another case (one you edited) is kept unless --force:
+    nothing is written then, and the first such file is named."""
+    from diffcheck import session
     from diffcheck.casefile import save_case
     from diffcheck.paths import select_paths
     from diffcheck.selection import build_suites
 
+    folder = session.check_folder("DIR", out_dir)
     paths = [spec.name for spec in select_paths(path)]
     from diffcheck.case import Scenario
 
-    for target in build_suites(paths, [suite], seed, invalid_fill):
-        # a scenario's steps are written one by one (they replay as single cases)
-        for c in target.steps if isinstance(target, Scenario) else [target]:
-            written = save_case(c, out_dir / f"{c.suite}-{c.name.replace('/', '-')}.npz")
-            typer.echo(str(written))
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target in build_suites(paths, [suite], seed, invalid_fill):
+            # a scenario's steps are written one by one (they replay as single cases)
+            for c in target.steps if isinstance(target, Scenario) else [target]:
+                final = folder / f"{c.suite}-{c.name.replace('/', '-')}.npz"
+                temporary = folder / f".{final.stem}.{os.getpid()}.tmp.npz"
+                folder.mkdir(parents=True, exist_ok=True)
+                staged.append((save_case(c, temporary), final))
+        changed = [final for temporary, final in staged
+                   if final.exists() and not _same_archive(temporary, final)]
+        if changed and not force:
+            raise UsageError(f"{changed[0]} holds another case (edited?); {len(changed)} "
+                             "such file(s) in the folder: nothing written; pass --force to "
+                             "overwrite them or export into another folder")
+        for temporary, final in staged:
+            os.replace(temporary, final)
+            typer.echo(str(final))
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
+def _same_archive(a: Path, b: Path) -> bool:
+    """Two .npz files hold the same members, byte for byte (their zip dates may differ)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(a) as x, zipfile.ZipFile(b) as y:
+            names = sorted(x.namelist())
+            return names == sorted(y.namelist()) and all(x.read(n) == y.read(n) for n in names)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def main() -> None:
@@ -802,11 +839,18 @@ def report_merge(
     output: Annotated[Path, typer.Option("-o", "--output", help="The joined CSV.")],
 ) -> None:
     """Join the reports of `--shard` runs into one (a check in two of them is an error)."""
+    from diffcheck import session
     from diffcheck.regress import load, merge
 
+    where = session.check_outputs({"-o": output}, reports)["-o"]
     joined = merge([load(r) for r in reports])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    joined.to_csv(output, index=False)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    partial = where.with_name(f".{where.name}.{os.getpid()}.tmp")
+    try:
+        joined.to_csv(partial, index=False)
+        os.replace(partial, where)  # a failed write never leaves half a report
+    finally:
+        partial.unlink(missing_ok=True)
     typer.echo(f"{output}: {len(joined)} rows from {len(reports)} reports")
 
 

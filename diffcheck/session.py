@@ -8,6 +8,7 @@ and the markdown summary say "interrupted after 107 of 156 rows".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,16 +89,25 @@ def _finish(sinks: Sequence[Sink], result: RunResult) -> None:
 
 def check_outputs(outputs: dict[str, Path | None], inputs: Sequence[Path]) -> dict[str, Path]:
     """Resolve every output path once (a kernel that changes the working directory cannot
-    move them) and refuse the ones that would lose data: a directory, one output given
-    twice, or an output that is one of the run's input case files."""
+    move them) and refuse, before anything is written, the ones that would lose data or fail
+    after the work: a directory, a symbolic link (its target would be replaced), a device or
+    FIFO, a place that is not writable or sits under a file, one output given twice, or an
+    output that is one of the run's input case files."""
     resolved: dict[str, Path] = {}
     sources = {p.resolve(): p for p in inputs}
     for option, path in outputs.items():
         if path is None:
             continue
+        if path.expanduser().is_symlink():
+            raise UsageError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); "
+                             "writing it would replace its target: give the file itself")
         where = path.expanduser().resolve()
         if where.is_dir():
             raise UsageError(f"{option} {path} is a directory; give a file name")
+        if where.exists() and not where.is_file():
+            raise UsageError(f"{option} {path} is not a regular file (a device or FIFO); give "
+                             "a file name")
+        writable_place(option, path, where)
         if where in sources:
             raise UsageError(f"{option} {path} is an input case file of this run; give the "
                              "report another name")
@@ -106,3 +116,27 @@ def check_outputs(outputs: dict[str, Path | None], inputs: Sequence[Path]) -> di
             raise UsageError(f"{option} and {twin} are the same file ({path}); give each its own")
         resolved[option] = where
     return resolved
+
+
+def writable_place(option: str, path: Path, where: Path) -> None:
+    """Refuse a file that cannot be written where it is asked for: under a regular file, in
+    a directory that does not let us write, or a read-only file."""
+    parent = where.parent
+    while not parent.exists():  # the writers create missing folders
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder {parent} is not writable")
+    if where.exists() and not os.access(where, os.W_OK):
+        raise UsageError(f"{option} {path} is read-only")
+
+
+def check_folder(option: str, path: Path) -> Path:
+    """An output folder (fuzz --save-to, export): a folder or nothing yet, never a file, and
+    writable; resolved once."""
+    where = path.expanduser().resolve()
+    if where.exists() and not where.is_dir():
+        raise UsageError(f"{option} {path} is a file; give a folder")
+    writable_place(option, path, where / "x")
+    return where

@@ -242,6 +242,64 @@ def test_usage_errors_of_every_kind_exit_4_in_one_line(args, text, tmp_path):
     assert case.read_bytes()[:2] == b"PK"  # an input is never overwritten
 
 
+def digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("args, text", [
+    (["compare", "--report", "{prev}", "--details", "{file}/d.csv"], "is a file, not a folder"),
+    (["compare", "--report", "{prev}", "--junit", "{link}"], "is a symbolic link"),
+    (["compare", "--report", "{link}"], "is a symbolic link"),
+    (["compare", "--report", "{prev}", "--junit", "/dev/null"], "is not a regular file"),
+    (["compare", "--report", "{prev}", "--summary-md", "{fifo}"], "is not a regular file"),
+    (["report", "merge", "{prev}", "-o", "{file}/m.csv"], "is a file, not a folder"),
+    (["fuzz", "--impl", "decode:pid", "--save-to", "{file}", "--budget", "60s"],
+     "--save-to {file} is a file; give a folder"),
+    (["export", "{file}", "--suite", "edge", "--path", "decode"], "is a file; give a folder"),
+])
+def test_outputs_are_checked_before_any_work_and_no_earlier_file_is_touched(args, text,
+                                                                           tmp_path):
+    """Every output is validated at start: exit 4 in one line, fast, and the earlier report,
+    the link's target and the files around keep every byte."""
+    import os
+    import time
+
+    prev, file, target = tmp_path / "prev.csv", tmp_path / "plain", tmp_path / "target.csv"
+    prev.write_text("an earlier report\n")
+    file.write_text("a regular file\n")
+    target.write_text("the link's target\n")
+    (tmp_path / "link.xml").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo")
+    before = {p: digest(p) for p in (prev, file, target)}
+    started = time.monotonic()
+    result = invoke(*[a.format(prev=prev, file=file, link=tmp_path / "link.xml",
+                               fifo=tmp_path / "fifo") if isinstance(a, str) else a
+                      for a in args])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert text.format(file=file) in error_line(result)
+    assert time.monotonic() - started < 10
+    assert {p: digest(p) for p in before} == before
+
+
+def test_export_keeps_an_edited_case_file_unless_forced(tmp_path):
+    folder = tmp_path / "cases"
+    assert invoke("export", folder, "--suite", "edge", "--path", "decode").exit_code == 0
+    again = invoke("export", folder, "--suite", "edge", "--path", "decode")
+    assert again.exit_code == 0, again.output  # the same cases: nothing to keep
+    edited = sorted(folder.glob("*.npz"))[0]
+    other = sorted(folder.glob("*.npz"))[1]
+    edited.write_bytes(other.read_bytes())
+    kept = digest(edited)
+    refused = invoke("export", folder, "--suite", "edge", "--path", "decode")
+    assert refused.exit_code == ExitCode.USAGE
+    assert f"{edited} holds another case" in error_line(refused)
+    assert digest(edited) == kept and not list(folder.glob(".*"))
+    forced = invoke("export", folder, "--suite", "edge", "--path", "decode", "--force")
+    assert forced.exit_code == 0 and digest(edited) != kept
+
+
 def test_a_case_file_named_twice_runs_once(tmp_path):
     """`--cases C C`, a folder and a file in it, or a copy of a file: one row per case, so
     the report stays one `report regress` and `merge` accept."""
