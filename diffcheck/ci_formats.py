@@ -124,7 +124,12 @@ class JUnitSink:
     """Writes the JUnit XML of the run's rows when the run ends, however it ends."""
 
     def __init__(self, path: Path, fail_on: frozenset[Status]) -> None:
+        from diffcheck.report import frame
+
         self.path, self.fail_on = path, fail_on
+        # an earlier run's file is replaced at once: a run killed before its end leaves a
+        # file that says so, never the last run's verdict
+        write_junit(frame([]), path, fail_on, "running: the run has not finished (killed?)")
 
     def write(self, outcome) -> None:
         pass
@@ -142,6 +147,12 @@ class SummarySink:
     def __init__(self, path: Path, fail_on: frozenset[Status], coverage=None) -> None:
         #: (run result) -> a diffcheck.coverage.Coverage, or None
         self.path, self.fail_on, self.coverage = path, fail_on, coverage
+        # appended (a CI step summary holds other steps' too): a run killed before its end
+        # leaves this line last, not an earlier run's verdict
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write("## diffcheck: running (a summary follows when the run ends; none: it "
+                    "was killed)\n\n")
 
     def write(self, outcome) -> None:
         pass

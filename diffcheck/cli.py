@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import os
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -268,7 +269,7 @@ def compare(
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
                             timeout, isolation, jobs, instrument)
-    sinks = [ReportWriter(outputs["--report"])]
+    sinks = [ReportWriter(outputs["--report"], settings.run_id)]
     if details is not None:
         sinks.append(DetailsWriter(outputs["--details"], details_max))
     if junit is not None:
@@ -484,8 +485,16 @@ def fuzz(
         typer.echo(f"fuzz: {shown} on {spec.name} on {backend.describe(dev)}, budget "
                    f"{allotted}, seed {seed}, {drawn} up to {limits.requests + limits.bulk} "
                    "requests", err=True)
+        provisional = save_to / fuzzing.shrinking_name(spec.name, shown)
+
+        def keep(target) -> None:
+            for step in target.steps if isinstance(target, Scenario) else [target]:
+                step.suite = "fuzz"
+            (save_scenario if isinstance(target, Scenario) else save_case)(target, provisional)
+
         result = fuzzing.fuzz(spec, checker, scenarios, allotted, seed, limits, fill, failing,
-                              shrink_time, lambda line: typer.echo(line, err=True), mixed)
+                              shrink_time, lambda line: typer.echo(line, err=True), mixed,
+                              keep)
     finally:
         checker.close()
     rate = f"{result.counted()} in {result.elapsed:.0f} s ({result.rate:,.1f} checks/s)"
@@ -518,6 +527,8 @@ def fuzz(
         save_scenario(target, file)
     else:
         save_case(target, file)
+    if provisional != file:
+        provisional.unlink(missing_ok=True)
     typer.echo(f"saved: {file}")
     typer.echo(f"reproduce: {shlex.join(words)}")
     if result.broken is not None:
@@ -778,9 +789,16 @@ def _same_archive(a: Path, b: Path) -> bool:
         return False
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt("terminated (SIGTERM)")
+
+
 def main() -> None:
     """Console entry point. A kernel run in this process (``--isolation none``) may have left
-    non-daemon threads that would keep it alive after the run: they do not get to."""
+    non-daemon threads that would keep it alive after the run: they do not get to. SIGTERM
+    (a CI job cancelled, a scheduler's time limit) stops a run as Ctrl-C does: finished rows
+    kept, every report marked incomplete, a fuzz finding saved; exit 2."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except SystemExit as e:
@@ -810,7 +828,9 @@ def report_summarize(
     from diffcheck.ci_formats import markdown_summary
     from diffcheck.regress import load
 
-    typer.echo(markdown_summary(load(report), _fail_on(fail_on)), nl=False)
+    rows = load(report)
+    typer.echo(markdown_summary(rows, _fail_on(fail_on), ending=rows.attrs["incomplete"]),
+               nl=False)
 
 
 @report_app.command("regress")
@@ -826,7 +846,13 @@ def report_regress(
     """
     from diffcheck.regress import load, regress
 
-    result = regress(load(base), load(head))
+    before, after = load(base), load(head)
+    for name, rows in (("base", before), ("head", after)):
+        if rows.attrs["incomplete"]:  # missing rows would read as checks that vanished
+            _err(f"the {name} report {rows.attrs['path']} is from an incomplete run: "
+                 f"{rows.attrs['incomplete']}; rerun it")
+            raise typer.Exit(ExitCode.FAILURES)
+    result = regress(before, after)
     typer.echo(result.describe())
     if result.blocks:
         raise typer.Exit(ExitCode.FAILURES)
@@ -843,7 +869,12 @@ def report_merge(
     from diffcheck.regress import load, merge
 
     where = session.check_outputs({"-o": output}, reports)["-o"]
-    joined = merge([load(r) for r in reports])
+    shards = [load(r) for r in reports]
+    for rows in shards:
+        if rows.attrs["incomplete"]:
+            raise UsageError(f"{rows.attrs['path']} is from an incomplete run: "
+                             f"{rows.attrs['incomplete']}; rerun that shard before merging")
+    joined = merge(shards)
     where.parent.mkdir(parents=True, exist_ok=True)
     partial = where.with_name(f".{where.name}.{os.getpid()}.tmp")
     try:

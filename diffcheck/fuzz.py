@@ -266,9 +266,12 @@ def fuzz(
     shrink_seconds: float = 60.0,
     progress: Callable[[str], None] = lambda line: None,
     mixed: bool = False,
+    keep: Callable[[Case | Scenario], None] = lambda target: None,
 ) -> FuzzResult:
     """Generate, check, and shrink the first failure (see the module docstring); ``mixed``
-    draws cases and replay scenarios alike."""
+    draws cases and replay scenarios alike. ``keep`` gets the failing case when it is found
+    and each smaller one shrinking finds, so a run stopped at any point (SIGTERM, a second
+    Ctrl-C, a crash) has saved the smallest so far."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
 
@@ -338,6 +341,10 @@ def fuzz(
         elif worst.status != state["status"]:
             return  # another kind of failure: shrinking keeps the first
         state["last"] = (drawn, worst)
+        try:
+            keep(generated_target(spec, drawn, fill))
+        except Exception as e:  # the folder cannot take it: say so, keep what is known
+            raise _Broken(e) from e
         if state.get("lost"):
             raise _Spent  # no shrinking on a dead device: this case it is
         raise _Found(worst.status)
@@ -485,7 +492,16 @@ def _mutant_words(name: str) -> str:
     return "" if index is None else f", its device mutant {index}"
 
 
+def _safe(impl: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", impl.rpartition(":")[2] or impl)[:60]
+
+
 def saved_name(finding: Finding, impl: str) -> str:
     """``<path>-<status>-<function>-<name>.npz``, file-system safe."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", impl.rpartition(":")[2] or impl)[:60]
-    return f"{finding.row.path}-{finding.row.status}-{safe}-{finding.target.name}.npz"
+    return f"{finding.row.path}-{finding.row.status}-{_safe(impl)}-{finding.target.name}.npz"
+
+
+def shrinking_name(path: str, impl: str) -> str:
+    """Where the smallest failing case so far is kept while shrinking runs (replaced by the
+    finding's own file once it ends; left, and replayed next time, when the run is killed)."""
+    return f"{path}-shrinking-{_safe(impl)}.npz"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from diffcheck.errors import UsageError
-from diffcheck.report import COLUMNS, read_report
+from diffcheck.report import COLUMNS, incomplete, read_report
 from diffcheck.status import DEFAULT_FAIL_ON, Status
 
 #: what identifies one check across runs
@@ -34,6 +34,9 @@ def load(path: str | Path) -> pd.DataFrame:
     if unknown:
         raise UsageError(f"report {path}: unknown status '{unknown[0]}' (written by another "
                          "diffcheck version?)")
+    df.attrs["path"] = str(path)
+    #: why the run that wrote it did not finish (its run marker), '' when it did
+    df.attrs["incomplete"] = incomplete(path, df)
     return df
 
 

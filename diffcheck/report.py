@@ -7,6 +7,8 @@ it completed.
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shlex
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
@@ -208,19 +210,59 @@ class LockedCsv:
         self.handle.close()  # releases the lock
 
 
-class ReportWriter:
-    """Appends each finished row to the CSV at once (the header is written at the start)."""
+def marker_of(report: str | Path) -> Path:
+    """The run marker beside a report: whether the run that wrote the report finished."""
+    report = Path(report)
+    return report.with_name(f"{report.name}.run")
 
-    def __init__(self, path: str | Path) -> None:
+
+def write_marker(report: str | Path, run_id: str, state: str, ending: str = "") -> None:
+    """State ``running`` when a run starts (a run killed outright leaves it so), then
+    ``complete`` or ``incomplete`` with why; written atomically."""
+    marker = marker_of(report)
+    partial = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({"run_id": run_id, "state": state, "ending": ending}) + "\n")
+    os.replace(partial, marker)
+
+
+def incomplete(report: str | Path, rows: pd.DataFrame) -> str:
+    """Why the run behind a report did not finish ('' when it did, or when no marker says:
+    a report of an older diffcheck, or one copied without its marker)."""
+    try:
+        marker = json.loads(marker_of(report).read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(marker, dict) or "run_id" not in rows.columns or not len(rows):
+        return ""
+    if set(rows["run_id"].astype(str)) != {str(marker.get("run_id"))}:
+        return ""  # the marker belongs to another run (the CSV was written over since)
+    if marker.get("state") == "complete":
+        return ""
+    if marker.get("state") == "running":
+        return (f"the run that wrote it never finished (killed, or still running), after "
+                f"{len(rows)} rows")
+    return str(marker.get("ending") or "the run did not finish")
+
+
+class ReportWriter:
+    """Appends each finished row to the CSV at once (the header is written at the start);
+    the run marker beside it says whether the run finished (diffcheck report reads it)."""
+
+    def __init__(self, path: str | Path, run_id: str = "") -> None:
         self.file = LockedCsv(path, frame([]), "--report")
-        self.path = self.file.path
+        self.path, self.run_id = self.file.path, run_id
         self.count = 0
+        if run_id:
+            write_marker(self.path, run_id, "running")
 
     def write(self, outcome) -> None:
         self.file.append_values(list(astuple(outcome.row)))
         self.count += 1
 
     def finish(self, result) -> None:
+        if self.run_id:
+            write_marker(self.path, self.run_id,
+                         "complete" if result.complete else "incomplete", result.ending())
         self.file.close()
 
 

@@ -361,3 +361,34 @@ def test_diffcheck_failing_while_fuzzing_is_an_error_never_no_failure():
     with pytest.raises(RuntimeError, match="staging exploded"):
         fuzz(get_path("decode"), Broken(), False, Budget(cases=20), 0, CPU_LIMITS, 0,
              DEFAULT_FAIL_ON)
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["one-sigterm", "two-sigterms-0.3s-apart"])
+def test_sigterm_while_shrinking_keeps_the_smallest_failing_case(tmp_path, signals):
+    """A cancelled job, once or twice in a row: exit 2, and the failing case is on disk (it
+    is saved when found and at each smaller one, before anything can stop the save)."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    fuzzing = subprocess.Popen(
+        [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
+         "fuzz_kernels:blocktable_slot_through_float", "--path", "blocktable", "--budget",
+         "120s", "--shrink-time", "300", "--save-to", "found", "--mode", "eager"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in fuzzing.stderr:
+        seen.append(line)
+        if "shrinking it" in line:
+            break
+    assert any("shrinking it" in line for line in seen), "".join(seen)[-2000:]
+    time.sleep(1.0)
+    for _ in range(signals):
+        fuzzing.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+    out, err = fuzzing.communicate(timeout=120)
+    assert fuzzing.returncode == ExitCode.INTERRUPTED, out + err[-2000:]
+    saved = list((tmp_path / "found").glob("*.npz"))
+    assert len(saved) == 1, saved
+    assert load_any(saved[0]).path == "blocktable"

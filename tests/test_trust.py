@@ -240,3 +240,87 @@ def test_sizes_beyond_memory_are_refused_before_any_work(args, text, tmp_path):
     result = invoke(*args, *(["--report", tmp_path / "r.csv"] if args[0] == "compare" else []))
     assert result.exit_code == ExitCode.USAGE
     assert text in error_line(result)
+
+
+SLOW_KERNEL = '''
+import time
+
+from diffcheck.kernels.decode import decode_pid
+
+
+def slow(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices, BLOCK_SIZE=1,
+         NUM_TOPK_TOKENS=2048, BLOCK_N=1024, out=None, fill=0):
+    time.sleep(0.3)
+    return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                      BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out=out, fill=fill)
+'''
+
+
+def _stopped_run(tmp_path, how: int):
+    """A compare over a slow kernel, stopped by signal ``how`` once a row is written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kernel = tmp_path / "slow.py"
+    kernel.write_text(SLOW_KERNEL)
+    report, junit, summary = tmp_path / "r.csv", tmp_path / "j.xml", tmp_path / "s.md"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "diffcheck", "compare", "--impl", f"{kernel}:slow", "--path",
+         "decode", "--suite", "smoke", "--suite", "edge", "--device", "cpu", "--mode", "eager",
+         "--report", report, "--junit", junit, "--summary-md", summary],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            not report.exists() or len(report.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    run.send_signal(how)
+    if how == signal.SIGKILL:
+        run.wait(60)
+    else:
+        run.communicate(timeout=60)
+    return run, report, junit, summary
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_every_report_says_incomplete(tmp_path):
+    """A cancelled CI job: exit 2, the rows kept, JUnit and the summary INCOMPLETE (never an
+    earlier run's passing files), the report's marker read by `report summarize`, `regress`
+    and `merge`."""
+    import signal
+
+    junit = tmp_path / "j.xml"
+    junit.write_text("<testsuites tests='1' failures='0' errors='0'/>")  # an earlier pass
+    run, report, junit, summary = _stopped_run(tmp_path, signal.SIGTERM)
+    assert run.returncode == ExitCode.INTERRUPTED, run.stderr
+    rows = pd.read_csv(report)
+    assert 1 <= len(rows) < 40
+    root = ET.parse(junit).getroot()
+    assert root.find("./testsuite/testcase[@name='run complete']/error") is not None
+    assert "INCOMPLETE: interrupted after" in summary.read_text()
+    said = invoke("report", "summarize", report)
+    assert "INCOMPLETE: interrupted after" in said.output and "passed" not in said.output
+    gate = invoke("report", "regress", report, report)
+    assert gate.exit_code == ExitCode.FAILURES and "incomplete run" in gate.output
+    merged = invoke("report", "merge", report, "-o", tmp_path / "m.csv")
+    assert merged.exit_code == ExitCode.USAGE and not (tmp_path / "m.csv").exists()
+
+
+def test_a_run_killed_outright_leaves_reports_that_say_it_never_finished(tmp_path):
+    import signal
+
+    _, report, junit, summary = _stopped_run(tmp_path, signal.SIGKILL)
+    said = invoke("report", "summarize", report)
+    assert "INCOMPLETE: the run that wrote it never finished" in said.output
+    root = ET.parse(junit).getroot()
+    assert "running: the run has not finished" in root.find(".//error").get("message")
+    assert summary.read_text().splitlines()[-2:] != [] and "passed" not in summary.read_text()
+
+
+def test_a_complete_run_reads_as_complete(tmp_path):
+    report = tmp_path / "r.csv"
+    assert invoke("compare", "--report", report, "--suite", "smoke", "--path", "decode",
+                  "--impl", "decode:pid", "--mode", "eager").exit_code == 0
+    said = invoke("report", "summarize", report)
+    assert "## diffcheck: passed" in said.output
+    assert invoke("report", "regress", report, report).exit_code == 0
