@@ -109,13 +109,19 @@ def _read_arrays(path: Path, fail) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             declared = 0
+            names: set[str] = set()
             for info in archive.infolist():
                 key = info.filename.removesuffix(".npy")
+                if key in names:  # the loader would read one header and the other's data
+                    raise fail(f"holds '{key}' twice (not written by diffcheck)")
+                names.add(key)
                 with archive.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     shape, _, dtype = (np.lib.format.read_array_header_1_0(f)
                                        if version == (1, 0)
                                        else np.lib.format.read_array_header_2_0(f))
+                if any(not isinstance(n, int) or n < 0 for n in shape):
+                    raise fail(f"{key} declares the shape {list(shape)}")
                 count = int(np.prod(shape, dtype=np.int64)) if shape else 1
                 if key == "meta":
                     if dtype.kind != "U" or count != 1 or dtype.itemsize // 4 > MAX_META:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import shlex
@@ -70,6 +71,11 @@ def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+#: errors of writing an output that the user fixes (space, permissions, a read-only mount)
+_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+               errno.ENOTDIR, errno.EISDIR, errno.EFBIG}
+
+
 def exit_codes(command: Callable) -> Callable:
     """Map diffcheck's exceptions to exit codes in one place, for every command."""
 
@@ -89,7 +95,13 @@ def exit_codes(command: Callable) -> Callable:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(ExitCode.INTERRUPTED) from None
-        except Exception as e:  # a bug in diffcheck itself
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno in _UNWRITABLE:
+                # an output that cannot be written (a full device, a read-only file system)
+                # is the user's to fix, not a bug of diffcheck's
+                _err(f"cannot write {e.filename or 'an output'}: {e.strerror}")
+                raise typer.Exit(ExitCode.USAGE) from None
+            # a bug in diffcheck itself
             _err(f"internal error: {type(e).__name__}: {e} (set DIFFCHECK_DEBUG=1 for a traceback)")
             if os.environ.get("DIFFCHECK_DEBUG"):
                 traceback.print_exc()
@@ -870,7 +882,14 @@ def report_merge(
 
     where = session.check_outputs({"-o": output}, reports)["-o"]
     shards = [load(r) for r in reports]
+    from diffcheck.report import COLUMNS
+
     for rows in shards:
+        lacking = [c for c in COLUMNS if c not in rows.columns]
+        if lacking:  # the joined file would be one `report summarize` refuses
+            raise UsageError(f"{rows.attrs['path']} lacks the report columns "
+                             f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}; "
+                             "merge reports written by diffcheck compare")
         if rows.attrs["incomplete"]:
             raise UsageError(f"{rows.attrs['path']} is from an incomplete run: "
                              f"{rows.attrs['incomplete']}; rerun that shard before merging")

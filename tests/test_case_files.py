@@ -195,6 +195,36 @@ def test_a_forged_header_cannot_make_a_small_file_huge(tmp_path):
     assert "declares more than" in error_of(target)
 
 
+def test_a_member_twice_or_a_negative_shape_is_refused(tmp_path, monkeypatch):
+    """The same member twice (a header declaring a negative size, then a real array): the
+    size check must not be fooled into loading it."""
+    import warnings
+    import zipfile
+
+    monkeypatch.setenv("DIFFCHECK_MAX_ELEMENTS", "1000")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(4, dtype=np.int32))
+    header["shape"] = (-(1 << 20),)
+    import io
+
+    forged = io.BytesIO()
+    np.lib.format.write_array_header_1_0(forged, header)
+    target = tmp_path / "twice.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        with zipfile.ZipFile(target, "w") as archive:
+            archive.writestr("meta.npy", _npy(np.array('{"path": "decode", "k": 4, "fill": 0}')))
+            archive.writestr("inputs/kv_indices.npy", b"\x93NUMPY\x01\x00" +
+                             forged.getvalue()[8:])
+            archive.writestr("inputs/kv_indices.npy", _npy(np.zeros(5000, dtype=np.int32)))
+    message = error_of(target)
+    assert "declares the shape" in message or "twice" in message
+    single = tmp_path / "negative.npz"
+    with zipfile.ZipFile(single, "w") as archive:
+        archive.writestr("meta.npy", _npy(np.array('{"path": "decode", "k": 4, "fill": 0}')))
+        archive.writestr("inputs/kv_indices.npy", b"\x93NUMPY\x01\x00" + forged.getvalue()[8:])
+    assert "declares the shape [-1048576]" in error_of(single)
+
+
 def _npy(array) -> bytes:
     import io
 

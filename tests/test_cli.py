@@ -283,6 +283,34 @@ def test_outputs_are_checked_before_any_work_and_no_earlier_file_is_touched(args
     assert {p: digest(p) for p in before} == before
 
 
+def test_a_full_device_is_exit_4_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from diffcheck.report import LockedCsv
+
+    def full(self, values):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(LockedCsv, "append_values", full)
+    result = invoke("compare", "--report", tmp_path / "r.csv", "--suite", "smoke", "--path",
+                    "decode", "--impl", "decode:pid", "--mode", "eager", "--isolation", "none")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"cannot write {tmp_path / 'r.csv'}: No space left on device" in error_line(result)
+
+
+def test_merge_refuses_a_csv_that_is_not_a_whole_report(tmp_path):
+    whole = tmp_path / "whole.csv"
+    assert invoke("compare", "--report", whole, "--suite", "smoke", "--path", "decode",
+                  "--impl", "decode:pid", "--mode", "eager").exit_code == 0
+    part = tmp_path / "part.csv"
+    pd.read_csv(whole)[["path", "implementation", "mode", "case_id", "fill", "status"]].assign(
+        case_id=lambda d: d.case_id + "-x").to_csv(part, index=False)
+    merged = invoke("report", "merge", whole, part, "-o", tmp_path / "m.csv")
+    assert merged.exit_code == ExitCode.USAGE and "lacks the report columns" in \
+        error_line(merged)
+    assert not (tmp_path / "m.csv").exists()
+
+
 def test_export_keeps_an_edited_case_file_unless_forced(tmp_path):
     folder = tmp_path / "cases"
     assert invoke("export", folder, "--suite", "edge", "--path", "decode").exit_code == 0
