@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffcheck.buffers import margin_for
 from diffcheck.case import Case, Scenario
 from diffcheck.errors import CaseFileError
 from diffcheck.paths import PathSpec, get_path, known_paths
@@ -293,7 +294,30 @@ def _case_from(meta: dict, arrays: dict[str, np.ndarray], path: Path, fail,
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         hint = "" if not validate else " (see `diffcheck show` for every finding)"
         raise fail(problems[0] + more + hint)
+    data, margins = staged_elements(case)
+    if data + margins > max_elements() or margins > max(MARGIN_RATIO * data, MARGIN_FLOOR):
+        # small arrays, but margins (one top-k row each) and an output sized by K
+        raise fail(f"would stage {data + margins:,} elements, {margins:,} of them margins of "
+                   f"one top-k row ({margin_for(case.inputs):,} elements) around each buffer: "
+                   f"a width out of proportion to its {data:,} elements of data")
     return case
+
+
+#: margins may take this many times the case's own elements (or MARGIN_FLOOR) before a case
+#: file is refused: staging multiplies them (fillings, copies), and a few KB of zeros with a
+#: top-k width of 2^22 asked for gigabytes
+MARGIN_RATIO = 8
+MARGIN_FLOOR = 1 << 24
+
+
+def staged_elements(case: Case) -> tuple[int, int]:
+    """(the case's data and output, its margins) as staging lays them out (diffcheck.buffers):
+    every tensor and the output between two margins."""
+    inputs = case.intended_inputs()
+    out = get_path(case.path).workspace_size(inputs, case.k)
+    tensors = list(case.inputs.values())
+    return (sum(t.numel() for t in tensors) + out,
+            2 * margin_for(case.inputs) * (len(tensors) + 1))
 
 
 def load_case(path: str | Path, validate: bool = True) -> Case:

@@ -71,6 +71,9 @@ def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+#: the most launches `bench` captures into one graph (each keeps its own arguments)
+MAX_LAUNCHES = 1024
+
 #: errors of writing an output that the user fixes (space, permissions, a read-only mount)
 _UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                errno.ENOTDIR, errno.EISDIR, errno.EFBIG}
@@ -956,7 +959,8 @@ def bench(
     ] = "auto",
     repeats: Annotated[int, typer.Option(help="Timed repeats per item.")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
-    launches: Annotated[int, typer.Option(help="Launches captured in one graph.")] = 20,
+    launches: Annotated[int, typer.Option(help="Launches captured in one graph (at most "
+                                          f"{MAX_LAUNCHES}).")] = 20,
     check: Annotated[
         bool, typer.Option(help="Also time one full memory-safety check of each case.")
     ] = True,
@@ -1020,9 +1024,11 @@ def bench(
         raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
     from diffcheck.casefile import max_elements
 
-    if rows * k * 4 > max_elements():  # top-k rows, output, and both stagings of them
-        raise UsageError(f"--rows {rows} x --k {k} is past the case size limit of "
+    if rows * q * k * 4 > max_elements():  # top-k rows (MTP: q a request), output, stagings
+        raise UsageError(f"--rows {rows} x --q {q} x --k {k} is past the case size limit of "
                          f"{max_elements():,} elements (DIFFCHECK_MAX_ELEMENTS raises it)")
+    if launches > MAX_LAUNCHES:
+        raise UsageError(f"--launches must be at most {MAX_LAUNCHES}, got {launches}")
     backend.prepare(dev)
     timer = Timer(dev, warmup, repeats)
     settings = RunSettings(dev, new_run_id(), 0, isolation="none")

@@ -1,6 +1,7 @@
 """`diffcheck bench`: what it measures and how it refuses (timings themselves are not tested)."""
 
 import pandas as pd
+import pytest
 import torch
 from test_cli import error_line, invoke
 
@@ -93,3 +94,19 @@ def test_sweep_refuses_an_implementation_without_launch_keywords():
                     "decode:reference", "--rows", "2", "--k", "256", "--regime", "4k")
     assert result.exit_code == ExitCode.USAGE
     assert "num_warps=" in error_line(result)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--q", "1000000000"], "past the case size limit"),
+    (["--launches", "1000000000"], "--launches must be at most 1024"),
+    (["--rows", "100000000", "--k", "2048"], "past the case size limit"),
+])
+def test_bench_bounds_every_size_before_allocating(args, text):
+    import resource
+    import time
+
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = invoke("bench", "--device", "cpu", *args)
+    assert result.exit_code == ExitCode.USAGE and text in error_line(result)
+    assert time.monotonic() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20  # KB

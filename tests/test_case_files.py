@@ -225,6 +225,32 @@ def test_a_member_twice_or_a_negative_shape_is_refused(tmp_path, monkeypatch):
     assert "declares the shape [-1048576]" in error_of(single)
 
 
+def test_a_small_file_whose_width_would_stage_gigabytes_is_refused(tmp_path):
+    """No request, a top-k width of 2^22: a few KB compressed, but margins of one top-k row
+    around every buffer would take gigabytes; refused from the sizes, before staging."""
+    import json
+    import resource
+    import time
+
+    from diffcheck.casefile import load_case
+
+    width = 1 << 22
+    arrays = {"inputs/qo_indptr": np.zeros(1, np.int32), "inputs/kv_indptr": np.zeros(1, np.int32),
+              "inputs/page_kv_indptr": np.zeros(1, np.int32),
+              "inputs/kv_indices": np.zeros(0, np.int32),
+              "inputs/token_indices": np.zeros((1, width), np.int32),
+              "meta": np.array(json.dumps({"path": "decode", "k": width, "fill": 0}))}
+    target = tmp_path / "wide.npz"
+    np.savez_compressed(target, **arrays)
+    assert target.stat().st_size < 64 * 1024
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CaseFileError, match="would stage .* elements, .* of them margins"):
+        load_case(target)
+    assert time.monotonic() - started < 10
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 1 << 20  # under 1 GB
+
+
 def _npy(array) -> bytes:
     import io
 
