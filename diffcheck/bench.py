@@ -3,13 +3,14 @@
 For each path and context regime it builds one production-shaped case (512 rows, K=2048 by
 default; MTP with q drafts per request) and times, on the same device and in the same run:
 every implementation as an eager launch and per launch inside a graph (L launches captured in
-one graph, replayed, divided by L); two floors that bound the kernels (an empty launch, a bare
-gather of the case's slots); the reference eager and in a graph; and one full memory-safety
-check of the case (stage, both fillings, reference, compare), with its reference computed and
-reused. Times are medians with the 10th and 90th percentiles over the repeats, after a
-warm-up, with the kernels sampled in turn: CUDA events on a GPU, the wall clock on the CPU
-interpreter (only when asked for: it says nothing about GPU speed). ``sweep_path`` times launch
-shapes instead (docs/tiling.md).
+one graph, replayed, divided by L), and in a graph as its instrumented copy
+(diffcheck.instrument: what bounds-checking every access costs it); two floors that bound the
+kernels (an empty launch, a bare gather of the case's slots); the reference eager and in a
+graph; and one full memory-safety check of the case (stage, both fillings, reference, compare),
+with its reference computed and reused. Times are medians with the 10th and 90th percentiles
+over the repeats, after a warm-up, with the kernels sampled in turn: CUDA events on a GPU, the
+wall clock on the CPU interpreter (only when asked for: it says nothing about GPU speed).
+``sweep_path`` times launch shapes instead (docs/tiling.md).
 
 Bytes moved count what a kernel must touch: the region indptrs and request ids, the top-k
 entries inside the regions, the output regions, and the gathered slots as 32-byte sectors
@@ -187,16 +188,20 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
     calls = [bind(spec, impl, impl.load(), staged, contract_of(spec, impl, case, None))
              for impl in impls]
     graphs = [_captured(call, launches, device) for call in calls]
+    # the same launches, instrumented (diffcheck.instrument): what the checks cost a kernel
+    checked = [_captured(call, launches, device, staged) for call in calls]
     floors = _floors(case, staged, device, launches)
     # All kernels, and the floors, timed in turn: their ratios are what the run is for.
     eager = timer.interleaved(calls)
-    in_graph = timer.interleaved(graphs + [replay for _, replay in floors], launches)
+    in_graph = timer.interleaved(graphs + checked + [replay for _, replay in floors], launches)
+    n = len(impls)
     rows = [_row(case, regime, impl.name, how, samples, moved, peak)
-            for impl, samples_eager, samples_graph in zip(impls, eager, in_graph[:len(impls)],
-                                                          strict=True)
-            for how, samples in (("eager", samples_eager), ("graph", samples_graph))]
+            for impl, samples_eager, samples_graph, samples_checked in zip(
+                impls, eager, in_graph[:n], in_graph[n:2 * n], strict=True)
+            for how, samples in (("eager", samples_eager), ("graph", samples_graph),
+                                 ("graph-instrumented", samples_checked))]
     rows += [_row(case, regime, item, "graph", samples, moved, peak)
-             for (item, _), samples in zip(floors, in_graph[len(graphs):], strict=True)]
+             for (item, _), samples in zip(floors, in_graph[2 * n:], strict=True)]
     tensors, size = staged.tensors(), staged.out.span
 
     def oracle():
@@ -245,15 +250,34 @@ def _floor_kernels():
 FLOOR_GATHER, FLOOR_LAUNCH = "floor:gather", "floor:launch"
 
 
-def _captured(call: Callable[[], object], launches: int,
-              device: torch.device) -> Callable[[], object]:
+def _captured(call: Callable[[], object], launches: int, device: torch.device,
+              instrumented=None) -> Callable[[], object]:
     """``launches`` calls captured in one graph (after one call outside it, which compiles);
-    returns what replays it without waiting."""
-    call()
-    backend.synchronize(device)
-    graph = new_graph(device)
-    graph.capture(lambda: [call() for _ in range(launches)])
+    returns what replays it without waiting. With ``instrumented`` (the staged case), the
+    kernels are launched as their instrumented copies (diffcheck.instrument)."""
+    import contextlib
+
+    from diffcheck.instrument import Instrumented
+    from diffcheck.oob import extents
+
+    checking = (Instrumented(extents(instrumented), device=device) if instrumented is not None
+                else contextlib.nullcontext())
+    with checking:
+        call()
+        backend.synchronize(device)
+        graph = new_graph(device)
+        graph.capture(lambda: [call() for _ in range(launches)])
+    if instrumented is not None and device.type != "cuda":  # the emulator re-runs launches
+        return lambda: _replayed_instrumented(graph, instrumented, device)
     return lambda: graph.replay(sync=False)
+
+
+def _replayed_instrumented(graph, staged, device: torch.device) -> None:
+    from diffcheck.instrument import Instrumented
+    from diffcheck.oob import extents
+
+    with Instrumented(extents(staged), device=device):
+        graph.replay(sync=False)
 
 
 def _floors(case: Case, staged, device: torch.device,
@@ -296,6 +320,9 @@ def _ratios(rows: list[BenchRow]) -> None:
         base = by.get((f"{path}:unguarded", r.how))
         if r.how in ("eager", "graph") and base is not None and r.item != base.item:
             r.versus, r.ratio = base.item, round(r.median_us / base.median_us, 3)
+        plain = by.get((r.item, "graph"))
+        if r.how == "graph-instrumented" and plain is not None and plain.median_us > 0:
+            r.versus, r.ratio = f"{r.item} (graph)", round(r.median_us / plain.median_us, 2)
     graphs = [r for r in rows if r.how == "graph" and not r.item.startswith("floor:")]
     if not graphs:
         return

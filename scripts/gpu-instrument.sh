@@ -12,6 +12,9 @@ if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
     2>&1 | tee "$OUT/pytest-instrument.log" | grep -v "^  "
 fi
 if [ "$STAGE" = cost ] || [ "$STAGE" = all ]; then
+  echo "== bench: kernels in a graph, plain and instrumented, and the full check (4K contexts)"
+  timeout 240 python3 -m diffcheck bench --regime 4k --report "$OUT/bench-instrument.csv" 2>&1 | \
+    grep -E "instrumented|check|graph " | head -40
   timed() { /usr/bin/time -f "wall %e s" python3 -m diffcheck "$@" 2>&1 | grep -E "^(report|time|wall)"; }
   for flag in --instrument --no-instrument; do
     echo "== the default command $flag"
