@@ -173,3 +173,24 @@ def test_the_api_says_why_a_kernel_imported_before_the_interpreter_cannot_run_he
     assert "REFUSED: decode:kernels.ops:convert: its module was imported before " \
            "TRITON_INTERPRET=1" in done.stdout
     assert "STATUSES: ['pass']" in done.stdout
+
+
+def test_an_implementation_that_ends_its_process_at_import_fails_the_session(tmp_path):
+    """os._exit(0) while importing the implementation: a collection error naming it (pytest
+    then stops the session, as for any collection error), never a green exit 0."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "exits_at_import.py").write_text("import os\nos._exit(0)\n")
+    (tmp_path / "tests" / "test_gate.py").write_text(textwrap.dedent('''
+        import pytest
+
+        @pytest.mark.diffcheck(impl="exits_at_import.py:convert", path="decode",
+                               suites=["edge"], modes="eager")
+        def test_kernel(diffcheck_row):
+            diffcheck_row.assert_passes()
+        '''))
+    (tmp_path / "tests" / "test_plain.py").write_text("def test_fails():\n    assert 1 == 2\n")
+    done = pytest_in(tmp_path, "-p", "no:cacheprovider")
+    out = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "does not import (it ended its process with exit status 0" in out, out[-3000:]
+    assert "1 error during collection" in out
