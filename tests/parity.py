@@ -50,6 +50,17 @@ def read_buffers(findings) -> str:
                                                     if f.kind == Status.OOB_READ}))
 
 
+def same_buffer(path: str, theirs: str, mine: str) -> bool:
+    """Two read findings name the same buffer: a name in common, or one side names a tensor
+    the kernel allocated itself (its parameter's name, e.g. ``out_ptr``): which of that and a
+    staged buffer is nearest a wild address depends on where the allocator put it."""
+    from diffcheck.paths import get_path
+
+    staged = {*get_path(path).names, "out"}
+    a, b = set(theirs.split()), set(mine.split())
+    return bool(a & b) or bool((a | b) - staged)
+
+
 def cpu_reads() -> list[dict]:
     """The CPU sandbox's oob_read rows of the parity jobs (wild: far from every tensor;
     buffers: those its read finding names)."""

@@ -173,7 +173,7 @@ def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
     (tests/bounded_reads.py's reads only they can see), the plausible fillings find reads
     in torch code, and what they found stands when a red-zone value used as an index then
     faults the device."""
-    from parity import recorded
+    from parity import recorded, same_buffer
 
     on_cpu = {(r["implementation"], r["case_id"]): r for r in recorded()
               if r["wild"] != "True"}
@@ -181,8 +181,9 @@ def test_every_read_the_cpu_sandbox_sees_is_a_read_on_the_gpu(tmp_path):
     frame(rows).to_csv(tmp_path / "parity.csv", index=False)
     keep(tmp_path / "parity.csv", "report-parity.csv")
     wrong = [(r.implementation, r.case_id, r.status, r.detail[:300]) for r in rows
-             if r.status != "oob_read" or not set(found[(r.implementation, r.case_id)].split())
-             & set(on_cpu[(r.implementation, r.case_id)]["buffers"].split())]
+             if r.status != "oob_read" or not same_buffer(
+                 r.path, on_cpu[(r.implementation, r.case_id)]["buffers"],
+                 found[(r.implementation, r.case_id)])]
     found_by = sorted({r.oob_read_found_by for r in rows if r.status == "oob_read"})
     print(f"parity: {len(rows)} rows oob_read on CPU; on the GPU {len(rows) - len(wrong)} "
           f"alike, same buffer (found by {', '.join(found_by)}), {len(wrong)} not")

@@ -157,7 +157,7 @@ def test_instrumented_kernels_name_the_reads_the_sandbox_names(name, path, suite
 def test_every_parity_row_gets_the_sandbox_status_with_instrumented_kernels():
     """All parity jobs (tests/parity.py): the statuses agree row for row, and the buffers
     each read finding names overlap the sandbox's."""
-    from parity import parity_jobs, read_buffers
+    from parity import parity_jobs, read_buffers, same_buffer
 
     found = {}
 
@@ -179,4 +179,5 @@ def test_every_parity_row_gets_the_sandbox_status_with_instrumented_kernels():
         status, buffers = sandbox[(row.implementation, row.case_id)]
         assert row.status == status, (row.implementation, row.case_id, row.detail)
         if status == "oob_read":
-            assert set(buffers.split()) & set(found[(row.implementation, row.case_id)].split())
+            assert same_buffer(row.path, buffers, found[(row.implementation, row.case_id)]), (
+                row.implementation, row.case_id, buffers, row.detail)
