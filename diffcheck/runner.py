@@ -272,10 +272,11 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
 
 
 def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) -> list[Step]:
-    """Run the job's mode once under ``plan``, sandboxed on the interpreter.
+    """Run the job's mode once under ``plan``: sandboxed on the interpreter, or with the
+    kernels instrumented (diffcheck.instrument; a GPU's default).
 
-    Sandbox accesses between two Steps of the mode belong to the later one (setup work, such
-    as warm-up and capture, to the first Step after it).
+    Accesses between two Steps of the mode belong to the later one (setup work, such as
+    warm-up and capture, to the first Step after it).
     """
     spec = get_path(job.case.path)
     sandbox: Bounds | None = None
