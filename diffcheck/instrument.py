@@ -346,6 +346,15 @@ def copy_of(kernel, pointers: tuple[str, ...]) -> Copy | str:
     return _copies[key][1]
 
 
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What the front end raises for a kernel that does not compile (before any launch)."""
+    try:
+        from triton.compiler.errors import CompilationError
+    except ImportError:  # pragma: no cover - every supported triton has it
+        return ()
+    return (CompilationError,)
+
+
 def _name(kernel) -> str:
     return getattr(kernel, "__name__", type(kernel).__name__)
 
@@ -422,8 +431,15 @@ class Instrumented(Bounds):
             if live and extent.read_only:
                 read_only |= 1 << i
         extras["_dc_ro"] = read_only
+        try:
+            launched = self._saved(made.fn, *args, grid=grid, warmup=False, **kwargs, **extras)
+        except _compile_errors() as e:  # diffcheck's copy, not the kernel: run it as written
+            why = f"{_name(kernel)} is not instrumented: its copy does not compile ({e})"
+            _copies[(id(kernel), made.pointers)] = (kernel, why.splitlines()[0][:300])
+            self._note(_copies[(id(kernel), made.pointers)][1])
+            return self._saved(kernel, *args, grid=grid, warmup=False, **kwargs)
         self.launches += 1
-        return self._saved(made.fn, *args, grid=grid, warmup=False, **kwargs, **extras)
+        return launched
 
     def collect(self) -> list[Access]:
         """The accesses the instrumented launches counted since the last collect (a device

@@ -60,3 +60,9 @@ def copy_by_block_pointer(src, dst, n, BLOCK: tl.constexpr):
     v = tl.load(p, boundary_check=(0,))
     offs = tl.arange(0, BLOCK)
     tl.store(dst + offs, v, mask=offs < n)
+
+
+@triton.jit
+def copy_plain(src, dst, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(dst + offs, tl.load(src + offs, mask=offs < n), mask=offs < n)

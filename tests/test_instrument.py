@@ -181,3 +181,32 @@ def test_every_parity_row_gets_the_sandbox_status_with_instrumented_kernels():
         if status == "oob_read":
             assert same_buffer(row.path, buffers, found[(row.implementation, row.case_id)]), (
                 row.implementation, row.case_id, buffers, row.detail)
+
+
+def test_a_copy_that_does_not_compile_runs_the_kernel_as_written_and_says_so():
+    """A front-end error in diffcheck's copy (not in the kernel) must not turn a correct
+    kernel's row into an error: the kernel runs uninstrumented, the row says why."""
+    from triton.compiler.errors import CompilationError
+
+    class Refused(CompilationError):
+        def __init__(self):
+            Exception.__init__(self, "unsupported in this triton")
+
+        def __str__(self):
+            return "unsupported in this triton"
+
+    _, _, src, dst, found = buffers()
+    with Instrumented(list(found), device=CPU) as checker:
+        original = checker._saved
+
+        def picky(kernel, *args, **kwargs):
+            if any(name.startswith("_dc_") for name in kwargs):
+                raise Refused()
+            return original(kernel, *args, **kwargs)
+
+        checker._saved = picky
+        ik.copy_plain[(1,)](src, dst, 8, BLOCK=8)
+        ik.copy_plain[(1,)](src, dst, 8, BLOCK=8)  # the second launch goes straight through
+    assert checker.launches == 0 and dst.tolist() == list(range(8))
+    assert checker.notes == ["copy_plain is not instrumented: its copy does not compile "
+                             "(unsupported in this triton)"]
