@@ -151,6 +151,7 @@ class SummarySink:
         # leaves this line last, not an earlier run's verdict
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
+            self.start = f.tell()
             f.write("## diffcheck: running (a summary follows when the run ends; none: it "
                     "was killed)\n\n")
 
@@ -164,5 +165,7 @@ class SummarySink:
         text = markdown_summary(frame(result.rows), self.fail_on, ending=result.ending())
         if self.coverage is not None:
             text += "\n" + self.coverage(result).markdown()
-        with self.path.open("a") as f:
+        with self.path.open("r+") as f:  # the summary takes the place of the running line
+            f.seek(self.start)
+            f.truncate()
             f.write(text)
