@@ -115,7 +115,9 @@ def check_statuses(df: pd.DataFrame) -> None:
 
 @pytest.mark.slow
 def test_the_default_command_catches_every_class(tmp_path):
-    args = ["--path", "decode", "--timeout", "30"]
+    # the default time limit: a stale replay step of domain-replay (an indptr of a larger
+    # batch) makes the unguarded kernel loop for ~10 s a run in the interpreter
+    args = ["--path", "decode"]
     for name in implementations():
         args += ["--impl", name]
     df, code = run_cli(args, tmp_path / "default.csv")
