@@ -129,7 +129,7 @@ def _guards_for(n: int) -> dict[str, object]:
     inside = "\n".join(
         f"    ok = ok | ((a >= _dc_lo_{i}) & (a + e <= _dc_hi_{i}))" for i in range(n))
     into = "\n".join(
-        f"        into = into | ((((_dc_ro >> {i}) & 1) != 0) & (a + e > _dc_lo_{i}) & "
+        f"        into = into | (((zero + ((_dc_ro >> {i}) & 1)) != 0) & (a + e > _dc_lo_{i}) & "
         f"(a < _dc_hi_{i}))" for i in range(n))
     text = f'''"""diffcheck's bounds checks for launches with {n} tensor arguments (generated)."""
 import triton
@@ -141,14 +141,16 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
               HAS_MASK: tl.constexpr, {params}):
     a = ptr.to(tl.int64)
     e = (ptr + 1).to(tl.int64) - a
-    ok = a != a
+    # every condition a block of a's shape (a scalar and a block combined with & is an int32
+    # mask to some interpreters, which refuse it)
+    zero = a - a
+    ok = zero != zero
 {inside}
     if HAS_MASK:
-        live = mask & (a == a)
+        live = (zero + mask.to(tl.int64)) != 0
     else:
-        live = a == a
+        live = zero == zero
     bad = live & (ok == 0)
-    zero = a - a
     slot = _dc_found + SITE * {WORDS} + zero
     pid = zero + tl.program_id(0)
     tl.atomic_add(slot, zero + 1, mask=bad)
@@ -156,7 +158,7 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
     tl.atomic_max(slot + 2, a, mask=bad)
     tl.atomic_min(slot + 3, pid, mask=bad)
     if STORE:
-        into = a != a
+        into = zero != zero
 {into}
         hit = live & ok & into
         tl.atomic_add(slot + 4, zero + 1, mask=hit)

@@ -66,3 +66,12 @@ def copy_by_block_pointer(src, dst, n, BLOCK: tl.constexpr):
 def copy_plain(src, dst, n, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
     tl.store(dst + offs, tl.load(src + offs, mask=offs < n), mask=offs < n)
+
+
+@triton.jit
+def copy_by_descriptor(src, dst, n, BLOCK: tl.constexpr):
+    """Never launched in the tests (descriptors need a GPU): its rewrite is refused."""
+    desc = tl.make_tensor_descriptor(src, shape=[n], strides=[1], block_shape=[BLOCK])
+    v = desc.load([0])
+    offs = tl.arange(0, BLOCK)
+    tl.store(dst + offs, v, mask=offs < n)

@@ -19,6 +19,12 @@ from diffcheck.sandbox import Extent
 MARGIN = 64
 
 
+def _triton_at_least(major: int, minor: int) -> bool:
+    from diffcheck.backend import version
+
+    return version(__import__("triton").__version__) >= (major, minor)
+
+
 def buffers(n: int = 8):
     """src (an input, 0..n-1) and dst (the output, zeros), each inside margins of 7s, and
     their extents as the runner gives them."""
@@ -92,6 +98,8 @@ def test_a_store_into_an_input_is_an_input_write_even_when_put_back():
     assert torch.equal(src, before) and dst.tolist() == list(range(8))
 
 
+@pytest.mark.skipif(not hasattr(__import__("triton").language, "make_block_ptr")
+                    or _triton_at_least(3, 9), reason="this triton has no block pointers")
 def test_a_kernel_with_block_pointers_runs_as_written_and_says_why():
     _, _, src, dst, found = buffers()
     accesses, checker = launched(ik.copy_by_block_pointer, (1,), src, dst, 8, extents=found,
@@ -100,6 +108,14 @@ def test_a_kernel_with_block_pointers_runs_as_written_and_says_why():
     assert dst.tolist() == list(range(8))
     assert checker.notes == ["copy_by_block_pointer is not instrumented: it uses block "
                              "pointers (tl.make_block_ptr)"]
+
+
+def test_a_kernel_with_tensor_descriptors_is_not_rewritten_and_says_why():
+    from diffcheck.instrument import copy_of
+
+    why = copy_of(ik.copy_by_descriptor, ("src", "dst"))
+    assert why == ("copy_by_descriptor is not instrumented: it uses tensor descriptors "
+                   "(tl.make_tensor_descriptor)")
 
 
 def test_the_launch_patch_is_removed_afterwards_even_when_the_call_raises():
