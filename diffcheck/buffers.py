@@ -3,7 +3,8 @@
 Each buffer sits between two margins filled with MARGIN_VALUE, and the output workspace is
 poisoned with POISON before a call, so unwritten region elements, writes outside the regions
 and writes past the workspace are all visible afterwards. The margin of a buffer is at least
-one full row of the widest top-k buffer, so off-by-a-row and off-by-a-tile reads stay inside it.
+one full row of the widest top-k buffer (up to 2^20 elements), so off-by-a-row and
+off-by-a-tile reads stay inside it.
 
 Everything staged but the output is also kept as staged (``Staged.expected``): after every call
 one comparison over the allocation finds writes into the margins (out-of-bounds writes) and
@@ -32,6 +33,10 @@ POISON = -0x2A2A2A2B
 #: what the margins around every buffer hold (no real slot reaches 2^30)
 MARGIN_VALUE = 0x5EADBEEF
 MIN_MARGIN = 1024
+#: the widest margin: a top-k buffer whose rows start past 2^31 elements is gigabytes wide,
+#: and a margin that wide around every buffer took a GPU host's memory (the worker was
+#: killed); reads further out are the instrumented kernels' and the sandbox's to see
+MAX_MARGIN = 1 << 20
 
 
 @dataclass
@@ -135,8 +140,9 @@ def _edges(name: str, role: str, tensors: list[torch.Tensor]) -> tuple[str, str,
 
 
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
+    """One row of the widest top-k buffer, within [MIN_MARGIN, MAX_MARGIN]."""
     widest = max((t.shape[-1] for t in tensors.values() if t.dim() == 2), default=0)
-    return max(MIN_MARGIN, widest)
+    return max(MIN_MARGIN, min(widest, MAX_MARGIN))
 
 
 FILLINGS = ("constant", "tags", "plausible-a", "plausible-b")

@@ -225,9 +225,13 @@ def test_a_member_twice_or_a_negative_shape_is_refused(tmp_path, monkeypatch):
     assert "declares the shape [-1048576]" in error_of(single)
 
 
-def test_a_small_file_whose_width_would_stage_gigabytes_is_refused(tmp_path):
+def test_a_small_file_whose_width_would_stage_gigabytes_is_refused(tmp_path, monkeypatch):
     """No request, a top-k width of 2^22: a few KB compressed, but margins of one top-k row
-    around every buffer would take gigabytes; refused from the sizes, before staging."""
+    around every buffer would take gigabytes (margins stop at 2^20 elements; the check holds
+    for any cap); refused from the sizes, before staging."""
+    import diffcheck.buffers as buffers
+
+    monkeypatch.setattr(buffers, "MAX_MARGIN", 1 << 30)
     import json
     import resource
     import time
@@ -249,6 +253,16 @@ def test_a_small_file_whose_width_would_stage_gigabytes_is_refused(tmp_path):
     assert time.monotonic() - started < 10
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 1 << 20  # under 1 GB
+
+
+def test_margins_stop_at_2_20_elements_whatever_the_width():
+    """A top-k buffer whose rows start past 2^31 elements (production-domain) is gigabytes
+    wide: margins one row wide around every buffer once killed the GPU worker."""
+    from diffcheck.buffers import MAX_MARGIN, MIN_MARGIN, margin_for
+
+    assert margin_for({"t": torch.zeros((1, 1 << 22), dtype=torch.int32)}) == MAX_MARGIN
+    assert margin_for({"t": torch.zeros((4, 2048), dtype=torch.int32)}) == 2048
+    assert margin_for({"t": torch.zeros(5, dtype=torch.int32)}) == MIN_MARGIN
 
 
 def _npy(array) -> bytes:
