@@ -40,6 +40,9 @@ from diffcheck.sandbox import Access, Bounds
 WORDS = 8
 #: sites (instrumented loads, stores and atomics) a process may hold
 MAX_SITES = 1 << 14
+#: the word after the counters where an out-of-bounds atomic_cas lands instead (16-byte
+#: aligned, room for any element size)
+SCRATCH = MAX_SITES * WORDS
 INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
 FOUND_BY = "instrumented"
 
@@ -137,8 +140,7 @@ import triton.language as tl
 
 
 @triton.jit
-def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
-              HAS_MASK: tl.constexpr, {params}):
+def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {params}):
     a = ptr.to(tl.int64)
     e = (ptr + 1).to(tl.int64) - a
     # every condition a block of a's shape (a scalar and a block combined with & is an int32
@@ -146,10 +148,9 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
     zero = a - a
     ok = zero != zero
 {inside}
-    if HAS_MASK:
-        live = (zero + mask.to(tl.int64)) != 0
-    else:
-        live = zero == zero
+    live = zero == zero
+    if mask is not None:  # a mask given as None (a helper's default) is no mask
+        live = live & ((zero + mask.to(tl.int64)) != 0)
     bad = live & (ok == 0)
     slot = _dc_found + SITE * {WORDS} + zero
     pid = zero + tl.program_id(0)
@@ -169,15 +170,18 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
 
 
 @triton.jit
-def _dc_guard(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
-              HAS_MASK: tl.constexpr, {params}):
-    return _dc_check(ptr, mask, _dc_found, SITE, STORE, HAS_MASK, {params})
+def _dc_guard(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {params}):
+    return _dc_check(ptr, mask, _dc_found, SITE, STORE, {params})
 
 
 @triton.jit
 def _dc_note(ptr, _dc_found, SITE: tl.constexpr, {params}):
-    _dc_check(ptr, None, _dc_found, SITE, True, False, {params})
-    return ptr
+    # no mask to clear (atomic_cas): a lane out of bounds goes to diffcheck's scratch word
+    ok = _dc_check(ptr, None, _dc_found, SITE, True, {params})
+    a = ptr.to(tl.int64)
+    e = (ptr + 1).to(tl.int64) - a
+    scratch = (_dc_found + {SCRATCH}).to(tl.int64)
+    return ptr + tl.where(ok, a - a, (scratch - a) // e)
 '''
     scope, path = _write_module(text, f"guards{n}")
     exec(compile(text, path, "exec"), scope)  # noqa: S102 - our own generated source
@@ -252,6 +256,11 @@ class _Rewriter(ast.NodeTransformer):
         if "boundary_check" in keywords or (name == "load" and len(node.args) > 3):
             raise Uncheckable("it loads through block pointers (boundary_check)")
         pointer = node.args[0] if node.args else keywords["pointer"].value
+        for inner in ast.walk(pointer):  # the guard evaluates the pointer again
+            if isinstance(inner, ast.Call) and _language_name(
+                    _resolve(inner.func, self.scope)).startswith("atomic_"):
+                raise Uncheckable("a pointer is computed by an atomic (checking it would run "
+                                  "the atomic twice)")
         if len(_sites) >= MAX_SITES:
             raise Uncheckable(f"the process holds more than {MAX_SITES} checked accesses")
         site = len(_sites)
@@ -277,7 +286,7 @@ class _Rewriter(ast.NodeTransformer):
             func=ast.Name(id="_dc_guard", ctx=ast.Load()),
             args=[copy.deepcopy(pointer), mask if mask is not None else ast.Constant(None),
                   ast.Name(id="_dc_found", ctx=ast.Load()), ast.Constant(site),
-                  ast.Constant(kind == "write"), ast.Constant(mask is not None)],
+                  ast.Constant(kind == "write")],
             keywords=extras[1:])
         if len(node.args) > mask_at:
             node.args[mask_at] = guard
@@ -344,8 +353,22 @@ def copy_of(kernel, pointers: tuple[str, ...]) -> Copy | str:
             made: Copy | str = Copy(_instrumented(kernel, len(pointers), True, {}), pointers)
         except (Uncheckable, SyntaxError) as e:
             made = f"{_name(kernel)} is not instrumented: {e}"
+        except Exception as e:  # a construct the rewrite does not know (tl.load(*args))
+            made = (f"{_name(kernel)} is not instrumented: the rewrite failed "
+                    f"({type(e).__name__}: {e})")
         _copies[key] = (kernel, made)
     return _copies[key][1]
+
+
+def _tensor_of(value: object) -> torch.Tensor | None:
+    """The tensor behind a pointer argument: a tensor, or the base of a wrapper that
+    reinterprets one (``triton.reinterpret``)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    base = getattr(value, "base", None)
+    if isinstance(base, torch.Tensor) and hasattr(value, "data_ptr"):
+        return base
+    return None
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
@@ -366,8 +389,8 @@ def _fresh(device: torch.device) -> torch.Tensor:
     a live address; reset between calls, never during a capture."""
     key = str(device)
     if key not in _buffers:
-        _buffers[key] = torch.empty(MAX_SITES * WORDS, dtype=torch.int64, device=device)
-        _reset(_buffers[key].view(MAX_SITES, WORDS))
+        _buffers[key] = torch.zeros(SCRATCH + 2 * WORDS, dtype=torch.int64, device=device)
+        _reset(_buffers[key][:SCRATCH].view(MAX_SITES, WORDS))
     return _buffers[key]
 
 
@@ -418,7 +441,12 @@ class Instrumented(Bounds):
         names = list(kernel.arg_names)
         bound = dict(zip(names, args, strict=False))
         bound.update((k, v) for k, v in kwargs.items() if k in names)
-        tensors = [(n, bound[n]) for n in names if isinstance(bound.get(n), torch.Tensor)]
+        tensors = [(n, _tensor_of(bound.get(n))) for n in names
+                   if _tensor_of(bound.get(n)) is not None]
+        passed = [n for n in names if isinstance(bound.get(n), _kernel_types())]
+        if passed:  # called through a constexpr argument: its accesses are not rewritten
+            self._note(f"{_name(kernel)}: the jit function passed as {', '.join(passed)} is "
+                       "not instrumented (its reads are found by red zones only)")
         made = copy_of(kernel, tuple(n for n, _ in tensors))
         if isinstance(made, str):
             self._note(made)
@@ -448,7 +476,7 @@ class Instrumented(Bounds):
         sync); the counters are reset. Never call it during a capture."""
         if not _sites:
             return []
-        rows = self._found.view(MAX_SITES, WORDS)[: len(_sites)]
+        rows = self._found[:SCRATCH].view(MAX_SITES, WORDS)[: len(_sites)]
         counts = rows[:, 0::4].cpu()
         hit = ((counts[:, 0] > 0) | (counts[:, 1] > 0)).nonzero().flatten().tolist()
         if not hit:

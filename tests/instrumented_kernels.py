@@ -75,3 +75,36 @@ def copy_by_descriptor(src, dst, n, BLOCK: tl.constexpr):
     v = desc.load([0])
     offs = tl.arange(0, BLOCK)
     tl.store(dst + offs, v, mask=offs < n)
+
+
+@triton.jit
+def _load_masked(p, mask=None, other=None):
+    return tl.load(p, mask=mask, other=other)
+
+
+@triton.jit
+def copy_through_default_mask(src, dst, n, BLOCK: tl.constexpr):
+    """A helper whose mask defaults to None, called without one (and with one)."""
+    offs = tl.arange(0, BLOCK)
+    first = _load_masked(src)
+    rest = _load_masked(src + offs, offs < n, 0)
+    tl.store(dst + offs, rest + first * 0, mask=offs < n)
+
+
+@triton.jit
+def compact_by_counter(src, dst, counter, n):
+    """Each program appends its value at a slot an atomic hands out (a compaction)."""
+    pid = tl.program_id(0)
+    tl.store(dst + tl.atomic_add(counter, 1), tl.load(src + pid))
+
+
+@triton.jit
+def _peek(p, i):
+    return tl.load(p + i)
+
+
+@triton.jit
+def copy_through_function_argument(src, dst, n, FN: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    v = FN(src, offs)
+    tl.store(dst + offs, v, mask=offs < n)

@@ -89,6 +89,50 @@ def test_atomics_out_of_bounds_are_writes(kernel, args):
     assert min(a.offset for a in accesses) >= 8
 
 
+def test_an_out_of_bounds_compare_and_swap_lands_in_diffcheck_s_scratch_not_the_margin():
+    _, dst_alloc, _, dst, found = buffers()
+    accesses, _ = launched(ik.swap_atomically, (1,), dst, extents=found, AT=9)
+    assert [(a.kind, a.buffer, a.offset) for a in accesses] == [("write", "dst", 9)]
+    assert dst_alloc.eq(7).sum() == 2 * MARGIN  # the margin never got the 7 it swapped in
+
+
+def test_a_mask_passed_as_none_is_no_mask():
+    """A helper whose mask= defaults to None: the copy computes what the kernel does."""
+    _, _, src, dst, found = buffers()
+    accesses, checker = launched(ik.copy_through_default_mask, (1,), src, dst, 8,
+                                 extents=found, BLOCK=8)
+    assert accesses == [] and checker.launches == 1 and dst.tolist() == list(range(8))
+
+
+def test_a_pointer_computed_by_an_atomic_runs_as_written_and_says_why():
+    """Checking the pointer evaluates it again: an atomic in it would run twice."""
+    _, _, src, dst, found = buffers(4)
+    counter = torch.zeros(1, dtype=torch.int32)
+    found.append(Extent("counter", counter.data_ptr(), 4, 4))
+    accesses, checker = launched(ik.compact_by_counter, (4,), src, dst, counter, 4,
+                                 extents=found)
+    assert counter.item() == 4 and sorted(dst.tolist()) == [0, 1, 2, 3]
+    assert checker.launches == 0 and "a pointer is computed by an atomic" in checker.notes[0]
+
+
+def test_a_jit_function_passed_as_an_argument_is_named_as_unchecked():
+    _, _, src, dst, found = buffers()
+    accesses, checker = launched(ik.copy_through_function_argument, (1,), src, dst, 8,
+                                 extents=found, FN=ik._peek, BLOCK=8)
+    assert dst.tolist() == list(range(8))
+    assert checker.notes == ["copy_through_function_argument: the jit function passed as FN "
+                             "is not instrumented (its reads are found by red zones only)"]
+
+
+def test_a_reinterpreted_tensor_is_its_base_s_extent():
+    import triton
+
+    _, _, src, dst, found = buffers()
+    accesses, _ = launched(ik.copy_plain, (1,), triton.reinterpret(src, torch.float32),
+                           triton.reinterpret(dst, torch.float32), 8, extents=found, BLOCK=8)
+    assert accesses == [] and dst.tolist() == list(range(8))
+
+
 def test_a_store_into_an_input_is_an_input_write_even_when_put_back():
     _, _, src, dst, found = buffers()
     before = src.clone()
