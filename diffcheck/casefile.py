@@ -18,6 +18,7 @@ import torch
 from diffcheck.buffers import margin_for
 from diffcheck.case import Case, Scenario
 from diffcheck.errors import CaseFileError
+from diffcheck.files import replacing
 from diffcheck.paths import PathSpec, get_path, known_paths
 
 FORMAT_VERSION = 2
@@ -204,11 +205,8 @@ def _steps_agree(steps: list[Case], sizes: list[int], fail) -> None:
 
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write an .npz whole or not at all: a run stopped mid-save leaves no truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as f:
+    with replacing(path) as partial, partial.open("wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(partial, path)
     return path
 
 

@@ -3,13 +3,13 @@ small enough to append to a CI step summary whatever the run size."""
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pandas as pd
 
+from diffcheck.files import replacing
 from diffcheck.status import DEFAULT_FAIL_ON, ORDER, Status
 
 #: statuses that mean the check could not be completed (JUnit <error>, not <failure>)
@@ -72,10 +72,8 @@ def write_junit(report: pd.DataFrame, path: str | Path,
         elif status != Status.PASS:
             ET.SubElement(case, "system-out").text = f"{status.value} (not failing): {body}"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    ET.ElementTree(root).write(partial, encoding="utf-8", xml_declaration=True)
-    os.replace(partial, path)  # never a half-written file, whoever reads it
+    with replacing(path) as partial:  # never a half-written file, whoever reads it
+        ET.ElementTree(root).write(partial, encoding="utf-8", xml_declaration=True)
     return path
 
 

@@ -881,12 +881,12 @@ def report_merge(
 ) -> None:
     """Join the reports of `--shard` runs into one (a check in two of them is an error)."""
     from diffcheck import session
+    from diffcheck.files import replacing
     from diffcheck.regress import load, merge
+    from diffcheck.report import COLUMNS
 
     where = session.check_outputs({"-o": output}, reports)["-o"]
     shards = [load(r) for r in reports]
-    from diffcheck.report import COLUMNS
-
     for rows in shards:
         lacking = [c for c in COLUMNS if c not in rows.columns]
         if lacking:  # the joined file would be one `report summarize` refuses
@@ -897,13 +897,8 @@ def report_merge(
             raise UsageError(f"{rows.attrs['path']} is from an incomplete run: "
                              f"{rows.attrs['incomplete']}; rerun that shard before merging")
     joined = merge(shards)
-    where.parent.mkdir(parents=True, exist_ok=True)
-    partial = where.with_name(f".{where.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(where) as partial:  # a failed write never leaves half a report
         joined.to_csv(partial, index=False)
-        os.replace(partial, where)  # a failed write never leaves half a report
-    finally:
-        partial.unlink(missing_ok=True)
     typer.echo(f"{output}: {len(joined)} rows from {len(reports)} reports")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from diffcheck.case import Scenario
 from diffcheck.domain import domain_of, exercised
+from diffcheck.files import replacing
 from diffcheck.paths import get_path
 
 #: the CSV's columns, in order
@@ -79,9 +80,7 @@ class Coverage:
 
     def write_csv(self, where: Path) -> None:
         """Every (path, mode, partition) with whether the run reached it."""
-        where.parent.mkdir(parents=True, exist_ok=True)
-        tmp = where.with_name(where.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with replacing(where) as partial, partial.open("w", newline="") as f:
             out = csv.writer(f)
             out.writerow(COLUMNS)
             for (path, mode), keys in self.reached.items():
@@ -91,7 +90,6 @@ class Coverage:
                         key = f"{dim.name}={part.name}"
                         out.writerow([path, mode, dim.name, part.name, key in keys, part.gpu,
                                       part.doc])
-        tmp.replace(where)
 
 
 def _modes_keys(spec, job, cache: dict) -> set[str]:

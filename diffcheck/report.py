@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from diffcheck.errors import UsageError
+from diffcheck.files import replacing
 from diffcheck.findings import Comparison, describe
 from diffcheck.status import ORDER, Status, worst
 
@@ -219,10 +219,9 @@ def marker_of(report: str | Path) -> Path:
 def write_marker(report: str | Path, run_id: str, state: str, ending: str = "") -> None:
     """State ``running`` when a run starts (a run killed outright leaves it so), then
     ``complete`` or ``incomplete`` with why; written atomically."""
-    marker = marker_of(report)
-    partial = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"run_id": run_id, "state": state, "ending": ending}) + "\n")
-    os.replace(partial, marker)
+    with replacing(marker_of(report)) as partial:
+        partial.write_text(json.dumps({"run_id": run_id, "state": state, "ending": ending})
+                           + "\n")
 
 
 def incomplete(report: str | Path, rows: pd.DataFrame) -> str:
