@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import multiprocessing
 import os
 import select
 import signal
@@ -108,8 +109,8 @@ def _probe_import(name: str, where: str) -> None:
     while importing (``os._exit``, a signal to itself) would otherwise end diffcheck's run with
     its exit status (an exit 0 with no rows). Inconclusive probes (no fork, a crash of the
     child itself, a slow import) leave the verdict to the real import."""
-    if where in _probed or not hasattr(os, "fork"):
-        return
+    if where in _probed or not hasattr(os, "fork") or multiprocessing.parent_process():
+        return  # a worker: the run's own process probed it before starting any
     _probed.add(where)
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():

@@ -75,7 +75,8 @@ class Site:
 
 @dataclass
 class Copy:
-    """A kernel's instrumented twin, launched with the extra arguments ``extras`` names."""
+    """A kernel's instrumented twin, for launches whose tensor arguments are ``pointers``
+    (each gets its extent as extra arguments, _extra_names)."""
 
     fn: object
     pointers: tuple[str, ...]
@@ -441,8 +442,8 @@ class Instrumented(Bounds):
         names = list(kernel.arg_names)
         bound = dict(zip(names, args, strict=False))
         bound.update((k, v) for k, v in kwargs.items() if k in names)
-        tensors = [(n, _tensor_of(bound.get(n))) for n in names
-                   if _tensor_of(bound.get(n)) is not None]
+        found = ((n, _tensor_of(bound.get(n))) for n in names)
+        tensors = [(n, t) for n, t in found if t is not None]
         passed = [n for n in names if isinstance(bound.get(n), _kernel_types())]
         if passed:  # called through a constexpr argument: its accesses are not rewritten
             self._note(f"{_name(kernel)}: the jit function passed as {', '.join(passed)} is "
