@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import os
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,9 @@ GPU_DEFAULT_SUITES = ("production-domain",)
 
 def case_files(paths: list[Path]) -> list[Path]:
     """Case files as given, a folder standing for every ``.npz`` file in it (sorted); a file
-    named twice (directly, through a folder or a link) runs once: two rows of one case would
-    make a report that `report regress` and `merge` refuse."""
-    files: list[Path] = []
-    seen: set[str] = set()
+    named twice (directly, through a folder or a link) or a copy of one runs once: two rows of
+    one case would make a report that `report regress` and `merge` refuse."""
+    named: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
             found = sorted(path.glob("*.npz"))
@@ -49,17 +49,30 @@ def case_files(paths: list[Path]) -> list[Path]:
         else:
             found = [path]
         for file in found:
+            named.setdefault(os.path.realpath(file), file)
+    # a copy has the size of its original: only files of a shared size are read and hashed
+    size_of = {file: _size(file) for file in named.values()}
+    sizes = Counter(size_of.values())
+    files, digests = [], set()
+    for file, size in size_of.items():
+        if size is not None and sizes[size] > 1:
             digest = _content(file)
-            keys = {os.path.realpath(file)} | ({digest} if digest else set())
-            if not keys & seen:
-                seen |= keys
-                files.append(file)
+            if digest in digests:
+                continue
+            digests |= {digest} - {""}
+        files.append(file)
     return files
 
 
+def _size(file: Path) -> int | None:
+    try:
+        return file.stat().st_size
+    except OSError:
+        return None
+
+
 def _content(file: Path) -> str:
-    """A file's bytes by hash (a copy of a case file is the same case); '' when unreadable
-    (loading it says why)."""
+    """A file's bytes by hash; '' when unreadable (loading it says why)."""
     try:
         return hashlib.sha256(file.read_bytes()).hexdigest()
     except OSError:
