@@ -11,6 +11,22 @@ import triton.language as tl
 
 
 @triton.jit
+def _convert_row(region_ptr, topk_row_ptr, stride1, slots_ptr, ctx, out_ptr, fill,
+                 NUM_TOPK_TOKENS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One row, correctly: its region [region_ptr[0], region_ptr[1]) of out gets the slots of
+    its positions inside the context, FILL elsewhere (the part both kernels share)."""
+    out_start = tl.load(region_ptr)
+    length = tl.load(region_ptr + 1) - out_start
+    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
+        cols = col0 + tl.arange(0, BLOCK_N)
+        in_region = cols < length
+        pos = tl.load(topk_row_ptr + cols * stride1, mask=in_region, other=-1)
+        valid = in_region & (pos >= 0) & (pos < ctx)
+        slot = tl.load(slots_ptr + pos, mask=valid, other=0)
+        tl.store(out_ptr + out_start + cols, tl.where(valid, slot, fill), mask=in_region)
+
+
+@triton.jit
 def _next_start_kernel(kv_indptr_ptr, page_kv_indptr_ptr, kv_indices_ptr, topk_ptr, out_ptr,
                        num_requests, stride0, stride1, fill,
                        NUM_TOPK_TOKENS: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -22,15 +38,8 @@ def _next_start_kernel(kv_indptr_ptr, page_kv_indptr_ptr, kv_indices_ptr, topk_p
     next_end = tl.load(kv_indptr_ptr + req + 2)
     kv_end = tl.where(req + 1 < num_requests, tl.minimum(kv_end, next_end), kv_end)
     ctx = kv_end - kv_start
-    out_start = tl.load(page_kv_indptr_ptr + req)
-    length = tl.load(page_kv_indptr_ptr + req + 1) - out_start
-    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
-        cols = col0 + tl.arange(0, BLOCK_N)
-        in_region = cols < length
-        pos = tl.load(topk_ptr + req * stride0 + cols * stride1, mask=in_region, other=-1)
-        valid = in_region & (pos >= 0) & (pos < ctx)
-        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
-        tl.store(out_ptr + out_start + cols, tl.where(valid, slot, fill), mask=in_region)
+    _convert_row(page_kv_indptr_ptr + req, topk_ptr + req * stride0, stride1,
+                 kv_indices_ptr + kv_start, ctx, out_ptr, fill, NUM_TOPK_TOKENS, BLOCK_N)
 
 
 def decode_peeks_past_kv_indptr(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
@@ -61,15 +70,8 @@ def _request_first_kernel(sparse_kv_indptr_ptr, req_of_row_ptr, topk_ptr, kv_ind
     req_ok = (req >= 0) & (req < num_requests)
     kv_start = tl.where(req_ok, kv_start, 0)
     ctx = tl.where(req_ok, kv_end - kv_start, 0)
-    out_start = tl.load(sparse_kv_indptr_ptr + t)
-    length = tl.load(sparse_kv_indptr_ptr + t + 1) - out_start
-    for col0 in range(0, NUM_TOPK_TOKENS, BLOCK_N):
-        cols = col0 + tl.arange(0, BLOCK_N)
-        in_region = cols < length
-        pos = tl.load(topk_ptr + t * stride0 + cols * stride1, mask=in_region, other=-1)
-        valid = in_region & (pos >= 0) & (pos < ctx)
-        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
-        tl.store(out_ptr + out_start + cols, tl.where(valid, slot, fill), mask=in_region)
+    _convert_row(sparse_kv_indptr_ptr + t, topk_ptr + t * stride0, stride1,
+                 kv_indices_ptr + kv_start, ctx, out_ptr, fill, NUM_TOPK_TOKENS, BLOCK_N)
 
 
 def mtp_reads_before_kv_indptr(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
