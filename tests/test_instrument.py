@@ -270,3 +270,22 @@ def test_a_copy_that_does_not_compile_runs_the_kernel_as_written_and_says_so():
     assert checker.launches == 0 and dst.tolist() == list(range(8))
     assert checker.notes == ["copy_plain is not instrumented: its copy does not compile "
                              "(unsupported in this triton)"]
+
+
+@pytest.mark.parametrize("name, path", [("decode_peeks_past_kv_indptr", "decode"),
+                                        ("mtp_reads_before_kv_indptr", "mtp")])
+def test_the_default_selection_catches_the_bounded_reads_in_every_mode(name, path):
+    """What a user runs without options (the API with no suites, as the CLI without
+    --suite): the read the kernel bounds afterwards is oob_read in eager, capture and replay,
+    naming kv_indptr (on this CPU through the sandbox; on a GPU the instrumented kernels,
+    tests/test_gpu.py)."""
+    from pathlib import Path
+
+    from diffcheck.api import check
+
+    kernel = Path(__file__).with_name("bounded_reads.py")
+    report = check(f"{kernel}:{name}", path=path)
+    read = report[report["status"] == "oob_read"]
+    named = read[read["first_oob_read"].str.startswith("kv_indptr[")]
+    assert set(named["mode"]) == {"eager", "capture", "replay"}, report.groupby(
+        ["mode", "status"]).size()
