@@ -191,6 +191,12 @@ def compare(
         typer.Option(help="On CPU, bounds-check every load and store of the Triton interpreter "
                      "(an access outside every tensor is recorded and neutralised)."),
     ] = True,
+    configs: Annotated[
+        str,
+        typer.Option(help="Configs of an autotuned kernel (@triton.autotune) each row runs "
+                     "under: all, first, or a number N (the first N). Each row keeps its "
+                     "worst verdict and names that config in the `config` column."),
+    ] = "all",
     instrument: Annotated[
         bool | None,
         typer.Option("--instrument/--no-instrument",
@@ -259,7 +265,7 @@ def compare(
     Exit codes: 0 all passed, 1 some row failed, 2 interrupted, 3 internal error,
     4 usage or input error, 5 nothing selected.
     """
-    from diffcheck import backend, modes, session
+    from diffcheck import backend, modes, session, tuning
     from diffcheck.ci_formats import JUnitSink, SummarySink
     from diffcheck.coverage import CoverageOf
     from diffcheck.executors import check_fill_and_timeout, settings_for
@@ -283,7 +289,7 @@ def compare(
         graph_size, parse_shard(shard), gpu=dev.type != "cpu",
     )
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
-                            timeout, isolation, jobs, instrument)
+                            timeout, isolation, jobs, instrument, configs)
     sinks = [ReportWriter(outputs["--report"], settings.run_id)]
     if details is not None:
         sinks.append(DetailsWriter(outputs["--details"], details_max))
@@ -312,7 +318,7 @@ def compare(
         raise typer.Exit(ExitCode.INTERNAL)
     if not quiet:
         typer.echo(summarize(result.rows, failing))
-    for line in reached(result).lines():
+    for line in reached(result).lines() + tuning.reached_lines(result.rows):
         typer.echo(line)
     if coverage is not None:
         reached(result).write_csv(outputs["--coverage"])
@@ -383,6 +389,11 @@ def fuzz(
     interpreter_check: Annotated[
         bool, typer.Option(help="On CPU, bounds-check every load and store (the sandbox).")
     ] = True,
+    configs: Annotated[
+        str,
+        typer.Option(help="Configs of an autotuned kernel (@triton.autotune) each row runs "
+                     "under: all, first, or a number N (the first N). As for compare."),
+    ] = "all",
     instrument: Annotated[
         bool | None,
         typer.Option("--instrument/--no-instrument",
@@ -475,7 +486,8 @@ def fuzz(
     if implementation.path != spec.name:
         raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
     settings = settings_for([implementation], dev, seed, invalid_fill, interpreter_check,
-                            fillings, timeout, isolation, workers=1, instrument=instrument)
+                            fillings, timeout, isolation, workers=1, instrument=instrument,
+                            configs=configs)
     limits = GPU_LIMITS if size == "production" or (size == "auto" and dev.type != "cpu") \
         else CPU_LIMITS
     fill = spec.fill if invalid_fill is None else invalid_fill

@@ -64,11 +64,22 @@ def check_fill_and_timeout(invalid_fill: int | None, timeout: float) -> None:
                          f"got {timeout:g}")
 
 
+def parse_configs(text: str) -> int:
+    """``--configs``: ``all`` (0), ``first`` (1) or a number of configs (the first N)."""
+    word = str(text).strip().lower()
+    if word in ("all", "first"):
+        return 0 if word == "all" else 1
+    if word.isdigit() and int(word) > 0:
+        return int(word)
+    raise UsageError(f"--configs must be all, first or a number of configs (1 or more), "
+                     f"got {text!r}")
+
+
 def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
     timeout: float = 60.0, isolation: str = "auto", workers: int = 0,
-    instrument: bool | None = None,
+    instrument: bool | None = None, configs: str = "all",
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
@@ -84,7 +95,7 @@ def settings_for(
 
     settings = RunSettings(device, new_run_id(), seed, fill_override,
                            interpreter_check, fillings, timeout, plugins=runtime_modules(),
-                           instrument=instrument)
+                           instrument=instrument, configs=parse_configs(configs))
     try:
         settings.isolation = resolve_isolation(isolation, settings)
     except ValueError as e:

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from diffcheck import backend, process_state
+from diffcheck import backend, process_state, tuning
 from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import writes_outside_out
@@ -103,15 +103,21 @@ class Mode:
 
 
 def _checked(step: Step, staged: Staged, when: str, action: Callable[[], object],
-             guard: Callable) -> bool:
+             guard: Callable, eager: bool = False) -> bool:
     """Run one call (or replay), then check what it must leave as it found it: the process
     (RNG, stream, threads, directory, ...) and the allocation's margins and inputs, each put
-    back. False when it raised; after a device fault nothing more is touched."""
+    back. False when it raised; after a device fault nothing more is touched. An ``eager``
+    call that raises on a malformed case before its first Triton launch refused it."""
     device = staged.arena.device
     before = process_state.snapshot(device)
+    launched = tuning.launches()
     done = guard(step, action)
     if step.fault:
         return done
+    if (not done and eager and not step.case.well_formed and step.ends_as == Status.ERROR
+            and tuning.launches() == launched):
+        step.ends_as = Status.REFUSED
+        step.error = f"refused the malformed input before launching anything: {step.error}"
     effects = process_state.changes(before, process_state.snapshot(device))
     if effects:
         process_state.restore(before)
@@ -170,7 +176,8 @@ def _call_eagerly(staged: Staged, call: Callable[[], object], device: torch.devi
     """Poison the output, call, wait for the device, check the allocation; False when the
     call raised."""
     _poison(staged)
-    return _checked(step, staged, when, lambda: (call(), backend.synchronize(device)), guard)
+    return _checked(step, staged, when, lambda: (call(), backend.synchronize(device)), guard,
+                    eager=True)
 
 
 def _eager_output(staged: Staged, call: Callable[[], object], device: torch.device,
@@ -298,7 +305,10 @@ class Replay(Mode):
                 done.eager_out = _eager_output(staged, call, device, probe, guard,
                                                "the eager call on the same inputs")
                 done.findings += probe.findings
-                if probe.error:  # it raised (or took the device down) on the same inputs
+                if probe.ends_as == Status.REFUSED:  # the replay is judged all the same
+                    done.notes.append(f"the eager call on the same inputs {probe.error}; no "
+                                      "divergence check")
+                elif probe.error:  # it raised (or took the device down) on the same inputs
                     done.error, done.fault = f"eager call after replay: {probe.error}", probe.fault
                     done.ends_as = probe.ends_as
                 if probe.fault:

@@ -52,6 +52,13 @@ class ReportRow:
     #: the path's other scalars as the kernel was given them (page_size=16), or ""
     scalars: str
     well_formed: bool
+    #: configs of an autotuned kernel the row ran under (0: no autotuner reached)
+    configs: int
+    #: the config the row's status comes from (its worst; "i/N kernel: BLOCK_N=..., ..."),
+    #: or ""
+    config: str
+    #: the values each @triton.heuristics of the kernels took (kernel.NAME=v|w), or ""
+    heuristics: str
     status: str
     elements_checked: int
     mismatches: int
@@ -116,7 +123,7 @@ def make_row(
         seed=case.seed if case.source else settings.run_seed, fill=contract.fill,
         rows=requests, tokens=tokens, k=case.k,
         scalars=",".join(f"{n}={v}" for n, v in contract.scalars.items()),
-        well_formed=case.well_formed,
+        well_formed=case.well_formed, configs=0, config="", heuristics="",
         status=worst_status.value, elements_checked=comparison.checked,
         mismatches=region.count if region else 0,
         first_mismatch=region.location if region else "",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffcheck import backend, plausible, tags
+from diffcheck import backend, plausible, tags, tuning
 from diffcheck.buffers import FILLINGS, POISON, Staged, stage
 from diffcheck.calls import Contract, bind, contract_of
 from diffcheck.case import Case, Scenario
@@ -73,6 +73,8 @@ class RunSettings:
     #: (diffcheck.instrument); None: on where kernels are compiled (a GPU), off under the
     #: interpreter
     instrument: bool | None = None
+    #: configs of an autotuned kernel each row runs under: every one (0) or the first N
+    configs: int = tuning.ALL_CONFIGS
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(
         default_factory=dict
@@ -120,7 +122,7 @@ class RunSettings:
         """The plain settings, to start a worker with the same ones."""
         return {f: getattr(self, f) for f in (
             "device", "run_id", "run_seed", "fill_override", "interpreter_check", "instrument",
-            "fillings",
+            "configs", "fillings",
             "timeout", "isolation", "workers", "plugins")}
 
 
@@ -279,6 +281,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     warm-up and capture, to the first Step after it).
     """
     spec = get_path(job.case.path)
+    tuning.install()  # launches counted (a refusal is a raise before the first)
     sandbox: Bounds | None = None
     if settings.instrument:
         sandbox = Instrumented([], device=settings.device)
@@ -339,6 +342,52 @@ class RerunFaulted(Exception):
 
 def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     """Every row of the job's mode: one for a case, one per step for a replay scenario.
+
+    Autotuned kernels (diffcheck.tuning): the job runs once per config (``settings.configs``),
+    every autotuner reached pinned to its i-th; each row keeps its worst verdict and names the
+    config that gave it. The heuristic values the calls took go in every row.
+    """
+    passes: list[list[Outcome]] = []
+    with tuning.recording() as reached:
+        with tuning.pinned(0):
+            passes.append(_run_once(job, settings))
+        wanted = reached.configs()
+        if settings.configs:
+            wanted = min(wanted, settings.configs)
+        for index in range(1, wanted):
+            if any(o.lost_device() for o in passes[-1]):
+                break  # nothing more may touch the device
+            with tuning.pinned(index):
+                passes.append(_run_once(job, settings))
+    return _worst_of_configs(passes, reached)
+
+
+def _worst_of_configs(passes: list[list[Outcome]], reached: tuning.Choices) -> list[Outcome]:
+    """Row by row, the outcome of the config with the worst verdict (the first on a tie),
+    with the config named and the other configs' verdicts in its detail."""
+    heuristics = reached.heuristics_text()
+    count = reached.configs() if reached.autotuners else 0
+    outcomes = []
+    for i, first in enumerate(passes[0]):
+        tried = [(n, run[i]) for n, run in enumerate(passes) if i < len(run)]
+        index, chosen = max(tried, key=lambda t: Status(t[1].row.status).severity)
+        row = dataclasses.replace(chosen.row, heuristics=heuristics, configs=len(tried) * (
+            count > 0))
+        if count and (row.status != Status.PASS.value or index):
+            row.config = f"{index + 1}/{count} {reached.config_text(index)}"
+            others = [f"config {n + 1}: {o.row.status}" for n, o in tried if n != index]
+            if others and any(o.row.status != row.status for _, o in tried):
+                row.detail = f"{row.detail} | other configs: {', '.join(others)}"
+        outcome = dataclasses.replace(chosen, row=row)
+        if i == 0 and first.timing is not None:
+            outcome.timing = {key: sum((run[0].timing or {}).get(key, 0.0) for run in passes
+                                       if run) for key in first.timing}
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _run_once(job: Job, settings: RunSettings) -> list[Outcome]:
+    """Every row of the job's mode, under the config pinned now.
 
     The plausible fillings (when asked for) run first and are judged at once, probes
     included: the constant and tagged margins are what a kernel that trusts a read turns
@@ -493,7 +542,8 @@ class Judge:
         findings += [*(early or ()), *self.plausible_findings(i)]
         merged = tuple(_merge(findings))
         notes = tuple(dict.fromkeys(note for run in self.runs + self.plausible_runs
-                                    for note in (run.steps[0].notes if run.steps else ())))
+                                    for k in {0, i} if k < len(run.steps)
+                                    for note in run.steps[k].notes))
         row = make_row(self.job, case, self.settings, self.contract,
                        Comparison(checked, merged, notes), error, first.elapsed_ms,
                        len(self.runs) + len(self.plausible_runs), ends_as)

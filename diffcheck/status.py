@@ -18,6 +18,7 @@ class Status(str, Enum):
     MISMATCH = "mismatch"  # well-formed case, output differs from the reference
     DIVERGENCE = "divergence"  # graph replay differs from eager on the same inputs
     STALE_SENSITIVE = "stale_sensitive"  # malformed case, safe, output differs from intended
+    REFUSED = "refused"  # malformed case: the implementation raised before launching anything
     PASS = "pass"
 
     @property
@@ -33,7 +34,8 @@ ORDER: tuple[Status, ...] = tuple(Status)
 
 #: what fails a run unless --fail-on says otherwise: everything from divergence up (a
 #: replay that does not reproduce the eager result is what graphs get wrong); only
-#: stale_sensitive (safe, but not tolerant of stale metadata) does not
+#: stale_sensitive (safe, but not tolerant of stale metadata) and refused (a clear exception
+#: on malformed input, what a careful launcher does) do not
 DEFAULT_FAIL_ON: frozenset[Status] = frozenset(
     s for s in ORDER if s.severity >= Status.DIVERGENCE.severity
 )

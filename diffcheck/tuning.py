@@ -1,0 +1,231 @@
+"""What Triton's kernel wrappers decide during a call: launches, autotune configs, heuristics.
+
+Engines' kernels are ``@triton.autotune``d and ``@triton.heuristics``-specialised. A bug that
+lives in one config, or on one side of a heuristic, passes whatever the first call happened to
+pick. So while diffcheck runs, every ``Autotuner`` and ``Heuristics`` a call reaches is seen:
+
+- **Autotune.** A row runs once per config (``--configs``): every autotuner reached is pinned
+  to its i-th config (its last when it has fewer). The autotuner still tunes as it would (its
+  benchmark runs are part of the call and judged: writes into inputs, outputs left
+  accumulated), then its pick is overridden by the pinned config. Triton's own benchmarker is
+  replaced by one timed call (the pick is pinned, so timings do not matter; on the CPU there
+  is no driver to time with); a ``do_bench`` the kernel brings is kept. Tuning happens on the
+  first call of each key, which diffcheck makes eagerly before any capture, as engines do.
+- **Heuristics.** The values each heuristic took are recorded per call, for the row and the
+  run's summary (which values were reached, and which a boolean heuristic never took).
+- **Launches.** Every ``kernel[grid](...)`` is counted: an implementation that raises before
+  its first launch refused its input (diffcheck.status REFUSED on a malformed case).
+
+The patches are installed once per process and cost a counter when nothing is tuned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+#: --configs: every config (0), or the first N
+ALL_CONFIGS = 0
+
+
+@dataclass
+class Choices:
+    """What the calls of one job reached: autotuners (by id, in order) and heuristic values."""
+
+    autotuners: dict[int, object] = field(default_factory=dict)
+    #: (kernel, heuristic) -> the values it took, in the order first seen
+    heuristics: dict[tuple[str, str], list] = field(default_factory=dict)
+
+    def configs(self) -> int:
+        """How many configs the most-tuned autotuner has (1 without autotuning)."""
+        return max((len(t.configs) for t in self.autotuners.values()), default=1)
+
+    def config_text(self, index: int) -> str:
+        """Which config each autotuner ran under when pinned to ``index``."""
+        return "; ".join(f"{_name(t)}: {_config(t.configs[min(index, len(t.configs) - 1)])}"
+                         for t in self.autotuners.values())
+
+    def heuristics_text(self) -> str:
+        """``kernel.NAME=value|value`` for each heuristic, as the calls took them."""
+        return ", ".join(f"{kernel}.{name}={'|'.join(str(v) for v in values)}"
+                         for (kernel, name), values in self.heuristics.items())
+
+    def absorb(self, other: Choices) -> None:
+        self.autotuners.update(other.autotuners)
+        for key, values in other.heuristics.items():
+            kept = self.heuristics.setdefault(key, [])
+            kept += [v for v in values if v not in kept]
+
+
+class _Tracker:
+    """Process-wide state behind the patches."""
+
+    def __init__(self) -> None:
+        self.launches = 0
+        self.pin: int | None = None
+        self.choices = Choices()
+
+
+TRACKER = _Tracker()
+_installed = False
+
+
+def _name(kernel: object) -> str:
+    fn = kernel
+    while hasattr(fn, "fn"):
+        fn = fn.fn
+    return getattr(fn, "__name__", type(kernel).__name__)
+
+
+def _config(config: object) -> str:
+    """``BLOCK_N=128, num_warps=4, num_stages=2``: the config's constants, then its launch
+    options that are set."""
+    parts = [f"{k}={v}" for k, v in getattr(config, "kwargs", {}).items()]
+    for option in ("num_warps", "num_stages", "num_ctas", "maxnreg"):
+        value = getattr(config, option, None)
+        if value is not None and not (option == "num_ctas" and value == 1):
+            parts.append(f"{option}={value}")
+    return ", ".join(parts)
+
+
+class _PinnedPick(dict):
+    """An autotuner's cache whose every lookup answers the pinned config (what it tuned is
+    still stored, so a later key tunes as it would)."""
+
+    def __init__(self, cache: dict, config: object) -> None:
+        super().__init__(cache)
+        self.real, self.config = cache, config
+
+    def __setitem__(self, key, value) -> None:
+        self.real[key] = value
+        super().__setitem__(key, value)
+
+    def __getitem__(self, key):
+        return self.config
+
+
+def _one_timed_call(kernel_call, quantiles=None, **_):
+    """Stands in for Triton's benchmarker: one call (its writes are what is judged)."""
+    start = time.perf_counter()
+    kernel_call()
+    elapsed = (time.perf_counter() - start) * 1e3
+    return [elapsed] * len(quantiles) if quantiles else elapsed
+
+
+def install() -> None:
+    """Patch Triton's launch syntax, ``Autotuner.run`` and ``Heuristics.run`` (once)."""
+    global _installed
+    if _installed:
+        return
+    from triton.runtime.autotuner import Autotuner, Heuristics
+    from triton.runtime.jit import KernelInterface
+
+    launch = KernelInterface.__getitem__
+
+    def counted(self, grid):
+        call = launch(self, grid)
+
+        def launched(*args, **kwargs):
+            TRACKER.launches += 1
+            return call(*args, **kwargs)
+
+        return launched
+
+    tune = Autotuner.run
+
+    def tuned(self, *args, **kwargs):
+        TRACKER.choices.autotuners[id(self)] = self
+        if len(self.configs) <= 1:
+            return tune(self, *args, **kwargs)
+        saved_cache = self.cache
+        own_bench = getattr(self, "_do_bench", None) is not None
+        if not own_bench:
+            self.__dict__["do_bench"] = _one_timed_call
+        if TRACKER.pin is not None:
+            self.cache = _PinnedPick(saved_cache, self.configs[min(TRACKER.pin,
+                                                                   len(self.configs) - 1)])
+        try:
+            return tune(self, *args, **kwargs)
+        finally:
+            self.cache = saved_cache
+            if not own_bench:
+                self.__dict__.pop("do_bench", None)
+
+    def specialised(self, *args, **kwargs):
+        named = dict(zip(self.arg_names, args, strict=False))
+        for name, heuristic in self.values.items():
+            kwargs[name] = heuristic({**named, **kwargs})
+            taken = TRACKER.choices.heuristics.setdefault((_name(self), name), [])
+            if kwargs[name] not in taken:
+                taken.append(kwargs[name])
+        return self.fn.run(*args, **kwargs)
+
+    KernelInterface.__getitem__ = counted
+    Autotuner.run = tuned
+    Heuristics.run = specialised
+    _installed = True
+
+
+@contextlib.contextmanager
+def pinned(index: int | None) -> Iterator[None]:
+    """Every autotuner reached runs its ``index``-th config (None: as it tunes)."""
+    install()
+    saved, TRACKER.pin = TRACKER.pin, index
+    try:
+        yield
+    finally:
+        TRACKER.pin = saved
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Choices]:
+    """The autotuners and heuristic values the calls inside reach."""
+    install()
+    outer, TRACKER.choices = TRACKER.choices, Choices()
+    try:
+        yield TRACKER.choices
+    finally:
+        mine, TRACKER.choices = TRACKER.choices, outer
+        outer.absorb(mine)
+
+
+def launches() -> int:
+    """Triton launches so far in this process (``kernel[grid](...)``)."""
+    return TRACKER.launches
+
+
+def reached_lines(rows: list) -> list[str]:
+    """The run's summary of what the kernels chose: each heuristic's values over every row
+    (a boolean one that never took one side says so: no case reached that side), and the
+    configs whose verdicts failed rows."""
+    values: dict[str, list[str]] = {}
+    for row in rows:
+        for item in filter(None, (row.heuristics or "").split(", ")):
+            name, _, taken = item.partition("=")
+            kept = values.setdefault(name, [])
+            kept += [v for v in taken.split("|") if v not in kept]
+    lines = []
+    if values:
+        parts = []
+        for name, taken in values.items():
+            text = f"{name} took {', '.join(taken)}"
+            if set(taken) < {"True", "False"}:
+                other = ({"True", "False"} - set(taken)).pop()
+                text += f" (never {other}: no case reached that side)"
+            parts.append(text)
+        lines.append(f"heuristics: {'; '.join(parts)}")
+    tuned = [row for row in rows if row.configs]
+    if tuned:
+        failing = {}
+        for row in tuned:
+            if row.config and row.status not in ("pass", "stale_sensitive", "refused"):
+                failing[row.config] = failing.get(row.config, 0) + 1
+        most = max(row.configs for row in tuned)
+        line = f"autotune: {len(tuned)} rows ran under up to {most} configs each"
+        if failing:
+            line += "; rows failing under " + "; ".join(
+                f"config {config} ({n})" for config, n in failing.items())
+        lines.append(line)
+    return lines
