@@ -87,6 +87,10 @@ def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
     in debug builds): a kernel adding a red-zone tag to an offset would fail on CPU and wrap on
     a GPU. Turning the check off for the call also makes the interpreter about a third faster.
     Restored afterwards, so other code sees triton's own setting.
+
+    ``torch.cuda.is_current_stream_capturing()`` answers False (a CPU build of torch raises):
+    a launcher that asks, as engines' do before validating on the host, runs as on a GPU (the
+    graph emulator answers True while it captures).
     """
     if not interpreted(device):
         yield
@@ -100,10 +104,13 @@ def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
     masked = {name: cls.__dict__[name] for name in _MASKED}
     for name, index in _MASKED.items():
         setattr(cls, name, _bool_mask(masked[name], index, interpreter.TensorHandle))
+    capturing = torch.cuda.is_current_stream_capturing
+    torch.cuda.is_current_stream_capturing = lambda: False
     try:
         yield
     finally:
         builder.options = saved
+        torch.cuda.is_current_stream_capturing = capturing
         for name, fn in masked.items():
             setattr(cls, name, fn)
 

@@ -7,6 +7,8 @@ tensor, an op whose output shape depends on data) raises HostReadDuringCapture n
 operation, as a GPU refuses it.
 
 The emulator (CPU) records, while the wrapper's Python runs once:
+- ``torch.cuda.is_current_stream_capturing()`` answers True, as on a GPU (a launcher that
+  validates its input on the host only outside capture does so here too).
 - every Triton launch: the kernel, its grid as evaluated then, its bound arguments (tensors by
   identity, scalars and constexprs by value). Kernels do not run during capture, as on a GPU.
 - every torch operation the wrapper runs (through a TorchDispatchMode). They run at capture too
@@ -201,11 +203,14 @@ class EmulatedGraph(Graph):
                 work.append(Launch(kernel, args, kwargs, _frozen_grid(kernel, grid, args, kwargs)))
 
         InterpretedFunction.run = record
+        capturing = torch.cuda.is_current_stream_capturing
+        torch.cuda.is_current_stream_capturing = lambda: True  # a launcher may ask, as on a GPU
         try:
             with refuse_host_reads(), _Recorder(work):
                 result = call()
         finally:
             InterpretedFunction.run = original
+            torch.cuda.is_current_stream_capturing = capturing
         return result
 
     def replay(self, sync: bool = True) -> None:

@@ -4,6 +4,8 @@ call signatures and conventions, passed to diffcheck as they are (``--impl file.
 - vLLM ``triton_convert_req_index_to_global_index``: returns a new [T, K] tensor (and the valid
   counts when asked), no out=, no fill (-1), asserts req_id and token_indices agree and
   ``NUM_TOPK_TOKENS % BLOCK_N == 0``.
+- ``vllm_convert_checked``: vLLM's call whose launcher raises on request ids outside the
+  table (``refused`` on such stale cases).
 - TensorRT-LLM's variant: BLOCK_SIZE required, ``stride_factor`` and ``layer_id``, a negative
   block id reads as -1.
 - LMDeploy-style: ``block_size``, writes a caller's ``out=`` [T, K], takes K from the shape.
@@ -75,6 +77,24 @@ def vllm_convert(req_id, block_table, token_indices, BLOCK_SIZE=64, BLOCK_STRIDE
     counts = _paged(req_id, block_table, token_indices, BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N,
                     out, BLOCK_STRIDE_ROWS or BLOCK_SIZE, counts=return_valid_counts)
     return (out, counts) if return_valid_counts else out
+
+
+def vllm_convert_checked(req_id, block_table, token_indices, BLOCK_SIZE=64,
+                         BLOCK_STRIDE_ROWS=None, NUM_TOPK_TOKENS=2048, BLOCK_N=128):
+    """vLLM's call, with a launcher that checks its request ids on the host (outside graph
+    capture, where a host read is allowed) and raises on one outside the table, before
+    launching anything: what a careful launcher does with malformed metadata."""
+    assert req_id.shape[0] == token_indices.shape[0], "req_id and token_indices disagree"
+    if not torch.cuda.is_current_stream_capturing() and req_id.numel():
+        low, high = int(req_id.min()), int(req_id.max())
+        if low < 0 or high >= block_table.shape[0]:
+            raise ValueError(f"request ids {low}..{high} outside the block table's "
+                             f"{block_table.shape[0]} rows")
+    token_indices = token_indices.contiguous()
+    out = torch.empty_like(token_indices)
+    _paged(req_id, block_table, token_indices, BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out,
+           BLOCK_STRIDE_ROWS or BLOCK_SIZE)
+    return out
 
 
 def trtllm_convert(req_id, block_table, token_indices, BLOCK_SIZE, NUM_TOPK_TOKENS=2048,
