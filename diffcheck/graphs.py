@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -157,9 +159,11 @@ def _boolean_mask_index(name: str, args: tuple) -> bool:
 class _Recorder(TorchDispatchMode):
     """Records each aten op run while capturing; refuses the ones that read on the host."""
 
-    def __init__(self, work: list) -> None:
+    def __init__(self, work: list, made: set[int]) -> None:
         super().__init__()
         self.work = work
+        #: storages the ops allocated (the graph's private pool)
+        self.made = made
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -174,6 +178,9 @@ class _Recorder(TorchDispatchMode):
                 f"torch.{name} reads device data on the host (or sizes its output by it) during "
                 "graph capture; a graph cannot hold a host synchronisation")
         result = func(*args, **kwargs)
+        for produced in (result if isinstance(result, (tuple, list)) else (result,)):
+            if isinstance(produced, torch.Tensor):
+                self.made.add(_storage(produced))
         schema = func._schema
         if schema.is_mutable:
             how = "mutating"
@@ -186,11 +193,110 @@ class _Recorder(TorchDispatchMode):
         return result
 
 
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole memory under ``tensor`` (its storage), as bytes."""
+    return torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(tensor.untyped_storage())
+
+
+def _changed(memory: torch.Tensor, size: int) -> int:
+    """Elements of ``size`` bytes of ``memory`` no longer all FREED_POISON."""
+    whole = memory[: memory.numel() // size * size].view(-1, size)
+    return int((whole != FREED_POISON).any(dim=1).sum())
+
+
+#: a byte no kernel writes by chance: memory freed since capture holds it at replay
+FREED_POISON = 0xA5
+
+
 @dataclass
+class Freed:
+    """A tensor a replay used that its launcher made before capture and no longer holds: on a
+    GPU its memory is free, and whatever is allocated there next is what the replay reads
+    and overwrites."""
+
+    what: str
+    #: elements the replay wrote into it
+    written: int = 0
+
+
+#: emulated graphs alive (what holds a tensor besides its launcher)
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@dataclass(eq=False)
 class EmulatedGraph(Graph):
     """Capture by recording (Triton launches and torch ops); replay re-runs the record."""
 
     work: list = field(default_factory=list)
+    #: storages allocated during capture (the graph's own pool)
+    made: set = field(default_factory=set)
+    #: after each replay: the tensors it used that were freed since capture
+    freed: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _LIVE.add(self)
+
+    def _held(self) -> Iterator[torch.Tensor]:
+        """Every tensor the record holds, once per reference (launch arguments, op arguments
+        and results)."""
+        for item in self.work:
+            values = (*item.args, *item.kwargs.values())
+            if isinstance(item, TorchOp):
+                values += (item.result,)
+            for value in values:
+                for t in (value if isinstance(value, (tuple, list)) else (value,)):
+                    if isinstance(t, torch.Tensor):
+                        yield t
+
+    def orphans(self) -> list[tuple[str, torch.Tensor]]:
+        """Launch arguments made before capture that only graphs still hold: their launcher
+        dropped them, so on a GPU their memory is free. A storage is orphaned when every
+        tensor over it is one the live graphs hold (or a view's base), and nobody else holds
+        those tensors: its use count and each tensor's reference count are all the graphs'."""
+        objects: dict[int, torch.Tensor] = {}
+        references: dict[int, int] = {}
+        by_storage: dict[int, set[int]] = {}
+        for graph in list(_LIVE):
+            for t in graph._held():
+                objects[id(t)] = t
+                references[id(t)] = references.get(id(t), 0) + 1
+                by_storage.setdefault(_storage(t), set()).add(id(t))
+        for key in list(objects):
+            base = objects[key]._base
+            if base is not None and id(base) not in objects:
+                objects[id(base)] = base
+                by_storage.setdefault(_storage(base), set()).add(id(base))
+        control = torch.empty(0)
+        objects[0] = control
+        baseline = sys.getrefcount(objects[0]) - 1  # as held here, less the name `control`
+
+        # measured before anything below takes a reference of its own
+        elsewhere = {key for key in objects
+                     if sys.getrefcount(objects[key]) - baseline > references.get(key, 0)}
+        found, seen = [], set()
+        for launch in self.launches():
+            names = inspect.signature(launch.kernel.fn).parameters
+            for name, value in (*zip(names, launch.args, strict=False),
+                                *launch.kwargs.items()):
+                if not isinstance(value, torch.Tensor) or value.device.type == "meta":
+                    continue
+                ptr = _storage(value)
+                if ptr in self.made or ptr in seen or ptr == 0:
+                    continue
+                seen.add(ptr)
+                ours = by_storage.get(ptr, set())
+                impls = torch._C._storage_Use_Count(value.untyped_storage()._cdata) - 1
+                if impls > len(ours) or ours & elsewhere:
+                    continue
+                kernel = getattr(launch.kernel.fn, "__name__", "a kernel")
+                found.append((f"argument {name} of {kernel} (a "
+                              f"{str(value.dtype).replace('torch.', '')} tensor made before "
+                              "capture, no longer held by its launcher)", value))
+        return found
 
     def capture(self, call: Callable[[], object]) -> object:
         from triton.runtime.interpreter import InterpretedFunction
@@ -206,16 +312,27 @@ class EmulatedGraph(Graph):
         capturing = torch.cuda.is_current_stream_capturing
         torch.cuda.is_current_stream_capturing = lambda: True  # a launcher may ask, as on a GPU
         try:
-            with refuse_host_reads(), _Recorder(work):
+            with refuse_host_reads(), _Recorder(work, self.made):
                 result = call()
         finally:
             InterpretedFunction.run = original
             torch.cuda.is_current_stream_capturing = capturing
         return result
 
+
     def replay(self, sync: bool = True) -> None:
+        """Re-run the record. A tensor freed since capture is filled with FREED_POISON first
+        (what reusing its memory leaves there), and what the replay wrote into it counted."""
         from triton.runtime.interpreter import InterpretedFunction
 
+        orphans = [(what, _bytes(tensor), tensor.element_size())
+                   for what, tensor in self.orphans()]
+        for _, memory, _ in orphans:
+            memory.fill_(FREED_POISON)
+        self._rerun(InterpretedFunction)
+        self.freed = [Freed(what, _changed(memory, size)) for what, memory, size in orphans]
+
+    def _rerun(self, InterpretedFunction) -> None:  # noqa: N803 - the class it launches with
         for item in self.work:
             if isinstance(item, Launch):
                 InterpretedFunction.run(item.kernel, *item.args, grid=item.grid, warmup=False,
@@ -236,6 +353,37 @@ def _copy_into(target: object, fresh: object) -> None:
     elif isinstance(target, (tuple, list)):
         for t, f in zip(target, fresh, strict=True):
             _copy_into(t, f)
+
+
+class PoisonedFreeMemory:
+    """The CUDA caching allocator's free blocks (of the default pool), taken and filled with
+    FREED_POISON, so that a replay using memory freed since capture reads poison there and
+    its writes show (``written``). Held until dropped; at most ``most`` bytes."""
+
+    def __init__(self, device: torch.device, most: int = 4 << 30) -> None:
+        self.blocks: list[torch.Tensor] = []
+        taken = 0
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        for segment in torch.cuda.memory_snapshot():
+            if segment.get("device", index) != index or \
+                    tuple(segment.get("segment_pool_id", (0, 0))) != (0, 0):
+                continue
+            for block in segment.get("blocks", ()):
+                size = int(block.get("size", 0))
+                if block.get("state") != "inactive" or size < 512 or taken + size > most:
+                    continue
+                memory = torch.empty(size, dtype=torch.uint8, device=device)
+                memory.fill_(FREED_POISON)
+                self.blocks.append(memory)
+                taken += size
+
+    def written(self) -> list[tuple[str, int]]:
+        """(address, bytes changed) of each poisoned block a replay wrote into."""
+        if not self.blocks:
+            return []
+        changed = torch.stack([(b != FREED_POISON).sum() for b in self.blocks]).tolist()
+        return [(f"{self.blocks[i].data_ptr():#x}, {self.blocks[i].numel()} bytes", n)
+                for i, n in enumerate(changed) if n]
 
 
 def new_graph(device: torch.device) -> Graph:

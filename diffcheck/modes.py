@@ -80,6 +80,8 @@ class Step:
     left_running: list = field(default_factory=list)
     #: the tensor the kernel returned as this step's output (None when it wrote out=)
     returned_tensor: torch.Tensor | None = None
+    #: replay: what the graph used that was freed since capture (what a divergence means)
+    kept: list[str] = field(default_factory=list)
 
 
 class Mode:
@@ -252,10 +254,78 @@ class Capture(_OneCallPerCase):
             _replayed(staged, graph, device, step, guard)
 
 
+#: path -> the most requests a case staged in this process had (diffcheck.runner notes
+#: each): the batch between capture and replay has more, so a launcher's cache regrows
+LARGEST: dict[str, int] = {}
+
+
+def requests_of(case: Case) -> int:
+    from diffcheck.paths import get_path
+
+    return get_path(case.path).counts(case.kernel_inputs())[0]
+
+
+def _disturbed(target: Scenario, stage: Stager, bind: Binder, device: torch.device,
+               setup: Step, guard: Callable):
+    """Between capture and replay, disturb what a graph does not own, as serving does: an
+    eager call on a larger batch (a launcher that grows a cached tensor or a workspace it
+    shares with eager calls reallocates it, freeing what the graph points at), then, on a
+    GPU, the allocator's free memory taken and poisoned (what the replay then reads and
+    writes there shows). The graph emulator poisons a freed tensor itself at replay
+    (diffcheck.graphs). Returns the poisoned memory to check after each replay."""
+    from diffcheck.fixtures.derived import larger_batch
+    from diffcheck.graphs import PoisonedFreeMemory
+
+    requests = max(LARGEST.get(target.path, 0), *(requests_of(s) for s in target.steps)) + 1
+    larger = larger_batch(target.steps[0], requests)
+    if larger is not None:
+        LARGEST[target.path] = requests
+        staged, probe = stage(larger), Step(larger)
+        _call_eagerly(staged, bind(staged), device, probe, guard,
+                      "the eager call on a larger batch between capture and replay")
+        setup.findings += probe.findings
+        if probe.error:
+            setup.notes.append(f"the eager call on a larger batch between capture and replay "
+                               f"raised: {probe.error}")
+        if probe.fault:
+            setup.fault, setup.ends_as = True, Status.FAULT
+            setup.error = f"the eager call on a larger batch between capture and replay: " \
+                          f"{probe.error}"
+            return None
+    return PoisonedFreeMemory(device) if device.type == "cuda" else None
+
+
+def _freed_memory_used(graph, poisoned, step: Step) -> None:
+    """After a replay: the tensors it used that were freed since capture (emulator), and what
+    it wrote into the poisoned free memory (GPU), as findings."""
+    for freed in getattr(graph, "freed", ()):
+        step.kept.append(freed.what)
+        if freed.written:
+            step.findings.append(Finding(
+                Status.OOB_WRITE, "freed memory", freed.written, 0,
+                f"{freed.what}: the replay wrote into it",
+                found_by="freed-memory"))
+        else:
+            step.notes.append(f"the graph points at memory freed since capture: {freed.what}")
+    if poisoned is not None:
+        for where, count in poisoned.written():
+            step.kept.append(f"memory freed since capture ({where})")
+            step.findings.append(Finding(
+                Status.OOB_WRITE, "freed memory", count, 0,
+                f"the replay wrote {count} bytes into memory freed since capture ({where}): "
+                "a tensor the graph points at was freed (a launcher's cached tensor or a "
+                "workspace shared with eager calls, reallocated)", found_by="freed-memory"))
+
+
 class Replay(Mode):
-    """Capture each graph size on its first step, then replay every later step."""
+    """Capture each graph size on its first step, then replay every later step (after an
+    eager call on a larger batch, and on a GPU the free memory poisoned, in between)."""
 
     name = "replay"
+    divergence_means = ("something the graph points at changed or was freed since capture "
+                        "(an eager call on a larger batch ran in between: a launcher's cached "
+                        "tensor, a workspace shared with eager calls), or host-side state the "
+                        "graph froze")
 
     def rows(self, target: Case | Scenario) -> list[Case]:
         if not isinstance(target, Scenario):
@@ -282,10 +352,13 @@ class Replay(Mode):
                 break
             graphs[size] = (staged, call, graph)
             earlier[size] = {"what it computed for the step it was captured on": warm}
+        poisoned = None
+        if graphs and not setup.error:
+            poisoned = _disturbed(target, stage, bind, device, setup, guard)
         for n, case in enumerate(target.steps[1:]):
             step, start = Step(case), time.perf_counter()
             if n == 0:
-                step.findings = setup.findings
+                step.findings, step.notes = setup.findings, setup.notes
             if setup.error:
                 step.error, step.fault = f"capture failed: {setup.error}", setup.fault
                 step.ends_as = setup.ends_as
@@ -294,6 +367,8 @@ class Replay(Mode):
             staged, call, graph = graphs[target.graph_size(case)]
             staged.load(case.inputs)  # what the engine copies (and leaves stale) this step
             _replayed(staged, graph, device, step, guard)
+            if not step.fault:
+                _freed_memory_used(graph, poisoned, step)
             done = _finish(step, staged, start)
             if step.fault:
                 yield done

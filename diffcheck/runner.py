@@ -31,7 +31,7 @@ from diffcheck.findings import Comparison, Finding
 from diffcheck.impls import Implementation
 from diffcheck.instrument import Instrumented
 from diffcheck.job import Job
-from diffcheck.modes import Step, second_look
+from diffcheck.modes import LARGEST, Step, requests_of, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow, make_row
@@ -297,6 +297,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
                        plan.filling, spec.names, tuple(t.role for t in spec.tensors), later)
+        LARGEST[case.path] = max(LARGEST.get(case.path, 0), requests_of(case))
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
@@ -581,8 +582,10 @@ class Judge:
                                           case.well_formed, late)
                 findings += [_during(f, label) for f in found]
             if step.eager_out is not None:
-                divergence = diverged(step.out, step.eager_out, locate, step.earlier_outs,
-                                      self.job.mode.divergence_means)
+                freed = "the graph uses memory freed since capture: " + "; ".join(step.kept)
+                divergence = diverged(step.out, step.eager_out, locate,
+                                      None if step.kept else step.earlier_outs,
+                                      freed if step.kept else self.job.mode.divergence_means)
                 findings += [_during(divergence, label)] if divergence else []
         if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
             findings += self.across_runs(i, case, locate, *expected["out"])

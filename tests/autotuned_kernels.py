@@ -158,3 +158,91 @@ def heuristic_decode_even_k_unmasked(qo_indptr, kv_indptr, page_kv_indptr, kv_in
     """Broken on the EVEN_K side only: whole tiles stored past a short row's region."""
     return _launch_heuristic(kv_indptr, page_kv_indptr, kv_indices, token_indices,
                              NUM_TOPK_TOKENS, out, fill, True)
+
+
+@triton.jit
+def _ordered_rows(order_ptr, kv_indptr_ptr, page_ptr, kv_indices_ptr, ti_ptr, out_ptr,
+                  num_requests, num_rows, num_kv, num_out, s0, s1, fill, K: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    # the request this program converts, from a table the launcher keeps (kept in range)
+    req = tl.load(order_ptr + tl.program_id(0))
+    req = tl.minimum(tl.maximum(req, 0), num_requests - 1)
+    _row(kv_indptr_ptr, page_ptr, kv_indices_ptr, ti_ptr, out_ptr, req, num_rows, num_kv,
+         num_out, s0, s1, fill, K, BLOCK_N, True, True)
+
+
+@triton.jit
+def _stage_starts(kv_indptr_ptr, page_ptr, scratch_ptr):
+    req = tl.program_id(0)
+    tl.store(scratch_ptr + 2 * req, tl.load(kv_indptr_ptr + req))
+    tl.store(scratch_ptr + 2 * req + 1, tl.load(page_ptr + req))
+
+
+@triton.jit
+def _from_scratch(scratch_ptr, kv_indptr_ptr, page_ptr, kv_indices_ptr, ti_ptr, out_ptr,
+                  num_rows, num_kv, num_out, s0, s1, fill, K: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    req = tl.program_id(0)
+    # the row's starts as staged by the first kernel; the ends from the metadata
+    kv_start = tl.load(scratch_ptr + 2 * req)
+    out_start = tl.load(scratch_ptr + 2 * req + 1)
+    lo, span, first, last = row_limits(kv_start, tl.load(kv_indptr_ptr + req + 1), num_kv,
+                                       out_start, tl.load(page_ptr + req + 1), num_out, K)
+    readable = tl.where(req < num_rows, last, 0)
+    for col0 in range(0, last, BLOCK_N):
+        cols = col0 + tl.arange(0, BLOCK_N)
+        pos = tl.load(ti_ptr + req.to(tl.int64) * s0 + cols * s1, mask=cols < readable,
+                      other=-1)
+        valid = (pos - lo).to(tl.uint32, bitcast=True) < span
+        slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=fill)
+        tl.store(out_ptr + out_start + cols, slot, mask=(cols >= first) & (cols < last))
+
+
+#: launcher state kept between calls: a request-order table and a staging scratch, each
+#: regrown (the old one dropped) when a larger batch comes
+_ORDER: dict = {}
+_SCRATCH: dict = {}
+
+
+def _grown(cache: dict, device, needed: int, make) -> torch.Tensor:
+    kept = cache.get(device)
+    if kept is None or kept.numel() < needed:
+        kept = cache[device] = make(max(needed, 1))
+    return kept
+
+
+def cached_columns_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """Keeps a request-order table made at warm-up (an arange), regrown for a larger batch:
+    a graph captured earlier still points at the old, freed one."""
+    num_requests = _requests(kv_indptr, page_kv_indptr)
+    if out is None:
+        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
+                          device=kv_indptr.device)
+    order = _grown(_ORDER, kv_indptr.device, num_requests, lambda n: torch.arange(
+        n, dtype=torch.int32, device=kv_indptr.device))
+    if num_requests > 0:
+        _ordered_rows[(num_requests,)](
+            order, kv_indptr, page_kv_indptr, kv_indices, token_indices, out, num_requests,
+            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
+            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
+    return out
+
+
+def shared_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """Stages each row's starts in one scratch buffer shared by every call, eager or
+    captured, regrown for a larger batch: a graph captured earlier writes into the old one."""
+    num_requests = _requests(kv_indptr, page_kv_indptr)
+    if out is None:
+        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
+                          device=kv_indptr.device)
+    scratch = _grown(_SCRATCH, kv_indptr.device, 2 * num_requests, lambda n: torch.empty(
+        n, dtype=torch.int32, device=kv_indptr.device))
+    if num_requests > 0:
+        _stage_starts[(num_requests,)](kv_indptr, page_kv_indptr, scratch)
+        _from_scratch[(num_requests,)](
+            scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
+            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
+    return out
