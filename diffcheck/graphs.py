@@ -30,6 +30,7 @@ wrapper made itself).
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import sys
 import weakref
@@ -193,6 +194,11 @@ class _Recorder(TorchDispatchMode):
         return result
 
 
+def _referred(tensor: torch.Tensor, ours: dict) -> bool:
+    """Something besides ``ours`` (and this frame) refers to ``tensor``."""
+    return any(r is not ours and not inspect.isframe(r) for r in gc.get_referrers(tensor))
+
+
 def _storage(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
@@ -274,9 +280,12 @@ class EmulatedGraph(Graph):
         objects[0] = control
         baseline = sys.getrefcount(objects[0]) - 1  # as held here, less the name `control`
 
-        # measured before anything below takes a reference of its own
-        elsewhere = {key for key in objects
-                     if sys.getrefcount(objects[key]) - baseline > references.get(key, 0)}
+        # measured before anything below takes a reference of its own; a view's base that
+        # no record holds may be kept alive by the view alone (its count then says nothing):
+        # whoever else holds it is found among the referrers
+        elsewhere = {key for key in objects if key in references and
+                     sys.getrefcount(objects[key]) - baseline > references[key]}
+        bases = [key for key in objects if key and key not in references]
         found, seen = [], set()
         for launch in self.launches():
             names = inspect.signature(launch.kernel.fn).parameters
@@ -290,7 +299,8 @@ class EmulatedGraph(Graph):
                 seen.add(ptr)
                 ours = by_storage.get(ptr, set())
                 impls = torch._C._storage_Use_Count(value.untyped_storage()._cdata) - 1
-                if impls > len(ours) or ours & elsewhere:
+                if impls > len(ours) or ours & elsewhere or any(
+                        _referred(objects[key], objects) for key in ours if key in bases):
                     continue
                 kernel = getattr(launch.kernel.fn, "__name__", "a kernel")
                 found.append((f"argument {name} of {kernel} (a "

@@ -349,33 +349,38 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     config that gave it. The heuristic values the calls took go in every row.
     """
     passes: list[list[Outcome]] = []
+    tuned: list[bool] = []
     with tuning.recording() as reached:
-        with tuning.pinned(0):
-            passes.append(_run_once(job, settings))
-        wanted = reached.configs()
-        if settings.configs:
-            wanted = min(wanted, settings.configs)
-        for index in range(1, wanted):
-            if any(o.lost_device() for o in passes[-1]):
-                break  # nothing more may touch the device
+        for index in range(1 << 30):
+            if index and (index >= reached.configs() or index == settings.configs or
+                          any(o.lost_device() for o in passes[-1])):
+                break  # every config run (or the device is gone)
+            before = tuning.tunings()
             with tuning.pinned(index):
                 passes.append(_run_once(job, settings))
-    return _worst_of_configs(passes, reached)
+            tuned.append(tuning.tunings() > before)
+    return _worst_of_configs(passes, tuned, reached)
 
 
-def _worst_of_configs(passes: list[list[Outcome]], reached: tuning.Choices) -> list[Outcome]:
-    """Row by row, the outcome of the config with the worst verdict (the first on a tie),
-    with the config named and the other configs' verdicts in its detail."""
+def _worst_of_configs(passes: list[list[Outcome]], tuned: list[bool],
+                      reached: tuning.Choices) -> list[Outcome]:
+    """Row by row, the outcome of the config with the worst verdict, with the config named
+    and the other configs' verdicts in its detail. On a tie, a pass that ran its config
+    alone wins over one where an autotuner also benchmarked every config (whose findings
+    may be another config's), then the first."""
     heuristics = reached.heuristics_text()
     count = reached.configs() if reached.autotuners else 0
     outcomes = []
     for i, first in enumerate(passes[0]):
         tried = [(n, run[i]) for n, run in enumerate(passes) if i < len(run)]
-        index, chosen = max(tried, key=lambda t: Status(t[1].row.status).severity)
+        index, chosen = max(tried, key=lambda t: (Status(t[1].row.status).severity,
+                                                   not tuned[t[0]], -t[0]))
         row = dataclasses.replace(chosen.row, heuristics=heuristics, configs=len(tried) * (
             count > 0))
         if count and (row.status != Status.PASS.value or index):
             row.config = f"{index + 1}/{count} {reached.config_text(index)}"
+            if tuned[index]:
+                row.config += " (tuning benchmarked every config in this run)"
             others = [f"config {n + 1}: {o.row.status}" for n, o in tried if n != index]
             if others and any(o.row.status != row.status for _, o in tried):
                 row.detail = f"{row.detail} | other configs: {', '.join(others)}"

@@ -64,6 +64,8 @@ class _Tracker:
 
     def __init__(self) -> None:
         self.launches = 0
+        #: times an autotuner tuned (benchmarked its configs) for a new key
+        self.tunings = 0
         self.pin: int | None = None
         self.choices = Choices()
 
@@ -146,9 +148,11 @@ def install() -> None:
         if TRACKER.pin is not None:
             self.cache = _PinnedPick(saved_cache, self.configs[min(TRACKER.pin,
                                                                    len(self.configs) - 1)])
+        known = len(saved_cache)
         try:
             return tune(self, *args, **kwargs)
         finally:
+            TRACKER.tunings += len(saved_cache) > known
             self.cache = saved_cache
             if not own_bench:
                 self.__dict__.pop("do_bench", None)
@@ -189,6 +193,11 @@ def recording() -> Iterator[Choices]:
     finally:
         mine, TRACKER.choices = TRACKER.choices, outer
         outer.absorb(mine)
+
+
+def tunings() -> int:
+    """Times an autotuner benchmarked its configs so far in this process."""
+    return TRACKER.tunings
 
 
 def launches() -> int:
