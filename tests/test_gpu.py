@@ -426,3 +426,44 @@ def test_a_device_mutant_that_faults_the_device_is_named_and_saved(tmp_path):
     assert done.returncode == 1 and "(fault" in done.stdout, done.stdout + done.stderr[-3000:]
     saved = next(x for x in done.stdout.splitlines() if x.startswith("saved: "))
     assert re.search(r"-m\d+\.npz$", saved), saved
+
+
+TUNED = os.path.join(os.path.dirname(__file__), "autotuned_kernels.py")
+FAILS = {s.value for s in Status if s.severity >= Status.DIVERGENCE.severity}
+
+
+def _tuned_run(tmp_path, name: str, *suites: str):
+    report = tmp_path / f"{name}.csv"
+    picked = [a for s in suites for a in ("--suite", s)]
+    done = run_cli("compare", "--device", "cuda", "--impl", f"{TUNED}:{name}", "--path",
+                   "decode", *picked, "--report", report)
+    keep(report, f"engines2-{name}.csv")
+    return done, pd.read_csv(report, keep_default_na=False)
+
+
+@pytest.mark.parametrize("name", ["tuned_decode", "tuned_decode_own_bench", "heuristic_decode",
+                                  "cached_columns_decode", "shared_scratch_decode"])
+def test_issue25_kernels_on_the_gpu(tmp_path, name):
+    """Correct autotuned and heuristic kernels pass smoke, stale and replay on the GPU under
+    every config; the two launchers whose graphs keep freed memory pass eager and capture
+    and are caught in replay (the free memory poisoned after an eager call on a larger
+    batch)."""
+    done, df = _tuned_run(tmp_path, name, "smoke", "stale", "replay")
+    failing = df[df["status"].isin(FAILS | {"error"})]
+    if name in ("cached_columns_decode", "shared_scratch_decode"):
+        assert done.returncode == 1, done.stderr + done.stdout
+        assert set(failing["mode"]) == {"replay"}, failing[["case_id", "mode", "status"]]
+        print(name, failing[["status", "finding"]].head(3).to_string())
+    else:
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert failing.empty, failing[["case_id", "mode", "status", "finding"]]
+        if name.startswith("tuned"):
+            assert set(df["configs"]) == {2}
+
+
+def test_a_bug_in_one_autotune_config_is_caught_and_named_on_the_gpu(tmp_path):
+    done, df = _tuned_run(tmp_path, "tuned_decode_second_config_unmasked", "smoke", "replay")
+    assert done.returncode == 1, done.stderr + done.stdout
+    caught = df[df["status"] == "oob_read"]
+    assert set(caught["mode"]) == {"eager", "capture", "replay"}
+    assert caught["config"].str.startswith("2/2 _tuned_body: BLOCK_N=256").all()
