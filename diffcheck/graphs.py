@@ -370,7 +370,7 @@ class PoisonedFreeMemory:
     FREED_POISON, so that a replay using memory freed since capture reads poison there and
     its writes show (``written``). Held until dropped; at most ``most`` bytes."""
 
-    def __init__(self, device: torch.device, most: int = 4 << 30) -> None:
+    def __init__(self, device: torch.device, most: int = 1 << 30) -> None:
         self.blocks: list[torch.Tensor] = []
         taken = 0
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -391,7 +391,10 @@ class PoisonedFreeMemory:
         """(address, bytes changed) of each poisoned block a replay wrote into."""
         if not self.blocks:
             return []
-        changed = torch.stack([(b != FREED_POISON).sum() for b in self.blocks]).tolist()
+        changed = []
+        for block in self.blocks:  # one block's comparison alive at a time
+            changed.append((block != FREED_POISON).sum())
+        changed = torch.stack(changed).tolist()
         return [(f"{self.blocks[i].data_ptr():#x}, {self.blocks[i].numel()} bytes", n)
                 for i, n in enumerate(changed) if n]
 

@@ -5,12 +5,14 @@ lives in one config, or on one side of a heuristic, passes whatever the first ca
 pick. So while diffcheck runs, every ``Autotuner`` and ``Heuristics`` a call reaches is seen:
 
 - **Autotune.** A row runs once per config (``--configs``): every autotuner reached is pinned
-  to its i-th config (its last when it has fewer). The autotuner still tunes as it would (its
+  to its i-th config among those its ``prune_configs_by`` keeps for the call (its last when
+  it has fewer). The autotuner still tunes as it would (its
   benchmark runs are part of the call and judged: writes into inputs, outputs left
   accumulated), then its pick is overridden by the pinned config. Triton's own benchmarker is
   replaced by one timed call (the pick is pinned, so timings do not matter; on the CPU there
-  is no driver to time with); a ``do_bench`` the kernel brings is kept. Tuning happens on the
-  first call of each key, which diffcheck makes eagerly before any capture, as engines do.
+  is no driver to time with); so is a ``do_bench`` the kernel brings (bounded time).
+  Tuning happens on the first call of each key, which diffcheck makes eagerly before any
+  capture, as engines do.
 - **Heuristics.** The values each heuristic took are recorded per call, for the row and the
   run's summary (which values were reached, and which a boolean heuristic never took).
 - **Launches.** Every ``kernel[grid](...)`` is counted: an implementation that raises before
@@ -37,6 +39,8 @@ class Choices:
     autotuners: dict[int, object] = field(default_factory=dict)
     #: (kernel, heuristic) -> the values it took, in the order first seen
     heuristics: dict[tuple[str, str], list] = field(default_factory=dict)
+    #: (autotuner id, pinned index) -> the config it ran (pruned configs left out)
+    used: dict[tuple[int, int], object] = field(default_factory=dict)
 
     def configs(self) -> int:
         """How many configs the most-tuned autotuner has (1 without autotuning)."""
@@ -44,8 +48,10 @@ class Choices:
 
     def config_text(self, index: int) -> str:
         """Which config each autotuner ran under when pinned to ``index``."""
-        return "; ".join(f"{_name(t)}: {_config(t.configs[min(index, len(t.configs) - 1)])}"
-                         for t in self.autotuners.values())
+        return "; ".join(
+            f"{_name(t)}: "
+            f"{_config(self.used.get((key, index), t.configs[min(index, len(t.configs) - 1)]))}"
+            for key, t in self.autotuners.items())
 
     def heuristics_text(self) -> str:
         """``kernel.NAME=value|value`` for each heuristic, as the calls took them."""
@@ -54,6 +60,7 @@ class Choices:
 
     def absorb(self, other: Choices) -> None:
         self.autotuners.update(other.autotuners)
+        self.used.update(other.used)
         for key, values in other.heuristics.items():
             kept = self.heuristics.setdefault(key, [])
             kept += [v for v in values if v not in kept]
@@ -90,6 +97,21 @@ def _config(config: object) -> str:
         if value is not None and not (option == "num_ctas" and value == 1):
             parts.append(f"{option}={value}")
     return ", ".join(parts)
+
+
+def _pick(tuner, args: tuple, kwargs: dict, index: int):
+    """The ``index``-th config among those the autotuner would consider for these arguments
+    (its ``prune_configs_by`` applied: a config it prunes for them never runs them)."""
+    configs = tuner.configs
+    saved = getattr(tuner, "nargs", None)
+    tuner.nargs = dict(zip(tuner.arg_names, args, strict=False))
+    try:
+        configs = list(tuner.prune_configs(kwargs)) or configs
+    except Exception:  # noqa: BLE001 - its own run raises the same, as the call's error
+        pass
+    finally:
+        tuner.nargs = saved
+    return configs[min(index, len(configs) - 1)]
 
 
 class _PinnedPick(dict):
@@ -142,19 +164,22 @@ def install() -> None:
         if len(self.configs) <= 1:
             return tune(self, *args, **kwargs)
         saved_cache = self.cache
-        own_bench = getattr(self, "_do_bench", None) is not None
-        if not own_bench:
-            self.__dict__["do_bench"] = _one_timed_call
+        had_bench = "do_bench" in self.__dict__
+        saved_bench = self.__dict__.get("do_bench")
+        self.__dict__["do_bench"] = _one_timed_call
         if TRACKER.pin is not None:
-            self.cache = _PinnedPick(saved_cache, self.configs[min(TRACKER.pin,
-                                                                   len(self.configs) - 1)])
+            config = _pick(self, args, kwargs, TRACKER.pin)
+            TRACKER.choices.used[(id(self), TRACKER.pin)] = config
+            self.cache = _PinnedPick(saved_cache, config)
         known = len(saved_cache)
         try:
             return tune(self, *args, **kwargs)
         finally:
             TRACKER.tunings += len(saved_cache) > known
             self.cache = saved_cache
-            if not own_bench:
+            if had_bench:
+                self.__dict__["do_bench"] = saved_bench
+            else:
                 self.__dict__.pop("do_bench", None)
 
     def specialised(self, *args, **kwargs):
@@ -166,10 +191,35 @@ def install() -> None:
                 taken.append(kwargs[name])
         return self.fn.run(*args, **kwargs)
 
+    for cls in _launchers():
+        cls.run = _counting(cls.run)
     KernelInterface.__getitem__ = counted
     Autotuner.run = tuned
     Heuristics.run = specialised
     _installed = True
+
+
+def _launchers() -> list[type]:
+    """The classes whose ``run`` launches a kernel (``kernel.run(...)`` called directly)."""
+    from triton.runtime.jit import JITFunction
+
+    classes: list[type] = [JITFunction]
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        classes.append(InterpretedFunction)
+    except ImportError:
+        pass
+    return classes
+
+
+def _counting(run):
+    def launched(self, *args, **kwargs):
+        if not kwargs.get("warmup"):
+            TRACKER.launches += 1
+        return run(self, *args, **kwargs)
+
+    return launched
 
 
 @contextlib.contextmanager
