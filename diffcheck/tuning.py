@@ -114,6 +114,15 @@ def _pick(tuner, args: tuple, kwargs: dict, index: int):
     return configs[min(index, len(configs) - 1)]
 
 
+def _capturing() -> bool:
+    import torch
+
+    try:
+        return bool(torch.cuda.is_current_stream_capturing())
+    except Exception:  # noqa: BLE001 - a CPU build of torch outside the graph emulator
+        return False
+
+
 class _PinnedPick(dict):
     """An autotuner's cache whose every lookup answers the pinned config (what it tuned is
     still stored, so a later key tunes as it would)."""
@@ -173,7 +182,7 @@ def install() -> None:
             self.cache = _PinnedPick(saved_cache, config)
         known = len(saved_cache)
         try:
-            return tune(self, *args, **kwargs)
+            result = tune(self, *args, **kwargs)
         finally:
             TRACKER.tunings += len(saved_cache) > known
             self.cache = saved_cache
@@ -181,6 +190,12 @@ def install() -> None:
                 self.__dict__["do_bench"] = saved_bench
             else:
                 self.__dict__.pop("do_bench", None)
+        if len(saved_cache) > known and _capturing():
+            raise RuntimeError(
+                f"{_name(self)} autotuned during graph capture (a key no earlier call had): "
+                "its benchmark runs cannot be captured (a GPU refuses the synchronisation); "
+                "tune before capture, with a warm-up call of the same key")
+        return result
 
     def specialised(self, *args, **kwargs):
         named = dict(zip(self.arg_names, args, strict=False))

@@ -246,3 +246,16 @@ def shared_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, toke
             token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
             token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
     return out
+
+
+def tuned_decode_keyed_on_graph_size(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                     token_indices, NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """Correct kernel, wrong launcher: its autotune key (the number of rows) differs at
+    capture from its warm-up (a warm-up on a smaller view of the batch), so it tunes inside
+    the capture."""
+    if torch.cuda.is_current_stream_capturing():
+        token_indices = token_indices  # the whole batch
+    else:
+        token_indices = token_indices[: max(token_indices.shape[0] - 1, 0)]
+    return _launch_tuned(_tuned_kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                         NUM_TOPK_TOKENS, out, fill)

@@ -202,3 +202,11 @@ def test_configs_option_is_parsed_with_a_clear_error():
 def test_refused_is_reported_but_does_not_fail_by_default():
     assert Status.REFUSED not in DEFAULT_FAIL_ON
     assert Status.STALE_SENSITIVE.severity > Status.REFUSED.severity > Status.PASS.severity
+
+
+def test_autotuning_inside_a_capture_is_an_error_that_says_so(tmp_path):
+    result, df = default_run(tmp_path, f"{TUNED}:tuned_decode_keyed_on_graph_size", "decode",
+                             "--suite", "smoke", "--mode", "capture")
+    assert result.exit_code == ExitCode.FAILURES, result.output
+    tuned_in_capture = df[df["finding"].str.contains("autotuned during graph capture")]
+    assert len(tuned_in_capture) and set(tuned_in_capture["status"]) == {"error"}
