@@ -184,7 +184,7 @@ def compare(
     fail_on: Annotated[
         str,
         typer.Option(help="Comma-separated statuses that fail the run (exit 1).",
-                     show_default="mismatch and everything more severe"),
+                     show_default="divergence and everything more severe"),
     ] = "",
     interpreter_check: Annotated[
         bool,
@@ -384,7 +384,7 @@ def fuzz(
     fail_on: Annotated[
         str,
         typer.Option(help="Comma-separated statuses that count as a failure.",
-                     show_default="mismatch and everything more severe"),
+                     show_default="divergence and everything more severe"),
     ] = "",
     interpreter_check: Annotated[
         bool, typer.Option(help="On CPU, bounds-check every load and store (the sandbox).")

@@ -49,8 +49,12 @@ def test_correct_autotuned_kernel_passes_stale_and_replay_suites_under_both_conf
     assert "autotune:" in result.output
 
 
-def test_a_bug_in_the_second_config_only_is_caught_and_that_config_named(tmp_path):
-    result, df = default_run(tmp_path, f"{TUNED}:tuned_decode_second_config_unmasked")
+@pytest.mark.parametrize("suites", [
+    pytest.param(("--suite", "smoke", "--suite", "replay"), id="smoke-replay"),
+    pytest.param((), id="default", marks=pytest.mark.slow)])
+def test_a_bug_in_the_second_config_only_is_caught_and_that_config_named(suites, tmp_path):
+    result, df = default_run(tmp_path, f"{TUNED}:tuned_decode_second_config_unmasked",
+                             "decode", *suites)
     assert result.exit_code == ExitCode.FAILURES, result.output
     caught = df[df["status"] == "oob_read"]
     assert set(caught["mode"]) == {"eager", "capture", "replay"}
@@ -59,6 +63,8 @@ def test_a_bug_in_the_second_config_only_is_caught_and_that_config_named(tmp_pat
     # the unmasked gather reads around kv_indices (a stale row may land elsewhere)
     assert caught[caught["well_formed"]]["first_oob_read"].str.startswith("kv_indices[").all()
     assert "rows failing under config 2/2" in result.output
+    if not suites:
+        return
     # with the first config only, the autotuner's own tuning still runs the second once
     # (as it does in production), and the row says so
     first, df1 = default_run(tmp_path, f"{TUNED}:tuned_decode_second_config_unmasked",
@@ -70,8 +76,12 @@ def test_a_bug_in_the_second_config_only_is_caught_and_that_config_named(tmp_pat
     assert named.str.endswith("(tuning benchmarked every config in this run)").all()
 
 
-def test_a_heuristic_fast_path_wrong_only_when_k_is_a_multiple_of_its_tile(tmp_path):
-    result, df = default_run(tmp_path, f"{TUNED}:heuristic_decode_even_k_unmasked")
+@pytest.mark.parametrize("suites", [
+    pytest.param(("--suite", "domain", "--mode", "eager"), id="domain-eager"),
+    pytest.param((), id="default", marks=pytest.mark.slow)])
+def test_a_heuristic_fast_path_wrong_only_when_k_is_a_multiple_of_its_tile(suites, tmp_path):
+    result, df = default_run(tmp_path, f"{TUNED}:heuristic_decode_even_k_unmasked", "decode",
+                             *suites)
     assert result.exit_code == ExitCode.FAILURES, result.output
     bad = df[df["status"].isin(FAILING)]
     assert len(bad) and (bad["k"] % 128 == 0).all()  # only where EVEN_K holds
