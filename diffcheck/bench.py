@@ -267,9 +267,11 @@ def _captured(call: Callable[[], object], launches: int, device: torch.device,
         backend.synchronize(device)
         graph = new_graph(device)
         graph.capture(lambda: [call() for _ in range(launches)])
+    # the replay holds ``call`` (and the tensors it launches with): a graph keeps raw
+    # pointers only, so what it points at must outlive it
     if instrumented is not None and device.type != "cuda":  # the emulator re-runs launches
-        return lambda: _replayed_instrumented(graph, instrumented, device)
-    return lambda: graph.replay(sync=False)
+        return lambda: (_replayed_instrumented(graph, instrumented, device), call)
+    return lambda: (graph.replay(sync=False), call)
 
 
 def _replayed_instrumented(graph, staged, device: torch.device) -> None:
@@ -288,10 +290,10 @@ def _floors(case: Case, staged, device: torch.device,
     gather, empty = _floor_kernels()
     spec = get_path(case.path)
     rows_of_case = spec.counts(case.kernel_inputs())[1]
-    sink = torch.empty(max(rows_of_case, 1), dtype=torch.int32, device=device)
+    launched = torch.empty(max(rows_of_case, 1), dtype=torch.int32, device=device)
 
     def empty_launch():
-        empty[(max(rows_of_case, 1),)](sink)
+        empty[(max(rows_of_case, 1),)](launched)
 
     floors = [(FLOOR_LAUNCH, empty_launch)]
     if spec.gathered is not None:

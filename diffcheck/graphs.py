@@ -87,6 +87,21 @@ def refuse_host_reads() -> Iterator[None]:
                 setattr(torch.Tensor, name, method)
 
 
+@contextlib.contextmanager
+def capturing_answers(answer: bool) -> Iterator[None]:
+    """``torch.cuda.is_current_stream_capturing()`` answers ``answer``, under whatever name a
+    launcher imported it (the function reads a module global, patched here): a CPU build of
+    torch raises otherwise."""
+    from torch.cuda import graphs
+
+    saved = graphs._cuda_isCurrentStreamCapturing
+    graphs._cuda_isCurrentStreamCapturing = lambda: answer
+    try:
+        yield
+    finally:
+        graphs._cuda_isCurrentStreamCapturing = saved
+
+
 class Graph:
     """One captured call; ``replay`` re-issues it (and waits for it unless ``sync=False``)."""
 
@@ -179,9 +194,6 @@ class _Recorder(TorchDispatchMode):
                 f"torch.{name} reads device data on the host (or sizes its output by it) during "
                 "graph capture; a graph cannot hold a host synchronisation")
         result = func(*args, **kwargs)
-        for produced in (result if isinstance(result, (tuple, list)) else (result,)):
-            if isinstance(produced, torch.Tensor):
-                self.made.add(_storage(produced))
         schema = func._schema
         if schema.is_mutable:
             how = "mutating"
@@ -189,9 +201,33 @@ class _Recorder(TorchDispatchMode):
             how = "view"
         else:
             how = "functional"
+        if how == "functional":  # a fresh allocation (a view or an in-place op's is not)
+            for produced in (result if isinstance(result, (tuple, list)) else (result,)):
+                if isinstance(produced, torch.Tensor):
+                    self.made.add(_storage(produced))
         if how != "view" and not name.startswith("empty"):
             self.work.append(TorchOp(func, args, kwargs, result, how))
         return result
+
+
+def _held_by_graphs() -> tuple[dict[int, torch.Tensor], dict[int, int], dict[int, set[int]]]:
+    """Every tensor the live graphs hold (and each view's base), by id; how many references
+    the graphs hold to each; the ids over each storage. (A function of its own: no loop
+    variable of it outlives it, holding a reference of its own.)"""
+    objects: dict[int, torch.Tensor] = {}
+    references: dict[int, int] = {}
+    by_storage: dict[int, set[int]] = {}
+    for graph in list(_LIVE):
+        for t in graph._held():
+            objects[id(t)] = t
+            references[id(t)] = references.get(id(t), 0) + 1
+            by_storage.setdefault(_storage(t), set()).add(id(t))
+    for key in list(objects):
+        base = objects[key]._base
+        if base is not None and id(base) not in objects:
+            objects[id(base)] = base
+            by_storage.setdefault(_storage(base), set()).add(id(base))
+    return objects, references, by_storage
 
 
 def _referred(tensor: torch.Tensor, ours: dict) -> bool:
@@ -242,6 +278,9 @@ class EmulatedGraph(Graph):
     made: set = field(default_factory=set)
     #: after each replay: the tensors it used that were freed since capture
     freed: list = field(default_factory=list)
+    #: poison what only graphs still hold before each replay (diffcheck's judged runs; a
+    #: graph of diffcheck's own, such as bench's, is left as it is)
+    check_freed: bool = False
 
     def __post_init__(self) -> None:
         _LIVE.add(self)
@@ -258,24 +297,20 @@ class EmulatedGraph(Graph):
                     if isinstance(t, torch.Tensor):
                         yield t
 
+    def foreign(self, owned: set[int]) -> bool:
+        """Some launch argument is neither one of ``owned`` (storages: diffcheck's buffers)
+        nor allocated during capture: a tensor its launcher keeps, which could be freed."""
+        return any(isinstance(v, torch.Tensor) and _storage(v) not in owned and
+                   _storage(v) not in self.made
+                   for launch in self.launches()
+                   for v in (*launch.args, *launch.kwargs.values()))
+
     def orphans(self) -> list[tuple[str, torch.Tensor]]:
         """Launch arguments made before capture that only graphs still hold: their launcher
         dropped them, so on a GPU their memory is free. A storage is orphaned when every
         tensor over it is one the live graphs hold (or a view's base), and nobody else holds
         those tensors: its use count and each tensor's reference count are all the graphs'."""
-        objects: dict[int, torch.Tensor] = {}
-        references: dict[int, int] = {}
-        by_storage: dict[int, set[int]] = {}
-        for graph in list(_LIVE):
-            for t in graph._held():
-                objects[id(t)] = t
-                references[id(t)] = references.get(id(t), 0) + 1
-                by_storage.setdefault(_storage(t), set()).add(id(t))
-        for key in list(objects):
-            base = objects[key]._base
-            if base is not None and id(base) not in objects:
-                objects[id(base)] = base
-                by_storage.setdefault(_storage(base), set()).add(id(base))
+        objects, references, by_storage = _held_by_graphs()
         control = torch.empty(0)
         objects[0] = control
         baseline = sys.getrefcount(objects[0]) - 1  # as held here, less the name `control`
@@ -319,14 +354,11 @@ class EmulatedGraph(Graph):
                 work.append(Launch(kernel, args, kwargs, _frozen_grid(kernel, grid, args, kwargs)))
 
         InterpretedFunction.run = record
-        capturing = torch.cuda.is_current_stream_capturing
-        torch.cuda.is_current_stream_capturing = lambda: True  # a launcher may ask, as on a GPU
         try:
-            with refuse_host_reads(), _Recorder(work, self.made):
+            with refuse_host_reads(), _Recorder(work, self.made), capturing_answers(True):
                 result = call()
         finally:
             InterpretedFunction.run = original
-            torch.cuda.is_current_stream_capturing = capturing
         return result
 
 
@@ -336,7 +368,7 @@ class EmulatedGraph(Graph):
         from triton.runtime.interpreter import InterpretedFunction
 
         orphans = [(what, _bytes(tensor), tensor.element_size())
-                   for what, tensor in self.orphans()]
+                   for what, tensor in (self.orphans() if self.check_freed else ())]
         for _, memory, _ in orphans:
             memory.fill_(FREED_POISON)
         self._rerun(InterpretedFunction)
@@ -399,5 +431,8 @@ class PoisonedFreeMemory:
                 for i, n in enumerate(changed) if n]
 
 
-def new_graph(device: torch.device) -> Graph:
-    return CudaGraph(device) if device.type == "cuda" else EmulatedGraph()
+def new_graph(device: torch.device, check_freed: bool = False) -> Graph:
+    """A graph for ``device``; ``check_freed``: the emulator poisons, before each replay, what
+    only graphs still hold (a judged run)."""
+    return CudaGraph(device) if device.type == "cuda" else EmulatedGraph(
+        check_freed=check_freed)

@@ -82,6 +82,8 @@ class Step:
     returned_tensor: torch.Tensor | None = None
     #: replay: what the graph used that was freed since capture (what a divergence means)
     kept: list[str] = field(default_factory=list)
+    #: the error was the implementation's own raise or assert (not a failed operation)
+    explicit: bool = False
 
 
 class Mode:
@@ -117,7 +119,7 @@ def _checked(step: Step, staged: Staged, when: str, action: Callable[[], object]
     if step.fault:
         return done
     if (not done and eager and not step.case.well_formed and step.ends_as == Status.ERROR
-            and tuning.launches() == launched):
+            and step.explicit and tuning.launches() == launched):
         step.ends_as = Status.REFUSED
         step.error = f"refused the malformed input before launching anything: {step.error}"
     effects = process_state.changes(before, process_state.snapshot(device))
@@ -248,7 +250,7 @@ class Capture(_OneCallPerCase):
         # divergence.
         step.eager_out = _eager_output(staged, call, device, step, guard,
                                        "the warm-up call before capture")
-        graph = new_graph(device)
+        graph = new_graph(device, check_freed=True)
         if step.eager_out is not None and _captured(staged, graph, call, step, guard,
                                                     "capture"):
             _replayed(staged, graph, device, step, guard)
@@ -257,6 +259,8 @@ class Capture(_OneCallPerCase):
 #: path -> the most requests a case staged in this process had (diffcheck.runner notes
 #: each): the batch between capture and replay has more, so a launcher's cache regrows
 LARGEST: dict[str, int] = {}
+#: path -> larger batches called so far in this process (each one request larger)
+DISTURBANCES: dict[str, int] = {}
 
 
 def requests_of(case: Case) -> int:
@@ -276,17 +280,25 @@ def _disturbed(target: Scenario, stage: Stager, bind: Binder, device: torch.devi
     from diffcheck.fixtures.derived import larger_batch
     from diffcheck.graphs import PoisonedFreeMemory
 
-    requests = max(LARGEST.get(target.path, 0), *(requests_of(s) for s in target.steps)) + 1
+    # twice the most requests (or graph rows) the process has called the kernel with, and
+    # one more: past a cache sized to a batch seen, even one rounded up to a power of two;
+    # each later one a request larger than the one before, so that a cache sized exactly
+    # to the last such batch regrows again
+    most = max(LARGEST.get(target.path, 0), *target.sizes,
+               *(requests_of(s) for s in target.steps))
+    DISTURBANCES[target.path] = DISTURBANCES.get(target.path, 0) + 1
     try:
-        larger = larger_batch(target.steps[0], requests)
+        larger = larger_batch(target.steps[0], 2 * most + DISTURBANCES[target.path])
     except Exception as e:  # noqa: BLE001 - a path whose generator cannot: no such call
         setup.notes.append(f"no larger batch between capture and replay: {e}")
         larger = None
     if larger is not None:
-        LARGEST[target.path] = requests
+        seen = LARGEST.get(target.path, 0)
         staged, probe = stage(larger), Step(larger)
-        _call_eagerly(staged, bind(staged), device, probe, guard,
-                      "the eager call on a larger batch between capture and replay")
+        LARGEST[target.path] = seen  # a real batch's size, not this one's
+        with tuning.unrecorded():  # its heuristic values are not the rows' (never judged)
+            _call_eagerly(staged, bind(staged), device, probe, guard,
+                          "the eager call on a larger batch between capture and replay")
         setup.findings += probe.findings
         if probe.error:
             setup.notes.append(f"the eager call on a larger batch between capture and replay "
@@ -346,18 +358,28 @@ class Replay(Mode):
             first = next(s for s in target.steps if target.graph_size(s) == size)
             staged = stage(first)
             call = bind(staged)
-            graph = new_graph(device)
+            graph = new_graph(device, check_freed=True)
             warm = _eager_output(staged, call, device, setup, guard,
                                  f"the warm-up call before capturing the graph of {size}")
-            if warm is None:
+            if warm is None and setup.ends_as == Status.REFUSED:
+                # the launcher refused the stale capture batch when called eagerly: capture
+                # it all the same (a capture runs no host check), so the steps are judged
+                setup.notes.append(f"the warm-up before capturing the graph of {size} "
+                                   f"{setup.error}; captured without it")
+                setup.error, setup.ends_as = "", Status.ERROR
+            elif warm is None:
                 break
             if not _captured(staged, graph, call, setup, guard,
                              f"capturing the graph of {size}"):
                 break
             graphs[size] = (staged, call, graph)
-            earlier[size] = {"what it computed for the step it was captured on": warm}
+            earlier[size] = {} if warm is None else {
+                "what it computed for the step it was captured on": warm}
         poisoned = None
-        if graphs and not setup.error:
+        owned = {st.arena.untyped_storage().data_ptr() for st, _, _ in graphs.values()}
+        if graphs and not setup.error and (device.type != "cpu" or any(
+                g.foreign(owned) for _, _, g in graphs.values())):
+            # only a graph that points at a launcher's own tensors can keep a freed one
             poisoned = _disturbed(target, stage, bind, device, setup, guard)
         for n, case in enumerate(target.steps[1:]):
             step, start = Step(case), time.perf_counter()

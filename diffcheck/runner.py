@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import dis
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+import triton
 
 from diffcheck import backend, plausible, tags, tuning
 from diffcheck.buffers import FILLINGS, POISON, Staged, stage
@@ -263,6 +267,7 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
         # limit's or Ctrl-C's interruption included: those stay diffcheck's own
         if isinstance(e.__cause__, (KeyboardInterrupt, CaseTimeout)):
             raise e.__cause__ from None
+        step.explicit = not step.error and raised_explicitly(e)
         step.error = step.error or one_line(e)
         step.fault = step.fault or is_device_fault(e)
         if step.fault:
@@ -271,6 +276,26 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
     except BaseException as e:  # noqa: B036 - a kernel's own BaseException is its error
         step.error = step.error or one_line(e)
         return False
+
+
+#: packages whose own raise is not the implementation's refusal (a failed op inside them)
+_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, triton, np))
+
+
+def raised_explicitly(error: BaseException) -> bool:
+    """The implementation's own code raised it (a ``raise`` or ``assert`` outside torch,
+    Triton and numpy), not a failed operation (an index out of range, a device error): only
+    such an exception refuses a malformed case."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if code.co_filename.startswith(_LIBRARIES):  # torch._check(cond, msg) is a refusal
+        return code.co_name in ("_check", "_check_with", "_check_value", "_check_type",
+                                "_check_index")
+    return dis.opname[code.co_code[tb.tb_lasti]] in ("RAISE_VARARGS", "RERAISE")
 
 
 def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) -> list[Step]:
@@ -377,7 +402,7 @@ def _worst_of_configs(passes: list[list[Outcome]], tuned: list[bool],
                                                    not tuned[t[0]], -t[0]))
         row = dataclasses.replace(chosen.row, heuristics=heuristics, configs=len(tried) * (
             count > 0))
-        if count and (row.status != Status.PASS.value or index):
+        if count and row.status != Status.PASS.value:
             row.config = f"{index + 1}/{count} {reached.config_text(index)}"
             if tuned[index]:
                 row.config += " (tuning benchmarked every config in this run)"

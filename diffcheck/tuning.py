@@ -43,15 +43,19 @@ class Choices:
     used: dict[tuple[int, int], object] = field(default_factory=dict)
 
     def configs(self) -> int:
-        """How many configs the most-tuned autotuner has (1 without autotuning)."""
-        return max((len(t.configs) for t in self.autotuners.values()), default=1)
+        """How many configs the most-tuned autotuner has (1 without autotuning); under the
+        interpreter, configs that differ only in launch options (num_warps, num_stages, ...,
+        which it ignores) count once."""
+        return max((len(_distinct(t.configs)) for t in self.autotuners.values()), default=1)
 
     def config_text(self, index: int) -> str:
         """Which config each autotuner ran under when pinned to ``index``."""
-        return "; ".join(
-            f"{_name(t)}: "
-            f"{_config(self.used.get((key, index), t.configs[min(index, len(t.configs) - 1)]))}"
-            for key, t in self.autotuners.items())
+        parts = []
+        for key, t in self.autotuners.items():
+            configs = _distinct(t.configs)
+            config = self.used.get((key, index), configs[min(index, len(configs) - 1)])
+            parts.append(f"{_name(t)}: {_config(config)}")
+        return "; ".join(parts)
 
     def heuristics_text(self) -> str:
         """``kernel.NAME=value|value`` for each heuristic, as the calls took them."""
@@ -99,6 +103,23 @@ def _config(config: object) -> str:
     return ", ".join(parts)
 
 
+def _interpreted() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _distinct(configs: list) -> list:
+    """The configs that can behave differently here: all of them on a GPU; under the
+    interpreter, one per set of constants (it ignores every launch option)."""
+    if not _interpreted():
+        return list(configs)
+    kept: dict[str, object] = {}
+    for config in configs:
+        kept.setdefault(repr(sorted(getattr(config, "kwargs", {}).items())), config)
+    return list(kept.values())
+
+
 def _pick(tuner, args: tuple, kwargs: dict, index: int):
     """The ``index``-th config among those the autotuner would consider for these arguments
     (its ``prune_configs_by`` applied: a config it prunes for them never runs them)."""
@@ -111,6 +132,7 @@ def _pick(tuner, args: tuple, kwargs: dict, index: int):
         pass
     finally:
         tuner.nargs = saved
+    configs = _distinct(configs)
     return configs[min(index, len(configs) - 1)]
 
 
@@ -169,6 +191,8 @@ def install() -> None:
     tune = Autotuner.run
 
     def tuned(self, *args, **kwargs):
+        if TRACKER.pin is None:  # outside diffcheck's runs: the autotuner as it is
+            return tune(self, *args, **kwargs)
         TRACKER.choices.autotuners[id(self)] = self
         if len(self.configs) <= 1:
             return tune(self, *args, **kwargs)
@@ -176,10 +200,9 @@ def install() -> None:
         had_bench = "do_bench" in self.__dict__
         saved_bench = self.__dict__.get("do_bench")
         self.__dict__["do_bench"] = _one_timed_call
-        if TRACKER.pin is not None:
-            config = _pick(self, args, kwargs, TRACKER.pin)
-            TRACKER.choices.used[(id(self), TRACKER.pin)] = config
-            self.cache = _PinnedPick(saved_cache, config)
+        config = _pick(self, args, kwargs, TRACKER.pin)
+        TRACKER.choices.used[(id(self), TRACKER.pin)] = config
+        self.cache = _PinnedPick(saved_cache, config)
         known = len(saved_cache)
         try:
             result = tune(self, *args, **kwargs)
@@ -246,6 +269,18 @@ def pinned(index: int | None) -> Iterator[None]:
         yield
     finally:
         TRACKER.pin = saved
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Calls whose choices are not the rows' (diffcheck's own calls between capture and
+    replay): recorded apart and dropped."""
+    install()
+    outer, TRACKER.choices = TRACKER.choices, Choices()
+    try:
+        yield
+    finally:
+        TRACKER.choices = outer
 
 
 @contextlib.contextmanager

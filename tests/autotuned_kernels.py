@@ -259,3 +259,43 @@ def tuned_decode_keyed_on_graph_size(qo_indptr, kv_indptr, page_kv_indptr, kv_in
         token_indices = token_indices[: max(token_indices.shape[0] - 1, 0)]
     return _launch_tuned(_tuned_kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                          NUM_TOPK_TOKENS, out, fill)
+
+
+def cached_view_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                       NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """cached_columns_decode passing a view of its cached table (made in the call, over the
+    cached storage)."""
+    num_requests = _requests(kv_indptr, page_kv_indptr)
+    if out is None:
+        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
+                          device=kv_indptr.device)
+    order = _grown(_ORDER, (kv_indptr.device, "view"), num_requests, lambda n: torch.arange(
+        n, dtype=torch.int32, device=kv_indptr.device))
+    if num_requests > 0:
+        _ordered_rows[(num_requests,)](
+            order[:num_requests], kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            num_requests, token_indices.shape[0], kv_indices.numel(), out.numel(),
+            token_indices.stride(0), token_indices.stride(1), fill, K=NUM_TOPK_TOKENS,
+            BLOCK_N=128)
+    return out
+
+
+def zeroed_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """shared_scratch_decode clearing its scratch with a torch op before the launches (the
+    op is captured too), its capacity rounded up to a power of two."""
+    num_requests = _requests(kv_indptr, page_kv_indptr)
+    if out is None:
+        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
+                          device=kv_indptr.device)
+    need = 1 << max(2 * num_requests - 1, 0).bit_length()
+    scratch = _grown(_SCRATCH, (kv_indptr.device, "zeroed"), need, lambda n: torch.empty(
+        n, dtype=torch.int32, device=kv_indptr.device))
+    scratch.zero_()
+    if num_requests > 0:
+        _stage_starts[(num_requests,)](kv_indptr, page_kv_indptr, scratch)
+        _from_scratch[(num_requests,)](
+            scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
+            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
+    return out

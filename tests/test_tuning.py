@@ -101,16 +101,18 @@ def test_a_launcher_that_refuses_malformed_ids_is_refused_not_failed(tmp_path):
     result, df = default_run(tmp_path, f"{ENGINES}:vllm_convert_checked", "blocktable")
     assert result.exit_code == ExitCode.OK, result.output
     refused = df[df["status"] == "refused"]
-    # a malformed case, or a replay step of a graph whose capture step the launcher refused
-    said = refused["finding"].str.replace("capture failed: ", "")
+    said = refused["finding"]
     assert len(refused) and said.str.startswith(
         "refused the malformed input before launching anything: ").all()
     assert said.str.contains("ValueError: request ids").any()  # ids outside the table
     assert said.str.contains("AssertionError: req_id and token_indices disagree").any()
-    assert not refused[~refused["finding"].str.startswith("capture failed")]["well_formed"].any()
+    assert not refused["well_formed"].any()
+    # a graph captured on a batch its warm-up refused is captured all the same, and its
+    # steps judged
+    noted = df[df["detail"].str.contains("captured without it")]
+    assert len(noted) and set(noted["mode"]) == {"replay"}
     assert "error" not in set(df["status"])
-    well = df[df["well_formed"] & ~df["finding"].str.startswith("capture failed")]
-    assert (well["status"] == "pass").all()
+    assert (df[df["well_formed"]]["status"] == "pass").all()
 
 
 def _raises_after_launching(req_id, block_table, token_indices, BLOCK_SIZE=64,
@@ -125,23 +127,37 @@ def _always_raises(req_id, block_table, token_indices, BLOCK_SIZE=64, NUM_TOPK_T
     raise ValueError("never launches")
 
 
+def _indexes_on_the_host(req_id, block_table, token_indices, BLOCK_SIZE=64,
+                         NUM_TOPK_TOKENS=2048):
+    rows = block_table[req_id.long()]  # an unchecked gather: a device assert on a GPU
+    raise ValueError(f"unreachable for a bad id ({rows.shape})")
+
+
 def test_raising_on_a_well_formed_case_or_after_a_launch_stays_an_error(tmp_path):
     from conftest import make_impl, run_cases, suite_cases
 
     cases = suite_cases("blocktable", "smoke", "stale")
-    for fn, stale_status in ((_always_raises, "refused"), (_raises_after_launching, "error")):
+    for fn, stale_status in ((_always_raises, "refused"), (_raises_after_launching, "error"),
+                             (_indexes_on_the_host, None)):
         impl = make_impl(f"blocktable:{fn.__name__[1:]}", f"{__file__}:{fn.__name__}")
         rows = run_cases(impl, cases)
         assert {r.status for r in rows if r.well_formed} == {"error"}
         stale = {r.status for r in rows if not r.well_formed}
+        if stale_status is None:  # a failed operation is no refusal, even before a launch
+            assert "refused" not in stale and "error" in stale
+            continue
         assert stale_status in stale and not stale & ({"error", "refused"} - {stale_status})
 
 
-@pytest.mark.parametrize("name, caught", [
-    ("cached_columns_decode", {"mismatch", "divergence"}),
-    ("shared_scratch_decode", {"oob_write"}),
+@pytest.mark.parametrize("name, caught, every", [
+    ("cached_columns_decode", {"mismatch", "divergence"}, True),
+    ("cached_view_decode", {"mismatch", "divergence"}, True),
+    ("shared_scratch_decode", {"oob_write"}, True),
+    # its capacity rounded up to a power of two regrows on the worker's first larger batch
+    # only (README, "Graph modes"): some rows, and the run, fail
+    ("zeroed_scratch_decode", {"oob_write"}, False),
 ])
-def test_a_graph_that_keeps_memory_its_launcher_freed_is_caught_in_replay(name, caught,
+def test_a_graph_that_keeps_memory_its_launcher_freed_is_caught_in_replay(name, caught, every,
                                                                           tmp_path):
     result, df = default_run(tmp_path, f"{TUNED}:{name}", "decode", "--suite", "smoke",
                              "--suite", "replay")
@@ -149,10 +165,11 @@ def test_a_graph_that_keeps_memory_its_launcher_freed_is_caught_in_replay(name, 
     replay = df[df["mode"] == "replay"]
     assert set(replay["status"]) <= caught | {"pass"} and set(replay["status"]) & caught
     assert set(df[df["mode"] != "replay"]["status"]) == {"pass"}
-    assert replay["detail"].str.contains("made before capture, no longer held by its "
-                                         "launcher").all()
+    named = replay["detail"].str.contains("made before capture, no longer held by its launcher")
+    assert named.all() if every else named.any()
     if "oob_write" in caught:
-        assert (replay["oob_write_found_by"] == "freed-memory").all()
+        found = replay[replay["status"] == "oob_write"]["oob_write_found_by"]
+        assert len(found) and (found == "freed-memory").all()
 
 
 @pytest.mark.slow
@@ -161,6 +178,20 @@ def test_graph_kept_memory_is_caught_by_the_default_command(name, tmp_path):
     result, df = default_run(tmp_path, f"{TUNED}:{name}")
     assert result.exit_code == ExitCode.FAILURES, result.output
     assert set(df[df["status"].isin(FAILING)]["mode"]) == {"replay"}
+
+
+def test_an_orphan_is_found_whichever_argument_it_is():
+    source = torch.zeros(4, dtype=torch.int32)
+    for first in (True, False):
+        kept = {"t": torch.arange(4, dtype=torch.int32)}
+        graph = EmulatedGraph()
+        args = (kept["t"], source) if first else (source, kept["t"])
+        graph.work.append(_launch(*args))
+        del args
+        assert graph.orphans() == []
+        kept.clear()
+        found = graph.orphans()
+        assert len(found) == 1 and f"argument {'a' if first else 'b'} of _two" in found[0][0]
 
 
 def test_only_tensors_nobody_but_graphs_holds_are_orphans():
