@@ -40,7 +40,7 @@ from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow, make_row
 from diffcheck.sandbox import Bounds, Sandbox
-from diffcheck.status import Status
+from diffcheck.status import DEFAULT_FAIL_ON, Status
 
 
 def new_run_id() -> str:
@@ -402,7 +402,8 @@ def _worst_of_configs(passes: list[list[Outcome]], tuned: list[bool],
                                                    not tuned[t[0]], -t[0]))
         row = dataclasses.replace(chosen.row, heuristics=heuristics, configs=len(tried) * (
             count > 0))
-        if count and row.status != Status.PASS.value:
+        differ = len({o.row.status for _, o in tried}) > 1
+        if count and (differ or Status(row.status) in DEFAULT_FAIL_ON):
             row.config = f"{index + 1}/{count} {reached.config_text(index)}"
             if tuned[index]:
                 row.config += " (tuning benchmarked every config in this run)"
