@@ -18,6 +18,7 @@ import pandas as pd
 
 from diffcheck import backend, session
 from diffcheck import modes as mode_registry
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import UsageError
 from diffcheck.executors import check_fill_and_timeout, settings_for
 from diffcheck.report import frame
@@ -59,7 +60,7 @@ def check(
     seed: int = 0,
     cases: str | Sequence[str] = (),
     graph_size: int | None = None,
-    timeout: float = 60.0,
+    timeout: float = TIMEOUT,
     isolation: str = "auto",
     workers: int = 0,
     instrument: bool | None = None,

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import (
     DeviceError,
     DiffcheckError,
@@ -219,7 +220,7 @@ def compare(
         float,
         typer.Option(help="Seconds one case may take (all its fillings) before it ends as "
                      "`timeout` and the run goes on; 0 for no limit."),
-    ] = 60.0,
+    ] = TIMEOUT,
     isolation: Annotated[
         str,
         typer.Option(help="Where kernels run: process (worker processes, replaced after a "
@@ -406,7 +407,7 @@ def fuzz(
     ] = 0,
     timeout: Annotated[
         float, typer.Option(help="Seconds one case may take before it ends as `timeout`.")
-    ] = 60.0,
+    ] = TIMEOUT,
     isolation: Annotated[
         str, typer.Option(help="process (one worker process, replaced after a fault) or none.")
     ] = "auto",
@@ -541,7 +542,7 @@ def fuzz(
     if not interpreter_check:
         words.append("--no-interpreter-check")
     words += [*(["--fillings", str(fillings)] if fillings else []),
-              *(["--timeout", f"{timeout:g}"] if timeout != 60.0 else []),
+              *(["--timeout", f"{timeout:g}"] if timeout != TIMEOUT else []),
               *(["--fail-on", fail_on] if fail_on else []),
               *(["--isolation", isolation] if isolation != "auto" else [])]
     typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "

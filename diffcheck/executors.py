@@ -22,6 +22,7 @@ from multiprocessing.connection import wait
 import torch
 
 from diffcheck import backend
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
@@ -78,7 +79,7 @@ def parse_configs(text: str) -> int:
 def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
-    timeout: float = 60.0, isolation: str = "auto", workers: int = 0,
+    timeout: float = TIMEOUT, isolation: str = "auto", workers: int = 0,
     instrument: bool | None = None, configs: str = "all",
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here

@@ -30,12 +30,14 @@ from typing import Any
 
 import pytest
 
+from diffcheck.defaults import TIMEOUT
+
 MARKER = "diffcheck"
 #: keyword arguments the marker (and kernel_test) take, with their defaults
 OPTIONS: dict[str, Any] = {
     "impl": None, "path": None, "suites": None, "modes": "all", "cases": (),
     "case": (), "device": "auto", "invalid_fill": None, "seed": 0, "graph_size": None,
-    "timeout": 60.0, "isolation": "auto", "workers": 0, "fail_on": None,
+    "timeout": TIMEOUT, "isolation": "auto", "workers": 0, "fail_on": None,
 }
 
 

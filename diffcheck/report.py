@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import UsageError
 from diffcheck.files import replacing
 from diffcheck.findings import Comparison, describe
@@ -168,7 +169,7 @@ def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
         words.append("--instrument" if settings.instrument else "--no-instrument")
     if settings.fillings != default_fillings(settings.device, settings.interpreter_check):
         words += ["--fillings", str(settings.fillings)]
-    if settings.timeout != 60.0:
+    if settings.timeout != TIMEOUT:
         words += ["--timeout", f"{settings.timeout:g}"]
     return shlex.join(words)
 _NULLABLE_INT = ("first_expected", "first_actual")

@@ -30,6 +30,7 @@ from diffcheck.compare import (
     diverged,
     nondeterministic,
 )
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import CaseTimeout, UsageError
 from diffcheck.findings import Comparison, Finding
 from diffcheck.impls import Implementation
@@ -66,7 +67,7 @@ class RunSettings:
     #: and the two plausible fillings; 0: the device's default, see default_fillings)
     fillings: int = 0
     #: seconds one job may take (all its fillings) before it ends as `timeout`; 0: no limit
-    timeout: float = 60.0
+    timeout: float = TIMEOUT
     #: where jobs run: "none" (this process) or "process" (a worker that may die)
     isolation: str = "none"
     #: worker processes side by side (isolation "process")
