@@ -138,8 +138,9 @@ def compare(
     ] = None,
     suite: Annotated[
         list[str] | None,
-        typer.Option(help="Named suite (repeatable); default smoke, stale, replay and glm52 "
-                     "unless --cases is given."),
+        typer.Option(help="Named suite (repeatable; `diffcheck list suites` lists them); "
+                     "default smoke, domain, domain-replay, stale, replay and glm52, and "
+                     "production-domain on a GPU, unless --cases is given."),
     ] = None,
     case_paths: Annotated[
         list[Path] | None,

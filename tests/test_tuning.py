@@ -252,3 +252,12 @@ def test_autotuning_inside_a_capture_is_an_error_that_says_so(tmp_path):
     assert result.exit_code == ExitCode.FAILURES, result.output
     tuned_in_capture = df[df["finding"].str.contains("autotuned during graph capture")]
     assert len(tuned_in_capture) and set(tuned_in_capture["status"]) == {"error"}
+
+
+def test_compare_help_names_the_default_suites_and_configs():
+    from diffcheck.selection import DEFAULT_SUITES, GPU_DEFAULT_SUITES
+
+    text = " ".join(invoke("compare", "--help").output.split())
+    for suite in (*DEFAULT_SUITES, *GPU_DEFAULT_SUITES):
+        assert suite in text
+    assert "--configs" in text
