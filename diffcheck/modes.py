@@ -296,7 +296,7 @@ def _disturbed(target: Scenario, stage: Stager, bind: Binder, device: torch.devi
         seen = LARGEST.get(target.path, 0)
         staged, probe = stage(larger), Step(larger)
         LARGEST[target.path] = seen  # a real batch's size, not this one's
-        with tuning.unrecorded():  # its heuristic values are not the rows' (never judged)
+        with tuning.recording(kept=False):  # its heuristic values are not the rows' (never judged)
             _call_eagerly(staged, bind(staged), device, probe, guard,
                           "the eager call on a larger batch between capture and replay")
         setup.findings += probe.findings

@@ -15,7 +15,8 @@ pick. So while diffcheck runs, every ``Autotuner`` and ``Heuristics`` a call rea
   capture, as engines do.
 - **Heuristics.** The values each heuristic took are recorded per call, for the row and the
   run's summary (which values were reached, and which a boolean heuristic never took).
-- **Launches.** Every ``kernel[grid](...)`` is counted: an implementation that raises before
+- **Launches.** Every launch (``JITFunction.run``, which ``kernel[grid](...)`` reaches) is
+  counted: an implementation that raises before
   its first launch refused its input (diffcheck.status REFUSED on a malformed case).
 
 The patches are installed once per process and cost a counter when nothing is tuned.
@@ -170,24 +171,12 @@ def _one_timed_call(kernel_call, quantiles=None, **_):
 
 
 def install() -> None:
-    """Patch Triton's launch syntax, ``Autotuner.run`` and ``Heuristics.run`` (once)."""
+    """Patch Triton's ``run`` of jit functions, ``Autotuner.run`` and ``Heuristics.run``
+    (once)."""
     global _installed
     if _installed:
         return
     from triton.runtime.autotuner import Autotuner, Heuristics
-    from triton.runtime.jit import KernelInterface
-
-    launch = KernelInterface.__getitem__
-
-    def counted(self, grid):
-        call = launch(self, grid)
-
-        def launched(*args, **kwargs):
-            TRACKER.launches += 1
-            return call(*args, **kwargs)
-
-        return launched
-
     tune = Autotuner.run
 
     def tuned(self, *args, **kwargs):
@@ -229,9 +218,8 @@ def install() -> None:
                 taken.append(kwargs[name])
         return self.fn.run(*args, **kwargs)
 
-    for cls in _launchers():
+    for cls in _launchers():  # kernel[grid](...), an autotuner's and instrument's launches
         cls.run = _counting(cls.run)
-    KernelInterface.__getitem__ = counted
     Autotuner.run = tuned
     Heuristics.run = specialised
     _installed = True
@@ -272,27 +260,18 @@ def pinned(index: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def unrecorded() -> Iterator[None]:
-    """Calls whose choices are not the rows' (diffcheck's own calls between capture and
-    replay): recorded apart and dropped."""
-    install()
-    outer, TRACKER.choices = TRACKER.choices, Choices()
-    try:
-        yield
-    finally:
-        TRACKER.choices = outer
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[Choices]:
-    """The autotuners and heuristic values the calls inside reach."""
+def recording(kept: bool = True) -> Iterator[Choices]:
+    """The autotuners and heuristic values the calls inside reach, also added to the
+    enclosing recording unless not ``kept`` (diffcheck's own calls between capture and
+    replay, whose choices are not the rows')."""
     install()
     outer, TRACKER.choices = TRACKER.choices, Choices()
     try:
         yield TRACKER.choices
     finally:
         mine, TRACKER.choices = TRACKER.choices, outer
-        outer.absorb(mine)
+        if kept:
+            outer.absorb(mine)
 
 
 def tunings() -> int:
@@ -301,7 +280,7 @@ def tunings() -> int:
 
 
 def launches() -> int:
-    """Triton launches so far in this process (``kernel[grid](...)``)."""
+    """Triton launches so far in this process."""
     return TRACKER.launches
 
 

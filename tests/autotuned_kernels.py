@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from diffcheck.kernels.rowtile import row_limits
+from diffcheck.kernels.rowtile import row_limits, workspace
 
 
 @triton.jit
@@ -88,8 +88,7 @@ def _requests(kv_indptr, page_kv_indptr):
 
 def _launch_tuned(kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out, fill):
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * k, dtype=torch.int32, device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), k, kv_indptr)
     if num_requests > 0:
         kernel[(num_requests,)](kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
                                 token_indices.shape[0], kv_indices.numel(), out.numel(),
@@ -136,8 +135,7 @@ _heuristic_kernel = triton.heuristics(_EVEN_K)(triton.jit(_heuristic_body))
 def _launch_heuristic(kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out, fill,
                       trust):
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * k, dtype=torch.int32, device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), k, kv_indptr)
     if num_requests > 0:
         _heuristic_kernel[(num_requests,)](
             kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
@@ -211,22 +209,37 @@ def _grown(cache: dict, device, needed: int, make) -> torch.Tensor:
     return kept
 
 
+def _launch_ordered(order, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out,
+                    fill, num_requests):
+    if num_requests > 0:
+        _ordered_rows[(num_requests,)](
+            order, kv_indptr, page_kv_indptr, kv_indices, token_indices, out, num_requests,
+            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
+            token_indices.stride(1), fill, K=k, BLOCK_N=128)
+    return out
+
+
+def _launch_staged(scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out,
+                   fill, num_requests):
+    if num_requests > 0:
+        _stage_starts[(num_requests,)](kv_indptr, page_kv_indptr, scratch)
+        _from_scratch[(num_requests,)](
+            scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
+            token_indices.stride(1), fill, K=k, BLOCK_N=128)
+    return out
+
+
 def cached_columns_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                           NUM_TOPK_TOKENS=2048, out=None, fill=0):
     """Keeps a request-order table made at warm-up (an arange), regrown for a larger batch:
     a graph captured earlier still points at the old, freed one."""
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
-                          device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), NUM_TOPK_TOKENS, kv_indptr)
     order = _grown(_ORDER, kv_indptr.device, num_requests, lambda n: torch.arange(
         n, dtype=torch.int32, device=kv_indptr.device))
-    if num_requests > 0:
-        _ordered_rows[(num_requests,)](
-            order, kv_indptr, page_kv_indptr, kv_indices, token_indices, out, num_requests,
-            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
-            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
-    return out
+    return _launch_ordered(order, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                           NUM_TOPK_TOKENS, out, fill, num_requests)
 
 
 def shared_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
@@ -234,18 +247,11 @@ def shared_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, toke
     """Stages each row's starts in one scratch buffer shared by every call, eager or
     captured, regrown for a larger batch: a graph captured earlier writes into the old one."""
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
-                          device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), NUM_TOPK_TOKENS, kv_indptr)
     scratch = _grown(_SCRATCH, kv_indptr.device, 2 * num_requests, lambda n: torch.empty(
         n, dtype=torch.int32, device=kv_indptr.device))
-    if num_requests > 0:
-        _stage_starts[(num_requests,)](kv_indptr, page_kv_indptr, scratch)
-        _from_scratch[(num_requests,)](
-            scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
-            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
-            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
-    return out
+    return _launch_staged(scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          NUM_TOPK_TOKENS, out, fill, num_requests)
 
 
 def tuned_decode_keyed_on_graph_size(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
@@ -266,18 +272,11 @@ def cached_view_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_i
     """cached_columns_decode passing a view of its cached table (made in the call, over the
     cached storage)."""
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
-                          device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), NUM_TOPK_TOKENS, kv_indptr)
     order = _grown(_ORDER, (kv_indptr.device, "view"), num_requests, lambda n: torch.arange(
         n, dtype=torch.int32, device=kv_indptr.device))
-    if num_requests > 0:
-        _ordered_rows[(num_requests,)](
-            order[:num_requests], kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
-            num_requests, token_indices.shape[0], kv_indices.numel(), out.numel(),
-            token_indices.stride(0), token_indices.stride(1), fill, K=NUM_TOPK_TOKENS,
-            BLOCK_N=128)
-    return out
+    return _launch_ordered(order[:num_requests], kv_indptr, page_kv_indptr, kv_indices,
+                           token_indices, NUM_TOPK_TOKENS, out, fill, num_requests)
 
 
 def zeroed_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
@@ -285,17 +284,10 @@ def zeroed_scratch_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, toke
     """shared_scratch_decode clearing its scratch with a torch op before the launches (the
     op is captured too), its capacity rounded up to a power of two."""
     num_requests = _requests(kv_indptr, page_kv_indptr)
-    if out is None:
-        out = torch.empty(max(num_requests, 0) * NUM_TOPK_TOKENS, dtype=torch.int32,
-                          device=kv_indptr.device)
+    out = workspace(out, max(num_requests, 0), NUM_TOPK_TOKENS, kv_indptr)
     need = 1 << max(2 * num_requests - 1, 0).bit_length()
     scratch = _grown(_SCRATCH, (kv_indptr.device, "zeroed"), need, lambda n: torch.empty(
         n, dtype=torch.int32, device=kv_indptr.device))
     scratch.zero_()
-    if num_requests > 0:
-        _stage_starts[(num_requests,)](kv_indptr, page_kv_indptr, scratch)
-        _from_scratch[(num_requests,)](
-            scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
-            token_indices.shape[0], kv_indices.numel(), out.numel(), token_indices.stride(0),
-            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, BLOCK_N=128)
-    return out
+    return _launch_staged(scratch, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          NUM_TOPK_TOKENS, out, fill, num_requests)
