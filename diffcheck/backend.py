@@ -105,9 +105,10 @@ def interpreter_as_on_gpu(device: torch.device) -> Iterator[None]:
     for name, index in _MASKED.items():
         setattr(cls, name, _bool_mask(masked[name], index, interpreter.TensorHandle))
     from diffcheck.graphs import capturing_answers
+    from diffcheck.interpreter_speed import faster_interpreter
 
     try:
-        with capturing_answers(False):
+        with capturing_answers(False), faster_interpreter():
             yield
     finally:
         builder.options = saved

@@ -1,0 +1,61 @@
+"""The interpreter's fast paths (diffcheck.interpreter_speed): the same answers, triton's own
+functions back afterwards, and a jit helper's call no longer patching triton.language again."""
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime import interpreter
+
+from diffcheck.interpreter_speed import faster_interpreter
+
+
+@triton.jit
+def _scaled(x, factor):
+    return x * factor + 1
+
+
+@triton.jit
+def _helper_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(src_ptr + offs, mask=offs < n, other=0)
+    y = _scaled(_scaled(x, 3), 2)  # two helper calls per program
+    tl.store(dst_ptr + offs, y.to(tl.int16).to(tl.int32), mask=offs < n)
+
+
+def _run(src: torch.Tensor) -> torch.Tensor:
+    dst = torch.full_like(src, -7)
+    _helper_kernel[(triton.cdiv(src.numel(), 16),)](src, dst, src.numel(), BLOCK=16)
+    return dst
+
+
+def test_same_answers_and_triton_restored():
+    src = torch.arange(-40, 37, dtype=torch.int32) * 997
+    plain = _run(src)
+    originals = (interpreter._get_np_dtype, interpreter._patch_lang)
+    with faster_interpreter():
+        assert interpreter._get_np_dtype is not originals[0]
+        fast = _run(src)
+    assert (interpreter._get_np_dtype, interpreter._patch_lang) == originals
+    assert torch.equal(plain, fast)
+    assert torch.equal(plain, ((src * 3 + 1) * 2 + 1).to(torch.int16).to(torch.int32))
+
+
+def test_helpers_do_not_patch_again(monkeypatch):
+    calls = []
+    original = interpreter._patch_lang
+
+    def counted(fn):
+        calls.append(fn.__name__)
+        return original(fn)
+
+    monkeypatch.setattr(interpreter, "_patch_lang", counted)
+    src = torch.arange(40, dtype=torch.int32)
+    _run(src)
+    plain = len(calls)
+    calls.clear()
+    with faster_interpreter():
+        _run(src)
+        _run(src)  # the second launch patches again (the first one's patch was undone)
+    programs = 3  # 40 elements in tiles of 16
+    assert plain == 1 + 2 * programs  # the launch, then two helper calls per program
+    assert calls == ["_helper_kernel", "_helper_kernel"]
