@@ -822,12 +822,36 @@ def _terminated(signum, frame) -> None:
     raise KeyboardInterrupt("terminated (SIGTERM)")
 
 
+def _stop_again(previous: Callable) -> Callable:
+    """An unraisable-exception hook that does not lose a stop. Ctrl-C or SIGTERM raised
+    where Python ignores exceptions (a garbage-collector callback, a ``__del__``) would be
+    printed and forgotten, and the run would go on to exit 1 or 0; the signal is sent again
+    from a moment later, when it lands where it stops the run."""
+
+    def hook(unraisable) -> None:
+        stop = unraisable.exc_value
+        if not isinstance(stop, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        signum = signal.SIGTERM if "SIGTERM" in str(stop) else signal.SIGINT
+        again = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+    return hook
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM stops a run as Ctrl-C does, and neither is lost where exceptions are ignored."""
+    signal.signal(signal.SIGTERM, _terminated)
+    sys.unraisablehook = _stop_again(sys.unraisablehook)
+
+
 def main() -> None:
     """Console entry point. A kernel run in this process (``--isolation none``) may have left
     non-daemon threads that would keep it alive after the run: they do not get to. SIGTERM
     (a CI job cancelled, a scheduler's time limit) stops a run as Ctrl-C does: finished rows
     kept, every report marked incomplete, a fuzz finding saved; exit 2."""
-    signal.signal(signal.SIGTERM, _terminated)
+    install_stop_handlers()
     try:
         app()
     except SystemExit as e:

@@ -1,6 +1,9 @@
 """The command line: exit codes, one-line errors, the CSV report and reproduce commands."""
 
 import shlex
+import subprocess
+import sys
+import textwrap
 
 import pandas as pd
 import pytest
@@ -379,3 +382,37 @@ def test_reproduce_commands_become_plain_calls_and_memcheck_commands():
     assert confirm_command(ReportRow(**{**base, "status": "oob_read",
                                         "device": "cpu:triton-interpreter",
                                         "reproduce": command})) == ""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_raised_inside_a_gc_callback_is_not_lost(tmp_path, signum):
+    """Python ignores an exception raised in a garbage-collector callback: a SIGTERM or
+    Ctrl-C landing there (hypothesis's gc callback, while fuzz shrinks) was printed and
+    forgotten, and fuzz went on to exit 1. The stop is delivered again and ends the program."""
+    script = tmp_path / "stop.py"
+    script.write_text(textwrap.dedent(f"""
+        import gc, os, signal, time
+        from diffcheck.cli import install_stop_handlers
+        install_stop_handlers()
+        def busy(phase, info):
+            if phase == "start" and not busy.done:
+                busy.done = True
+                os.kill(os.getpid(), signal.{signum})
+                end = time.time() + 0.3
+                while time.time() < end:  # the handler runs here, inside the callback
+                    pass
+        busy.done = False
+        gc.callbacks.append(busy)
+        try:
+            gc.collect()
+            for _ in range(100):
+                time.sleep(0.02)
+            print("the stop was lost")
+        except KeyboardInterrupt as e:
+            print("stopped:", repr(e))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert "stopped: KeyboardInterrupt" in done.stdout, done.stdout + done.stderr
+    if signum == "SIGTERM":
+        assert "terminated (SIGTERM)" in done.stdout
