@@ -320,7 +320,7 @@ def compare(
         raise typer.Exit(ExitCode.INTERNAL)
     if not quiet:
         typer.echo(summarize(result.rows, failing))
-    for line in reached(result).lines() + tuning.reached_lines(result.rows):
+    for line in reached(result).lines() + tuning.reached_lines(result.heuristics, result.rows):
         typer.echo(line)
     if coverage is not None:
         reached(result).write_csv(outputs["--coverage"])

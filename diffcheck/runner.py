@@ -142,6 +142,8 @@ class Outcome:
     #: a call faulted the device although the row says why it matters more (a read the
     #: plausible fillings found): the context is gone all the same
     device_lost: bool = False
+    #: ``kernel.NAME`` -> the values each @triton.heuristics took in the job's calls
+    heuristics: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def lost_device(self) -> bool:
         return self.device_lost or self.row.status == Status.FAULT
@@ -394,7 +396,8 @@ def _worst_of_configs(passes: list[list[Outcome]], tuned: list[bool],
     and the other configs' verdicts in its detail. On a tie, a pass that ran its config
     alone wins over one where an autotuner also benchmarked every config (whose findings
     may be another config's), then the first."""
-    heuristics = reached.heuristics_text()
+    taken = reached.heuristics_taken()
+    heuristics = tuning.heuristics_text(taken)
     count = reached.configs() if reached.autotuners else 0
     outcomes = []
     for i, first in enumerate(passes[0]):
@@ -411,7 +414,7 @@ def _worst_of_configs(passes: list[list[Outcome]], tuned: list[bool],
             others = [f"config {n + 1}: {o.row.status}" for n, o in tried if n != index]
             if others and any(o.row.status != row.status for _, o in tried):
                 row.detail = f"{row.detail} | other configs: {', '.join(others)}"
-        outcome = dataclasses.replace(chosen, row=row)
+        outcome = dataclasses.replace(chosen, row=row, heuristics=taken)
         if i == 0 and first.timing is not None:
             outcome.timing = {key: sum((run[0].timing or {}).get(key, 0.0) for run in passes
                                        if run) for key in first.timing}

@@ -33,6 +33,8 @@ class RunResult:
     stopped: str = ""
     #: (implementation, seconds spent) per job, for the time breakdown
     timings: list[tuple[str, dict]] = field(default_factory=list)
+    #: ``kernel.NAME`` -> every value a heuristic took over the run's rows, in order
+    heuristics: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -66,6 +68,9 @@ def run(selection: Selection, settings: RunSettings, sinks: Sequence[Sink] = (),
         result.rows.append(outcome.row)
         if outcome.timing:
             result.timings.append((outcome.row.implementation, outcome.timing))
+        for name, values in outcome.heuristics.items():
+            kept = result.heuristics.setdefault(name, [])
+            kept += [v for v in values if v not in kept]
         for sink in sinks:
             sink.write(outcome)
         on_row(outcome)

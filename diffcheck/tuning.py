@@ -58,10 +58,10 @@ class Choices:
             parts.append(f"{_name(t)}: {_config(config)}")
         return "; ".join(parts)
 
-    def heuristics_text(self) -> str:
-        """``kernel.NAME=value|value`` for each heuristic, as the calls took them."""
-        return ", ".join(f"{kernel}.{name}={'|'.join(str(v) for v in values)}"
-                         for (kernel, name), values in self.heuristics.items())
+    def heuristics_taken(self) -> dict[str, tuple[str, ...]]:
+        """``kernel.NAME`` -> the values each heuristic took in the calls, in order."""
+        return {f"{kernel}.{name}": tuple(str(v) for v in values)
+                for (kernel, name), values in self.heuristics.items()}
 
     def absorb(self, other: Choices) -> None:
         self.autotuners.update(other.autotuners)
@@ -284,16 +284,16 @@ def launches() -> int:
     return TRACKER.launches
 
 
-def reached_lines(rows: list) -> list[str]:
+def heuristics_text(taken: dict[str, tuple[str, ...]]) -> str:
+    """The report's ``heuristics`` column: ``kernel.NAME=value|value, ...``."""
+    return ", ".join(f"{name}={'|'.join(values)}" for name, values in taken.items())
+
+
+def reached_lines(heuristics: dict[str, list[str]], rows: list) -> list[str]:
     """The run's summary of what the kernels chose: each heuristic's values over every row
-    (a boolean one that never took one side says so: no case reached that side), and the
-    configs whose verdicts failed rows."""
-    values: dict[str, list[str]] = {}
-    for row in rows:
-        for item in filter(None, (row.heuristics or "").split(", ")):
-            name, _, taken = item.partition("=")
-            kept = values.setdefault(name, [])
-            kept += [v for v in taken.split("|") if v not in kept]
+    (``heuristics``, gathered from the outcomes; a boolean one that never took one side says
+    so: no case reached that side), and the configs whose verdicts failed rows."""
+    values = heuristics
     lines = []
     if values:
         parts = []
