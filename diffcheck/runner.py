@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import dis
+import itertools
 import os
 import time
 import uuid
@@ -375,11 +376,44 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     Autotuned kernels (diffcheck.tuning): the job runs once per config (``settings.configs``),
     every autotuner reached pinned to its i-th; each row keeps its worst verdict and names the
     config that gave it. The heuristic values the calls took go in every row.
+
+    A case too large for the device's free memory (diffcheck's own staging, reference or
+    copies, not the implementation's allocations, which are its own error) ends the job's
+    rows as ``error`` saying so; the run goes on with the next job.
     """
+    try:
+        return _every_config(job, settings)
+    except OUT_OF_MEMORY as e:
+        return ended(job, settings, Status.ERROR, out_of_memory(job, settings, e), 0.0)
+
+
+#: what running out of memory raises (torch's own for a device, Python's for the host)
+OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
+
+
+def out_of_memory(job: Job, settings: RunSettings, error: BaseException) -> str:
+    """One line for a job diffcheck could not stage or check for lack of memory, after
+    giving back what the failed attempt held."""
+    import gc
+
+    gc.collect()
+    if settings.device.type == "cuda":
+        torch.cuda.empty_cache()
+    case = first_case(job.case)
+    size = sum(t.numel() * t.element_size() for t in case.inputs.values()) / 2**30
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"diffcheck ran out of {settings.device.type} memory staging or checking this case "
+            f"({size:.2f} GiB of inputs, staged with their copies): {reason[:200]}; "
+            "run its suite on a device with more free memory, or leave the suite out")
+
+
+def _every_config(job: Job, settings: RunSettings) -> list[Outcome]:
+    """The job under each config the autotuners it reaches have (one run for a kernel
+    without one)."""
     passes: list[list[Outcome]] = []
     tuned: list[bool] = []
     with tuning.recording() as reached:
-        for index in range(1 << 30):
+        for index in itertools.count():
             if index and (index >= reached.configs() or index == settings.configs or
                           any(o.lost_device() for o in passes[-1])):
                 break  # every config run (or the device is gone)

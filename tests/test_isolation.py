@@ -1,5 +1,7 @@
 """Crash isolation and time limits: a job that dies or hangs is a row, and the run goes on."""
 
+import pandas as pd
+import torch
 from conftest import CPU, make_impl, suite_cases
 
 from diffcheck.executors import run_all
@@ -85,3 +87,34 @@ def test_a_well_formed_case_is_uploaded_once_for_its_inputs_and_its_reference():
     settings = RunSettings(CPU, "t", 0)
     case = suite_cases("decode", "smoke")[0]
     assert settings.on_device(case, intended=True) is settings.on_device(case)
+
+
+def test_a_case_too_large_for_the_device_is_an_error_row_and_the_run_goes_on(tmp_path,
+                                                                            monkeypatch):
+    """diffcheck's own staging running out of memory (production-domain on an 80 GB GPU) ended
+    the whole run as an internal error (exit 3); now that job's rows say so and the other
+    jobs run."""
+    from typer.testing import CliRunner
+
+    from diffcheck import runner
+    from diffcheck.cli import app
+    from diffcheck.errors import ExitCode
+
+    real_stage = runner.stage
+
+    def stage(inputs, *args, **kwargs):
+        if inputs["kv_indices"].numel() > 2000:  # the large smoke cases only
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.71 GiB.")
+        return real_stage(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "stage", stage)
+    report = tmp_path / "r.csv"
+    result = CliRunner().invoke(app, ["compare", "--path", "decode", "--impl", "decode:guarded",
+                                      "--suite", "smoke", "--mode", "eager", "--isolation",
+                                      "none", "--report", str(report), "--quiet"])
+    assert result.exit_code == ExitCode.FAILURES, result.output
+    df = pd.read_csv(report, keep_default_na=False)
+    large = df[df["error"].str.contains("ran out of cpu memory")]
+    assert len(large) and (large["status"] == "error").all()
+    assert large["error"].str.contains("Tried to allocate 9.71 GiB").all()
+    assert (df.drop(large.index)["status"] == "pass").all() and len(df) > len(large)
