@@ -223,6 +223,10 @@ def test_without_instrumentation_red_zones_miss_the_bounded_reads():
     print(f"bounded reads without instrumentation: {len(rows)} rows, "
           f"{sum(r.status == 'oob_read' for r in rows)} oob_read ({sorted(statuses)})")
     assert len(rows) == len(chosen) >= 10
+    # every row ran: an error row is no evidence that red zones miss the read
+    assert not statuses & {"error", "fault", "timeout"}, [
+        (r.implementation, r.case_id, r.status, r.error[:200]) for r in rows
+        if r.status in ("error", "fault", "timeout")][:5]
     assert sum(r.status == "oob_read" for r in rows) < len(rows) / 2
 
 
