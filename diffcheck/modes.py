@@ -35,8 +35,10 @@ from diffcheck.status import Status
 
 #: seconds a thread the call left running gets to finish before its writes are looked for
 LATE_WRITER_WAIT = 0.25
-#: stage(case, filling) -> the case's buffers, red-zoned, output poisoned
-Stager = Callable[[Case], Staged]
+#: stage(case, seen=True) -> the case's buffers, red-zoned, output poisoned; ``seen``: the
+#: case is a real batch of the run (its size counts toward LARGEST), not the larger batch
+#: diffcheck calls between capture and replay
+Stager = Callable[..., Staged]
 #: bind(staged) -> a call of the implementation on those buffers
 Binder = Callable[[Staged], Callable[[], object]]
 
@@ -293,9 +295,7 @@ def _disturbed(target: Scenario, stage: Stager, bind: Binder, device: torch.devi
         setup.notes.append(f"no larger batch between capture and replay: {e}")
         larger = None
     if larger is not None:
-        seen = LARGEST.get(target.path, 0)
-        staged, probe = stage(larger), Step(larger)
-        LARGEST[target.path] = seen  # a real batch's size, not this one's
+        staged, probe = stage(larger, seen=False), Step(larger)
         with tuning.recording(kept=False):  # its heuristic values are not the rows' (never judged)
             _call_eagerly(staged, bind(staged), device, probe, guard,
                           "the eager call on a larger batch between capture and replay")

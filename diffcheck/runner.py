@@ -322,11 +322,12 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     later = tuple(step.inputs for step in job.case.steps[1:]) if (
         isinstance(job.case, Scenario) and plan.filling.startswith("plausible")) else ()
 
-    def stage_case(case: Case) -> Staged:
+    def stage_case(case: Case, seen: bool = True) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
         staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
                        plan.filling, spec.names, tuple(t.role for t in spec.tensors), later)
-        LARGEST[case.path] = max(LARGEST.get(case.path, 0), requests_of(case))
+        if seen:  # a real batch of the run, not the larger one between capture and replay
+            LARGEST[case.path] = max(LARGEST.get(case.path, 0), requests_of(case))
         if sandbox is not None:
             sandbox.extents.extend(extents(staged))
             sandbox._index()
