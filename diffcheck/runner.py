@@ -13,6 +13,7 @@ import dis
 import itertools
 import os
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -272,6 +273,8 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
         if isinstance(e.__cause__, (KeyboardInterrupt, CaseTimeout)):
             raise e.__cause__ from None
         step.explicit = not step.error and raised_explicitly(e)
+        if os.environ.get("DIFFCHECK_DEBUG"):  # the row keeps one line; stderr the rest
+            traceback.print_exception(e)
         step.error = step.error or one_line(e)
         step.fault = step.fault or is_device_fault(e)
         if step.fault:

@@ -8,7 +8,8 @@ set -uo pipefail
 STAGE=${1:-all}
 . scripts/gpu-env.sh
 if [ "$STAGE" = tests ] || [ "$STAGE" = all ]; then
-  python3 -m pytest -q -m cuda tests/test_gpu.py -k "bounded or every_read" --durations=6 \
+  # DIFFCHECK_DEBUG: an implementation call that raises prints its whole traceback
+  DIFFCHECK_DEBUG=1 python3 -m pytest -q -s -m cuda tests/test_gpu.py -k "bounded or every_read" --durations=6 \
     2>&1 | tee "$OUT/pytest-instrument.log" | grep -v "^  "
 fi
 if [ "$STAGE" = cost ] || [ "$STAGE" = all ]; then

@@ -416,3 +416,26 @@ def test_a_stop_raised_inside_a_gc_callback_is_not_lost(tmp_path, signum):
     assert "stopped: KeyboardInterrupt" in done.stdout, done.stdout + done.stderr
     if signum == "SIGTERM":
         assert "terminated (SIGTERM)" in done.stdout
+
+
+def test_debug_prints_the_whole_traceback_of_a_raising_call_and_the_row_keeps_one_line(
+        tmp_path):
+    """DIFFCHECK_DEBUG=1: where a call raised is on stderr (from the worker too), for errors
+    whose one line says too little (an empty AssertionError); the CSV keeps one line."""
+    import os
+    from pathlib import Path
+
+    kernel = Path(__file__).parent / "broken_kernels.py"
+    report = tmp_path / "r.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "compare", "--impl", f"{kernel}:decode_raises",
+         "--path", "decode", "--suite", "smoke", "--mode", "eager", "--case", "*mixed",
+         "--report", str(report), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "DIFFCHECK_DEBUG": "1"})
+    assert done.returncode == ExitCode.FAILURES, done.stderr
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "broken_kernels.py" in done.stderr and "in decode_raises" in done.stderr
+    row = pd.read_csv(report, keep_default_na=False).iloc[0]
+    assert row["status"] == "error" and "\n" not in row["error"]
+    assert row["error"].startswith("ValueError: unsupported NUM_TOPK_TOKENS")
