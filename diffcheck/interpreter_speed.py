@@ -12,7 +12,8 @@ things that give the same answer every time:
 
 What a kernel computes is untouched: only these two functions are wrapped, and both are put
 back on exit, so other code in the process sees triton as it was. A triton without them
-(the interpreter's internals change between versions) runs as it is.
+(the interpreter's internals change between versions) runs as it is; triton 3.4 and 3.5,
+whose patch of ``triton.language`` is never undone, keep only the dtype cache.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def faster_interpreter() -> Iterator[None]:
         return
     get_np_dtype = getattr(interpreter, "_get_np_dtype", None)
     patch_lang = getattr(interpreter, "_patch_lang", None)
-    if get_np_dtype is None or patch_lang is None:
+    if get_np_dtype is None:
         yield
         return
     import triton.language as tl
@@ -65,6 +66,8 @@ def faster_interpreter() -> Iterator[None]:
         if seen and seen <= patched:
             return _Unpatched()
         scope = patch_lang(fn)
+        if scope is None:  # triton 3.4, 3.5: patched for good, nothing to restore or track
+            return scope
         patched.update(seen)
         undo = scope.restore
 
@@ -76,9 +79,11 @@ def faster_interpreter() -> Iterator[None]:
         return scope
 
     interpreter._get_np_dtype = cached_np_dtype
-    interpreter._patch_lang = patch_once
+    if patch_lang is not None:
+        interpreter._patch_lang = patch_once
     try:
         yield
     finally:
         interpreter._get_np_dtype = get_np_dtype
-        interpreter._patch_lang = patch_lang
+        if patch_lang is not None:
+            interpreter._patch_lang = patch_lang

@@ -59,3 +59,25 @@ def test_helpers_do_not_patch_again(monkeypatch):
     programs = 3  # 40 elements in tiles of 16
     assert plain == 1 + 2 * programs  # the launch, then two helper calls per program
     assert calls == ["_helper_kernel", "_helper_kernel"]
+
+
+def test_a_triton_whose_patch_is_never_undone_patches_every_time(monkeypatch):
+    """Triton 3.4 and 3.5 patch triton.language for good (``_patch_lang`` returns nothing to
+    restore, and their launch restores nothing): every call patches, as without diffcheck."""
+    real, scopes, calls = interpreter._patch_lang, [], []
+
+    def old_style(fn):
+        calls.append(fn.__name__)
+        scopes.append(real(fn))
+        return None
+
+    monkeypatch.setattr(interpreter, "_patch_lang", old_style)
+    try:
+        with faster_interpreter():
+            assert interpreter._patch_lang is not old_style
+            for _ in range(3):
+                assert interpreter._patch_lang(_helper_kernel.fn) is None
+    finally:
+        for scope in reversed(scopes):  # what triton 3.6 undoes itself
+            scope.restore()
+    assert calls == ["_helper_kernel"] * 3
