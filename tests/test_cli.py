@@ -439,3 +439,28 @@ def test_debug_prints_the_whole_traceback_of_a_raising_call_and_the_row_keeps_on
     row = pd.read_csv(report, keep_default_na=False).iloc[0]
     assert row["status"] == "error" and "\n" not in row["error"]
     assert row["error"].startswith("ValueError: unsupported NUM_TOPK_TOKENS")
+
+
+def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
+    """Only the stop diffcheck's handlers raised is sent again: a KeyboardInterrupt an
+    object raises in its own ``__del__`` stays the ignored exception it always was."""
+    script = tmp_path / "del.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from diffcheck.cli import install_stop_handlers
+        install_stop_handlers()
+        class Noisy:
+            def __del__(self):
+                raise KeyboardInterrupt("from __del__")
+        try:
+            Noisy()
+            time.sleep(0.5)
+            print("went on")
+        except KeyboardInterrupt as e:
+            print("stopped:", repr(e))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert "went on" in done.stdout, done.stdout + done.stderr
+    assert "from __del__" in done.stderr  # printed as ignored, as Python always did
+
