@@ -59,3 +59,8 @@ class NothingSelectedError(DiffcheckError):
 class CaseTimeout(BaseException):
     """Raised by the in-process timer; a BaseException so no ``except Exception`` of a kernel
     wrapper (or of diffcheck's guard around it) eats it."""
+
+
+class CaseTooLarge(Exception):
+    """diffcheck could not stage a case for lack of memory: the job's rows say so and the run
+    goes on (diffcheck.runner); never an implementation's own error."""

@@ -28,7 +28,7 @@ from diffcheck import backend, process_state, tuning
 from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import writes_outside_out
-from diffcheck.errors import UsageError
+from diffcheck.errors import CaseTooLarge, UsageError
 from diffcheck.findings import Finding
 from diffcheck.graphs import new_graph
 from diffcheck.status import Status
@@ -295,7 +295,13 @@ def _disturbed(target: Scenario, stage: Stager, bind: Binder, device: torch.devi
         setup.notes.append(f"no larger batch between capture and replay: {e}")
         larger = None
     if larger is not None:
-        staged, probe = stage(larger, seen=False), Step(larger)
+        try:
+            staged = stage(larger, seen=False)
+        except CaseTooLarge as e:
+            setup.notes.append(f"no larger batch between capture and replay: {e}")
+            larger = None
+    if larger is not None:
+        probe = Step(larger)
         with tuning.recording(kept=False):  # its heuristic values are not the rows' (never judged)
             _call_eagerly(staged, bind(staged), device, probe, guard,
                           "the eager call on a larger batch between capture and replay")

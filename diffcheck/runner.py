@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import dis
+import gc
 import itertools
 import os
 import time
@@ -33,7 +34,7 @@ from diffcheck.compare import (
     nondeterministic,
 )
 from diffcheck.defaults import TIMEOUT
-from diffcheck.errors import CaseTimeout, UsageError
+from diffcheck.errors import CaseTimeout, CaseTooLarge, UsageError
 from diffcheck.findings import Comparison, Finding
 from diffcheck.impls import Implementation
 from diffcheck.instrument import Instrumented
@@ -327,8 +328,12 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
 
     def stage_case(case: Case, seen: bool = True) -> Staged:
         out_size = spec.workspace_size(case.intended_inputs(), case.k)
-        staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                       plan.filling, spec.names, tuple(t.role for t in spec.tensors), later)
+        try:
+            staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
+                           plan.filling, spec.names, tuple(t.role for t in spec.tensors),
+                           later)
+        except OUT_OF_MEMORY as e:
+            raise too_large(case, settings.device, e) from None
         if seen:  # a real batch of the run, not the larger one between capture and replay
             LARGEST[case.path] = max(LARGEST.get(case.path, 0), requests_of(case))
         if sandbox is not None:
@@ -381,34 +386,31 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     every autotuner reached pinned to its i-th; each row keeps its worst verdict and names the
     config that gave it. The heuristic values the calls took go in every row.
 
-    A case too large for the device's free memory (diffcheck's own staging, reference or
-    copies, not the implementation's allocations, which are its own error) ends the job's
-    rows as ``error`` saying so; the run goes on with the next job.
+    A case too large for the device's free memory (diffcheck could not stage it: the upload,
+    the red-zoned allocation and its copy) ends the job's rows as ``error`` saying so, and
+    the run goes on with the next job; what the implementation allocates is its own error.
     """
     try:
         return _every_config(job, settings)
-    except OUT_OF_MEMORY as e:
-        return ended(job, settings, Status.ERROR, out_of_memory(job, settings, e), 0.0)
+    except CaseTooLarge as e:
+        why = str(e)
+    gc.collect()  # outside the except clause: its traceback no longer holds the tensors
+    if settings.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ended(job, settings, Status.ERROR, why, 0.0)
 
 
 #: what running out of memory raises (torch's own for a device, Python's for the host)
 OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
 
 
-def out_of_memory(job: Job, settings: RunSettings, error: BaseException) -> str:
-    """One line for a job diffcheck could not stage or check for lack of memory, after
-    giving back what the failed attempt held."""
-    import gc
-
-    gc.collect()
-    if settings.device.type == "cuda":
-        torch.cuda.empty_cache()
-    case = first_case(job.case)
+def too_large(case: Case, device: torch.device, error: BaseException) -> CaseTooLarge:
+    """The one-line error of a case diffcheck could not stage for lack of memory."""
     size = sum(t.numel() * t.element_size() for t in case.inputs.values()) / 2**30
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return (f"diffcheck ran out of {settings.device.type} memory staging or checking this case "
-            f"({size:.2f} GiB of inputs, staged with their copies): {reason[:200]}; "
-            "run its suite on a device with more free memory, or leave the suite out")
+    return CaseTooLarge(f"diffcheck ran out of {device.type} memory staging this case "
+                        f"({size:.2f} GiB of inputs, staged with a copy): {reason[:200]}; run "
+                        "its suite on a device with more free memory, or leave the suite out")
 
 
 def _every_config(job: Job, settings: RunSettings) -> list[Outcome]:
@@ -423,7 +425,12 @@ def _every_config(job: Job, settings: RunSettings) -> list[Outcome]:
                 break  # every config run (or the device is gone)
             before = tuning.tunings()
             with tuning.pinned(index):
-                passes.append(_run_once(job, settings))
+                try:
+                    passes.append(_run_once(job, settings))
+                except CaseTooLarge:
+                    if not passes:
+                        raise
+                    break  # the configs run so far keep their rows (``configs`` says how many)
             tuned.append(tuning.tunings() > before)
     return _worst_of_configs(passes, tuned, reached)
 

@@ -118,3 +118,38 @@ def test_a_case_too_large_for_the_device_is_an_error_row_and_the_run_goes_on(tmp
     assert len(large) and (large["status"] == "error").all()
     assert large["error"].str.contains("Tried to allocate 9.71 GiB").all()
     assert (df.drop(large.index)["status"] == "pass").all() and len(df) > len(large)
+
+
+def test_a_larger_batch_too_large_to_stage_is_a_note_and_the_replay_is_judged(tmp_path,
+                                                                             monkeypatch):
+    """The batch diffcheck calls between capture and replay cannot be staged for lack of
+    memory: the replay rows are judged all the same and say no larger batch was called (a
+    capture-time finding is not lost to it)."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from diffcheck import runner
+    from diffcheck.cli import app
+
+    real_stage, larger = runner.stage, []
+
+    def stage(inputs, *args, **kwargs):
+        if inputs["kv_indptr"].numel() > 30:  # only the larger batch (2 x 16 + 1 and more)
+            larger.append(inputs["kv_indptr"].numel())
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB.")
+        return real_stage(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "stage", stage)
+    kernel = Path(__file__).parent / "autotuned_kernels.py"
+    report = tmp_path / "r.csv"
+    result = CliRunner().invoke(app, ["compare", "--path", "decode", "--impl",
+                                      f"{kernel}:cached_columns_decode", "--suite", "replay",
+                                      "--mode", "replay", "--isolation", "none", "--report",
+                                      str(report), "--quiet"])
+    assert result.exit_code in (0, 1), result.output
+    df = pd.read_csv(report, keep_default_na=False)
+    assert larger, "the larger batch was never staged"
+    assert not (df["status"] == "error").any(), df[["case_id", "status", "error"]]
+    assert df["detail"].str.contains("no larger batch between capture and replay: diffcheck "
+                                     "ran out of cpu memory staging this case").any()
