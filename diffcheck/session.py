@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from diffcheck import tuning
 from diffcheck.errors import UsageError
 from diffcheck.executors import Interrupted, run_all
 from diffcheck.report import ReportRow
@@ -68,9 +69,7 @@ def run(selection: Selection, settings: RunSettings, sinks: Sequence[Sink] = (),
         result.rows.append(outcome.row)
         if outcome.timing:
             result.timings.append((outcome.row.implementation, outcome.timing))
-        for name, values in outcome.heuristics.items():
-            kept = result.heuristics.setdefault(name, [])
-            kept += [v for v in values if v not in kept]
+        tuning.gather(result.heuristics, outcome.heuristics)
         for sink in sinks:
             sink.write(outcome)
         on_row(outcome)

@@ -66,9 +66,15 @@ class Choices:
     def absorb(self, other: Choices) -> None:
         self.autotuners.update(other.autotuners)
         self.used.update(other.used)
-        for key, values in other.heuristics.items():
-            kept = self.heuristics.setdefault(key, [])
-            kept += [v for v in values if v not in kept]
+        gather(self.heuristics, other.heuristics)
+
+
+def gather(into: dict, taken: dict) -> None:
+    """Add each heuristic's values in ``taken`` to ``into`` (name -> values), each value
+    once, in the order first seen."""
+    for key, values in taken.items():
+        kept = into.setdefault(key, [])
+        kept += [v for v in values if v not in kept]
 
 
 class _Tracker:
@@ -293,11 +299,10 @@ def reached_lines(heuristics: dict[str, list[str]], rows: list) -> list[str]:
     """The run's summary of what the kernels chose: each heuristic's values over every row
     (``heuristics``, gathered from the outcomes; a boolean one that never took one side says
     so: no case reached that side), and the configs whose verdicts failed rows."""
-    values = heuristics
     lines = []
-    if values:
+    if heuristics:
         parts = []
-        for name, taken in values.items():
+        for name, taken in heuristics.items():
             text = f"{name} took {', '.join(taken)}"
             if set(taken) < {"True", "False"}:
                 other = ({"True", "False"} - set(taken)).pop()

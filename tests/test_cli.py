@@ -384,13 +384,20 @@ def test_reproduce_commands_become_plain_calls_and_memcheck_commands():
                                         "reproduce": command})) == ""
 
 
+def _run_script(tmp_path, source: str) -> subprocess.CompletedProcess:
+    """Run ``source`` (dedented) as a Python program of its own, its output captured."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+
+
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_a_stop_raised_inside_a_gc_callback_is_not_lost(tmp_path, signum):
     """Python ignores an exception raised in a garbage-collector callback: a SIGTERM or
     Ctrl-C landing there (hypothesis's gc callback, while fuzz shrinks) was printed and
     forgotten, and fuzz went on to exit 1. The stop is delivered again and ends the program."""
-    script = tmp_path / "stop.py"
-    script.write_text(textwrap.dedent(f"""
+    done = _run_script(tmp_path, f"""
         import gc, os, signal, time
         from diffcheck.cli import install_stop_handlers
         install_stop_handlers()
@@ -410,9 +417,7 @@ def test_a_stop_raised_inside_a_gc_callback_is_not_lost(tmp_path, signum):
             print("the stop was lost")
         except KeyboardInterrupt as e:
             print("stopped:", repr(e))
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60)
+    """)
     assert "stopped: KeyboardInterrupt" in done.stdout, done.stdout + done.stderr
     if signum == "SIGTERM":
         assert "terminated (SIGTERM)" in done.stdout
@@ -444,8 +449,7 @@ def test_debug_prints_the_whole_traceback_of_a_raising_call_and_the_row_keeps_on
 def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
     """Only the stop diffcheck's handlers raised is sent again: a KeyboardInterrupt an
     object raises in its own ``__del__`` stays the ignored exception it always was."""
-    script = tmp_path / "del.py"
-    script.write_text(textwrap.dedent("""
+    done = _run_script(tmp_path, """
         import time
         from diffcheck.cli import install_stop_handlers
         install_stop_handlers()
@@ -458,9 +462,7 @@ def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
             print("went on")
         except KeyboardInterrupt as e:
             print("stopped:", repr(e))
-    """))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60)
+    """)
     assert "went on" in done.stdout, done.stdout + done.stderr
     assert "from __del__" in done.stderr  # printed as ignored, as Python always did
 
