@@ -261,3 +261,31 @@ def test_compare_help_names_the_default_suites_and_configs():
     for suite in (*DEFAULT_SUITES, *GPU_DEFAULT_SUITES):
         assert suite in text
     assert "--configs" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tuned_decode_second_config_unmasked", "shared_scratch_decode",
+                                  "heuristic_decode_even_k_unmasked", "vllm_convert_checked"])
+def test_the_python_api_with_no_suites_catches_each_class(name):
+    """diffcheck.api.check with no suites runs the CLI's default and catches issue 25's
+    classes alike: a bug in one autotune config (named), graph-kept memory (replay only), a
+    heuristic fast path wrong on one side (only where K is a multiple of its tile), and a
+    launcher refusing malformed ids is refused, not failed."""
+    from diffcheck.api import check
+
+    if name == "vllm_convert_checked":
+        df = check(f"{ENGINES}:{name}", path="blocktable")
+        assert not set(df["status"]) & (FAILING | {"error"})
+        refused = df[df["status"] == "refused"]
+        assert len(refused) and not refused["well_formed"].any()
+        return
+    df = check(f"{TUNED}:{name}", path="decode")
+    bad = df[df["status"].isin(FAILING)]
+    assert len(bad), df["status"].value_counts()
+    if name == "tuned_decode_second_config_unmasked":
+        assert set(bad["mode"]) == {"eager", "capture", "replay"}
+        assert bad["config"].str.startswith("2/2 _tuned_body: BLOCK_N=256").all()
+    elif name == "shared_scratch_decode":
+        assert set(bad["mode"]) == {"replay"}
+    else:
+        assert (bad["k"] % 128 == 0).all()
