@@ -4,6 +4,7 @@ it leaves torch, triton and numpy alone, and an engine's own `kernels` package s
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,8 +24,13 @@ def pip(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """Built from a copy of the tree: setuptools writes build/ into the source, and two test
+    workers that each need the wheel would otherwise build in the same folder at once."""
     out = tmp_path_factory.mktemp("wheel")
-    pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT))
+    source = tmp_path_factory.mktemp("source") / "diffcheck"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".whl", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source))
     (built,) = out.glob("diffcheck-*.whl")
     return built
 
