@@ -126,6 +126,23 @@ def _elements(target: Case | Scenario) -> int:
     return sum(t.numel() for step in steps for t in step.inputs.values())
 
 
+@contextlib.contextmanager
+def environment_for(device: torch.device):
+    """The environment a worker for ``device`` starts in: without TRITON_INTERPRET for a GPU.
+
+    The child imports triton while unpickling its target, before ``serve`` runs; with the
+    variable set, ``triton.language``'s own jit helpers (tl.sum, tl.cdiv, tl.max...) become
+    interpreted functions, and a compiled kernel that calls one fails in the code generator
+    with a bare AssertionError (a parent that interprets: a test session, a CPU fuzz).
+    """
+    saved = os.environ.pop("TRITON_INTERPRET", None) if device.type != "cpu" else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
 class Worker:
     """The parent's handle on one worker process: start, send a job, collect its rows."""
 
@@ -155,7 +172,8 @@ class Worker:
         process = self.context.Process(
             target=serve, args=(child, self.settings.config()), daemon=True,
             name="diffcheck-worker")
-        process.start()  # a script using this API needs `if __name__ == "__main__":` (spawn)
+        with environment_for(self.settings.device):
+            process.start()  # a script using this API needs `if __name__ == "__main__":`
         child.close()
         self.process, self.conn, self.ready = process, parent, False
         self.kept = []

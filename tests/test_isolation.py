@@ -1,5 +1,7 @@
 """Crash isolation and time limits: a job that dies or hangs is a row, and the run goes on."""
 
+import os
+
 import pandas as pd
 import torch
 from conftest import CPU, make_impl, suite_cases
@@ -153,3 +155,31 @@ def test_a_larger_batch_too_large_to_stage_is_a_note_and_the_replay_is_judged(tm
     assert not (df["status"] == "error").any(), df[["case_id", "status", "error"]]
     assert df["detail"].str.contains("no larger batch between capture and replay: diffcheck "
                                      "ran out of cpu memory staging this case").any()
+
+
+def _helper_type_in_a_worker(device: str, tmp_path) -> str:
+    """The type of triton.language's own jit helper tl.cdiv in a process started as a worker
+    for ``device`` by a parent that interprets."""
+    import multiprocessing
+
+    from diffcheck.worker import environment_for
+
+    out = tmp_path / f"{device}.txt"
+    code = ("import diffcheck.worker, triton.language as tl\n"
+            f"open({str(out)!r}, 'w').write(type(tl.cdiv).__name__)")
+    with environment_for(torch.device(device)):
+        child = multiprocessing.get_context("spawn").Process(target=exec, args=(code,))
+        child.start()
+    child.join(300)
+    return out.read_text()
+
+
+def test_a_gpu_worker_of_an_interpreting_parent_compiles_tritons_own_helpers(tmp_path,
+                                                                              monkeypatch):
+    """A GPU worker must not see TRITON_INTERPRET from its first import: with it, tl.sum and
+    tl.cdiv were interpreted functions and every instrumented kernel compiled on the GPU failed
+    with a bare AssertionError (the GPU parity test, run from this interpreting test session)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert _helper_type_in_a_worker("cuda", tmp_path) == "JITFunction"
+    assert _helper_type_in_a_worker("cpu", tmp_path) == "InterpretedFunction"
+    assert os.environ["TRITON_INTERPRET"] == "1"  # the parent's own setting is back
