@@ -61,6 +61,12 @@ class Buffer:
         return self.alloc[self.margin + self.span :]
 
 
+def _meta(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``tensor``'s shape, strides and dtype that holds no memory."""
+    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
+                               device="meta")
+
+
 @dataclass
 class Staged:
     """The views handed to an implementation, and the allocation that holds them."""
@@ -84,6 +90,15 @@ class Staged:
 
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]
+
+    def release(self) -> None:
+        """Let the allocation go once its run is over: the judge reads only the buffers'
+        layout (names, margins, spans, shapes), and a case of gigabytes must not stay staged
+        once per filling. The tensors become meta tensors of the same shapes: reading data
+        from them afterwards raises instead of reading freed memory."""
+        self.arena, self.expected = _meta(self.arena), _meta(self.expected)
+        for buf in self.all():
+            buf.alloc, buf.view = _meta(buf.alloc), _meta(buf.view)
 
     def names(self) -> list[str]:
         """Buffer names by tag id."""

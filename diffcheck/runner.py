@@ -362,6 +362,9 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
             for step in steps:  # a writer still running shows by now
                 if step.staged is not None and step.staged.watched is step:
                     second_look(step.staged)
+    for step in steps:  # what the judge needs of a staging is its layout
+        if step.staged is not None:
+            step.staged.release()
     if isinstance(sandbox, Instrumented) and steps:
         steps[0].notes += sandbox.notes
         if not sandbox.launches and not any(step.error for step in steps):

@@ -11,13 +11,19 @@ from pathlib import Path
 import domain_kernels
 import numpy as np
 import pytest
+import torch
+from conftest import CPU, suite_cases
 
 from diffcheck.case import Scenario
 from diffcheck.domain import STALE_TRANSFORMS, Dimension, Partition, domain_of, exercised
+from diffcheck.executors import run_all
 from diffcheck.fixtures.derived import pairwise
 from diffcheck.fixtures.stale import GENERIC, generic
+from diffcheck.impls import find
+from diffcheck.job import Job
 from diffcheck.paths import known_paths
 from diffcheck.report import read_report
+from diffcheck.runner import RunSettings
 from diffcheck.selection import DEFAULT_SUITES, build_suites
 
 KERNELS = Path(domain_kernels.__file__)
@@ -263,3 +269,45 @@ def test_the_api_without_suites_catches_a_planted_kernel():
     report = check(f"{KERNELS}:blocktable_page_by_shift", path="blocktable")
     assert "mismatch" in set(report["status"])
     assert {"domain", "domain-replay"} <= set(report["suite"])
+
+
+def _storage(tensor: torch.Tensor) -> tuple[int, int]:
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
+
+
+def _alive(storages: set[tuple[int, int]]) -> int:
+    """How many of these storages (address and size) some live tensor still holds."""
+    import gc
+
+    return len({_storage(o) for o in gc.get_objects() if isinstance(o, torch.Tensor)
+                and o.device.type != "meta" and _storage(o) in storages})
+
+
+@pytest.mark.parametrize("mode", ["eager", "capture", "graph"])
+def test_a_filling_frees_its_staged_memory_before_the_next_is_staged(monkeypatch, mode):
+    """The production-domain case holds gigabytes: every filling staged it (an arena and its
+    copy) and kept it until the row was judged, so four fillings held eight copies and an
+    80 GB GPU ran out. Only a staging's buffer layout outlives its run."""
+    from diffcheck import runner
+    from diffcheck.modes import select
+
+    case = suite_cases("decode", "smoke")[0]
+    staged: list[set[tuple[int, int]]] = []  # each staging's arena and its kept copy
+    held = []  # when a staging begins: how many of the earlier runs' are still alive
+    original = runner.stage
+
+    def counting(*args, **kwargs):
+        held.append(_alive(set().union(*staged)))
+        made = original(*args, **kwargs)
+        staged.append({_storage(made.arena), _storage(made.expected)})
+        return made
+
+    monkeypatch.setattr(runner, "stage", counting)
+    settings = RunSettings(CPU, "test", 0, fillings=4)
+    rows = run_all([Job(case, find("decode:guarded"), m) for m in select(mode)], settings)
+    assert rows and {r.status for r in rows} == {"pass"}, [(r.status, r.detail) for r in rows]
+    assert len(held) >= 4
+    # a graph mode stages the case and then the larger batch in one run: the case's staging
+    # (the graph's memory) is alive then
+    assert max(held) <= (0 if mode == "eager" else 2), held
