@@ -53,8 +53,10 @@ def new_run_id() -> str:
     return f"run-{uuid.uuid4().hex[:8]}"
 
 
-#: cases whose buffers stay uploaded on the device (see RunSettings.on_device)
+#: cases whose buffers stay uploaded on the device (see RunSettings.on_device), and the bytes
+#: that earlier cases' uploads may hold beside the newest (a GPU-sized case is gigabytes)
 UPLOADS_KEPT = 4
+UPLOAD_BYTES_KEPT = 1 << 30
 
 
 @dataclass
@@ -119,9 +121,11 @@ class RunSettings:
         kept = self._uploaded.get(key)
         if kept is None or kept[0] is not case:
             source = case.intended if intended else case.inputs
+            self._uploaded.pop(key, None)
+            while self._uploaded and (len(self._uploaded) >= UPLOADS_KEPT or _bytes(
+                    self._uploaded.values()) + _bytes([(case, source)]) > UPLOAD_BYTES_KEPT):
+                self._uploaded.pop(next(iter(self._uploaded)))  # before uploading the new
             kept = (case, {n: t.to(self.device) for n, t in source.items()})
-            if len(self._uploaded) >= UPLOADS_KEPT:
-                self._uploaded.pop(next(iter(self._uploaded)))
             self._uploaded[key] = kept
         return kept[1]
 
@@ -132,6 +136,11 @@ class RunSettings:
             "device", "run_id", "run_seed", "fill_override", "interpreter_check", "instrument",
             "configs", "fillings",
             "timeout", "isolation", "workers", "plugins")}
+
+
+def _bytes(uploads) -> int:
+    """Bytes of (case, tensors) uploads."""
+    return sum(t.numel() * t.element_size() for _, tensors in uploads for t in tensors.values())
 
 
 @dataclass

@@ -91,6 +91,24 @@ def test_a_well_formed_case_is_uploaded_once_for_its_inputs_and_its_reference():
     assert settings.on_device(case, intended=True) is settings.on_device(case)
 
 
+def test_uploads_of_earlier_cases_are_let_go_past_a_byte_budget(monkeypatch):
+    """A GPU-sized case is gigabytes: the uploads kept for the cases before it must not stay
+    beside it (the count alone kept four)."""
+    from diffcheck import runner
+
+    small, large, other = suite_cases("decode", "smoke")[:3]
+    size = sum(t.numel() * t.element_size() for t in large.inputs.values())
+    monkeypatch.setattr(runner, "UPLOAD_BYTES_KEPT", size + 1)
+    settings = RunSettings(CPU, "t", 0)
+    first = settings.on_device(small)
+    assert settings.on_device(small) is first  # kept
+    settings.on_device(large)  # over the budget with it: the small one goes
+    assert [case for case, _ in settings._uploaded.values()] == [large]
+    monkeypatch.setattr(runner, "UPLOAD_BYTES_KEPT", 1 << 40)
+    settings.on_device(other)
+    assert [case for case, _ in settings._uploaded.values()] == [large, other]
+
+
 def test_a_case_too_large_for_the_device_is_an_error_row_and_the_run_goes_on(tmp_path,
                                                                             monkeypatch):
     """diffcheck's own staging running out of memory (production-domain on an 80 GB GPU) ended
