@@ -109,3 +109,6 @@ class Scenario:
         return [step.fresh() for step in self.steps]
 
 
+def first_case(target: Case | Scenario) -> Case:
+    """The case itself, or a scenario's first step (the one a contract is read from)."""
+    return target.steps[0] if isinstance(target, Scenario) else target

@@ -1059,7 +1059,7 @@ def bench(
     from diffcheck.job import Job
     from diffcheck.modes import Eager
     from diffcheck.paths import select_paths
-    from diffcheck.runner import RunSettings, new_run_id
+    from diffcheck.settings import RunSettings, new_run_id
 
     dev = backend.resolve(device)
     if device == "auto" and dev.type == "cpu":

@@ -26,8 +26,10 @@ from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
+from diffcheck.outcome import Outcome, ended
 from diffcheck.report import ReportRow
-from diffcheck.runner import Outcome, RunSettings, ended, new_run_id, run_job
+from diffcheck.runner import run_job
+from diffcheck.settings import RunSettings, new_run_id
 from diffcheck.status import Status
 from diffcheck.worker import Worker, case_recipe
 
@@ -84,9 +86,9 @@ def settings_for(
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
-    takes the default for the device; ``fillings`` 0 too (see runner.default_fillings)."""
+    takes the default for the device; ``fillings`` 0 too (see settings.default_fillings)."""
     from diffcheck.paths import runtime_modules
-    from diffcheck.runner import FILLING_CHOICES, default_fillings
+    from diffcheck.settings import FILLING_CHOICES, default_fillings
 
     check_fill_and_timeout(fill_override, timeout)
     if fillings not in (0, *FILLING_CHOICES):

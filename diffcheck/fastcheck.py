@@ -35,9 +35,10 @@ from diffcheck.graphs import new_graph
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Eager
+from diffcheck.outcome import Outcome, ended, is_device_fault
 from diffcheck.paths import get_path
 from diffcheck.report import make_row
-from diffcheck.runner import RUNS, Outcome, RunSettings, ended, is_device_fault
+from diffcheck.settings import RUNS, RunSettings
 from diffcheck.status import Status
 
 #: mutants checked between two reads of their counters

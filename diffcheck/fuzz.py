@@ -28,7 +28,7 @@ from diffcheck.modes import Mode
 from diffcheck.mutants import index_of, mutant
 from diffcheck.paths import PathSpec
 from diffcheck.report import ReportRow
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 from diffcheck.status import Status
 
 #: seconds between two progress lines

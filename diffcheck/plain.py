@@ -20,7 +20,7 @@ from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
 from diffcheck.job import Job
 from diffcheck.paths import get_path
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 
 
 @dataclass

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from diffcheck.calls import Contract
     from diffcheck.case import Case
     from diffcheck.job import Job
-    from diffcheck.runner import RunSettings
+    from diffcheck.settings import RunSettings
 
 try:
     import fcntl
@@ -150,7 +150,7 @@ def make_row(
 def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
     """A command that reruns this row alone (the run's fill: a swapped case swaps again)."""
     from diffcheck.case import Scenario
-    from diffcheck.runner import default_fillings, default_instrument
+    from diffcheck.settings import default_fillings, default_instrument
 
     fill = case.fill if settings.fill_override is None else settings.fill_override
     words = ["diffcheck", "compare", "--path", case.path]

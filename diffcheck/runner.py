@@ -15,9 +15,8 @@ import itertools
 import os
 import time
 import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,163 +25,25 @@ import triton
 from diffcheck import backend, plausible, tags, tuning
 from diffcheck.buffers import FILLINGS, POISON, Staged, stage
 from diffcheck.calls import Contract, bind, contract_of
-from diffcheck.case import Case, Scenario
+from diffcheck.case import Case, Scenario, first_case
 from diffcheck.compare import (
     RegionLocator,
     compare_output,
     diverged,
     nondeterministic,
 )
-from diffcheck.defaults import TIMEOUT
-from diffcheck.errors import CaseTimeout, CaseTooLarge, UsageError
+from diffcheck.errors import CaseTimeout, CaseTooLarge
 from diffcheck.findings import Comparison, Finding
-from diffcheck.impls import Implementation
 from diffcheck.instrument import Instrumented
 from diffcheck.job import Job
 from diffcheck.modes import LARGEST, Step, requests_of, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
+from diffcheck.outcome import Outcome, ended, is_device_fault, one_line
 from diffcheck.paths import get_path
-from diffcheck.report import ReportRow, make_row
+from diffcheck.report import make_row
 from diffcheck.sandbox import Bounds, Sandbox
+from diffcheck.settings import JUDGED_RUNS, RERUNS, RUNS, RunPlan, RunSettings
 from diffcheck.status import DEFAULT_FAIL_ON, Status
-
-
-def new_run_id() -> str:
-    """A run's id: random, and never read back as a number (``run-`` then 8 hex digits; a
-    bare hex string such as ``1234e567`` would parse as a float)."""
-    return f"run-{uuid.uuid4().hex[:8]}"
-
-
-#: cases whose buffers stay uploaded on the device (see RunSettings.on_device), and the bytes
-#: that earlier cases' uploads may hold beside the newest (a GPU-sized case is gigabytes)
-UPLOADS_KEPT = 4
-UPLOAD_BYTES_KEPT = 1 << 30
-
-
-@dataclass
-class RunSettings:
-    device: torch.device
-    run_id: str
-    run_seed: int
-    #: --invalid-fill when given explicitly: overrides the fill stored in case files
-    fill_override: int | None = None
-    #: bounds-check every interpreter load and store (CPU only)
-    interpreter_check: bool = True
-    #: red-zone fillings to run each case under (1: constant only; 2: constant and tags; 4:
-    #: and the two plausible fillings; 0: the device's default, see default_fillings)
-    fillings: int = 0
-    #: seconds one job may take (all its fillings) before it ends as `timeout`; 0: no limit
-    timeout: float = TIMEOUT
-    #: where jobs run: "none" (this process) or "process" (a worker that may die)
-    isolation: str = "none"
-    #: worker processes side by side (isolation "process")
-    workers: int = 1
-    #: modules that registered paths at run time (a worker imports them to know the paths)
-    plugins: tuple[str, ...] = ()
-    #: launch instrumented copies of the kernels, which check their own every load and store
-    #: (diffcheck.instrument); None: on where kernels are compiled (a GPU), off under the
-    #: interpreter
-    instrument: bool | None = None
-    #: configs of an autotuned kernel each row runs under: every one (0) or the first N
-    configs: int = tuning.ALL_CONFIGS
-    _loaded: dict[str, Callable] = field(default_factory=dict)
-    _references: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(
-        default_factory=dict
-    )
-    _uploaded: dict[tuple[int, bool], tuple[Case, dict[str, torch.Tensor]]] = field(
-        default_factory=dict
-    )
-
-    def __post_init__(self) -> None:
-        self.fillings = self.fillings or default_fillings(self.device, self.interpreter_check)
-        if self.instrument is None:
-            self.instrument = default_instrument(self.device)
-        if self.instrument and self.interpreter_check and backend.interpreted(self.device):
-            raise UsageError("--instrument on the CPU needs --no-interpreter-check: the "
-                             "interpreter sandbox already checks every load and store there")
-
-    def implementation(self, impl: Implementation) -> Callable:
-        if impl.name not in self._loaded:
-            self._loaded[impl.name] = impl.load()
-        return self._loaded[impl.name]
-
-    def forget_references(self) -> None:
-        """Drop the computed references (a benchmark times computing them again)."""
-        self._references.clear()
-
-    def on_device(self, case: Case, intended: bool = False) -> dict[str, torch.Tensor]:
-        """The case's whole buffers (or its intended batch's) on the run's device.
-
-        Uploaded once and kept for the last few cases: a case's jobs run one after another,
-        and each stages it twice or more (fillings, reruns) besides its reference.
-        """
-        intended = intended and case.intended is not None  # else it is the inputs: one upload
-        key = (id(case), intended)
-        kept = self._uploaded.get(key)
-        if kept is None or kept[0] is not case:
-            source = case.intended if intended else case.inputs
-            self._uploaded.pop(key, None)
-            while self._uploaded and (len(self._uploaded) >= UPLOADS_KEPT or _bytes(
-                    self._uploaded.values()) + _bytes([(case, source)]) > UPLOAD_BYTES_KEPT):
-                self._uploaded.pop(next(iter(self._uploaded)))  # before uploading the new
-            kept = (case, {n: t.to(self.device) for n, t in source.items()})
-            self._uploaded[key] = kept
-        return kept[1]
-
-
-    def config(self) -> dict:
-        """The plain settings, to start a worker with the same ones."""
-        return {f: getattr(self, f) for f in (
-            "device", "run_id", "run_seed", "fill_override", "interpreter_check", "instrument",
-            "configs", "fillings",
-            "timeout", "isolation", "workers", "plugins")}
-
-
-def _bytes(uploads) -> int:
-    """Bytes of (case, tensors) uploads."""
-    return sum(t.numel() * t.element_size() for _, tensors in uploads for t in tensors.values())
-
-
-@dataclass
-class Outcome:
-    """A finished job: its report row and the findings behind it (for --details)."""
-
-    row: ReportRow
-    findings: tuple[Finding, ...] = ()
-    #: seconds the job spent (on its first row only): implementation calls, references, total
-    timing: dict[str, float] | None = None
-    #: a call faulted the device although the row says why it matters more (a read the
-    #: plausible fillings found): the context is gone all the same
-    device_lost: bool = False
-    #: ``kernel.NAME`` -> the values each @triton.heuristics took in the job's calls
-    heuristics: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def lost_device(self) -> bool:
-        return self.device_lost or self.row.status == Status.FAULT
-
-
-#: words in an exception that mean the device itself failed (the context is lost)
-DEVICE_FAULT_MARKERS = (
-    "illegal memory access", "illegal address", "unspecified launch failure",
-    "device-side assert", "misaligned address", "an illegal instruction",
-    "CUDA error", "HIP error", "hipError", "cudaError",
-)
-
-
-def is_device_fault(error: BaseException) -> bool:
-    """True when ``error`` reports a device fault rather than an exception of the wrapper."""
-    if type(error).__name__ == "AcceleratorError":
-        return True
-    text = str(error)
-    return any(marker in text for marker in DEVICE_FAULT_MARKERS)
-
-
-def one_line(error: BaseException) -> str:
-    """The implementation's exception as one line; the interpreter's wrapper is unwrapped."""
-    cause = error.__cause__ if type(error).__name__ == "InterpreterError" else None
-    shown = cause or error
-    text = " ".join(str(shown).split())
-    return f"{type(shown).__name__}: {text}"[:400]
 
 
 def reference(case: Case, contract: Contract, out_size: int,
@@ -198,10 +59,6 @@ def reference(case: Case, contract: Contract, out_size: int,
     return settings._references[key]
 
 
-def first_case(target: Case | Scenario) -> Case:
-    return target.steps[0] if isinstance(target, Scenario) else target
-
-
 def locators(case: Case) -> dict[str, RegionLocator]:
     """Where an element of each output is, in words, from the intended batch's regions."""
     spec = get_path(case.path)
@@ -214,43 +71,6 @@ def locators(case: Case) -> dict[str, RegionLocator]:
         found[extra.name] = RegionLocator(index, index + 1, f"{extra.name} of {spec.row_label}",
                                           columns=False)
     return found
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """One run of a job's mode: the red-zone filling and the interpreter's program order."""
-
-    filling: str
-    order: str = "launched"
-
-    def label(self, device: torch.device) -> str:
-        order = f", programs {self.order}" if backend.interpreted(device) else ""
-        return f"{self.filling} filling{order}"
-
-
-#: the runs every job makes (--fillings N makes the first N)
-RUNS = (RunPlan("constant"), RunPlan("tags", "reversed"), RunPlan("plausible-a"),
-        RunPlan("plausible-b"))
-#: how many of RUNS are judged one by one against the reference; the plausible ones are only
-#: compared with each other (a kernel's answer on plausible margins has no reference)
-JUDGED_RUNS = 2
-FILLING_CHOICES = (1, 2, 4)
-
-
-def default_fillings(device: torch.device, interpreter_check: bool) -> int:
-    """4 where reads are seen only through the output (a GPU, or no interpreter sandbox): the
-    plausible fillings find reads whose constant or tagged values a kernel's own checks
-    reject; 2 under the sandbox, which sees every address anyway."""
-    return 2 if backend.interpreted(device) and interpreter_check else 4
-
-
-def default_instrument(device: torch.device) -> bool:
-    """Instrumented kernels where they are compiled (a GPU); the interpreter sandbox sees
-    every address on the CPU already."""
-    return not backend.interpreted(device)
-#: runs made only when the first two outputs differ in a way no tag explains: each filling
-#: again, in the other program order, then the first run as it was
-RERUNS = (RunPlan("constant", "reversed"), RunPlan("tags"), RunPlan("constant"))
 
 
 @dataclass
@@ -792,13 +612,3 @@ def _regions_only(step: Step, mask: torch.Tensor) -> None:
         value = getattr(step, name)
         if value is not None:
             setattr(step, name, torch.where(mask, value, POISON))
-
-
-def ended(job: Job, settings: RunSettings, status: Status, why: str,
-          elapsed_ms: float) -> list[Outcome]:
-    """The rows of a job that did not finish: a device fault, a dead worker or a time-out."""
-    contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
-                           settings.fill_override)
-    return [Outcome(make_row(job, case, settings, contract, Comparison(0, ()), why,
-                             elapsed_ms, 0, status))
-            for case in job.mode.rows(job.case)]

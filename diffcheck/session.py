@@ -17,9 +17,10 @@ from typing import Protocol
 from diffcheck import tuning
 from diffcheck.errors import UsageError
 from diffcheck.executors import Interrupted, run_all
+from diffcheck.outcome import Outcome
 from diffcheck.report import ReportRow
-from diffcheck.runner import Outcome, RunSettings
 from diffcheck.selection import Selection
+from diffcheck.settings import RunSettings
 from diffcheck.status import Status
 
 

@@ -26,7 +26,9 @@ from diffcheck.case import Case, Scenario
 from diffcheck.casefile import load_any
 from diffcheck.errors import DeviceError
 from diffcheck.job import Job
-from diffcheck.runner import Outcome, RunSettings, ended, run_job
+from diffcheck.outcome import Outcome, ended
+from diffcheck.runner import run_job
+from diffcheck.settings import RunSettings
 from diffcheck.status import Status
 
 #: seconds a fresh worker may take to import torch and triton and set up its device

@@ -24,7 +24,8 @@ if __name__ == "__main__":
     from diffcheck.impls import builtin
     from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import RunSettings, run_job
+    from diffcheck.runner import run_job
+    from diffcheck.settings import RunSettings
 
     case = bench_case(path, regime, 512, 2048)
     settings = RunSettings(device, "profile", 0, isolation="none")

@@ -11,7 +11,7 @@ from diffcheck.fixtures.decode import decode_batch
 from diffcheck.fixtures.layouts import Layout
 from diffcheck.impls import builtin
 from diffcheck.mutants import mutant
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from diffcheck.executors import run_all  # noqa: E402
 from diffcheck.impls import Implementation  # noqa: E402
 from diffcheck.job import Job  # noqa: E402
 from diffcheck.modes import Eager  # noqa: E402
-from diffcheck.runner import RunSettings  # noqa: E402
 from diffcheck.selection import build_suites  # noqa: E402
+from diffcheck.settings import RunSettings  # noqa: E402
 
 CPU = torch.device("cpu")
 try:

@@ -69,7 +69,7 @@ def cpu_reads() -> list[dict]:
     from diffcheck.executors import run_all
     from diffcheck.job import Job
     from diffcheck.modes import Eager
-    from diffcheck.runner import RunSettings
+    from diffcheck.settings import RunSettings
 
     found = []
     settings = RunSettings(CPU, "test", 0, None, True, 2, 60.0, "none")

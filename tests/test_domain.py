@@ -23,8 +23,8 @@ from diffcheck.impls import find
 from diffcheck.job import Job
 from diffcheck.paths import known_paths
 from diffcheck.report import read_report
-from diffcheck.runner import RunSettings
 from diffcheck.selection import DEFAULT_SUITES, build_suites
+from diffcheck.settings import RunSettings
 
 KERNELS = Path(domain_kernels.__file__)
 PATHS = list(known_paths())

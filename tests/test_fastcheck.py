@@ -7,7 +7,7 @@ from conftest import CPU, make_impl, suite_cases
 
 from diffcheck.fastcheck import COUNTERS, CapturedCheck, CapturedChecks, shape_key
 from diffcheck.impls import builtin
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 
 
 def settings(fillings: int = 2) -> RunSettings:

@@ -75,7 +75,7 @@ def test_unguarded_kernels_get_the_cpu_statuses_on_the_gpu(tmp_path):
 
 
 def gpu_settings(**overrides):
-    from diffcheck.runner import RunSettings
+    from diffcheck.settings import RunSettings
 
     settings = RunSettings(torch.device("cuda"), "gpu-test", 0, isolation="process")
     for name, value in overrides.items():

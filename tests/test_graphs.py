@@ -11,7 +11,7 @@ from diffcheck.graphs import EmulatedGraph, HostReadDuringCapture, Launch, refus
 from diffcheck.impls import find
 from diffcheck.job import Job
 from diffcheck.modes import select
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 
 
 def run_modes(impl, targets, mode="all", **settings):

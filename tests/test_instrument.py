@@ -13,8 +13,8 @@ from diffcheck.executors import run_all
 from diffcheck.instrument import Instrumented
 from diffcheck.job import Job
 from diffcheck.modes import Eager
-from diffcheck.runner import RunSettings
 from diffcheck.sandbox import Extent
+from diffcheck.settings import RunSettings
 
 MARGIN = 64
 

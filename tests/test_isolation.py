@@ -10,7 +10,8 @@ from diffcheck.executors import run_all
 from diffcheck.impls import find
 from diffcheck.job import Job
 from diffcheck.modes import Eager
-from diffcheck.runner import RunSettings, is_device_fault
+from diffcheck.outcome import is_device_fault
+from diffcheck.settings import RunSettings
 
 FAULTS_ON_K512 = make_impl("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512")
 RUNAWAY = make_impl("decode:runaway", "broken_kernels:decode_runaway")
@@ -94,17 +95,17 @@ def test_a_well_formed_case_is_uploaded_once_for_its_inputs_and_its_reference():
 def test_uploads_of_earlier_cases_are_let_go_past_a_byte_budget(monkeypatch):
     """A GPU-sized case is gigabytes: the uploads kept for the cases before it must not stay
     beside it (the count alone kept four)."""
-    from diffcheck import runner
+    from diffcheck import settings as run_settings
 
     small, large, other = suite_cases("decode", "smoke")[:3]
     size = sum(t.numel() * t.element_size() for t in large.inputs.values())
-    monkeypatch.setattr(runner, "UPLOAD_BYTES_KEPT", size + 1)
+    monkeypatch.setattr(run_settings, "UPLOAD_BYTES_KEPT", size + 1)
     settings = RunSettings(CPU, "t", 0)
     first = settings.on_device(small)
     assert settings.on_device(small) is first  # kept
     settings.on_device(large)  # over the budget with it: the small one goes
     assert [case for case, _ in settings._uploaded.values()] == [large]
-    monkeypatch.setattr(runner, "UPLOAD_BYTES_KEPT", 1 << 40)
+    monkeypatch.setattr(run_settings, "UPLOAD_BYTES_KEPT", 1 << 40)
     settings.on_device(other)
     assert [case for case, _ in settings._uploaded.values()] == [large, other]
 

@@ -12,7 +12,8 @@ from diffcheck.fastcheck import CapturedCheck, Screened, mutants_checked
 from diffcheck.impls import builtin
 from diffcheck.job import Job
 from diffcheck.mutants import index_of, mutant
-from diffcheck.runner import RunSettings, run_job
+from diffcheck.runner import run_job
+from diffcheck.settings import RunSettings
 
 
 def settings(fillings: int = 2, timeout: float = 60.0) -> RunSettings:

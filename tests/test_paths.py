@@ -19,8 +19,8 @@ from diffcheck.impls import builtin
 from diffcheck.job import Job
 from diffcheck.modes import select
 from diffcheck.paths import known_paths
-from diffcheck.runner import RunSettings
 from diffcheck.selection import DEFAULT_SUITES
+from diffcheck.settings import RunSettings
 from diffcheck.status import DEFAULT_FAIL_ON, Status
 
 PATHS = list(known_paths())

@@ -23,7 +23,7 @@ from diffcheck.job import Job
 from diffcheck.modes import select
 from diffcheck.oob import tag_label
 from diffcheck.report import COLUMNS, ReportWriter, read_report
-from diffcheck.runner import RunSettings
+from diffcheck.settings import RunSettings
 
 
 def impl(name: str):
