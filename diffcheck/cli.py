@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from diffcheck import options
 from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import (
     DeviceError,
@@ -129,34 +130,12 @@ def _progress(total: int, enabled: bool):
 @app.command()
 @exit_codes
 def compare(
-    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
-                    ] = "all",
-    impl: Annotated[
-        list[str] | None,
-        typer.Option(help="Implementation to check (repeatable); default: the ones "
-                     "registered as safe. See `diffcheck list`."),
-    ] = None,
-    suite: Annotated[
-        list[str] | None,
-        typer.Option(help="Named suite (repeatable; `diffcheck list suites` lists them); "
-                     "default smoke, domain, domain-replay, stale, replay and glm52, and "
-                     "production-domain on a GPU, unless --cases is given."),
-    ] = None,
-    case_paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Stored case files (.npz) or folders of them, like --cases.",
-                       show_default=False),
-    ] = None,
-    cases: Annotated[
-        list[Path] | None,
-        typer.Option(help="Stored case file .npz, or a folder of them (repeatable; more files "
-                     "may follow: --cases a.npz b.npz)."),
-    ] = None,
-    case: Annotated[
-        list[str] | None,
-        typer.Option(help="Only cases whose id (suite/name) or name matches this glob "
-                     "(repeatable)."),
-    ] = None,
+    path: options.KernelPath = "all",
+    impl: options.Impls = None,
+    suite: options.Suites = None,
+    case_paths: options.CasePaths = None,
+    cases: options.Cases = None,
+    case: options.CaseGlobs = None,
     mode: Annotated[
         str,
         typer.Option(help="eager (direct call), capture (one call captured into a graph and "
@@ -164,71 +143,21 @@ def compare(
                      "its first steps), graph (capture + replay) or all (eager + capture + "
                      "replay)."),
     ] = "all",
-    graph_size: Annotated[
-        int | None,
-        typer.Option(help="Graph size (output rows) of the replay scenarios; default each "
-                     "scenario's own (16 to 24 rows, 512 in production-replay)."),
-    ] = None,
-    invalid_fill: Annotated[
-        int | None,
-        typer.Option(help="Value for invalid entries: 0 (ATOM) or -1 (vLLM/SGLang); default "
-                     "each path's contract's own (`diffcheck list paths`). Overrides the fill "
-                     "stored in --cases files."),
-    ] = None,
+    graph_size: options.GraphSize = None,
+    invalid_fill: options.InvalidFill = None,
     report: Annotated[
         Path, typer.Option(help="CSV report, one row per case x implementation x mode.")
     ] = Path("diffcheck-report.csv"),
-    seed: Annotated[int, typer.Option(help="Seed of the generated suites.")] = 0,
+    seed: options.SuiteSeed = 0,
     max_cases: Annotated[int | None, typer.Option(help="Run at most this many cases.")] = None,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA when present), cpu (Triton interpreter) or cuda.")
-    ] = "auto",
-    fail_on: Annotated[
-        str,
-        typer.Option(help="Comma-separated statuses that fail the run (exit 1).",
-                     show_default="divergence and everything more severe"),
-    ] = "",
-    interpreter_check: Annotated[
-        bool,
-        typer.Option(help="On CPU, bounds-check every load and store of the Triton interpreter "
-                     "(an access outside every tensor is recorded and neutralised)."),
-    ] = True,
-    configs: Annotated[
-        str,
-        typer.Option(help="Configs of an autotuned kernel (@triton.autotune) each row runs "
-                     "under: all, first, or a number N (the first N). Each row keeps its "
-                     "worst verdict and names that config in the `config` column."),
-    ] = "all",
-    instrument: Annotated[
-        bool | None,
-        typer.Option("--instrument/--no-instrument",
-                     help="Launch instrumented copies of the Triton kernels, which check the "
-                     "address of their own every load, store and atomic against the tensors "
-                     "the launch was given (an out-of-bounds lane is recorded and masked "
-                     "off); on a GPU this finds the reads red zones cannot (one the kernel "
-                     "bounds afterwards). On CPU it needs --no-interpreter-check.",
-                     show_default="on a GPU, off on CPU"),
-    ] = None,
-    fillings: Annotated[
-        int,
-        typer.Option(help="Red-zone fillings per case: 2 runs each case with constant and "
-                     "with tagged margins to find out-of-bounds reads; 4 adds two plausible "
-                     "fillings (values a kernel's own checks accept, to see reads that never "
-                     "reach the output otherwise); 1 runs it once; 0: 4 on a GPU or with "
-                     "--no-interpreter-check, 2 under the interpreter sandbox."),
-    ] = 0,
-    timeout: Annotated[
-        float,
-        typer.Option(help="Seconds one case may take (all its fillings) before it ends as "
-                     "`timeout` and the run goes on; 0 for no limit."),
-    ] = TIMEOUT,
-    isolation: Annotated[
-        str,
-        typer.Option(help="Where kernels run: process (worker processes, replaced after a "
-                     "fault, crash, time-out or leftover threads; a kernel that ends its "
-                     "process is a fault row), none (this process: for debugging, a kernel "
-                     "can end the run), auto: process."),
-    ] = "auto",
+    device: options.Device = "auto",
+    fail_on: options.FailOn = "",
+    interpreter_check: options.InterpreterCheck = True,
+    configs: options.Configs = "all",
+    instrument: options.Instrument = None,
+    fillings: options.Fillings = 0,
+    timeout: options.Timeout = TIMEOUT,
+    isolation: options.Isolation = "auto",
     jobs: Annotated[
         int,
         typer.Option(help="Worker processes side by side; 0: one per core on a CPU (up to 4), "
@@ -377,41 +306,15 @@ def fuzz(
                           "interpreter), production (up to 512 requests and graphs of 512) "
                           "or auto: production on a GPU.")
     ] = "auto",
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA when present), cpu (Triton interpreter) or cuda.")
-    ] = "auto",
-    invalid_fill: Annotated[
-        int | None, typer.Option(help="Fill value: 0 or -1; default the path's own.")
-    ] = None,
-    fail_on: Annotated[
-        str,
-        typer.Option(help="Comma-separated statuses that count as a failure.",
-                     show_default="divergence and everything more severe"),
-    ] = "",
-    interpreter_check: Annotated[
-        bool, typer.Option(help="On CPU, bounds-check every load and store (the sandbox).")
-    ] = True,
-    configs: Annotated[
-        str,
-        typer.Option(help="Configs of an autotuned kernel (@triton.autotune) each row runs "
-                     "under: all, first, or a number N (the first N). As for compare."),
-    ] = "all",
-    instrument: Annotated[
-        bool | None,
-        typer.Option("--instrument/--no-instrument",
-                     help="Instrumented kernels that check their own loads and stores, as for "
-                     "compare.", show_default="on a GPU, off on CPU"),
-    ] = None,
-    fillings: Annotated[
-        int, typer.Option(help="Red-zone fillings per case, as for compare (0: the device's "
-                          "default).")
-    ] = 0,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds one case may take before it ends as `timeout`.")
-    ] = TIMEOUT,
-    isolation: Annotated[
-        str, typer.Option(help="process (one worker process, replaced after a fault) or none.")
-    ] = "auto",
+    device: options.Device = "auto",
+    invalid_fill: options.InvalidFill = None,
+    fail_on: options.FailOn = "",
+    interpreter_check: options.InterpreterCheck = True,
+    configs: options.Configs = "all",
+    instrument: options.Instrument = None,
+    fillings: options.Fillings = 0,
+    timeout: options.Timeout = TIMEOUT,
+    isolation: options.Isolation = "auto",
     fast: Annotated[
         bool, typer.Option(help="GPU, eager: screen each case with a check captured as one "
                            "graph per case shape; a case it counts anything on, the first "
@@ -571,27 +474,16 @@ def fuzz(
 @app.command()
 @exit_codes
 def call(
-    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`).")] = "all",
-    impl: Annotated[
-        list[str] | None,
-        typer.Option(help="Implementation to call (repeatable): a registered name, "
-                     "module:function or file.py:function."),
-    ] = None,
-    suite: Annotated[list[str] | None, typer.Option(help="Named suite (repeatable).")] = None,
-    case_paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Stored case files (.npz) or folders of them.", show_default=False),
-    ] = None,
-    cases: Annotated[list[Path] | None, typer.Option(help="Stored case file or folder.")
-                     ] = None,
-    case: Annotated[list[str] | None, typer.Option(help="Only cases whose id matches this "
-                                                   "glob (repeatable).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the generated suites.")] = 0,
-    invalid_fill: Annotated[int | None, typer.Option(help="0 or -1; default each path's own."
-                                                     )] = None,
-    graph_size: Annotated[int | None, typer.Option(help="Graph size of scenario suites (each "
-                                                   "step is called plainly).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    path: options.KernelPath = "all",
+    impl: options.Impls = None,
+    suite: options.Suites = None,
+    case_paths: options.CasePaths = None,
+    cases: options.Cases = None,
+    case: options.CaseGlobs = None,
+    seed: options.SuiteSeed = 0,
+    invalid_fill: options.InvalidFill = None,
+    graph_size: options.GraphSize = None,
+    device: options.Device = "auto",
     mode: Annotated[str, typer.Option(help="Accepted so a reproduce command can be reused; "
                                       "the call is always one eager call.")] = "eager",
 ) -> None:
@@ -630,7 +522,7 @@ def call(
 
 
 def _fail_on(text: str):
-    """--fail-on: the statuses that fail a run (default: mismatch and everything worse)."""
+    """--fail-on: the statuses that fail a run (default: divergence and everything worse)."""
     from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses
 
     if not text:

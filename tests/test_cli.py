@@ -466,3 +466,34 @@ def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
     assert "went on" in done.stdout, done.stdout + done.stderr
     assert "from __del__" in done.stderr  # printed as ignored, as Python always did
 
+
+
+#: options whose meaning differs between the commands that take them
+DIFFERENT = {("fuzz", "impl"), ("fuzz", "path"), ("fuzz", "seed"), ("fuzz", "mode"),
+             ("call", "mode")}
+
+
+def test_an_option_that_commands_share_has_one_help_and_one_default():
+    """compare, fuzz and call declared their shared options separately and their help drifted
+    (issue 24): each is now declared once in diffcheck/options.py."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    seen: dict[str, tuple[str, object, str]] = {}
+    shared = 0
+    for command in ("compare", "fuzz", "call"):
+        for param in group.commands[command].params:
+            if (command, param.name) in DIFFERENT:
+                continue
+            mine = (getattr(param, "help", None), param.default, command)
+            if param.name in seen:
+                shared += 1
+                assert seen[param.name][:2] == mine[:2], (param.name, seen[param.name], mine)
+            else:
+                seen[param.name] = mine
+    assert shared >= 15  # the check reaches the shared options
+    # the default --fail-on said "mismatch and everything more severe"; it is divergence
+    from diffcheck.status import DEFAULT_FAIL_ON, Status
+    assert min(DEFAULT_FAIL_ON, key=lambda s: s.severity) == Status.DIVERGENCE
+    fail_on = next(p for p in group.commands["compare"].params if p.name == "fail_on")
+    assert fail_on.show_default.startswith("divergence")
