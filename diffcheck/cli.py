@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import functools
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -20,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from diffcheck import options
-from diffcheck.defaults import TIMEOUT
+from diffcheck.defaults import FAST_MUTANTS, TIMEOUT
 from diffcheck.errors import (
     DeviceError,
     DiffcheckError,
@@ -260,11 +259,6 @@ def compare(
         raise typer.Exit(ExitCode.FAILURES)
 
 
-#: device mutants per drawn case under fuzz --fast: enough that drawing a production-size
-#: case on the host (0.1-0.3 s) is a small part of the run
-FAST_MUTANTS = 2048
-
-
 @app.command()
 @exit_codes
 def fuzz(
@@ -334,141 +328,16 @@ def fuzz(
     Exit codes: 0 no failure within the budget, 1 a failure (shrunk and saved, or a saved
     regression case that still fails), 2 interrupted, 3 internal error, 4 usage error.
     """
-    from diffcheck import backend, modes, session
     from diffcheck import fuzz as fuzzing
-    from diffcheck.case import Scenario
-    from diffcheck.casefile import save_case, save_scenario
-    from diffcheck.executors import check_fill_and_timeout, settings_for
-    from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
-    from diffcheck.impls import find
-    from diffcheck.paths import get_path, known_paths
 
-    failing = _fail_on(fail_on)
-    try:
-        import hypothesis  # noqa: F401
-    except ImportError:
-        raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
-                         "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
-    check_fill_and_timeout(invalid_fill, timeout)
-    session.check_folder("--save-to", save_to)  # before the search, not after it
-    if not 0 <= shrink_time < float("inf"):
-        raise UsageError(f"--shrink-time must be 0 or more seconds, got {shrink_time:g}")
-    if size not in ("auto", "small", "production"):
-        raise UsageError(f"--size must be auto, small or production, got '{size}'")
-    allotted = fuzzing.Budget.parse(budget)
-    chosen_modes = modes.select("eager" if mode == "auto" else mode)
-    if path is None:
-        prefix = impl.partition(":")[0]
-        if prefix not in known_paths() or ".py" in impl or impl.count(":") != 1:
-            raise UsageError(f"--impl {impl}: say which contract it follows with --path "
-                             f"({', '.join(known_paths())})")
-        path = prefix
-    spec = get_path(path)
-    scenarios = any(m.name == "replay" for m in chosen_modes)
-    # the default draws replay scenarios too (a launcher that freezes what it saw at capture
-    # fails only there); --fast screens eager calls alone
-    mixed = mode == "auto" and not fast and fuzzing.generates_scenarios(spec)
-    scenario_modes = modes.select("replay") if mixed else None
-    fuzzing.strategy_for(spec, scenarios, CPU_LIMITS)  # refuses a path it cannot fuzz
-    dev = backend.resolve(device)
-    backend.prepare(dev)
-    if fast and (dev.type != "cuda" or [m.name for m in chosen_modes] != ["eager"]):
-        raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
-                         "with --mode eager (on the CPU the interpreter sandbox must see every "
-                         "access)")
-    from diffcheck.mutants import SPAN
-
-    if mutants is not None and (not 0 <= mutants < SPAN or not fast):
-        raise UsageError(f"--mutants is a number of device-made mutants per case (0 to "
-                         f"{SPAN - 1}) and needs --fast")
-    # what saved regression cases replay in (never screened)
-    full_modes = chosen_modes + (scenario_modes or [])
-    if fast:
-        from diffcheck.fastcheck import Screened
-
-        chosen_modes = [Screened(FAST_MUTANTS if mutants is None else mutants)]
-    implementation = find(impl, path)
-    if implementation.path != spec.name:
-        raise UsageError(f"--impl {impl} follows path {implementation.path}, not {spec.name}")
-    settings = settings_for([implementation], dev, seed, invalid_fill, interpreter_check,
-                            fillings, timeout, isolation, workers=1, instrument=instrument,
-                            configs=configs)
-    limits = GPU_LIMITS if size == "production" or (size == "auto" and dev.type != "cpu") \
-        else CPU_LIMITS
-    fill = spec.fill if invalid_fill is None else invalid_fill
-    checker = fuzzing.Checker(implementation, chosen_modes, settings, scenario_modes)
-    shown = impl  # as the user wrote it: the reproduce command runs from the same folder
-    try:
-        replayed, stuck = fuzzing.replay_saved(save_to, spec, checker, failing, invalid_fill,
-                                                  full_modes,
-                                                  lambda line: typer.echo(line, err=True))
-        if stuck is not None:
-            typer.echo(f"fuzz: a saved regression case still fails ({stuck.row.status})",
-                       err=True)
-            typer.echo(fuzzing.explain(stuck, shown, fuzzing.FuzzResult()))
-            typer.echo(f"reproduce: {stuck.row.reproduce}")
-            raise typer.Exit(ExitCode.FAILURES)
-        if replayed:
-            typer.echo(f"fuzz: {replayed} saved cases of {spec.name} in {save_to} pass",
-                       err=True)
-        drawn = ("cases (eager) and scenarios (replay)" if mixed else
-                 f"{'scenarios' if scenarios else 'cases'} "
-                 f"({', '.join(m.name for m in chosen_modes)})")
-        typer.echo(f"fuzz: {shown} on {spec.name} on {backend.describe(dev)}, budget "
-                   f"{allotted}, seed {seed}, {drawn} up to {limits.requests + limits.bulk} "
-                   "requests", err=True)
-        provisional = save_to / fuzzing.shrinking_name(spec.name, shown)
-
-        def keep(target) -> None:
-            for step in target.steps if isinstance(target, Scenario) else [target]:
-                step.suite = "fuzz"
-            (save_scenario if isinstance(target, Scenario) else save_case)(target, provisional)
-
-        result = fuzzing.fuzz(spec, checker, scenarios, allotted, seed, limits, fill, failing,
-                              shrink_time, lambda line: typer.echo(line, err=True), mixed,
-                              keep)
-    finally:
-        checker.close()
-    rate = f"{result.counted()} in {result.elapsed:.0f} s ({result.rate:,.1f} checks/s)"
-    for line in result.coverage.lines() if result.coverage else ():
-        typer.echo(f"fuzz: {line}", err=True)
-    if result.finding is None:
-        typer.echo(f"fuzz: no failure: {rate}")
-        return
-    finding = result.finding
-    target = finding.target
-    target.suite = "fuzz"
-    file = save_to / fuzzing.saved_name(finding, shown)
-    words = ["diffcheck", "compare", "--cases", str(file), "--impl", shown, "--path",
-             spec.name, "--mode", finding.row.mode, "--device", dev.type]
-    if invalid_fill is not None:
-        words += ["--invalid-fill", str(invalid_fill)]
-    if not interpreter_check:
-        words.append("--no-interpreter-check")
-    words += [*(["--fillings", str(fillings)] if fillings else []),
-              *(["--timeout", f"{timeout:g}"] if timeout != TIMEOUT else []),
-              *(["--fail-on", fail_on] if fail_on else []),
-              *(["--isolation", isolation] if isolation != "auto" else [])]
-    typer.echo(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
-               f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
-               f"({result.shrink_seconds:.0f} s)")
-    typer.echo(fuzzing.explain(finding, shown, result))
-    if isinstance(target, Scenario):
-        for step in target.steps:
-            step.suite = "fuzz"
-        save_scenario(target, file)
-    else:
-        save_case(target, file)
-    if provisional != file:
-        provisional.unlink(missing_ok=True)
-    typer.echo(f"saved: {file}")
-    typer.echo(f"reproduce: {shlex.join(words)}")
-    if result.broken is not None:
-        raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
-    if result.interrupted:
-        _err("interrupted while shrinking: saved the smallest failing case so far")
-        raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(ExitCode.FAILURES)
+    options = fuzzing.FuzzOptions(
+        impl=impl, path=path, mode=mode, budget=budget, seed=seed, shrink_time=shrink_time,
+        save_to=save_to, size=size, device=device, invalid_fill=invalid_fill, fail_on=fail_on,
+        interpreter_check=interpreter_check, configs=configs, instrument=instrument,
+        fillings=fillings, timeout=timeout, isolation=isolation, fast=fast, mutants=mutants)
+    code = fuzzing.run(options, lambda line: typer.echo(line, err=True), typer.echo)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -522,19 +391,9 @@ def call(
 
 
 def _fail_on(text: str):
-    """--fail-on: the statuses that fail a run (default: divergence and everything worse)."""
-    from diffcheck.status import DEFAULT_FAIL_ON, parse_statuses
+    from diffcheck.status import parse_fail_on
 
-    if not text:
-        return DEFAULT_FAIL_ON
-    try:
-        chosen = parse_statuses(text)
-    except ValueError as e:
-        raise UsageError(f"--fail-on: {e}") from None
-    if not chosen:
-        raise UsageError(f"--fail-on {text!r} names no status; list statuses such as "
-                         "mismatch,oob_read")
-    return chosen
+    return parse_fail_on(text)
 
 
 def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]],

@@ -3,3 +3,7 @@ their help and the reproduce commands cannot drift apart. A leaf: imports nothin
 
 #: seconds one job (a case in one mode, all its fillings and configs) may take
 TIMEOUT = 60.0
+
+#: device mutants per drawn case under fuzz --fast: enough that drawing a production-size
+#: case on the host (0.1-0.3 s) is a small part of the run
+FAST_MUTANTS = 2048

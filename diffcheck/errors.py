@@ -30,6 +30,12 @@ class DiffcheckError(Exception):
     exit_code = ExitCode.USAGE
 
 
+class Interrupted(DiffcheckError):
+    """The user stopped the run; what it had found so far is saved, as the message says."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class UsageError(DiffcheckError):
     """A bad option value; fix the command line as the message says."""
 

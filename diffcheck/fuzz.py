@@ -14,13 +14,15 @@ the saved cases are the memory instead, and a run replays those of its path firs
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from diffcheck.case import Case, Scenario
-from diffcheck.errors import DeviceError, UsageError
+from diffcheck.defaults import FAST_MUTANTS, TIMEOUT
+from diffcheck.errors import DeviceError, ExitCode, Interrupted, UsageError
 from diffcheck.fastcheck import mutants_checked
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
@@ -505,3 +507,192 @@ def shrinking_name(path: str, impl: str) -> str:
     """Where the smallest failing case so far is kept while shrinking runs (replaced by the
     finding's own file once it ends; left, and replayed next time, when the run is killed)."""
     return f"{path}-shrinking-{_safe(impl)}.npz"
+
+
+@dataclass
+class FuzzOptions:
+    """What `diffcheck fuzz` was asked for, as the command line says it (see its --help)."""
+
+    impl: str
+    path: str | None = None
+    mode: str = "auto"
+    budget: str = "60s"
+    seed: int = 0
+    shrink_time: float = 60.0
+    save_to: Path = Path("fuzz-cases")
+    size: str = "auto"
+    device: str = "auto"
+    invalid_fill: int | None = None
+    fail_on: str = ""
+    interpreter_check: bool = True
+    configs: str = "all"
+    instrument: bool | None = None
+    fillings: int = 0
+    timeout: float = TIMEOUT
+    isolation: str = "auto"
+    fast: bool = False
+    mutants: int | None = None
+
+
+@dataclass
+class _Search:
+    """A fuzz run set up from its options: what to draw, where, and how it is checked."""
+
+    spec: PathSpec
+    implementation: Implementation
+    settings: RunSettings
+    modes: list[Mode]
+    full_modes: list[Mode]
+    scenario_modes: list[Mode] | None
+    scenarios: bool
+    mixed: bool
+    budget: Budget
+    limits: object
+    fill: int
+    failing: frozenset[Status]
+
+
+def _set_up(o: FuzzOptions) -> _Search:
+    """Check the options (a usage error before anything runs) and set the search up."""
+    from diffcheck import backend, modes
+    from diffcheck.executors import check_fill_and_timeout, settings_for
+    from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
+    from diffcheck.impls import find
+    from diffcheck.mutants import SPAN
+    from diffcheck.paths import get_path, known_paths
+    from diffcheck.session import check_folder
+    from diffcheck.status import parse_fail_on
+
+    failing = parse_fail_on(o.fail_on)
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        raise UsageError("diffcheck fuzz draws and shrinks cases with Hypothesis, which is not "
+                         "installed: pip install 'diffcheck[fuzz]' (or hypothesis)") from None
+    check_fill_and_timeout(o.invalid_fill, o.timeout)
+    check_folder("--save-to", o.save_to)  # before the search, not after it
+    if not 0 <= o.shrink_time < float("inf"):
+        raise UsageError(f"--shrink-time must be 0 or more seconds, got {o.shrink_time:g}")
+    if o.size not in ("auto", "small", "production"):
+        raise UsageError(f"--size must be auto, small or production, got '{o.size}'")
+    budget = Budget.parse(o.budget)
+    chosen = modes.select("eager" if o.mode == "auto" else o.mode)
+    path = o.path
+    if path is None:
+        prefix = o.impl.partition(":")[0]
+        if prefix not in known_paths() or ".py" in o.impl or o.impl.count(":") != 1:
+            raise UsageError(f"--impl {o.impl}: say which contract it follows with --path "
+                             f"({', '.join(known_paths())})")
+        path = prefix
+    spec = get_path(path)
+    scenarios = any(m.name == "replay" for m in chosen)
+    # the default draws replay scenarios too (a launcher that freezes what it saw at capture
+    # fails only there); --fast screens eager calls alone
+    mixed = o.mode == "auto" and not o.fast and generates_scenarios(spec)
+    scenario_modes = modes.select("replay") if mixed else None
+    strategy_for(spec, scenarios, CPU_LIMITS)  # refuses a path it cannot fuzz
+    dev = backend.resolve(o.device)
+    backend.prepare(dev)
+    if o.fast and (dev.type != "cuda" or [m.name for m in chosen] != ["eager"]):
+        raise UsageError("--fast screens eager checks with captured CUDA graphs: on a GPU "
+                         "with --mode eager (on the CPU the interpreter sandbox must see every "
+                         "access)")
+    if o.mutants is not None and (not 0 <= o.mutants < SPAN or not o.fast):
+        raise UsageError(f"--mutants is a number of device-made mutants per case (0 to "
+                         f"{SPAN - 1}) and needs --fast")
+    full_modes = chosen + (scenario_modes or [])  # what saved regression cases replay in
+    if o.fast:
+        from diffcheck.fastcheck import Screened
+
+        chosen = [Screened(FAST_MUTANTS if o.mutants is None else o.mutants)]
+    implementation = find(o.impl, path)
+    if implementation.path != spec.name:
+        raise UsageError(f"--impl {o.impl} follows path {implementation.path}, not {spec.name}")
+    settings = settings_for([implementation], dev, o.seed, o.invalid_fill, o.interpreter_check,
+                            o.fillings, o.timeout, o.isolation, workers=1,
+                            instrument=o.instrument, configs=o.configs)
+    production = o.size == "production" or (o.size == "auto" and dev.type != "cpu")
+    return _Search(spec, implementation, settings, chosen, full_modes, scenario_modes,
+                   scenarios, mixed, budget, GPU_LIMITS if production else CPU_LIMITS,
+                   spec.fill if o.invalid_fill is None else o.invalid_fill, failing)
+
+
+def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None]) -> ExitCode:
+    """`diffcheck fuzz` from its options to its exit code: replay the saved regression cases,
+    search, shrink and save a failure. ``say`` gets progress lines (stderr), ``show`` the
+    result (stdout)."""
+    from diffcheck import backend
+    from diffcheck.casefile import save_case, save_scenario
+
+    search = _set_up(o)
+    spec, shown = search.spec, o.impl  # as the user wrote it: reproduce runs from there
+    checker = Checker(search.implementation, search.modes, search.settings,
+                      search.scenario_modes)
+    try:
+        replayed, stuck = replay_saved(o.save_to, spec, checker, search.failing,
+                                       o.invalid_fill, search.full_modes, say)
+        if stuck is not None:
+            say(f"fuzz: a saved regression case still fails ({stuck.row.status})")
+            show(explain(stuck, shown, FuzzResult()))
+            show(f"reproduce: {stuck.row.reproduce}")
+            return ExitCode.FAILURES
+        if replayed:
+            say(f"fuzz: {replayed} saved cases of {spec.name} in {o.save_to} pass")
+        drawn = ("cases (eager) and scenarios (replay)" if search.mixed else
+                 f"{'scenarios' if search.scenarios else 'cases'} "
+                 f"({', '.join(m.name for m in search.modes)})")
+        say(f"fuzz: {shown} on {spec.name} on {backend.describe(search.settings.device)}, "
+            f"budget {search.budget}, seed {o.seed}, {drawn} up to "
+            f"{search.limits.requests + search.limits.bulk} requests")
+        provisional = o.save_to / shrinking_name(spec.name, shown)
+
+        def keep(target: Case | Scenario) -> None:
+            for step in target.steps if isinstance(target, Scenario) else [target]:
+                step.suite = "fuzz"
+            (save_scenario if isinstance(target, Scenario) else save_case)(target, provisional)
+
+        result = fuzz(spec, checker, search.scenarios, search.budget, o.seed, search.limits,
+                      search.fill, search.failing, o.shrink_time, say, search.mixed, keep)
+    finally:
+        checker.close()
+    for line in result.coverage.lines() if result.coverage else ():
+        say(f"fuzz: {line}")
+    if result.finding is None:
+        show(f"fuzz: no failure: {result.counted()} in {result.elapsed:.0f} s "
+             f"({result.rate:,.1f} checks/s)")
+        return ExitCode.OK
+    finding = result.finding
+    file = o.save_to / saved_name(finding, shown)
+    show(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
+         f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
+         f"({result.shrink_seconds:.0f} s)")
+    show(explain(finding, shown, result))
+    target = finding.target
+    for step in target.steps if isinstance(target, Scenario) else [target]:
+        step.suite = "fuzz"
+    (save_scenario if isinstance(target, Scenario) else save_case)(target, file)
+    if provisional != file:
+        provisional.unlink(missing_ok=True)
+    show(f"saved: {file}")
+    words = _reproduce_words(o, spec, file, finding, search.settings.device.type)
+    show(f"reproduce: {shlex.join(words)}")
+    if result.broken is not None:
+        raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
+    if result.interrupted:
+        raise Interrupted("interrupted while shrinking: saved the smallest failing case so far")
+    return ExitCode.FAILURES
+
+
+def _reproduce_words(o: FuzzOptions, spec: PathSpec, file: Path, finding: Finding,
+                     device: str) -> list[str]:
+    """The compare command that replays a saved finding with the options that found it."""
+    words = ["diffcheck", "compare", "--cases", str(file), "--impl", o.impl, "--path",
+             spec.name, "--mode", finding.row.mode, "--device", device]
+    if o.invalid_fill is not None:
+        words += ["--invalid-fill", str(o.invalid_fill)]
+    if not o.interpreter_check:
+        words.append("--no-interpreter-check")
+    return [*words, *(["--fillings", str(o.fillings)] if o.fillings else []),
+            *(["--timeout", f"{o.timeout:g}"] if o.timeout != TIMEOUT else []),
+            *(["--fail-on", o.fail_on] if o.fail_on else []),
+            *(["--isolation", o.isolation] if o.isolation != "auto" else [])]

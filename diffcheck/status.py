@@ -56,3 +56,19 @@ def parse_statuses(text: str) -> frozenset[Status]:
             known = ", ".join(s.value for s in ORDER)
             raise ValueError(f"unknown status '{word}'; known: {known}") from None
     return frozenset(chosen)
+
+
+def parse_fail_on(text: str) -> frozenset[Status]:
+    """--fail-on: the statuses that fail a run (default: divergence and everything worse)."""
+    from diffcheck.errors import UsageError
+
+    if not text:
+        return DEFAULT_FAIL_ON
+    try:
+        chosen = parse_statuses(text)
+    except ValueError as e:
+        raise UsageError(f"--fail-on: {e}") from None
+    if not chosen:
+        raise UsageError(f"--fail-on {text!r} names no status; list statuses such as "
+                         "mismatch,oob_read")
+    return chosen
