@@ -20,12 +20,14 @@ the device's peak where it is known.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from diffcheck import backend
 from diffcheck.buffers import stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
+from diffcheck.defaults import MAX_LAUNCHES
 from diffcheck.graphs import new_graph
 from diffcheck.impls import Implementation
 from diffcheck.paths import get_path
@@ -428,3 +431,155 @@ def table(rows: list[BenchRow]) -> str:
     shown = ["path", "regime", "item", "how", "median_us", "p10_us", "p90_us", "gbps",
              "peak_gbps", "versus", "ratio"]
     return df[shown].to_string(index=False)
+
+
+#: device mutants per timed call of bench's mutant row
+BENCH_MUTANTS = 64
+
+
+@dataclass
+class BenchOptions:
+    """What `diffcheck bench` was asked for, as the command line says it (see its --help)."""
+
+    path: str = "all"
+    impl: list[str] | None = None
+    regime: list[str] | None = None
+    rows: int = 512
+    positions: str = "shuffled"
+    k: int = 2048
+    q: int = 4
+    device: str = "auto"
+    repeats: int = 50
+    warmup: int = 5
+    launches: int = 20
+    check: bool = True
+    report: Path | None = None
+    sweep: bool = False
+    block_n: list[int] | None = None
+    warps: list[int] | None = None
+    column_programs: list[int] | None = None
+
+
+def _checked(o: BenchOptions) -> torch.device:
+    """The device to time on, once the options are known to be usable (a usage error
+    otherwise, before anything is built)."""
+    from diffcheck.casefile import max_elements
+    from diffcheck.errors import DeviceError, UsageError
+
+    dev = backend.resolve(o.device)
+    if o.device == "auto" and dev.type == "cpu":
+        raise DeviceError("diffcheck bench times GPU kernels and sees no CUDA/ROCm device; "
+                          "pass --device cpu to time the Triton interpreter instead")
+    for name in o.regime or []:
+        if name not in REGIMES:
+            raise UsageError(f"unknown regime '{name}'; known: {', '.join(REGIMES)}")
+    if o.positions not in ORDERS:
+        raise UsageError(f"unknown --positions '{o.positions}'; known: {', '.join(ORDERS)}")
+    if min(o.rows, o.k, o.q, o.repeats, o.launches) < 1 or o.warmup < 0:
+        raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
+    if o.rows * o.q * o.k * 4 > max_elements():  # top-k rows (MTP: q a request), output, ...
+        raise UsageError(f"--rows {o.rows} x --q {o.q} x --k {o.k} is past the case size limit "
+                         f"of {max_elements():,} elements (DIFFCHECK_MAX_ELEMENTS raises it)")
+    if o.launches > MAX_LAUNCHES:
+        raise UsageError(f"--launches must be at most {MAX_LAUNCHES}, got {o.launches}")
+    return dev
+
+
+def _captured_checks(case: Case, safe: Implementation, settings, dev: torch.device,
+                     say: Callable[[str], None], where: str) -> tuple:
+    """The captured check's rows (GPUs, see diffcheck.fastcheck), or none for a kernel that
+    cannot be captured."""
+    from diffcheck.fastcheck import CapturedCheck
+
+    # the case already on the device, as for the full check's row
+    there = dataclasses.replace(case, inputs={n: t.to(dev) for n, t in case.inputs.items()})
+    try:
+        captured = CapturedCheck(there, safe, settings)
+        mutating = CapturedCheck(there, safe, settings, mutating=True)
+    except Exception as e:  # a kernel that cannot be captured: no such row
+        say(f"bench {where}: no captured check of {safe.name} ({type(e).__name__}: {e})")
+        return ()
+    return (("memory-safety check, captured", functools.partial(captured.run, there), 1),
+            (f"memory-safety check, captured, per device mutant (of {BENCH_MUTANTS})",
+             functools.partial(mutating.first_failing_mutant, there, BENCH_MUTANTS),
+             BENCH_MUTANTS))
+
+
+def _chosen(o: BenchOptions, spec) -> list[Implementation]:
+    """The implementations timed on a path: those named, or every registered kernel of it
+    (unguarded included: the ratios compare to it)."""
+    from diffcheck.impls import builtin, find
+
+    chosen = ([find(n, spec.name) for n in o.impl] if o.impl else
+              [i.described() for i in builtin().values() if i.path == spec.name
+               and not i.name.endswith(":reference")])
+    return [i for i in chosen if i.path == spec.name]
+
+
+def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]) -> None:
+    """`diffcheck bench` from its options: time every chosen kernel (or sweep launch shapes)
+    on each regime, print the table, write the CSV. ``say`` gets progress lines (stderr),
+    ``show`` the tables (stdout)."""
+    import pandas as pd
+
+    from diffcheck.errors import NothingSelectedError, UsageError
+    from diffcheck.executors import InProcess
+    from diffcheck.job import Job
+    from diffcheck.modes import Eager
+    from diffcheck.paths import select_paths
+    from diffcheck.settings import RunSettings, new_run_id
+
+    dev = _checked(o)
+    backend.prepare(dev)
+    timer = Timer(dev, o.warmup, o.repeats)
+    settings = RunSettings(dev, new_run_id(), 0, isolation="none")
+    results: list = []
+    with backend.interpreter_as_on_gpu(dev):  # kernels run on the interpreter as on a GPU
+        for spec in select_paths(o.path):
+            chosen = _chosen(o, spec)
+            if not chosen or spec.bench_case is None:
+                continue
+            if o.sweep:
+                for i in chosen:
+                    if not tunable(i.load()):
+                        raise UsageError(f"--sweep needs num_warps= and column_programs= "
+                                         f"keywords, which {i.name} does not take")
+                for name in o.regime or list(REGIMES):
+                    say(f"sweep {spec.name} {name}: {o.rows} rows, K={o.k} ...")
+                    case = bench_case(spec.name, name, o.rows, o.k, o.q, o.positions)
+                    results += sweep_path(case, name, chosen, dev, timer, o.launches,
+                                          o.block_n or [128, 256, 512, 1024, 2048],
+                                          o.warps or [1, 2, 4, 8],
+                                          o.column_programs or [1, 2, 4, 8, 16])
+                continue
+            safe = next((i for i in chosen if i.safe), chosen[0])
+            runner = InProcess(settings)
+
+            def one_check(case, fresh_reference, safe=safe, runner=runner):
+                # A whole check: stage both fillings, call, compute the reference, compare.
+                # The upload of the case to the device (once per case in a run) is not part
+                # of it; a run computes a case's reference once, for its first check.
+                if fresh_reference:
+                    settings.forget_references()
+                runner.run(Job(case, safe, Eager()))
+
+            for name in o.regime or list(REGIMES):
+                say(f"bench {spec.name} {name}: {o.rows} rows, K={o.k} ...")
+                case = bench_case(spec.name, name, o.rows, o.k, o.q, o.positions)
+                fast = _captured_checks(case, safe, settings, dev, say, f"{spec.name} {name}") \
+                    if o.check and dev.type == "cuda" else ()
+                results += bench_path(case, name, chosen, dev, timer, o.launches,
+                                      one_check if o.check else None, fast)
+    if not results:
+        raise NothingSelectedError("nothing to time (check --path and --impl)")
+    state = clocks(dev)
+    show(f"device: {backend.describe(dev)}{'; ' + state if state else ''}; {o.rows} rows, "
+         f"K={o.k}, positions {o.positions}")
+    show(sweep_table(results) if o.sweep else table(results))
+    if not o.sweep:
+        for line in checks_per_second(results):
+            show(line)
+    if o.report is not None:
+        o.report.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([asdict(r) for r in results]).to_csv(o.report, index=False)
+        say(f"report: {o.report}")

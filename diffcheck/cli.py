@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import os
@@ -19,12 +18,10 @@ import typer
 from typer.core import TyperGroup
 
 from diffcheck import options
-from diffcheck.defaults import FAST_MUTANTS, TIMEOUT
+from diffcheck.defaults import FAST_MUTANTS, MAX_LAUNCHES, TIMEOUT
 from diffcheck.errors import (
-    DeviceError,
     DiffcheckError,
     ExitCode,
-    NothingSelectedError,
     UsageError,
 )
 
@@ -71,9 +68,6 @@ app = typer.Typer(
 def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
-
-#: the most launches `bench` captures into one graph (each keeps its own arguments)
-MAX_LAUNCHES = 1024
 
 #: errors of writing an output that the user fixes (space, permissions, a read-only mount)
 _UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -730,10 +724,6 @@ def show(
         typer.echo(f"step on a graph of {size}: " + describe_case(step))
 
 
-#: device mutants per timed call of bench's mutant row
-BENCH_MUTANTS = 64
-
-
 @app.command()
 @exit_codes
 def bench(
@@ -787,119 +777,10 @@ def bench(
 
     Exit codes: 0 done, 4 usage error or no GPU (pass --device cpu to time the interpreter).
     """
-    from dataclasses import asdict
+    from diffcheck import bench as timing
 
-    import pandas as pd
-
-    from diffcheck import backend
-    from diffcheck.bench import (
-        ORDERS,
-        REGIMES,
-        Timer,
-        bench_case,
-        bench_path,
-        checks_per_second,
-        clocks,
-        sweep_path,
-        sweep_table,
-        table,
-        tunable,
-    )
-    from diffcheck.executors import InProcess
-    from diffcheck.impls import builtin, find
-    from diffcheck.job import Job
-    from diffcheck.modes import Eager
-    from diffcheck.paths import select_paths
-    from diffcheck.settings import RunSettings, new_run_id
-
-    dev = backend.resolve(device)
-    if device == "auto" and dev.type == "cpu":
-        raise DeviceError("diffcheck bench times GPU kernels and sees no CUDA/ROCm device; "
-                          "pass --device cpu to time the Triton interpreter instead")
-    for name in regime or []:
-        if name not in REGIMES:
-            raise UsageError(f"unknown regime '{name}'; known: {', '.join(REGIMES)}")
-    if positions not in ORDERS:
-        raise UsageError(f"unknown --positions '{positions}'; known: {', '.join(ORDERS)}")
-    if min(rows, k, q, repeats, launches) < 1 or warmup < 0:
-        raise UsageError("--rows, --k, --q, --repeats and --launches must be at least 1")
-    from diffcheck.casefile import max_elements
-
-    if rows * q * k * 4 > max_elements():  # top-k rows (MTP: q a request), output, stagings
-        raise UsageError(f"--rows {rows} x --q {q} x --k {k} is past the case size limit of "
-                         f"{max_elements():,} elements (DIFFCHECK_MAX_ELEMENTS raises it)")
-    if launches > MAX_LAUNCHES:
-        raise UsageError(f"--launches must be at most {MAX_LAUNCHES}, got {launches}")
-    backend.prepare(dev)
-    timer = Timer(dev, warmup, repeats)
-    settings = RunSettings(dev, new_run_id(), 0, isolation="none")
-    results = []
-    with backend.interpreter_as_on_gpu(dev):  # kernels run on the interpreter as on a GPU
-        for spec in select_paths(path):
-            chosen = ([find(n, spec.name) for n in impl] if impl else
-                      [i.described() for i in builtin().values() if i.path == spec.name
-                       and not i.name.endswith(":reference")])
-            chosen = [i for i in chosen if i.path == spec.name]
-            if not chosen or spec.bench_case is None:
-                continue
-            if sweep:
-                for i in chosen:
-                    if not tunable(i.load()):
-                        raise UsageError(f"--sweep needs num_warps= and column_programs= keywords, "
-                                         f"which {i.name} does not take")
-                for name in regime or list(REGIMES):
-                    typer.echo(f"sweep {spec.name} {name}: {rows} rows, K={k} ...", err=True)
-                    case = bench_case(spec.name, name, rows, k, q, positions)
-                    results += sweep_path(case, name, chosen, dev, timer, launches,
-                                          block_n or [128, 256, 512, 1024, 2048],
-                                          warps or [1, 2, 4, 8],
-                                          column_programs or [1, 2, 4, 8, 16])
-                continue
-            safe = next((i for i in chosen if i.safe), chosen[0])
-            runner = InProcess(settings)
-
-            def one_check(case, fresh_reference, safe=safe, runner=runner):
-                # A whole check: stage both fillings, call, compute the reference, compare. The
-                # upload of the case to the device (once per case in a run) is not part of it; a
-                # run computes a case's reference once, for its first check.
-                if fresh_reference:
-                    settings.forget_references()
-                runner.run(Job(case, safe, Eager()))
-
-            for name in regime or list(REGIMES):
-                typer.echo(f"bench {spec.name} {name}: {rows} rows, K={k} ...", err=True)
-                case = bench_case(spec.name, name, rows, k, q, positions)
-                fast: tuple = ()
-                if check and dev.type == "cuda":  # the captured check: GPUs (see fastcheck)
-                    from diffcheck.fastcheck import CapturedCheck
-
-                    # the case already on the device, as for the full check's row
-                    there = dataclasses.replace(case, inputs={
-                        n: t.to(dev) for n, t in case.inputs.items()})
-                    try:
-                        captured_check = CapturedCheck(there, safe, settings)
-                        mutating = CapturedCheck(there, safe, settings, mutating=True)
-                        fast = (("memory-safety check, captured",
-                                 functools.partial(captured_check.run, there), 1),
-                                (f"memory-safety check, captured, per device mutant (of "
-                                 f"{BENCH_MUTANTS})", functools.partial(
-                                     mutating.first_failing_mutant, there, BENCH_MUTANTS),
-                                 BENCH_MUTANTS))
-                    except Exception as e:  # a kernel that cannot be captured: no such row
-                        typer.echo(f"bench {spec.name} {name}: no captured check of {safe.name}"
-                                   f" ({type(e).__name__}: {e})", err=True)
-                results += bench_path(case, name, chosen, dev, timer, launches,
-                                      one_check if check else None, fast)
-    if not results:
-        raise NothingSelectedError("nothing to time (check --path and --impl)")
-    state = clocks(dev)
-    typer.echo(f"device: {backend.describe(dev)}{'; ' + state if state else ''}; {rows} rows, "
-               f"K={k}, positions {positions}")
-    typer.echo(sweep_table(results) if sweep else table(results))
-    if not sweep:
-        for line in checks_per_second(results):
-            typer.echo(line)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([asdict(r) for r in results]).to_csv(report, index=False)
-        typer.echo(f"report: {report}", err=True)
+    timing.run(timing.BenchOptions(
+        path=path, impl=impl, regime=regime, rows=rows, positions=positions, k=k, q=q,
+        device=device, repeats=repeats, warmup=warmup, launches=launches, check=check,
+        report=report, sweep=sweep, block_n=block_n, warps=warps,
+        column_programs=column_programs), lambda line: typer.echo(line, err=True), typer.echo)

@@ -7,3 +7,6 @@ TIMEOUT = 60.0
 #: device mutants per drawn case under fuzz --fast: enough that drawing a production-size
 #: case on the host (0.1-0.3 s) is a small part of the run
 FAST_MUTANTS = 2048
+
+#: the most launches `bench` captures into one graph (each keeps its own arguments)
+MAX_LAUNCHES = 1024
