@@ -16,13 +16,10 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from diffcheck import backend, session
-from diffcheck import modes as mode_registry
+from diffcheck import session
 from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import UsageError
-from diffcheck.executors import check_fill_and_timeout, settings_for
 from diffcheck.report import frame
-from diffcheck.selection import select
 from diffcheck.status import DEFAULT_FAIL_ON, Status, parse_statuses
 
 
@@ -73,18 +70,11 @@ def check(
     run that could not write every row raises instead of returning a partial report. Bad
     arguments raise diffcheck.errors.UsageError with the CLI's message.
     """
-    check_fill_and_timeout(invalid_fill, timeout)
-    chosen_modes = []
-    for name in [modes] if isinstance(modes, str) else list(modes):
-        chosen_modes += [m for m in mode_registry.select(name)
-                         if m.name not in {c.name for c in chosen_modes}]
-    dev = backend.resolve(device)
-    backend.prepare(dev)
-    selection = select(path, [_target(impl)], _names(suites), _names(cases), [],
-                       chosen_modes, seed, invalid_fill, None, graph_size,
-                       gpu=dev.type != "cpu")
-    settings = settings_for(selection.impls, dev, seed, invalid_fill, timeout=timeout,
-                            isolation=isolation, workers=workers, instrument=instrument)
+    selection, settings = session.prepare(session.RunOptions(
+        path=path, impls=[_target(impl)], suites=_names(suites), case_files=_names(cases),
+        modes=modes, seed=seed, invalid_fill=invalid_fill, graph_size=graph_size,
+        device=device, timeout=timeout, isolation=isolation, workers=workers,
+        instrument=instrument))
     result = session.run(selection, settings)
     if result.stopped == "interrupted":
         raise KeyboardInterrupt(result.ending())

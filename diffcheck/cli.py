@@ -189,31 +189,28 @@ def compare(
     Exit codes: 0 all passed, 1 some row failed, 2 interrupted, 3 internal error,
     4 usage or input error, 5 nothing selected.
     """
-    from diffcheck import backend, modes, session, tuning
+    from diffcheck import backend, session, tuning
     from diffcheck.ci_formats import JUnitSink, SummarySink
     from diffcheck.coverage import CoverageOf
-    from diffcheck.executors import check_fill_and_timeout, settings_for
     from diffcheck.report import DetailsWriter, ReportWriter, summarize
-    from diffcheck.selection import case_files, parse_shard, select
+    from diffcheck.selection import case_files
 
     failing = _fail_on(fail_on)
-    check_fill_and_timeout(invalid_fill, timeout)
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
     inputs = case_files([*(cases or []), *(case_paths or [])])
     outputs = session.check_outputs({"--report": report, "--details": details,
                                      "--junit": junit, "--summary-md": summary_md,
                                      "--coverage": coverage}, inputs)
-    dev = backend.resolve(device)
-    backend.prepare(dev)
     generating = time.perf_counter()
-    chosen = select(
-        path, impl or [], suite or [], [str(p) for p in inputs], case or [],
-        modes.select(mode), seed, invalid_fill, max_cases,
-        graph_size, parse_shard(shard), gpu=dev.type != "cpu",
-    )
-    settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check, fillings,
-                            timeout, isolation, jobs, instrument, configs)
+    options = session.RunOptions(
+        path=path, impls=impl or [], suites=suite or [], case_files=[str(p) for p in inputs],
+        case_patterns=case or [], modes=mode, seed=seed, invalid_fill=invalid_fill,
+        max_cases=max_cases, graph_size=graph_size, shard=shard, device=device,
+        interpreter_check=interpreter_check, fillings=fillings, timeout=timeout,
+        isolation=isolation, workers=jobs, instrument=instrument, configs=configs)
+    chosen, settings = session.prepare(options)
+    dev = settings.device
     sinks = [ReportWriter(outputs["--report"], settings.run_id)]
     if details is not None:
         sinks.append(DetailsWriter(outputs["--details"], details_max))
@@ -224,22 +221,21 @@ def compare(
         sinks.append(SummarySink(outputs["--summary-md"], failing, reached))
     started = time.perf_counter()
     total = chosen.rows()
-    where = backend.describe(dev)
     count = settings.workers
     isolated = (f", in {count} worker process{'es' if count > 1 else ''}"
                 if settings.isolation == "process" else ", in this process")
     typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
-               f"{len(chosen.modes)} modes = {total} rows on {where}{isolated}", err=True)
+               f"{len(chosen.modes)} modes = {total} rows on {backend.describe(dev)}"
+               f"{isolated}", err=True)
     with _progress(total, enabled=True) as bar:
         task = bar.add_task("comparing", total=total)
         result = session.run(chosen, settings, sinks, lambda outcome: bar.advance(task))
     report_line = f"report: {outputs['--report']} ({len(result.rows)} rows)"
-    if result.stopped == "interrupted":
-        _err(f"{result.ending()}; {report_line}")
-        raise typer.Exit(ExitCode.INTERRUPTED)
-    if not result.complete:
-        _err(f"internal error: the run {result.ending()}; {report_line}")
-        raise typer.Exit(ExitCode.INTERNAL)
+    code = result.exit_code(failing)
+    if code in (ExitCode.INTERRUPTED, ExitCode.INTERNAL):
+        _err(f"{'' if code == ExitCode.INTERRUPTED else 'internal error: the run '}"
+             f"{result.ending()}; {report_line}")
+        raise typer.Exit(code)
     if not quiet:
         typer.echo(summarize(result.rows, failing))
     for line in reached(result).lines() + tuning.reached_lines(result.heuristics, result.rows):
@@ -249,8 +245,8 @@ def compare(
     typer.echo(report_line, err=True)
     typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings,
                           settings.workers if settings.isolation == "process" else 1), err=True)
-    if result.failed(failing):
-        raise typer.Exit(ExitCode.FAILURES)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -53,21 +53,26 @@ class _Check:
     wanted: set[str] = field(default_factory=set)  # row ids of the items that will run
 
     def prepare(self) -> None:
-        from diffcheck import backend
-        from diffcheck import modes as mode_registry
         from diffcheck.api import _target
-        from diffcheck.selection import select
+        from diffcheck.session import select_for
 
         o = self.options
         if not o["impl"] or not o["path"]:
             raise pytest.UsageError("@pytest.mark.diffcheck needs impl= and path=")
-        self.device = backend.resolve(o["device"])
-        backend.prepare(self.device)
-        self.selection = select(o["path"], [_target(o["impl"])], list(o["suites"] or []),
-                                list(o["cases"]), list(o["case"]),
-                                mode_registry.select(o["modes"]), o["seed"], o["invalid_fill"],
-                                None, o["graph_size"])
+        self.device, self.selection = select_for(self.run_options(_target(o["impl"])))
         self.jobs = self.selection.jobs()
+
+    def run_options(self, target: str):
+        """The marker's keywords as the run options every front end shares."""
+        from diffcheck.session import RunOptions
+
+        o = self.options
+        return RunOptions(path=o["path"], impls=[target], suites=list(o["suites"] or []),
+                          case_files=list(o["cases"]), case_patterns=list(o["case"]),
+                          modes=o["modes"], seed=o["seed"], invalid_fill=o["invalid_fill"],
+                          graph_size=o["graph_size"], device=o["device"],
+                          timeout=o["timeout"], isolation=o["isolation"],
+                          workers=o["workers"])
 
     def row_ids(self) -> list[tuple[str, int, int]]:
         """(item id, job index, row index) of every row, in selection order."""
@@ -80,13 +85,14 @@ class _Check:
         return ids
 
     def run(self, job_indices: Sequence[int]) -> None:
-        from diffcheck.executors import Interrupted, run_all, settings_for
+        from diffcheck.executors import Interrupted, run_all
+        from diffcheck.session import settings_of
 
-        o = self.options
         if self.settings is None:
-            self.settings = settings_for(self.selection.impls, self.device, o["seed"],
-                                         o["invalid_fill"], timeout=o["timeout"],
-                                         isolation=o["isolation"], workers=o["workers"])
+            from diffcheck.api import _target
+
+            self.settings = settings_of(self.run_options(_target(self.options["impl"])),
+                                        self.device, self.selection)
         try:
             rows = iter(run_all([self.jobs[j] for j in job_indices], self.settings))
         except Interrupted:

@@ -1,4 +1,5 @@
-"""One run of a selection, start to finish: the library entry point the CLI and the API call.
+"""One run of a selection, start to finish: the library entry point the CLI, the API and the
+pytest plugin call, from the options they were given (``RunOptions``) to the exit code.
 
 Each finished row goes to every sink at once (the CSV first, so a crash keeps it), and every
 sink is finished whatever ends the run: complete, interrupted, a lost device or a bug in
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from diffcheck import tuning
-from diffcheck.errors import UsageError
+from diffcheck.defaults import TIMEOUT
+from diffcheck.errors import ExitCode, UsageError
 from diffcheck.executors import Interrupted, run_all
 from diffcheck.outcome import Outcome
 from diffcheck.report import ReportRow
@@ -51,6 +55,78 @@ class RunResult:
 
     def failed(self, fail_on: frozenset[Status]) -> bool:
         return any(Status(r.status) in fail_on for r in self.rows)
+
+    def exit_code(self, fail_on: frozenset[Status]) -> ExitCode:
+        """What the run ends with: interrupted, incomplete (never a pass), failed or ok."""
+        if self.stopped == "interrupted":
+            return ExitCode.INTERRUPTED
+        if not self.complete:
+            return ExitCode.INTERNAL
+        return ExitCode.FAILURES if self.failed(fail_on) else ExitCode.OK
+
+
+@dataclass
+class RunOptions:
+    """One run as a front end asks for it (compare's options, ``api.check``'s arguments, the
+    pytest marker's): what to select and how to run it, in the CLI's own terms."""
+
+    path: str = "all"
+    impls: Sequence[str] = ()
+    suites: Sequence[str] = ()
+    case_files: Sequence[str] = ()
+    case_patterns: Sequence[str] = ()
+    #: a mode's name (eager, capture, replay, graph, all) or several
+    modes: str | Sequence[str] = "all"
+    seed: int = 0
+    invalid_fill: int | None = None
+    max_cases: int | None = None
+    graph_size: int | None = None
+    shard: str = "1/1"
+    device: str = "auto"
+    interpreter_check: bool = True
+    fillings: int = 0
+    timeout: float = TIMEOUT
+    isolation: str = "auto"
+    workers: int = 0
+    instrument: bool | None = None
+    configs: str = "all"
+
+
+def select_for(options: RunOptions) -> tuple[torch.device, Selection]:
+    """The device (set up) and the selection of a run; usage errors before anything runs."""
+    from diffcheck import backend, modes
+    from diffcheck.executors import check_fill_and_timeout
+    from diffcheck.selection import parse_shard, select
+
+    check_fill_and_timeout(options.invalid_fill, options.timeout)
+    chosen = []
+    for name in [options.modes] if isinstance(options.modes, str) else list(options.modes):
+        chosen += [m for m in modes.select(name) if m.name not in {c.name for c in chosen}]
+    shard = parse_shard(options.shard)
+    device = backend.resolve(options.device)
+    backend.prepare(device)
+    selection = select(options.path, list(options.impls), list(options.suites),
+                       list(options.case_files), list(options.case_patterns), chosen,
+                       options.seed, options.invalid_fill, options.max_cases,
+                       options.graph_size, shard, gpu=device.type != "cpu")
+    return device, selection
+
+
+def settings_of(options: RunOptions, device: torch.device, selection: Selection) -> RunSettings:
+    """The run's settings (every implementation imported: one that does not import is a
+    usage error before any row runs)."""
+    from diffcheck.executors import settings_for
+
+    return settings_for(selection.impls, device, options.seed, options.invalid_fill,
+                        options.interpreter_check, options.fillings, options.timeout,
+                        options.isolation, options.workers, options.instrument,
+                        options.configs)
+
+
+def prepare(options: RunOptions) -> tuple[Selection, RunSettings]:
+    """A run's selection and settings from its options: what ``run`` takes."""
+    device, selection = select_for(options)
+    return selection, settings_of(options, device, selection)
 
 
 class Sink(Protocol):
