@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from diffcheck import options
-from diffcheck.defaults import FAST_MUTANTS, MAX_LAUNCHES, TIMEOUT
+from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import (
     DiffcheckError,
     ExitCode,
@@ -129,20 +129,12 @@ def compare(
     case_paths: options.CasePaths = None,
     cases: options.Cases = None,
     case: options.CaseGlobs = None,
-    mode: Annotated[
-        str,
-        typer.Option(help="eager (direct call), capture (one call captured into a graph and "
-                     "replayed), replay (a scenario's steps replayed under graphs captured on "
-                     "its first steps), graph (capture + replay) or all (eager + capture + "
-                     "replay)."),
-    ] = "all",
+    mode: options.Mode = "all",
     graph_size: options.GraphSize = None,
     invalid_fill: options.InvalidFill = None,
-    report: Annotated[
-        Path, typer.Option(help="CSV report, one row per case x implementation x mode.")
-    ] = Path("diffcheck-report.csv"),
+    report: options.Report = Path("diffcheck-report.csv"),
     seed: options.SuiteSeed = 0,
-    max_cases: Annotated[int | None, typer.Option(help="Run at most this many cases.")] = None,
+    max_cases: options.MaxCases = None,
     device: options.Device = "auto",
     fail_on: options.FailOn = "",
     interpreter_check: options.InterpreterCheck = True,
@@ -151,38 +143,14 @@ def compare(
     fillings: options.Fillings = 0,
     timeout: options.Timeout = TIMEOUT,
     isolation: options.Isolation = "auto",
-    jobs: Annotated[
-        int,
-        typer.Option(help="Worker processes side by side; 0: one per core on a CPU (up to 4), "
-                     "one on a GPU."),
-    ] = 0,
-    details: Annotated[
-        Path | None,
-        typer.Option(help="Also write a CSV with one row per finding element or access "
-                     "(kind, buffer, offset, location, expected, actual)."),
-    ] = None,
-    details_max: Annotated[
-        int, typer.Option(help="Rows of --details per report row at most.")
-    ] = 20,
-    junit: Annotated[
-        Path | None, typer.Option(help="Also write JUnit XML: one test case per report row.")
-    ] = None,
-    summary_md: Annotated[
-        Path | None,
-        typer.Option(help="Also write a short markdown summary (counts, worst rows with "
-                     "reproduce commands; under 64 KiB), e.g. $GITHUB_STEP_SUMMARY."),
-    ] = None,
-    shard: Annotated[
-        str,
-        typer.Option(help="I/N: run only the I-th of N deterministic parts of the selection "
-                     "(N CI jobs together cover it; join with `diffcheck report merge`)."),
-    ] = "1/1",
-    coverage: Annotated[
-        Path | None,
-        typer.Option(help="Also write a CSV of the domain partitions the run reached: one "
-                     "row per path x mode x partition (`diffcheck list --domain PATH`)."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="Print no summary table.")] = False,
+    jobs: options.Jobs = 0,
+    details: options.Details = None,
+    details_max: options.DetailsMax = 20,
+    junit: options.Junit = None,
+    summary_md: options.SummaryMd = None,
+    shard: options.Shard = "1/1",
+    coverage: options.Coverage = None,
+    quiet: options.Quiet = False,
 ) -> None:
     """Run cases x implementations, compare every output element with the reference.
 
@@ -252,44 +220,14 @@ def compare(
 @app.command()
 @exit_codes
 def fuzz(
-    impl: Annotated[
-        str,
-        typer.Option(help="Implementation to fuzz: a registered name, module:function or "
-                     "file.py:function.", show_default=False),
-    ],
-    path: Annotated[
-        str | None,
-        typer.Option(help="Kernel path the implementation follows; default a registered "
-                     "name's own (path:variant).", show_default=False),
-    ] = None,
-    mode: Annotated[
-        str,
-        typer.Option(help="auto: generated calls (eager) and generated replay scenarios "
-                     "(replay) alike, where the path generates scenarios (eager only with "
-                     "--fast); eager or capture: generated calls; replay, graph or all: "
-                     "generated replay scenarios (a graph captured on a full, dummy or padded "
-                     "batch, then real batches), checked in those modes."),
-    ] = "auto",
-    budget: Annotated[
-        str, typer.Option(help="How long to search: a time (60s, 5m, 1h) or a number of "
-                          "generated cases (500).")
-    ] = "60s",
-    seed: Annotated[int, typer.Option(help="Seed of the search (the same seed draws the same "
-                                      "cases).")] = 0,
-    shrink_time: Annotated[
-        float, typer.Option(help="Seconds to spend shrinking a failure to a minimal case.")
-    ] = 60.0,
-    save_to: Annotated[
-        Path,
-        typer.Option(help="Regression folder: a shrunk failure is saved here as a case or "
-                     "scenario file (`compare --cases` replays it), and its saved cases of "
-                     "the path run first."),
-    ] = Path("fuzz-cases"),
-    size: Annotated[
-        str, typer.Option(help="small (a few dozen requests, graphs of 16: the CPU "
-                          "interpreter), production (up to 512 requests and graphs of 512) "
-                          "or auto: production on a GPU.")
-    ] = "auto",
+    impl: options.FuzzImpl,
+    path: options.FuzzPath = None,
+    mode: options.FuzzMode = "auto",
+    budget: options.FuzzBudget = "60s",
+    seed: options.FuzzSeed = 0,
+    shrink_time: options.FuzzShrinkTime = 60.0,
+    save_to: options.FuzzSaveTo = Path("fuzz-cases"),
+    size: options.FuzzSize = "auto",
     device: options.Device = "auto",
     invalid_fill: options.InvalidFill = None,
     fail_on: options.FailOn = "",
@@ -299,18 +237,8 @@ def fuzz(
     fillings: options.Fillings = 0,
     timeout: options.Timeout = TIMEOUT,
     isolation: options.Isolation = "auto",
-    fast: Annotated[
-        bool, typer.Option(help="GPU, eager: screen each case with a check captured as one "
-                           "graph per case shape; a case it counts anything on, the first "
-                           "and every 16th get the full check (which also sees what a replay "
-                           "cannot: the launcher's Python).")
-    ] = False,
-    mutants: Annotated[
-        int | None, typer.Option(help="With --fast: device-made mutants checked per drawn case "
-                                 "inside its captured graph (odd positions, large slots); the "
-                                 "first one counted on gets the full check and is shrunk.",
-                                 show_default=f"{FAST_MUTANTS} with --fast")
-    ] = None,
+    fast: options.FuzzFast = False,
+    mutants: options.FuzzMutants = None,
 ) -> None:
     """Generate cases (or replay scenarios) against the reference with every check on, stop
     at the first failure or the budget, shrink the failure to a minimal case and save it.
@@ -723,49 +651,23 @@ def show(
 @app.command()
 @exit_codes
 def bench(
-    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
-                    ] = "all",
-    impl: Annotated[
-        list[str] | None,
-        typer.Option(help="Implementation to time (repeatable); default: every registered "
-                     "kernel of the path, unguarded included (the ratios compare to it)."),
-    ] = None,
-    regime: Annotated[
-        list[str] | None, typer.Option(help="Context regime: 4k, 32k, 128k (repeatable).")
-    ] = None,
-    rows: Annotated[int, typer.Option(help="Output rows of the case (MTP: tokens).")] = 512,
-    positions: Annotated[
-        str, typer.Option(help="Order of a row's top-k positions: shuffled (as a top-k leaves "
-                          "them) or ascending (neighbouring lanes share sectors).")
-    ] = "shuffled",
-    k: Annotated[int, typer.Option(help="NUM_TOPK_TOKENS.")] = 2048,
-    q: Annotated[int, typer.Option(help="MTP draft tokens per request.")] = 4,
-    device: Annotated[
-        str, typer.Option(help="auto or cuda; cpu times the Triton interpreter (only when "
-                          "asked for: not a GPU speed).")
-    ] = "auto",
-    repeats: Annotated[int, typer.Option(help="Timed repeats per item.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
-    launches: Annotated[int, typer.Option(help="Launches captured in one graph (at most "
-                                          f"{MAX_LAUNCHES}).")] = 20,
-    check: Annotated[
-        bool, typer.Option(help="Also time one full memory-safety check of each case.")
-    ] = True,
-    report: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
-    sweep: Annotated[
-        bool, typer.Option(help="Instead, time every launch shape (BLOCK_N x warps x column "
-                           "programs) of each kernel in a graph, checking each one's output.")
-    ] = False,
-    block_n: Annotated[
-        list[int] | None, typer.Option(help="Sweep: tile widths (default 128..2048).")
-    ] = None,
-    warps: Annotated[
-        list[int] | None, typer.Option(help="Sweep: num_warps values (default 1, 2, 4, 8).")
-    ] = None,
-    column_programs: Annotated[
-        list[int] | None, typer.Option(help="Sweep: programs per row across its columns "
-                                       "(default 1, 2, 4, 8, 16).")
-    ] = None,
+    path: options.KernelPath = "all",
+    impl: options.BenchImpl = None,
+    regime: options.BenchRegime = None,
+    rows: options.BenchRows = 512,
+    positions: options.BenchPositions = "shuffled",
+    k: options.BenchK = 2048,
+    q: options.BenchQ = 4,
+    device: options.BenchDevice = "auto",
+    repeats: options.BenchRepeats = 50,
+    warmup: options.BenchWarmup = 5,
+    launches: options.BenchLaunches = 20,
+    check: options.BenchCheck = True,
+    report: options.BenchReport = None,
+    sweep: options.BenchSweep = False,
+    block_n: options.BenchBlockN = None,
+    warps: options.BenchWarps = None,
+    column_programs: options.BenchColumnPrograms = None,
 ) -> None:
     """Time each implementation (eager, per launch in a graph), the reference and one
     memory-safety check on production shapes; medians, bandwidth, ratios. With --sweep, time

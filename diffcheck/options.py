@@ -1,4 +1,5 @@
-"""The command-line options that compare, fuzz and call share, declared once.
+"""The command-line options, declared once: those compare, fuzz and call share first, then
+each command's own.
 
 Each is a typed alias (``device: options.Device = "auto"``): the help a user reads is the
 same in every command that takes it, and tests/test_cli.py checks that every option two
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from diffcheck.defaults import FAST_MUTANTS, MAX_LAUNCHES
 
 Device = Annotated[
     str, typer.Option(help="auto (CUDA when present), cpu (Triton interpreter) or cuda.")]
@@ -116,4 +119,182 @@ Isolation = Annotated[
                  "crash, time-out or leftover threads; a kernel that ends its process is a "
                  "fault row), none (this process: for debugging, a kernel can end the run), "
                  "auto: process."),
+]
+
+
+# -- compare only -------------------------------------------------------------
+
+Mode = Annotated[
+    str,
+    typer.Option(help="eager (direct call), capture (one call captured into a graph and "
+                 "replayed), replay (a scenario's steps replayed under graphs captured on "
+                 "its first steps), graph (capture + replay) or all (eager + capture + "
+                 "replay)."),
+]
+
+Report = Annotated[
+    Path, typer.Option(help="CSV report, one row per case x implementation x mode.")
+]
+
+MaxCases = Annotated[int | None, typer.Option(help="Run at most this many cases.")]
+
+Jobs = Annotated[
+    int,
+    typer.Option(help="Worker processes side by side; 0: one per core on a CPU (up to 4), "
+                 "one on a GPU."),
+]
+
+Details = Annotated[
+    Path | None,
+    typer.Option(help="Also write a CSV with one row per finding element or access "
+                 "(kind, buffer, offset, location, expected, actual)."),
+]
+
+DetailsMax = Annotated[
+    int, typer.Option(help="Rows of --details per report row at most.")
+]
+
+Junit = Annotated[
+    Path | None, typer.Option(help="Also write JUnit XML: one test case per report row.")
+]
+
+SummaryMd = Annotated[
+    Path | None,
+    typer.Option(help="Also write a short markdown summary (counts, worst rows with "
+                 "reproduce commands; under 64 KiB), e.g. $GITHUB_STEP_SUMMARY."),
+]
+
+Shard = Annotated[
+    str,
+    typer.Option(help="I/N: run only the I-th of N deterministic parts of the selection "
+                 "(N CI jobs together cover it; join with `diffcheck report merge`)."),
+]
+
+Coverage = Annotated[
+    Path | None,
+    typer.Option(help="Also write a CSV of the domain partitions the run reached: one "
+                 "row per path x mode x partition (`diffcheck list --domain PATH`)."),
+]
+
+Quiet = Annotated[bool, typer.Option(help="Print no summary table.")]
+
+# -- fuzz only ----------------------------------------------------------------
+
+FuzzImpl = Annotated[
+    str,
+    typer.Option(help="Implementation to fuzz: a registered name, module:function or "
+                 "file.py:function.", show_default=False),
+]
+
+FuzzPath = Annotated[
+    str | None,
+    typer.Option(help="Kernel path the implementation follows; default a registered "
+                 "name's own (path:variant).", show_default=False),
+]
+
+FuzzMode = Annotated[
+    str,
+    typer.Option(help="auto: generated calls (eager) and generated replay scenarios "
+                 "(replay) alike, where the path generates scenarios (eager only with "
+                 "--fast); eager or capture: generated calls; replay, graph or all: "
+                 "generated replay scenarios (a graph captured on a full, dummy or padded "
+                 "batch, then real batches), checked in those modes."),
+]
+
+FuzzBudget = Annotated[
+    str, typer.Option(help="How long to search: a time (60s, 5m, 1h) or a number of "
+                      "generated cases (500).")
+]
+
+FuzzSeed = Annotated[
+    int, typer.Option(help="Seed of the search (the same seed draws the same cases).")]
+
+FuzzShrinkTime = Annotated[
+    float, typer.Option(help="Seconds to spend shrinking a failure to a minimal case.")
+]
+
+FuzzSaveTo = Annotated[
+    Path,
+    typer.Option(help="Regression folder: a shrunk failure is saved here as a case or "
+                 "scenario file (`compare --cases` replays it), and its saved cases of "
+                 "the path run first."),
+]
+
+FuzzSize = Annotated[
+    str, typer.Option(help="small (a few dozen requests, graphs of 16: the CPU "
+                      "interpreter), production (up to 512 requests and graphs of 512) "
+                      "or auto: production on a GPU.")
+]
+
+FuzzFast = Annotated[
+    bool, typer.Option(help="GPU, eager: screen each case with a check captured as one "
+                       "graph per case shape; a case it counts anything on, the first "
+                       "and every 16th get the full check (which also sees what a replay "
+                       "cannot: the launcher's Python).")
+]
+
+FuzzMutants = Annotated[
+    int | None, typer.Option(help="With --fast: device-made mutants checked per drawn case "
+                             "inside its captured graph (odd positions, large slots); the "
+                             "first one counted on gets the full check and is shrunk.",
+                             show_default=f"{FAST_MUTANTS} with --fast")
+]
+
+# -- bench only ---------------------------------------------------------------
+
+BenchImpl = Annotated[
+    list[str] | None,
+    typer.Option(help="Implementation to time (repeatable); default: every registered "
+                 "kernel of the path, unguarded included (the ratios compare to it)."),
+]
+
+BenchRegime = Annotated[
+    list[str] | None, typer.Option(help="Context regime: 4k, 32k, 128k (repeatable).")
+]
+
+BenchRows = Annotated[int, typer.Option(help="Output rows of the case (MTP: tokens).")]
+
+BenchPositions = Annotated[
+    str, typer.Option(help="Order of a row's top-k positions: shuffled (as a top-k leaves "
+                      "them) or ascending (neighbouring lanes share sectors).")
+]
+
+BenchK = Annotated[int, typer.Option(help="NUM_TOPK_TOKENS.")]
+
+BenchQ = Annotated[int, typer.Option(help="MTP draft tokens per request.")]
+
+BenchDevice = Annotated[
+    str, typer.Option(help="auto or cuda; cpu times the Triton interpreter (only when "
+                      "asked for: not a GPU speed).")
+]
+
+BenchRepeats = Annotated[int, typer.Option(help="Timed repeats per item.")]
+
+BenchWarmup = Annotated[int, typer.Option(help="Untimed calls before timing.")]
+
+BenchLaunches = Annotated[
+    int, typer.Option(help=f"Launches captured in one graph (at most {MAX_LAUNCHES}).")]
+
+BenchCheck = Annotated[
+    bool, typer.Option(help="Also time one full memory-safety check of each case.")
+]
+
+BenchReport = Annotated[Path | None, typer.Option(help="Also write the table as CSV.")]
+
+BenchSweep = Annotated[
+    bool, typer.Option(help="Instead, time every launch shape (BLOCK_N x warps x column "
+                       "programs) of each kernel in a graph, checking each one's output.")
+]
+
+BenchBlockN = Annotated[
+    list[int] | None, typer.Option(help="Sweep: tile widths (default 128..2048).")
+]
+
+BenchWarps = Annotated[
+    list[int] | None, typer.Option(help="Sweep: num_warps values (default 1, 2, 4, 8).")
+]
+
+BenchColumnPrograms = Annotated[
+    list[int] | None, typer.Option(help="Sweep: programs per row across its columns "
+                                   "(default 1, 2, 4, 8, 16).")
 ]
