@@ -157,10 +157,8 @@ def compare(
     Exit codes: 0 all passed, 1 some row failed, 2 interrupted, 3 internal error,
     4 usage or input error, 5 nothing selected.
     """
-    from diffcheck import backend, session, tuning
-    from diffcheck.ci_formats import JUnitSink, SummarySink
+    from diffcheck import session
     from diffcheck.coverage import CoverageOf
-    from diffcheck.report import DetailsWriter, ReportWriter, summarize
     from diffcheck.selection import case_files
 
     failing = _fail_on(fail_on)
@@ -178,43 +176,16 @@ def compare(
         interpreter_check=interpreter_check, fillings=fillings, timeout=timeout,
         isolation=isolation, workers=jobs, instrument=instrument, configs=configs)
     chosen, settings = session.prepare(options)
-    dev = settings.device
-    sinks = [ReportWriter(outputs["--report"], settings.run_id)]
-    if details is not None:
-        sinks.append(DetailsWriter(outputs["--details"], details_max))
-    if junit is not None:
-        sinks.append(JUnitSink(outputs["--junit"], failing))
-    reached = CoverageOf(chosen.jobs(), dev.type != "cpu")
-    if summary_md is not None:
-        sinks.append(SummarySink(outputs["--summary-md"], failing, reached))
+    reached = CoverageOf(chosen.jobs(), settings.device.type != "cpu")
+    sinks = _sinks(outputs, settings.run_id, failing, details_max, reached)
     started = time.perf_counter()
     total = chosen.rows()
-    count = settings.workers
-    isolated = (f", in {count} worker process{'es' if count > 1 else ''}"
-                if settings.isolation == "process" else ", in this process")
-    typer.echo(f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
-               f"{len(chosen.modes)} modes = {total} rows on {backend.describe(dev)}"
-               f"{isolated}", err=True)
+    typer.echo(_announced(chosen, settings), err=True)
     with _progress(total, enabled=True) as bar:
         task = bar.add_task("comparing", total=total)
         result = session.run(chosen, settings, sinks, lambda outcome: bar.advance(task))
-    report_line = f"report: {outputs['--report']} ({len(result.rows)} rows)"
-    code = result.exit_code(failing)
-    if code in (ExitCode.INTERRUPTED, ExitCode.INTERNAL):
-        _err(f"{'' if code == ExitCode.INTERRUPTED else 'internal error: the run '}"
-             f"{result.ending()}; {report_line}")
-        raise typer.Exit(code)
-    if not quiet:
-        typer.echo(summarize(result.rows, failing))
-    for line in reached(result).lines() + tuning.reached_lines(result.heuristics, result.rows):
-        typer.echo(line)
-    if coverage is not None:
-        reached(result).write_csv(outputs["--coverage"])
-    typer.echo(report_line, err=True)
-    typer.echo(_breakdown(time.perf_counter() - started, started - generating, result.timings,
-                          settings.workers if settings.isolation == "process" else 1), err=True)
-    if code:
-        raise typer.Exit(code)
+    _ended(result, failing, outputs, reached, quiet, settings,
+           (time.perf_counter() - started, started - generating))
 
 
 @app.command()
@@ -308,6 +279,60 @@ def call(
         raise typer.Exit(ExitCode.FAILURES)
 
 
+def _ended(result, failing, outputs: dict[str, Path], reached, quiet: bool, settings,
+           times: tuple[float, float]) -> None:
+    """What compare prints once its rows are in, and its exit: a run that did not write every
+    row says so (never a pass), then the summary, coverage, the report and the time."""
+    from diffcheck import tuning
+    from diffcheck.report import summarize
+
+    report_line = f"report: {outputs['--report']} ({len(result.rows)} rows)"
+    code = result.exit_code(failing)
+    if code in (ExitCode.INTERRUPTED, ExitCode.INTERNAL):
+        _err(f"{'' if code == ExitCode.INTERRUPTED else 'internal error: the run '}"
+             f"{result.ending()}; {report_line}")
+        raise typer.Exit(code)
+    if not quiet:
+        typer.echo(summarize(result.rows, failing))
+    for line in reached(result).lines() + tuning.reached_lines(result.heuristics, result.rows):
+        typer.echo(line)
+    if "--coverage" in outputs:
+        reached(result).write_csv(outputs["--coverage"])
+    typer.echo(report_line, err=True)
+    typer.echo(_breakdown(*times, result.timings,
+                          settings.workers if settings.isolation == "process" else 1), err=True)
+    if code:
+        raise typer.Exit(code)
+
+
+def _sinks(outputs: dict[str, Path], run_id: str, failing, details_max: int,
+           reached) -> list:
+    """Where compare's rows go: the CSV report, then each output asked for."""
+    from diffcheck.ci_formats import JUnitSink, SummarySink
+    from diffcheck.report import DetailsWriter, ReportWriter
+
+    sinks: list = [ReportWriter(outputs["--report"], run_id)]
+    if "--details" in outputs:
+        sinks.append(DetailsWriter(outputs["--details"], details_max))
+    if "--junit" in outputs:
+        sinks.append(JUnitSink(outputs["--junit"], failing))
+    if "--summary-md" in outputs:
+        sinks.append(SummarySink(outputs["--summary-md"], failing, reached))
+    return sinks
+
+
+def _announced(chosen, settings) -> str:
+    """The line that opens a run: what it will check, where."""
+    from diffcheck import backend
+
+    count = settings.workers
+    isolated = (f", in {count} worker process{'es' if count > 1 else ''}"
+                if settings.isolation == "process" else ", in this process")
+    return (f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
+            f"{len(chosen.modes)} modes = {chosen.rows()} rows on "
+            f"{backend.describe(settings.device)}{isolated}")
+
+
 def _fail_on(text: str):
     from diffcheck.status import parse_fail_on
 
@@ -385,22 +410,8 @@ def list_(
                 typer.echo(f"    {'fill':<18} value of an invalid entry (default {spec.fill})")
     if what in ("all", "suites", "cases"):
         for spec in specs:
-            for name, builder in spec.suites().items():
-                scenarios = getattr(builder, "scenarios", False)
-                kind = "scenarios (replay)" if scenarios else "cases"
-                typer.echo(f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}")
-                if what == "cases" and getattr(builder, "gpu_sized", False):
-                    for name in builder.names:  # gigabytes each: named, not built
-                        typer.echo(f"  {name:<40} (GPU-sized: built when run)")
-                elif what == "cases":
-                    for c in builder(seed, spec.fill):
-                        if scenarios:
-                            typer.echo(f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}")
-                            for step in c.steps:
-                                stale = "" if step.well_formed else " (malformed)"
-                                typer.echo(f"    {step.case_id}{stale}")
-                        else:
-                            typer.echo(f"  {c.case_id:<40} K={c.k:<5} {c.description}")
+            for line in _suite_lines(spec, what == "cases", seed):
+                typer.echo(line)
     if what in ("all", "implementations"):
         names = {spec.name for spec in specs}
         for implementation in builtin().values():
@@ -408,6 +419,25 @@ def list_(
                 safety = "safe" if implementation.safe else "UNSAFE"
                 typer.echo(f"impl  {implementation.name:<20} {safety:<6} "
                            f"{implementation.summary}")
+
+
+def _suite_lines(spec, cases: bool, seed: int):
+    """A path's suites, one line each, and (``cases``) every case of each."""
+    for name, builder in spec.suites().items():
+        scenarios = getattr(builder, "scenarios", False)
+        kind = "scenarios (replay)" if scenarios else "cases"
+        yield f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}"
+        if cases and getattr(builder, "gpu_sized", False):
+            for name in builder.names:  # gigabytes each: named, not built
+                yield f"  {name:<40} (GPU-sized: built when run)"
+        elif cases:
+            for c in builder(seed, spec.fill):
+                if not scenarios:
+                    yield f"  {c.case_id:<40} K={c.k:<5} {c.description}"
+                    continue
+                yield f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}"
+                for step in c.steps:
+                    yield f"    {step.case_id}{'' if step.well_formed else ' (malformed)'}"
 
 
 def signature_of(spec) -> str:
