@@ -251,6 +251,21 @@ def _steer(spec: PathSpec, target: Case | Scenario, coverage, impl=None) -> None
     steer(float(len(new)), label="domain partitions not reached before")
 
 
+@dataclass
+class _State:
+    """Where a search stands: the first failure found, the smallest so far, and since when."""
+
+    #: the status of the first failure: shrinking keeps it
+    status: str | None = None
+    #: (drawn record, its worst row) of the first failing case and of the smallest so far
+    first: tuple | None = None
+    last: tuple | None = None
+    #: when the first failure was found (shrinking's clock)
+    found_at: float | None = None
+    #: a case took the device down (isolation none): nothing more can run
+    lost: bool = False
+
+
 def worst_failing(rows: list[ReportRow], fail_on: frozenset[Status]) -> ReportRow | None:
     bad = [row for row in rows if Status(row.status) in fail_on]
     return max(bad, key=lambda row: Status(row.status).severity, default=None)
@@ -284,7 +299,7 @@ def fuzz(
     result = FuzzResult(coverage=Coverage(gpu=run_settings is not None
                                           and run_settings.device.type != "cpu"))
     checked: dict[object, list[ReportRow]] = {}
-    state: dict = {"status": None, "first": None, "last": None, "found_at": None}
+    state = _State()
     began = time.perf_counter()
     shown = [began]
 
@@ -292,24 +307,24 @@ def fuzz(
         if now - shown[0] < PROGRESS_EVERY:
             return
         shown[0] = now
-        if state["found_at"] is None:
+        if state.found_at is None:
             elapsed = now - began
             done = len(checked) + result.mutants
             progress(f"fuzz: {_counted(len(checked), result.mutants)} in {elapsed:.0f} s "
                      f"({done / max(elapsed, 1e-9):,.1f} checks/s), no failure yet")
         else:
-            progress(f"fuzz: shrinking the {state['status']}: {result.shrink_steps} steps, "
-                     f"{now - state['found_at']:.0f} s; smallest so far: "
-                     f"{state['last'][0].describe()[:120]}")
+            progress(f"fuzz: shrinking the {state.status}: {result.shrink_steps} steps, "
+                     f"{now - state.found_at:.0f} s; smallest so far: "
+                     f"{state.last[0].describe()[:120]}")
 
     def check(drawn) -> None:
         now = time.perf_counter()
         rows = checked.get(drawn)
         if rows is None:
-            if state["found_at"] is None and budget.spent(now - began, len(checked)):
+            if state.found_at is None and budget.spent(now - began, len(checked)):
                 raise _Spent
-            if state["found_at"] is not None:
-                if now - state["found_at"] >= shrink_seconds:
+            if state.found_at is not None:
+                if now - state.found_at >= shrink_seconds:
                     return  # shrinking is over: the smallest so far stays
                 result.shrink_steps += 1
             try:
@@ -317,37 +332,37 @@ def fuzz(
                 rows = checker.rows(target)
             except DeviceLost as lost:  # the fault is the finding; nothing more can run
                 rows = lost.rows
-                state["lost"] = True
+                state.lost = True
             except Exception as e:
                 raise _Broken(e) from e
             checked[drawn] = rows
-            if state["found_at"] is None:
+            if state.found_at is None:
                 result.mutants += sum(mutants_checked(row) for row in rows)
                 _steer(spec, target, result.coverage, getattr(checker, "impl", None))
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)
-        if worst is None and state.get("lost"):
+        if worst is None and state.lost:
             raise _Broken(DeviceError("a case faulted the device in this process "
                                       "(--isolation none) and fault is not in --fail-on; "
                                       "rerun with --isolation process"))
         if worst is None:
             return
-        if state["status"] is None:
-            state["status"], state["first"] = worst.status, (drawn, worst)
-            state["found_at"], result.found_after = time.perf_counter(), len(checked)
-            state["last"] = (drawn, worst)
-            took = state["found_at"] - began
+        if state.status is None:
+            state.status, state.first = worst.status, (drawn, worst)
+            state.found_at, result.found_after = time.perf_counter(), len(checked)
+            state.last = (drawn, worst)
+            took = state.found_at - began
             done = len(checked) + result.mutants
             progress(f"fuzz: {worst.status} at generated case {len(checked)} ({took:.0f} s, "
                      f"{done / max(took, 1e-9):,.1f} checks/s); shrinking it")
-        elif worst.status != state["status"]:
+        elif worst.status != state.status:
             return  # another kind of failure: shrinking keeps the first
-        state["last"] = (drawn, worst)
+        state.last = (drawn, worst)
         try:
             keep(generated_target(spec, drawn, fill))
         except Exception as e:  # the folder cannot take it: say so, keep what is known
             raise _Broken(e) from e
-        if state.get("lost"):
+        if state.lost:
             raise _Spent  # no shrinking on a dead device: this case it is
         raise _Found(worst.status)
 
@@ -362,19 +377,19 @@ def fuzz(
     except (_Spent, _Found):
         pass
     except KeyboardInterrupt:  # keep what was found: the smallest failing case so far
-        if state["last"] is None:
+        if state.last is None:
             raise
         result.interrupted = True
     except _Broken as broken:  # diffcheck's own failure: keep a finding, then say it
-        if state["last"] is None:
+        if state.last is None:
             raise broken.error from None
         result.broken = broken.error
     finally:
         result.elapsed = time.perf_counter() - began
         result.checked = len(checked)
-    if state["last"] is not None:
-        drawn, row = state["last"]
-        first, first_row = state["first"]
+    if state.last is not None:
+        drawn, row = state.last
+        first, first_row = state.first
         target = generated_target(spec, drawn, fill)
         rows = checked[drawn]
         unlocated = 0
@@ -393,8 +408,8 @@ def fuzz(
             target = mutant(target, index)
         result.finding = Finding(drawn, target, row, rows, first, first_row,
                                  unlocated=unlocated)
-        result.shrink_seconds = time.perf_counter() - state["found_at"]
-        result.elapsed = state["found_at"] - began
+        result.shrink_seconds = time.perf_counter() - state.found_at
+        result.elapsed = state.found_at - began
     return result
 
 
