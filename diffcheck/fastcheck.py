@@ -19,7 +19,6 @@ stale case is judged against its intended batch: the full check).
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -317,11 +316,10 @@ class Screened(Eager):
 FULL_EVERY = 16
 _CHECKS: dict[tuple[str, bool], CapturedChecks] = {}
 _SCREENED: dict[str, int] = {}
-#: a screened pass row's note, and the mutants it covered (fuzz counts them as checks)
+#: a screened pass row's note
 SCREENED_NOTE = "screened by a captured check"
 #: a fault row's words when one of a case's device mutants faulted, which one unknown
 MUTANT_FAULT = "one of its device mutants"
-MUTANTS_NOTE = re.compile(r"and (\d+) device mutants")
 
 
 def screened(job: Job, settings: RunSettings) -> list[Outcome] | Case | None:
@@ -367,13 +365,7 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | Case | None:
             f"zero{f', for the case and {count} device mutants' if count else ''})")
     row = make_row(job, case, settings, contract, Comparison(checked, (), (note,)), "",
                    (time.perf_counter() - began) * 1e3, settings.fillings, Status.PASS)
-    return [Outcome(row)]
-
-
-def mutants_checked(row) -> int:
-    """The device mutants a screened pass row covered (0 for any other row)."""
-    found = MUTANTS_NOTE.search(row.detail) if SCREENED_NOTE in row.detail else None
-    return int(found.group(1)) if found else 0
+    return [Outcome(row, mutants=count)]
 
 
 def _faulted(job: Job, settings: RunSettings, error: BaseException,

@@ -23,7 +23,6 @@ from pathlib import Path
 from diffcheck.case import Case, Scenario
 from diffcheck.defaults import FAST_MUTANTS, TIMEOUT
 from diffcheck.errors import DeviceError, ExitCode, Interrupted, UsageError
-from diffcheck.fastcheck import mutants_checked
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
@@ -130,6 +129,8 @@ class Checker:
         self.impl, self.modes, self.settings = impl, modes, settings
         #: the modes a scenario runs in, when not ``modes`` (cases and scenarios drawn alike)
         self.scenario_modes = scenario_modes
+        #: device mutants the screened pass rows so far covered (fuzz --fast)
+        self.mutants = 0
         self.worker = Worker(settings) if settings.isolation == "process" else None
         self.local = InProcess(settings) if self.worker is None else None
 
@@ -141,7 +142,9 @@ class Checker:
         rows: list[ReportRow] = []
         for mode in modes:
             if mode.rows(target):
-                rows += [outcome.row for outcome in self._run(Job(target, self.impl, mode))]
+                outcomes = self._run(Job(target, self.impl, mode))
+                self.mutants += sum(outcome.mutants for outcome in outcomes)
+                rows += [outcome.row for outcome in outcomes]
         return rows
 
     def _run(self, job: Job):
@@ -327,6 +330,7 @@ def fuzz(
                 if now - state.found_at >= shrink_seconds:
                     return  # shrinking is over: the smallest so far stays
                 result.shrink_steps += 1
+            mutants = getattr(checker, "mutants", 0)
             try:
                 target = generated_target(spec, drawn, fill)
                 rows = checker.rows(target)
@@ -337,7 +341,7 @@ def fuzz(
                 raise _Broken(e) from e
             checked[drawn] = rows
             if state.found_at is None:
-                result.mutants += sum(mutants_checked(row) for row in rows)
+                result.mutants += getattr(checker, "mutants", 0) - mutants
                 _steer(spec, target, result.coverage, getattr(checker, "impl", None))
             report(time.perf_counter())
         worst = worst_failing(rows, fail_on)

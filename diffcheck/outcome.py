@@ -28,6 +28,8 @@ class Outcome:
     device_lost: bool = False
     #: ``kernel.NAME`` -> the values each @triton.heuristics took in the job's calls
     heuristics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: device mutants of the case a screened pass also covered (fuzz --fast counts them)
+    mutants: int = 0
 
     def lost_device(self) -> bool:
         return self.device_lost or self.row.status == Status.FAULT
