@@ -444,3 +444,17 @@ def describe_case(case: Case) -> str:
                      + ("well-formed" if not case_problems(case) else "NOT well-formed"))
     return "\n".join(line for line in lines if line)
 
+
+def describe_file(path: Path) -> list[str]:
+    """What a case or scenario file holds, for `diffcheck show` (a scenario: each step)."""
+    from diffcheck.case import Scenario
+
+    target = load_any(path, validate=False)
+    if not isinstance(target, Scenario):
+        return [describe_case(target)]
+    lines = [f"{target.case_id}: replay scenario of path {target.path}, {len(target.steps)} "
+             f"steps on graphs of {sorted(set(target.sizes))} rows"]
+    if target.description:
+        lines.append(f"  {target.description}")
+    return lines + [f"step on a graph of {size}: " + describe_case(step)
+                    for step, size in zip(target.steps, target.sizes, strict=True)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
 import threading
 import time
@@ -217,13 +216,10 @@ def fuzz(
     Exit codes: 0 no failure within the budget, 1 a failure (shrunk and saved, or a saved
     regression case that still fails), 2 interrupted, 3 internal error, 4 usage error.
     """
+    given = dict(locals())  # the options, named as FuzzOptions' fields
     from diffcheck import fuzz as fuzzing
 
-    options = fuzzing.FuzzOptions(
-        impl=impl, path=path, mode=mode, budget=budget, seed=seed, shrink_time=shrink_time,
-        save_to=save_to, size=size, device=device, invalid_fill=invalid_fill, fail_on=fail_on,
-        interpreter_check=interpreter_check, configs=configs, instrument=instrument,
-        fillings=fillings, timeout=timeout, isolation=isolation, fast=fast, mutants=mutants)
+    options = fuzzing.FuzzOptions(**given)
     code = fuzzing.run(options, lambda line: typer.echo(line, err=True), typer.echo)
     if code:
         raise typer.Exit(code)
@@ -253,29 +249,14 @@ def call(
     case (elements checked, mismatched, written outside the regions). Exit codes: 0 all as
     expected, 1 a mismatch, stray write or error, 4 usage error, 5 nothing selected.
     """
-    from diffcheck import backend, modes
-    from diffcheck.executors import settings_for
-    from diffcheck.plain import call_plainly
-    from diffcheck.selection import case_files, select
+    from diffcheck import modes
+    from diffcheck.plain import call_each
+    from diffcheck.selection import case_files
 
-    if invalid_fill not in (None, 0, -1):
-        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
     modes.select(mode)  # an unknown mode is still a usage error
-    dev = backend.resolve(device)
-    backend.prepare(dev)
     inputs = case_files([*(cases or []), *(case_paths or [])])
-    chosen = select(path, impl or [], suite or [], [str(p) for p in inputs], case or [],
-                    modes.select("eager"), seed, invalid_fill, None, graph_size)
-    settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check=False,
-                            isolation="none")
-    failed = False
-    with backend.interpreter_as_on_gpu(dev):
-        for job in chosen.jobs():
-            for row_case in job.mode.rows(job.case):
-                result = call_plainly(job, row_case, settings)
-                typer.echo(result.line())
-                failed |= result.failed
-    if failed:
+    if call_each(path, impl or [], suite or [], [str(p) for p in inputs], case or [], seed,
+                 invalid_fill, graph_size, device, typer.echo):
         raise typer.Exit(ExitCode.FAILURES)
 
 
@@ -283,7 +264,7 @@ def _ended(result, failing, outputs: dict[str, Path], reached, quiet: bool, sett
            times: tuple[float, float]) -> None:
     """What compare prints once its rows are in, and its exit: a run that did not write every
     row says so (never a pass), then the summary, coverage, the report and the time."""
-    from diffcheck import tuning
+    from diffcheck import session, tuning
     from diffcheck.report import summarize
 
     report_line = f"report: {outputs['--report']} ({len(result.rows)} rows)"
@@ -299,7 +280,7 @@ def _ended(result, failing, outputs: dict[str, Path], reached, quiet: bool, sett
     if "--coverage" in outputs:
         reached(result).write_csv(outputs["--coverage"])
     typer.echo(report_line, err=True)
-    typer.echo(_breakdown(*times, result.timings,
+    typer.echo(session.time_breakdown(*times, result.timings,
                           settings.workers if settings.isolation == "process" else 1), err=True)
     if code:
         raise typer.Exit(code)
@@ -339,33 +320,6 @@ def _fail_on(text: str):
     return parse_fail_on(text)
 
 
-def _breakdown(wall: float, generation: float, timings: list[tuple[str, dict]],
-               workers: int = 1) -> str:
-    """Where the time went: case generation, worker start, calls (first calls compile),
-    references, staging and checks, and what is left (messages to workers, reports). With
-    several workers the parts are summed over them, and only the wall time is the run's."""
-    import statistics
-
-    def total(key: str) -> float:
-        return sum(t.get(key, 0.0) for _, t in timings)
-
-    calls, references, jobs = total("calls"), total("references"), total("total")
-    cases, starting = total("cases"), total("worker_start")
-    first_extra = 0.0
-    for name in {n for n, _ in timings}:
-        mine = [t["calls"] for n, t in timings if n == name]
-        first_extra += max(mine[0] - statistics.median(mine), 0.0)
-    started = (f"worker start {starting:.1f} s, cases rebuilt in the workers {cases:.1f} s, "
-               if starting or cases else "")
-    summed = f" (summed over {workers} workers)" if workers > 1 else ""
-    other = "" if workers > 1 else (
-        f", other (messages, reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
-    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running{summed}: "
-            f"{started}implementation calls {calls:.1f} s (first calls, compiling included, "
-            f"{first_extra:.1f} s more than typical), references {references:.1f} s, staging "
-            f"and checks {max(jobs - calls - references, 0.0):.1f} s{other}")
-
-
 @app.command("list")
 @exit_codes
 def list_(
@@ -383,72 +337,10 @@ def list_(
 ) -> None:
     """Show the kernel paths with their call signatures, the named suites and their cases,
     and the registered implementations; or (--domain PATH) a path's input domain."""
-    from diffcheck.impls import builtin
-    from diffcheck.paths import get_path, select_paths
+    from diffcheck.listing import lines
 
-    if domain is not None:
-        from diffcheck.domain import describe, domain_of
-
-        for line in describe(domain_of(get_path(domain))):
-            typer.echo(line)
-        return
-
-    listings = ("all", "paths", "suites", "cases", "implementations")
-    if what not in listings:
-        raise UsageError(f"unknown listing '{what}'; known: {', '.join(listings[1:])}")
-    specs = select_paths(path)
-    if what in ("all", "paths"):
-        for spec in specs:
-            typer.echo(f"path  {spec.name:<11} {spec.summary}")
-            typer.echo(f"  call: {signature_of(spec)}")
-            if what == "paths":
-                for tensor in spec.tensors:
-                    typer.echo(f"    {tensor.name:<18} {tensor.doc}")
-                for scalar in spec.scalars:
-                    named = "/".join(scalar.keywords) or f"({scalar.name})"
-                    typer.echo(f"    {named:<18} {scalar.doc} (default {scalar.default})")
-                typer.echo(f"    {'fill':<18} value of an invalid entry (default {spec.fill})")
-    if what in ("all", "suites", "cases"):
-        for spec in specs:
-            for line in _suite_lines(spec, what == "cases", seed):
-                typer.echo(line)
-    if what in ("all", "implementations"):
-        names = {spec.name for spec in specs}
-        for implementation in builtin().values():
-            if implementation.path in names:
-                safety = "safe" if implementation.safe else "UNSAFE"
-                typer.echo(f"impl  {implementation.name:<20} {safety:<6} "
-                           f"{implementation.summary}")
-
-
-def _suite_lines(spec, cases: bool, seed: int):
-    """A path's suites, one line each, and (``cases``) every case of each."""
-    for name, builder in spec.suites().items():
-        scenarios = getattr(builder, "scenarios", False)
-        kind = "scenarios (replay)" if scenarios else "cases"
-        yield f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}"
-        if cases and getattr(builder, "gpu_sized", False):
-            for name in builder.names:  # gigabytes each: named, not built
-                yield f"  {name:<40} (GPU-sized: built when run)"
-        elif cases:
-            for c in builder(seed, spec.fill):
-                if not scenarios:
-                    yield f"  {c.case_id:<40} K={c.k:<5} {c.description}"
-                    continue
-                yield f"  {c.case_id:<40} {len(c.steps)} steps: {c.description}"
-                for step in c.steps:
-                    yield f"    {step.case_id}{'' if step.well_formed else ' (malformed)'}"
-
-
-def signature_of(spec) -> str:
-    """A path's call as an engine writes it."""
-    words = [*spec.positional]
-    words += [f"{scalar.keywords[0]}={'None' if scalar.omit_default else scalar.default}"
-              for scalar in spec.scalars if scalar.keywords]
-    words += [f"{spec.k_keyword}=K", f"{spec.out_keyword}=None"]
-    words += [f"{tensor.name}=None" for tensor in spec.tensors if tensor.keyword]
-    returns = "out" if spec.out_layout == "flat" else "out [rows, K]"
-    return f"({', '.join(words)}) -> {returns}"
+    for line in lines(what, path, seed, domain):
+        typer.echo(line)
 
 
 @app.command()
@@ -473,93 +365,10 @@ def export(
 
     A file already there that holds another case (one you edited) is kept unless --force:
     nothing is written then, and the first such file is named."""
-    from diffcheck import session
-    from diffcheck.casefile import save_case
-    from diffcheck.paths import select_paths
-    from diffcheck.selection import build_suites
+    from diffcheck.export import export_suite
 
-    folder = session.check_folder("DIR", out_dir)
-    paths = [spec.name for spec in select_paths(path)]
-    from diffcheck.case import Scenario
-
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target in build_suites(paths, [suite], seed, invalid_fill):
-            # a scenario's steps are written one by one (they replay as single cases)
-            for c in target.steps if isinstance(target, Scenario) else [target]:
-                final = folder / f"{c.suite}-{c.name.replace('/', '-')}.npz"
-                temporary = folder / f".{final.stem}.{os.getpid()}.tmp.npz"
-                folder.mkdir(parents=True, exist_ok=True)
-                staged.append((save_case(c, temporary), final))
-        changed = [final for temporary, final in staged
-                   if final.exists() and not _same_archive(temporary, final)]
-        if changed and not force:
-            raise UsageError(f"{changed[0]} holds another case (edited?); {len(changed)} "
-                             "such file(s) in the folder: nothing written; pass --force to "
-                             "overwrite them or export into another folder")
-        for temporary, final in staged:
-            os.replace(temporary, final)
-            typer.echo(str(final))
-    finally:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-
-
-def _same_archive(a: Path, b: Path) -> bool:
-    """Two .npz files hold the same members, byte for byte (their zip dates may differ)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(a) as x, zipfile.ZipFile(b) as y:
-            names = sorted(x.namelist())
-            return names == sorted(y.namelist()) and all(x.read(n) == y.read(n) for n in names)
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-
-
-#: the stop the handlers below raised last, and how many they raised: only that one is sent
-#: again when swallowed (a kernel's own KeyboardInterrupt in a ``__del__`` is not a stop)
-_STOPS: dict[str, object] = {"raised": None, "count": 0}
-
-
-def _stop(signum, frame) -> None:
-    """SIGTERM (a CI job cancelled, a scheduler's limit) and Ctrl-C stop a run alike."""
-    stop = KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else \
-        KeyboardInterrupt()
-    _STOPS["raised"], _STOPS["count"] = stop, _STOPS["count"] + 1
-    raise stop
-
-
-def _stop_again(previous: Callable) -> Callable:
-    """An unraisable-exception hook that does not lose a stop. Ctrl-C or SIGTERM raised
-    where Python ignores exceptions (a garbage-collector callback, a ``__del__``) would be
-    printed and forgotten, and the run would go on to exit 1 or 0; the signal is sent again
-    from a moment later, when it lands where it stops the run (unless another stop came
-    meanwhile)."""
-
-    def hook(unraisable) -> None:
-        stop = unraisable.exc_value
-        if stop is None or stop is not _STOPS["raised"]:
-            previous(unraisable)
-            return
-        signum = signal.SIGTERM if "SIGTERM" in str(stop) else signal.SIGINT
-        count = _STOPS["count"]
-
-        def again() -> None:
-            if _STOPS["count"] == count:  # no stop landed since
-                os.kill(os.getpid(), signum)
-
-        timer = threading.Timer(0.01, again)
-        timer.daemon = True
-        timer.start()
-    return hook
-
-
-def install_stop_handlers() -> None:
-    """SIGTERM stops a run as Ctrl-C does, and neither is lost where exceptions are ignored."""
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    sys.unraisablehook = _stop_again(sys.unraisablehook)
+    for written in export_suite(out_dir, suite, path, seed, invalid_fill, force):
+        typer.echo(str(written))
 
 
 def main() -> None:
@@ -567,6 +376,8 @@ def main() -> None:
     non-daemon threads that would keep it alive after the run: they do not get to. SIGTERM
     (a CI job cancelled, a scheduler's time limit) stops a run as Ctrl-C does: finished rows
     kept, every report marked incomplete, a fuzz finding saved; exit 2."""
+    from diffcheck.stops import install_stop_handlers
+
     install_stop_handlers()
     try:
         app()
@@ -634,26 +445,10 @@ def report_merge(
     output: Annotated[Path, typer.Option("-o", "--output", help="The joined CSV.")],
 ) -> None:
     """Join the reports of `--shard` runs into one (a check in two of them is an error)."""
-    from diffcheck import session
-    from diffcheck.files import replacing
-    from diffcheck.regress import load, merge
-    from diffcheck.report import COLUMNS
+    from diffcheck.regress import merge_files
 
-    where = session.check_outputs({"-o": output}, reports)["-o"]
-    shards = [load(r) for r in reports]
-    for rows in shards:
-        lacking = [c for c in COLUMNS if c not in rows.columns]
-        if lacking:  # the joined file would be one `report summarize` refuses
-            raise UsageError(f"{rows.attrs['path']} lacks the report columns "
-                             f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}; "
-                             "merge reports written by diffcheck compare")
-        if rows.attrs["incomplete"]:
-            raise UsageError(f"{rows.attrs['path']} is from an incomplete run: "
-                             f"{rows.attrs['incomplete']}; rerun that shard before merging")
-    joined = merge(shards)
-    with replacing(where) as partial:  # a failed write never leaves half a report
-        joined.to_csv(partial, index=False)
-    typer.echo(f"{output}: {len(joined)} rows from {len(reports)} reports")
+    joined = merge_files(reports, output)
+    typer.echo(f"{output}: {joined} rows from {len(reports)} reports")
 
 
 @app.command()
@@ -663,19 +458,10 @@ def show(
 ) -> None:
     """Print what a case file holds: sizes, region lengths and well-formedness findings (a
     scenario file: the same for each step)."""
-    from diffcheck.case import Scenario
-    from diffcheck.casefile import describe_case, load_any
+    from diffcheck.casefile import describe_file
 
-    target = load_any(case_file, validate=False)
-    if not isinstance(target, Scenario):
-        typer.echo(describe_case(target))
-        return
-    typer.echo(f"{target.case_id}: replay scenario of path {target.path}, {len(target.steps)} "
-               f"steps on graphs of {sorted(set(target.sizes))} rows")
-    if target.description:
-        typer.echo(f"  {target.description}")
-    for step, size in zip(target.steps, target.sizes, strict=True):
-        typer.echo(f"step on a graph of {size}: " + describe_case(step))
+    for line in describe_file(case_file):
+        typer.echo(line)
 
 
 @app.command()
@@ -705,10 +491,8 @@ def bench(
 
     Exit codes: 0 done, 4 usage error or no GPU (pass --device cpu to time the interpreter).
     """
+    given = dict(locals())  # the options, named as BenchOptions' fields
     from diffcheck import bench as timing
 
-    timing.run(timing.BenchOptions(
-        path=path, impl=impl, regime=regime, rows=rows, positions=positions, k=k, q=q,
-        device=device, repeats=repeats, warmup=warmup, launches=launches, check=check,
-        report=report, sweep=sweep, block_n=block_n, warps=warps,
-        column_programs=column_programs), lambda line: typer.echo(line, err=True), typer.echo)
+    timing.run(timing.BenchOptions(**given), lambda line: typer.echo(line, err=True),
+               typer.echo)

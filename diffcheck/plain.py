@@ -11,6 +11,7 @@ reproduce command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -86,3 +87,31 @@ def call_plainly(job: Job, case: Case, settings: RunSettings) -> PlainResult:
     mismatches = int((got[mask] != expected[mask]).sum()) if case.well_formed else 0
     stray = 0 if buffers.returned else int((got[~mask] != POISON).sum())
     return PlainResult(case.case_id, name, int(mask.sum()), mismatches, stray)
+
+
+def call_each(path: str, impls: list[str], suites: list[str], case_files: list[str],
+              case_patterns: list[str], seed: int, invalid_fill: int | None,
+              graph_size: int | None, device: str, show: Callable[[str], None]) -> bool:
+    """`diffcheck call`: every selected case called once, plainly, one line each to
+    ``show``; True when any failed (a mismatch, a stray write or an error)."""
+    from diffcheck import backend, modes
+    from diffcheck.errors import UsageError
+    from diffcheck.executors import settings_for
+    from diffcheck.selection import select
+
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    dev = backend.resolve(device)
+    backend.prepare(dev)
+    chosen = select(path, impls, suites, case_files, case_patterns, modes.select("eager"),
+                    seed, invalid_fill, None, graph_size)
+    settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check=False,
+                            isolation="none")
+    failed = False
+    with backend.interpreter_as_on_gpu(dev):
+        for job in chosen.jobs():
+            for row_case in job.mode.rows(job.case):
+                result = call_plainly(job, row_case, settings)
+                show(result.line())
+                failed |= result.failed
+    return failed

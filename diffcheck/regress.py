@@ -107,3 +107,26 @@ def merge(reports: list[pd.DataFrame]) -> pd.DataFrame:
                          f"{first['case_id']} [{first['mode']}] {first['implementation']} "
                          "(reports of the same shard?)")
     return joined
+
+
+def merge_files(reports: list[Path], output: Path) -> int:
+    """Join the reports of `--shard` runs into ``output`` (written whole or not at all); the
+    rows joined. A report that lacks the columns or comes from an incomplete run is refused."""
+    from diffcheck.files import replacing
+    from diffcheck.session import check_outputs
+
+    where = check_outputs({"-o": output}, reports)["-o"]
+    shards = [load(r) for r in reports]
+    for rows in shards:
+        lacking = [c for c in COLUMNS if c not in rows.columns]
+        if lacking:  # the joined file would be one `report summarize` refuses
+            raise UsageError(f"{rows.attrs['path']} lacks the report columns "
+                             f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}; "
+                             "merge reports written by diffcheck compare")
+        if rows.attrs["incomplete"]:
+            raise UsageError(f"{rows.attrs['path']} is from an incomplete run: "
+                             f"{rows.attrs['incomplete']}; rerun that shard before merging")
+    joined = merge(shards)
+    with replacing(where) as partial:  # a failed write never leaves half a report
+        joined.to_csv(partial, index=False)
+    return len(joined)

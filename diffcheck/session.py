@@ -221,3 +221,30 @@ def check_folder(option: str, path: Path) -> Path:
         raise UsageError(f"{option} {path} is a file; give a folder")
     writable_place(option, path, where / "x")
     return where
+
+
+def time_breakdown(wall: float, generation: float, timings: list[tuple[str, dict]],
+               workers: int = 1) -> str:
+    """Where the time went: case generation, worker start, calls (first calls compile),
+    references, staging and checks, and what is left (messages to workers, reports). With
+    several workers the parts are summed over them, and only the wall time is the run's."""
+    import statistics
+
+    def total(key: str) -> float:
+        return sum(t.get(key, 0.0) for _, t in timings)
+
+    calls, references, jobs = total("calls"), total("references"), total("total")
+    cases, starting = total("cases"), total("worker_start")
+    first_extra = 0.0
+    for name in {n for n, _ in timings}:
+        mine = [t["calls"] for n, t in timings if n == name]
+        first_extra += max(mine[0] - statistics.median(mine), 0.0)
+    started = (f"worker start {starting:.1f} s, cases rebuilt in the workers {cases:.1f} s, "
+               if starting or cases else "")
+    summed = f" (summed over {workers} workers)" if workers > 1 else ""
+    other = "" if workers > 1 else (
+        f", other (messages, reports) {max(wall - jobs - cases - starting, 0.0):.1f} s")
+    return (f"time: {generation:.1f} s building cases, {wall:.1f} s running{summed}: "
+            f"{started}implementation calls {calls:.1f} s (first calls, compiling included, "
+            f"{first_extra:.1f} s more than typical), references {references:.1f} s, staging "
+            f"and checks {max(jobs - calls - references, 0.0):.1f} s{other}")

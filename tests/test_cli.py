@@ -399,7 +399,7 @@ def test_a_stop_raised_inside_a_gc_callback_is_not_lost(tmp_path, signum):
     forgotten, and fuzz went on to exit 1. The stop is delivered again and ends the program."""
     done = _run_script(tmp_path, f"""
         import gc, os, signal, time
-        from diffcheck.cli import install_stop_handlers
+        from diffcheck.stops import install_stop_handlers
         install_stop_handlers()
         def busy(phase, info):
             if phase == "start" and not busy.done:
@@ -451,7 +451,7 @@ def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
     object raises in its own ``__del__`` stays the ignored exception it always was."""
     done = _run_script(tmp_path, """
         import time
-        from diffcheck.cli import install_stop_handlers
+        from diffcheck.stops import install_stop_handlers
         install_stop_handlers()
         class Noisy:
             def __del__(self):

@@ -1,0 +1,57 @@
+"""SIGTERM and Ctrl-C stop a run alike, and neither is lost where Python ignores exceptions.
+
+A CI job cancelled or a scheduler's time limit sends SIGTERM: diffcheck keeps every finished
+row, marks every report incomplete, saves a fuzz finding and exits 2, as for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+#: the stop the handlers below raised last, and how many they raised: only that one is sent
+#: again when swallowed (a kernel's own KeyboardInterrupt in a ``__del__`` is not a stop)
+_STOPS: dict[str, object] = {"raised": None, "count": 0}
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM (a CI job cancelled, a scheduler's limit) and Ctrl-C stop a run alike."""
+    stop = KeyboardInterrupt("terminated (SIGTERM)") if signum == signal.SIGTERM else \
+        KeyboardInterrupt()
+    _STOPS["raised"], _STOPS["count"] = stop, _STOPS["count"] + 1
+    raise stop
+
+
+def _stop_again(previous: Callable) -> Callable:
+    """An unraisable-exception hook that does not lose a stop. Ctrl-C or SIGTERM raised
+    where Python ignores exceptions (a garbage-collector callback, a ``__del__``) would be
+    printed and forgotten, and the run would go on to exit 1 or 0; the signal is sent again
+    from a moment later, when it lands where it stops the run (unless another stop came
+    meanwhile)."""
+
+    def hook(unraisable) -> None:
+        stop = unraisable.exc_value
+        if stop is None or stop is not _STOPS["raised"]:
+            previous(unraisable)
+            return
+        signum = signal.SIGTERM if "SIGTERM" in str(stop) else signal.SIGINT
+        count = _STOPS["count"]
+
+        def again() -> None:
+            if _STOPS["count"] == count:  # no stop landed since
+                os.kill(os.getpid(), signum)
+
+        timer = threading.Timer(0.01, again)
+        timer.daemon = True
+        timer.start()
+    return hook
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM stops a run as Ctrl-C does, and neither is lost where exceptions are ignored."""
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sys.unraisablehook = _stop_again(sys.unraisablehook)
