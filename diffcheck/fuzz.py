@@ -295,87 +295,14 @@ def fuzz(
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from diffcheck.coverage import Coverage
-
-    strategy = strategy_for(spec, scenarios, limits, mixed)
-    run_settings = getattr(checker, "settings", None)
-    result = FuzzResult(coverage=Coverage(gpu=run_settings is not None
-                                          and run_settings.device.type != "cpu"))
-    checked: dict[object, list[ReportRow]] = {}
-    state = _State()
-    began = time.perf_counter()
-    shown = [began]
-
-    def report(now: float) -> None:
-        if now - shown[0] < PROGRESS_EVERY:
-            return
-        shown[0] = now
-        if state.found_at is None:
-            elapsed = now - began
-            done = len(checked) + result.mutants
-            progress(f"fuzz: {_counted(len(checked), result.mutants)} in {elapsed:.0f} s "
-                     f"({done / max(elapsed, 1e-9):,.1f} checks/s), no failure yet")
-        else:
-            progress(f"fuzz: shrinking the {state.status}: {result.shrink_steps} steps, "
-                     f"{now - state.found_at:.0f} s; smallest so far: "
-                     f"{state.last[0].describe()[:120]}")
-
-    def check(drawn) -> None:
-        now = time.perf_counter()
-        rows = checked.get(drawn)
-        if rows is None:
-            if state.found_at is None and budget.spent(now - began, len(checked)):
-                raise _Spent
-            if state.found_at is not None:
-                if now - state.found_at >= shrink_seconds:
-                    return  # shrinking is over: the smallest so far stays
-                result.shrink_steps += 1
-            mutants = getattr(checker, "mutants", 0)
-            try:
-                target = generated_target(spec, drawn, fill)
-                rows = checker.rows(target)
-            except DeviceLost as lost:  # the fault is the finding; nothing more can run
-                rows = lost.rows
-                state.lost = True
-            except Exception as e:
-                raise _Broken(e) from e
-            checked[drawn] = rows
-            if state.found_at is None:
-                result.mutants += getattr(checker, "mutants", 0) - mutants
-                _steer(spec, target, result.coverage, getattr(checker, "impl", None))
-            report(time.perf_counter())
-        worst = worst_failing(rows, fail_on)
-        if worst is None and state.lost:
-            raise _Broken(DeviceError("a case faulted the device in this process "
-                                      "(--isolation none) and fault is not in --fail-on; "
-                                      "rerun with --isolation process"))
-        if worst is None:
-            return
-        if state.status is None:
-            state.status, state.first = worst.status, (drawn, worst)
-            state.found_at, result.found_after = time.perf_counter(), len(checked)
-            state.last = (drawn, worst)
-            took = state.found_at - began
-            done = len(checked) + result.mutants
-            progress(f"fuzz: {worst.status} at generated case {len(checked)} ({took:.0f} s, "
-                     f"{done / max(took, 1e-9):,.1f} checks/s); shrinking it")
-        elif worst.status != state.status:
-            return  # another kind of failure: shrinking keeps the first
-        state.last = (drawn, worst)
-        try:
-            keep(generated_target(spec, drawn, fill))
-        except Exception as e:  # the folder cannot take it: say so, keep what is known
-            raise _Broken(e) from e
-        if state.lost:
-            raise _Spent  # no shrinking on a dead device: this case it is
-        raise _Found(worst.status)
-
-    run = given(strategy)(check)
+    search = _Search(spec, checker, budget, fill, fail_on, shrink_seconds, progress, keep)
+    run = given(strategy_for(spec, scenarios, limits, mixed))(search.check)
     run = settings(max_examples=10**9, deadline=None, database=None, derandomize=False,
                    suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
                    report_multiple_bugs=False,
                    phases=[Phase.explicit, Phase.generate, Phase.shrink])(run)
     run = hypothesis_seed(seed)(run)
+    result, state = search.result, search.state
     try:
         run()
     except (_Spent, _Found):
@@ -389,20 +316,125 @@ def fuzz(
             raise broken.error from None
         result.broken = broken.error
     finally:
-        result.elapsed = time.perf_counter() - began
-        result.checked = len(checked)
+        result.elapsed = time.perf_counter() - search.began
+        result.checked = len(search.checked)
     if state.last is not None:
-        drawn, row = state.last
-        first, first_row = state.first
-        target = generated_target(spec, drawn, fill)
-        rows = checked[drawn]
+        result.finding = search.finding()
+        result.shrink_seconds = time.perf_counter() - state.found_at
+        result.elapsed = state.found_at - search.began
+    return result
+
+
+class _Search:
+    """One search's checks, as Hypothesis calls them: every drawn record checked once, the
+    first failure kept, then shrinking until its time is up."""
+
+    def __init__(self, spec: PathSpec, checker: Checker, budget: Budget, fill: int,
+                 fail_on: frozenset[Status], shrink_seconds: float,
+                 progress: Callable[[str], None], keep: Callable[[Case | Scenario], None]):
+        from diffcheck.coverage import Coverage
+
+        self.spec, self.checker, self.budget, self.fill = spec, checker, budget, fill
+        self.fail_on, self.shrink_seconds = fail_on, shrink_seconds
+        self.progress, self.keep = progress, keep
+        run_settings = getattr(checker, "settings", None)
+        self.result = FuzzResult(coverage=Coverage(gpu=run_settings is not None
+                                                   and run_settings.device.type != "cpu"))
+        self.checked: dict[object, list[ReportRow]] = {}
+        self.state = _State()
+        self.began = self.shown = time.perf_counter()
+
+    def report(self, now: float) -> None:
+        """A progress line, at most every PROGRESS_EVERY seconds."""
+        if now - self.shown < PROGRESS_EVERY:
+            return
+        self.shown = now
+        result, state = self.result, self.state
+        if state.found_at is None:
+            elapsed = now - self.began
+            done = len(self.checked) + result.mutants
+            self.progress(f"fuzz: {_counted(len(self.checked), result.mutants)} in "
+                          f"{elapsed:.0f} s ({done / max(elapsed, 1e-9):,.1f} checks/s), no "
+                          "failure yet")
+        else:
+            self.progress(f"fuzz: shrinking the {state.status}: {result.shrink_steps} steps, "
+                          f"{now - state.found_at:.0f} s; smallest so far: "
+                          f"{state.last[0].describe()[:120]}")
+
+    def rows_of(self, drawn) -> list[ReportRow] | None:
+        """The rows of a drawn record (checked once; None once shrinking's time is up)."""
+        rows = self.checked.get(drawn)
+        if rows is not None:
+            return rows
+        now, state, result = time.perf_counter(), self.state, self.result
+        if state.found_at is None and self.budget.spent(now - self.began, len(self.checked)):
+            raise _Spent
+        if state.found_at is not None:
+            if now - state.found_at >= self.shrink_seconds:
+                return None  # shrinking is over: the smallest so far stays
+            result.shrink_steps += 1
+        mutants = getattr(self.checker, "mutants", 0)
+        try:
+            target = generated_target(self.spec, drawn, self.fill)
+            rows = self.checker.rows(target)
+        except DeviceLost as lost:  # the fault is the finding; nothing more can run
+            rows = lost.rows
+            state.lost = True
+        except Exception as e:
+            raise _Broken(e) from e
+        self.checked[drawn] = rows
+        if state.found_at is None:
+            result.mutants += getattr(self.checker, "mutants", 0) - mutants
+            _steer(self.spec, target, result.coverage, getattr(self.checker, "impl", None))
+        self.report(time.perf_counter())
+        return rows
+
+    def check(self, drawn) -> None:
+        """Hypothesis' test: raises _Found for a failure of the first kind found."""
+        rows = self.rows_of(drawn)
+        if rows is None:
+            return
+        state = self.state
+        worst = worst_failing(rows, self.fail_on)
+        if worst is None and state.lost:
+            raise _Broken(DeviceError("a case faulted the device in this process "
+                                      "(--isolation none) and fault is not in --fail-on; "
+                                      "rerun with --isolation process"))
+        if worst is None:
+            return
+        if state.status is None:
+            state.status, state.first = worst.status, (drawn, worst)
+            state.found_at, self.result.found_after = time.perf_counter(), len(self.checked)
+            state.last = (drawn, worst)  # before anything can stop the search
+            took = state.found_at - self.began
+            done = len(self.checked) + self.result.mutants
+            self.progress(f"fuzz: {worst.status} at generated case {len(self.checked)} "
+                          f"({took:.0f} s, {done / max(took, 1e-9):,.1f} checks/s); "
+                          "shrinking it")
+        elif worst.status != state.status:
+            return  # another kind of failure: shrinking keeps the first
+        state.last = (drawn, worst)
+        try:
+            self.keep(generated_target(self.spec, drawn, self.fill))
+        except Exception as e:  # the folder cannot take it: say so, keep what is known
+            raise _Broken(e) from e
+        if state.lost:
+            raise _Spent  # no shrinking on a dead device: this case it is
+        raise _Found(worst.status)
+
+    def finding(self) -> Finding:
+        """The smallest failing case found, its rows, and the first one."""
+        drawn, row = self.state.last
+        first, first_row = self.state.first
+        target = generated_target(self.spec, drawn, self.fill)
+        rows = self.checked[drawn]
         unlocated = 0
-        mutating = max((getattr(m, "mutants", 0) for m in checker.modes), default=0)
+        mutating = max((getattr(m, "mutants", 0) for m in self.checker.modes), default=0)
         if (mutating and row.status in (Status.FAULT.value, Status.TIMEOUT.value)
                 and isinstance(target, Case) and index_of(row.case_id) is None):
             # under --fast a fault or time-out may come from one of the case's device mutants
             # (queued back to back, or the worker was stopped with them): find which
-            located = locate_mutant(checker, target, mutating)
+            located = locate_mutant(self.checker, target, mutating)
             if located is not None:
                 row, rows = located, [located]
             else:
@@ -410,11 +442,7 @@ def fuzz(
         index = index_of(row.case_id)
         if index is not None and isinstance(target, Case):  # the device mutant that failed
             target = mutant(target, index)
-        result.finding = Finding(drawn, target, row, rows, first, first_row,
-                                 unlocated=unlocated)
-        result.shrink_seconds = time.perf_counter() - state.found_at
-        result.elapsed = state.found_at - began
-    return result
+        return Finding(drawn, target, row, rows, first, first_row, unlocated=unlocated)
 
 
 def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | None:
@@ -554,7 +582,7 @@ class FuzzOptions:
 
 
 @dataclass
-class _Search:
+class _Setup:
     """A fuzz run set up from its options: what to draw, where, and how it is checked."""
 
     spec: PathSpec
@@ -571,7 +599,7 @@ class _Search:
     failing: frozenset[Status]
 
 
-def _set_up(o: FuzzOptions) -> _Search:
+def _set_up(o: FuzzOptions) -> _Setup:
     """Check the options (a usage error before anything runs) and set the search up."""
     from diffcheck import backend, modes
     from diffcheck.executors import check_fill_and_timeout, settings_for
@@ -631,7 +659,7 @@ def _set_up(o: FuzzOptions) -> _Search:
                             o.fillings, o.timeout, o.isolation, workers=1,
                             instrument=o.instrument, configs=o.configs)
     production = o.size == "production" or (o.size == "auto" and dev.type != "cpu")
-    return _Search(spec, implementation, settings, chosen, full_modes, scenario_modes,
+    return _Setup(spec, implementation, settings, chosen, full_modes, scenario_modes,
                    scenarios, mixed, budget, GPU_LIMITS if production else CPU_LIMITS,
                    spec.fill if o.invalid_fill is None else o.invalid_fill, failing)
 
