@@ -90,20 +90,7 @@ class CapturedCheck:
                          for s, row in zip(staged, self.arenas, strict=True)]
         self.pristine = self.arenas.clone()
         self.before = torch.empty_like(self.arenas)
-        first = self.stagings[0]
-        self.input_index = torch.cat([
-            torch.arange(first.buffers[n].margin, first.buffers[n].margin + first.buffers[n].span)
-            + (first.buffers[n].alloc.storage_offset() - first.arena.storage_offset())
-            for n in names]).to(device)
-        # a changed element of an arena counts 1 in a margin, 2^32 in an input (none in the
-        # output's own span): one sum gives both counters
-        weights = torch.zeros(self.arenas.shape[1], dtype=torch.int64)
-        weights[first.layout.margin_index.cpu()] = 1
-        weights[self.input_index.cpu()] = 1 << 32
-        self.weights = weights.to(device)
-        out = first.out
-        self.out_at = (out.alloc.storage_offset() - first.arena.storage_offset() + out.margin,
-                       out.span)
+        self._locate(names, device)
         # plausible margins of offsets and lengths follow each case's own first and last
         # values (buffers._edges): refreshed from the sources in the graph, not frozen
         self.edges = [(staged, plan.filling == "plausible-b", name, role)
@@ -130,6 +117,23 @@ class CapturedCheck:
         with backend.interpreter_as_on_gpu(device):  # on the CPU: the interpreter as a GPU
             self._body()  # warm-up: compiles the kernels, settles the allocator
             self.graph.capture(self._body)
+
+    def _locate(self, names: list[str], device: torch.device) -> None:
+        """Where the inputs and the output sit in every filling's arena row, and the weights
+        that count a changed margin element as 1 and a changed input element as 2^32."""
+        first = self.stagings[0]
+        self.input_index = torch.cat([
+            torch.arange(first.buffers[n].margin, first.buffers[n].margin + first.buffers[n].span)
+            + (first.buffers[n].alloc.storage_offset() - first.arena.storage_offset())
+            for n in names]).to(device)
+        # none in the output's own span: one sum gives both counters
+        weights = torch.zeros(self.arenas.shape[1], dtype=torch.int64)
+        weights[first.layout.margin_index.cpu()] = 1
+        weights[self.input_index.cpu()] = 1 << 32
+        self.weights = weights.to(device)
+        out = first.out
+        self.out_at = (out.alloc.storage_offset() - first.arena.storage_offset() + out.margin,
+                       out.span)
 
     def _body(self) -> None:
         if self.base is not None:

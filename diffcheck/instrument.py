@@ -125,17 +125,8 @@ def _write_module(text: str, stem: str) -> tuple[dict, str]:
     return {"__file__": path, "__name__": f"diffcheck_instrumented_{stem}"}, path
 
 
-def _guards_for(n: int) -> dict[str, object]:
-    """The jit helpers that check one access against ``n`` extents (generated once per n)."""
-    if n in _guards:
-        return _guards[n]
-    params = ", ".join(_extra_names(n)[1:])
-    inside = "\n".join(
-        f"    ok = ok | ((a >= _dc_lo_{i}) & (a + e <= _dc_hi_{i}))" for i in range(n))
-    into = "\n".join(
-        f"        into = into | (((zero + ((_dc_ro >> {i}) & 1)) != 0) & (a + e > _dc_lo_{i}) & "
-        f"(a < _dc_hi_{i}))" for i in range(n))
-    text = f'''"""diffcheck's bounds checks for launches with {n} tensor arguments (generated)."""
+#: the jit helpers' source: every access checked against each of n extents
+_GUARDS = '''"""diffcheck's bounds checks for launches with {n} tensor arguments (generated)."""
 import triton
 import triton.language as tl
 
@@ -184,6 +175,20 @@ def _dc_note(ptr, _dc_found, SITE: tl.constexpr, {params}):
     scratch = (_dc_found + {SCRATCH}).to(tl.int64)
     return ptr + tl.where(ok, a - a, (scratch - a) // e)
 '''
+
+
+def _guards_for(n: int) -> dict[str, object]:
+    """The jit helpers that check one access against ``n`` extents (generated once per n)."""
+    if n in _guards:
+        return _guards[n]
+    params = ", ".join(_extra_names(n)[1:])
+    inside = "\n".join(
+        f"    ok = ok | ((a >= _dc_lo_{i}) & (a + e <= _dc_hi_{i}))" for i in range(n))
+    into = "\n".join(
+        f"        into = into | (((zero + ((_dc_ro >> {i}) & 1)) != 0) & (a + e > _dc_lo_{i}) & "
+        f"(a < _dc_hi_{i}))" for i in range(n))
+    text = _GUARDS.format(n=n, params=params, inside=inside, into=into, WORDS=WORDS,
+                          SCRATCH=SCRATCH)
     scope, path = _write_module(text, f"guards{n}")
     exec(compile(text, path, "exec"), scope)  # noqa: S102 - our own generated source
     _guards[n] = {name: scope[name] for name in ("_dc_guard", "_dc_note")}
