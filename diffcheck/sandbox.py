@@ -183,27 +183,46 @@ class Sandbox(Bounds):
 
         cls = interpreter.InterpreterBuilder
         self._saved = {n: cls.__dict__[n] for n in HOOKS}
+        kernel_cls = interpreter.InterpretedFunction
+        self._saved_run = kernel_cls.__dict__["run"]
+        run, sandbox = self._saved_run, self
+
+        def admitting_run(kernel, *args, **kwargs):
+            named = [*zip(kernel.arg_names, args, strict=False), *kwargs.items()]
+            for name, value in named:
+                if isinstance(value, torch.Tensor):
+                    sandbox.admit(name, value)
+            return run(kernel, *args, **kwargs)
+
+        kernel_cls.run = admitting_run
+        for name, hook in self._hooks(interpreter).items():
+            setattr(cls, name, hook)
+        return self
+
+    def _bad_lanes(self, ptrs, mask) -> np.ndarray:
+        """Active lanes whose element lies outside every extent."""
+        itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+        active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
+        return active & self.outside(ptrs.data, itemsize)
+
+    def _note_input_stores(self, builder, ptrs, mask, bad) -> None:
+        """Record active, in-bounds lanes that store into an input. The store still runs (as
+        on a GPU); a kernel that restores the input before returning is caught too."""
+        itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
+        active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
+        hits = active & ~bad & self.into_inputs(ptrs.data, itemsize)
+        if hits.any():
+            self.record("input-write", ptrs.data, hits, builder)
+
+    def _hooks(self, interpreter) -> dict[str, Callable]:
+        """The interpreter's load, store and atomics, each checking its lanes first: a lane
+        outside every extent is recorded and masked off (a read gets its tag instead)."""
         sandbox, TensorHandle = self, interpreter.TensorHandle
         load, store = self._saved["create_masked_load"], self._saved["create_masked_store"]
         rmw, cas = self._saved["create_atomic_rmw"], self._saved["create_atomic_cas"]
 
-        def bad_lanes(ptrs, mask) -> np.ndarray:
-            """Active lanes whose element lies outside every extent."""
-            itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
-            active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
-            return active & sandbox.outside(ptrs.data, itemsize)
-
-        def note_input_stores(builder, ptrs, mask, bad) -> None:
-            """Record active, in-bounds lanes that store into an input. The store still runs
-            (as on a GPU); a kernel that restores the input before returning is caught too."""
-            itemsize = max(ptrs.get_element_ty().primitive_bitwidth // 8, 1)
-            active = np.broadcast_to(mask.data, ptrs.data.shape) if mask is not None else True
-            hits = active & ~bad & sandbox.into_inputs(ptrs.data, itemsize)
-            if hits.any():
-                sandbox.record("input-write", ptrs.data, hits, builder)
-
         def checked_load(builder, ptrs, mask, other, *rest):
-            bad = bad_lanes(ptrs, mask)
+            bad = sandbox._bad_lanes(ptrs, mask)
             if not bad.any():
                 return load(builder, ptrs, mask, other, *rest)
             tags = sandbox.record("read", ptrs.data, bad, builder)
@@ -214,24 +233,24 @@ class Sandbox(Bounds):
             return load(builder, ptrs, safe_mask, TensorHandle(base, ptrs.get_element_ty()), *rest)
 
         def checked_store(builder, ptrs, value, mask, *rest):
-            bad = bad_lanes(ptrs, mask)
-            note_input_stores(builder, ptrs, mask, bad)
+            bad = sandbox._bad_lanes(ptrs, mask)
+            sandbox._note_input_stores(builder, ptrs, mask, bad)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
             return store(builder, ptrs, value, mask, *rest)
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
-            bad = bad_lanes(ptrs, mask)
-            note_input_stores(builder, ptrs, mask, bad)
+            bad = sandbox._bad_lanes(ptrs, mask)
+            sandbox._note_input_stores(builder, ptrs, mask, bad)
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
             return rmw(builder, op, ptrs, val, mask, *rest)
 
         def checked_cas(builder, ptrs, cmp, val, *rest):
-            bad = bad_lanes(ptrs, None)
-            note_input_stores(builder, ptrs, None, bad)
+            bad = sandbox._bad_lanes(ptrs, None)
+            sandbox._note_input_stores(builder, ptrs, None, bad)
             if bad.any():  # no mask to clear: send the bad lanes to a private scratch word
                 sandbox.record("write", ptrs.data, bad, builder)
                 sandbox._scratch = np.zeros(ptrs.data.size + 1, dtype=np.int64)
@@ -239,23 +258,8 @@ class Sandbox(Bounds):
                 ptrs = TensorHandle(redirected.astype(ptrs.data.dtype), ptrs.dtype)
             return cas(builder, ptrs, cmp, val, *rest)
 
-        kernel_cls = interpreter.InterpretedFunction
-        self._saved_run = kernel_cls.__dict__["run"]
-        run = self._saved_run
-
-        def admitting_run(kernel, *args, **kwargs):
-            named = [*zip(kernel.arg_names, args, strict=False), *kwargs.items()]
-            for name, value in named:
-                if isinstance(value, torch.Tensor):
-                    sandbox.admit(name, value)
-            return run(kernel, *args, **kwargs)
-
-        kernel_cls.run = admitting_run
-        cls.create_masked_load = checked_load
-        cls.create_masked_store = checked_store
-        cls.create_atomic_rmw = checked_rmw
-        cls.create_atomic_cas = checked_cas
-        return self
+        return {"create_masked_load": checked_load, "create_masked_store": checked_store,
+                "create_atomic_rmw": checked_rmw, "create_atomic_cas": checked_cas}
 
     def __exit__(self, *exc) -> None:
         from triton.runtime import interpreter
