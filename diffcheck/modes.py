@@ -357,30 +357,8 @@ class Replay(Mode):
     def run(self, target, stage, bind, device, guard, compare_eager=True):
         if not isinstance(target, Scenario):
             return
-        graphs: dict[int, tuple] = {}
-        earlier: dict[int, dict[str, torch.Tensor]] = {}
         setup = Step(target.steps[0])
-        for size in sorted({target.graph_size(s) for s in target.steps}):
-            first = next(s for s in target.steps if target.graph_size(s) == size)
-            staged = stage(first)
-            call = bind(staged)
-            graph = new_graph(device, check_freed=True)
-            warm = _eager_output(staged, call, device, setup, guard,
-                                 f"the warm-up call before capturing the graph of {size}")
-            if warm is None and setup.ends_as == Status.REFUSED:
-                # the launcher refused the stale capture batch when called eagerly: capture
-                # it all the same (a capture runs no host check), so the steps are judged
-                setup.notes.append(f"the warm-up before capturing the graph of {size} "
-                                   f"{setup.error}; captured without it")
-                setup.error, setup.ends_as = "", Status.ERROR
-            elif warm is None:
-                break
-            if not _captured(staged, graph, call, setup, guard,
-                             f"capturing the graph of {size}"):
-                break
-            graphs[size] = (staged, call, graph)
-            earlier[size] = {} if warm is None else {
-                "what it computed for the step it was captured on": warm}
+        graphs, earlier = _capture_each_size(target, stage, bind, device, guard, setup)
         poisoned = None
         owned = {st.arena.untyped_storage().data_ptr() for st, _, _ in graphs.values()}
         if graphs and not setup.error and (device.type != "cpu" or any(
@@ -407,21 +385,58 @@ class Replay(Mode):
                 return
             done.earlier_outs = dict(earlier[target.graph_size(case)])
             earlier[target.graph_size(case)]["the previous replay's output"] = done.out
-            if not step.error and compare_eager:
-                probe = Step(case)
-                done.eager_out = _eager_output(staged, call, device, probe, guard,
-                                               "the eager call on the same inputs")
-                done.findings += probe.findings
-                if probe.ends_as == Status.REFUSED:  # the replay is judged all the same
-                    done.notes.append(f"the eager call on the same inputs {probe.error}; no "
-                                      "divergence check")
-                elif probe.error:  # it raised (or took the device down) on the same inputs
-                    done.error, done.fault = f"eager call after replay: {probe.error}", probe.fault
-                    done.ends_as = probe.ends_as
-                if probe.fault:
-                    yield done
-                    return
+            if not step.error and compare_eager and _eager_after_replay(
+                    done, staged, call, device, guard):
+                yield done
+                return  # the eager call took the device down
             yield done
+
+
+def _capture_each_size(target: Scenario, stage: Stager, bind: Binder, device: torch.device,
+                       guard: Callable, setup: Step) -> tuple[dict[int, tuple], dict]:
+    """A graph captured for each size on its first step (after an eager warm-up call):
+    {size: (staged, call, graph)}, and what each warm-up computed; ``setup`` holds what
+    went wrong (capturing stops at the first failure)."""
+    graphs: dict[int, tuple] = {}
+    earlier: dict[int, dict[str, torch.Tensor]] = {}
+    for size in sorted({target.graph_size(s) for s in target.steps}):
+        first = next(s for s in target.steps if target.graph_size(s) == size)
+        staged = stage(first)
+        call = bind(staged)
+        graph = new_graph(device, check_freed=True)
+        warm = _eager_output(staged, call, device, setup, guard,
+                             f"the warm-up call before capturing the graph of {size}")
+        if warm is None and setup.ends_as == Status.REFUSED:
+            # the launcher refused the stale capture batch when called eagerly: capture it
+            # all the same (a capture runs no host check), so the steps are judged
+            setup.notes.append(f"the warm-up before capturing the graph of {size} "
+                               f"{setup.error}; captured without it")
+            setup.error, setup.ends_as = "", Status.ERROR
+        elif warm is None:
+            break
+        if not _captured(staged, graph, call, setup, guard, f"capturing the graph of {size}"):
+            break
+        graphs[size] = (staged, call, graph)
+        earlier[size] = {} if warm is None else {
+            "what it computed for the step it was captured on": warm}
+    return graphs, earlier
+
+
+def _eager_after_replay(done: Step, staged: Staged, call: Callable[[], object],
+                        device: torch.device, guard: Callable) -> bool:
+    """The eager call on a replayed step's inputs, behind ``divergence``; True when it took
+    the device down (nothing more may run)."""
+    probe = Step(done.case)
+    done.eager_out = _eager_output(staged, call, device, probe, guard,
+                                   "the eager call on the same inputs")
+    done.findings += probe.findings
+    if probe.ends_as == Status.REFUSED:  # the replay is judged all the same
+        done.notes.append(f"the eager call on the same inputs {probe.error}; no divergence "
+                          "check")
+    elif probe.error:  # it raised (or took the device down) on the same inputs
+        done.error, done.fault = f"eager call after replay: {probe.error}", probe.fault
+        done.ends_as = probe.ends_as
+    return probe.fault
 
 
 MODES: dict[str, type[Mode]] = {"eager": Eager, "capture": Capture, "replay": Replay}

@@ -135,6 +135,27 @@ def raised_explicitly(error: BaseException) -> bool:
     return dis.opname[code.co_code[tb.tb_lasti]] in ("RAISE_VARARGS", "RERAISE")
 
 
+def _bounds_checker(spec, settings: RunSettings) -> Bounds | None:
+    """What sees every access of a run: the instrumented kernels (a GPU's default), the
+    interpreter sandbox (the CPU's), or nothing (red zones only)."""
+    if settings.instrument:
+        return Instrumented([], device=settings.device)
+    if settings.interpreter_check and backend.interpreted(settings.device):
+        ids = {name: i for i, name in enumerate((*spec.names, "out"))}
+        return Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
+    return None
+
+
+def _instrumentation_notes(sandbox: Instrumented, steps: list[Step]) -> list[str]:
+    """What a row says about how its kernels were instrumented, or why they were not."""
+    notes = list(sandbox.notes)
+    if not sandbox.launches and not any(step.error for step in steps):
+        notes.append("instrumented: the call made no Triton launch diffcheck could "
+                     "instrument (torch code, or a compiled binary); its reads are found by "
+                     "red zones only")
+    return notes
+
+
 def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) -> list[Step]:
     """Run the job's mode once under ``plan``: sandboxed on the interpreter, or with the
     kernels instrumented (diffcheck.instrument; a GPU's default).
@@ -144,12 +165,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     """
     spec = get_path(job.case.path)
     tuning.install()  # launches counted (a refusal is a raise before the first)
-    sandbox: Bounds | None = None
-    if settings.instrument:
-        sandbox = Instrumented([], device=settings.device)
-    elif settings.interpreter_check and backend.interpreted(settings.device):
-        ids = {name: i for i, name in enumerate((*spec.names, "out"))}
-        sandbox = Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
+    sandbox = _bounds_checker(spec, settings)
     fn = settings.implementation(job.impl)
     # a replay loads later steps into the first step's staging: plausible margins fit them all
     later = tuple(step.inputs for step in job.case.steps[1:]) if (
@@ -195,11 +211,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
         if step.staged is not None:
             step.staged.release()
     if isinstance(sandbox, Instrumented) and steps:
-        steps[0].notes += sandbox.notes
-        if not sandbox.launches and not any(step.error for step in steps):
-            steps[0].notes.append("instrumented: the call made no Triton launch diffcheck "
-                                  "could instrument (torch code, or a compiled binary); its "
-                                  "reads are found by red zones only")
+        steps[0].notes += _instrumentation_notes(sandbox, steps)
     return steps
 
 
