@@ -599,18 +599,12 @@ class _Setup:
     failing: frozenset[Status]
 
 
-def _set_up(o: FuzzOptions) -> _Setup:
-    """Check the options (a usage error before anything runs) and set the search up."""
-    from diffcheck import backend, modes
-    from diffcheck.executors import check_fill_and_timeout, settings_for
-    from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
-    from diffcheck.impls import find
-    from diffcheck.mutants import SPAN
-    from diffcheck.paths import get_path, known_paths
+def _check_plain_options(o: FuzzOptions) -> None:
+    """The options that need nothing else to be checked (Hypothesis installed, the folder
+    writable), before anything is set up."""
+    from diffcheck.executors import check_fill_and_timeout
     from diffcheck.session import check_folder
-    from diffcheck.status import parse_fail_on
 
-    failing = parse_fail_on(o.fail_on)
     try:
         import hypothesis  # noqa: F401
     except ImportError:
@@ -622,16 +616,36 @@ def _set_up(o: FuzzOptions) -> _Setup:
         raise UsageError(f"--shrink-time must be 0 or more seconds, got {o.shrink_time:g}")
     if o.size not in ("auto", "small", "production"):
         raise UsageError(f"--size must be auto, small or production, got '{o.size}'")
+
+
+def _path_of(o: FuzzOptions) -> str:
+    """The path the fuzzed implementation follows: --path, or a registered name's own."""
+    from diffcheck.paths import known_paths
+
+    if o.path is not None:
+        return o.path
+    prefix = o.impl.partition(":")[0]
+    if prefix not in known_paths() or ".py" in o.impl or o.impl.count(":") != 1:
+        raise UsageError(f"--impl {o.impl}: say which contract it follows with --path "
+                         f"({', '.join(known_paths())})")
+    return prefix
+
+
+def _set_up(o: FuzzOptions) -> _Setup:
+    """Check the options (a usage error before anything runs) and set the search up."""
+    from diffcheck import backend, modes
+    from diffcheck.executors import settings_for
+    from diffcheck.fixtures.generated import CPU_LIMITS, GPU_LIMITS
+    from diffcheck.impls import find
+    from diffcheck.mutants import SPAN
+    from diffcheck.paths import get_path
+    from diffcheck.status import parse_fail_on
+
+    failing = parse_fail_on(o.fail_on)
+    _check_plain_options(o)
     budget = Budget.parse(o.budget)
     chosen = modes.select("eager" if o.mode == "auto" else o.mode)
-    path = o.path
-    if path is None:
-        prefix = o.impl.partition(":")[0]
-        if prefix not in known_paths() or ".py" in o.impl or o.impl.count(":") != 1:
-            raise UsageError(f"--impl {o.impl}: say which contract it follows with --path "
-                             f"({', '.join(known_paths())})")
-        path = prefix
-    spec = get_path(path)
+    spec = get_path(_path_of(o))
     scenarios = any(m.name == "replay" for m in chosen)
     # the default draws replay scenarios too (a launcher that freezes what it saw at capture
     # fails only there); --fast screens eager calls alone
@@ -652,7 +666,7 @@ def _set_up(o: FuzzOptions) -> _Setup:
         from diffcheck.fastcheck import Screened
 
         chosen = [Screened(FAST_MUTANTS if o.mutants is None else o.mutants)]
-    implementation = find(o.impl, path)
+    implementation = find(o.impl, spec.name)
     if implementation.path != spec.name:
         raise UsageError(f"--impl {o.impl} follows path {implementation.path}, not {spec.name}")
     settings = settings_for([implementation], dev, o.seed, o.invalid_fill, o.interpreter_check,
@@ -708,7 +722,20 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
         show(f"fuzz: no failure: {result.counted()} in {result.elapsed:.0f} s "
              f"({result.rate:,.1f} checks/s)")
         return ExitCode.OK
-    finding = result.finding
+    _save_finding(o, spec, result, provisional, search.settings.device.type, show)
+    if result.broken is not None:
+        raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
+    if result.interrupted:
+        raise Interrupted("interrupted while shrinking: saved the smallest failing case so far")
+    return ExitCode.FAILURES
+
+
+def _save_finding(o: FuzzOptions, spec: PathSpec, result: FuzzResult, provisional: Path,
+                  device: str, show: Callable[[str], None]) -> None:
+    """Save the shrunk failure under its final name and print it with its reproduce line."""
+    from diffcheck.casefile import save_case, save_scenario
+
+    finding, shown = result.finding, o.impl
     file = o.save_to / saved_name(finding, shown)
     show(f"fuzz: {finding.row.status} after {result.found_after} generated cases "
          f"({result.elapsed:.0f} s); shrunk in {result.shrink_steps} steps "
@@ -721,13 +748,7 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
     if provisional != file:
         provisional.unlink(missing_ok=True)
     show(f"saved: {file}")
-    words = _reproduce_words(o, spec, file, finding, search.settings.device.type)
-    show(f"reproduce: {shlex.join(words)}")
-    if result.broken is not None:
-        raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
-    if result.interrupted:
-        raise Interrupted("interrupted while shrinking: saved the smallest failing case so far")
-    return ExitCode.FAILURES
+    show(f"reproduce: {shlex.join(_reproduce_words(o, spec, file, finding, device))}")
 
 
 def _reproduce_words(o: FuzzOptions, spec: PathSpec, file: Path, finding: Finding,
