@@ -516,6 +516,36 @@ def _chosen(o: BenchOptions, spec) -> list[Implementation]:
     return [i for i in chosen if i.path == spec.name]
 
 
+def _time_path(o: BenchOptions, spec, chosen: list[Implementation], dev: torch.device,
+               timer: Timer, settings, say: Callable[[str], None]) -> list:
+    """Every chosen kernel of one path timed on each regime, with the full check (and on a
+    GPU the captured one) of the first safe kernel."""
+    from diffcheck.executors import InProcess
+    from diffcheck.job import Job
+    from diffcheck.modes import Eager
+
+    results: list = []
+    safe = next((i for i in chosen if i.safe), chosen[0])
+    runner = InProcess(settings)
+
+    def one_check(case, fresh_reference, safe=safe, runner=runner):
+        # A whole check: stage both fillings, call, compute the reference, compare.
+        # The upload of the case to the device (once per case in a run) is not part
+        # of it; a run computes a case's reference once, for its first check.
+        if fresh_reference:
+            settings.forget_references()
+        runner.run(Job(case, safe, Eager()))
+
+    for name in o.regime or list(REGIMES):
+        say(f"bench {spec.name} {name}: {o.rows} rows, K={o.k} ...")
+        case = bench_case(spec.name, name, o.rows, o.k, o.q, o.positions)
+        fast = _captured_checks(case, safe, settings, dev, say, f"{spec.name} {name}") \
+            if o.check and dev.type == "cuda" else ()
+        results += bench_path(case, name, chosen, dev, timer, o.launches,
+                              one_check if o.check else None, fast)
+    return results
+
+
 def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]) -> None:
     """`diffcheck bench` from its options: time every chosen kernel (or sweep launch shapes)
     on each regime, print the table, write the CSV. ``say`` gets progress lines (stderr),
@@ -523,9 +553,6 @@ def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]
     import pandas as pd
 
     from diffcheck.errors import NothingSelectedError, UsageError
-    from diffcheck.executors import InProcess
-    from diffcheck.job import Job
-    from diffcheck.modes import Eager
     from diffcheck.paths import select_paths
     from diffcheck.settings import RunSettings, new_run_id
 
@@ -552,24 +579,7 @@ def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]
                                           o.warps or [1, 2, 4, 8],
                                           o.column_programs or [1, 2, 4, 8, 16])
                 continue
-            safe = next((i for i in chosen if i.safe), chosen[0])
-            runner = InProcess(settings)
-
-            def one_check(case, fresh_reference, safe=safe, runner=runner):
-                # A whole check: stage both fillings, call, compute the reference, compare.
-                # The upload of the case to the device (once per case in a run) is not part
-                # of it; a run computes a case's reference once, for its first check.
-                if fresh_reference:
-                    settings.forget_references()
-                runner.run(Job(case, safe, Eager()))
-
-            for name in o.regime or list(REGIMES):
-                say(f"bench {spec.name} {name}: {o.rows} rows, K={o.k} ...")
-                case = bench_case(spec.name, name, o.rows, o.k, o.q, o.positions)
-                fast = _captured_checks(case, safe, settings, dev, say, f"{spec.name} {name}") \
-                    if o.check and dev.type == "cuda" else ()
-                results += bench_path(case, name, chosen, dev, timer, o.launches,
-                                      one_check if o.check else None, fast)
+            results += _time_path(o, spec, chosen, dev, timer, settings, say)
     if not results:
         raise NothingSelectedError("nothing to time (check --path and --impl)")
     state = clocks(dev)

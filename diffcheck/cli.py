@@ -161,12 +161,9 @@ def compare(
     from diffcheck.selection import case_files
 
     failing = _fail_on(fail_on)
-    if details_max < 1:
-        raise UsageError(f"--details-max must be at least 1, got {details_max}")
     inputs = case_files([*(cases or []), *(case_paths or [])])
-    outputs = session.check_outputs({"--report": report, "--details": details,
-                                     "--junit": junit, "--summary-md": summary_md,
-                                     "--coverage": coverage}, inputs)
+    outputs = _outputs(inputs, details_max, {"--report": report, "--details": details,
+                       "--junit": junit, "--summary-md": summary_md, "--coverage": coverage})
     generating = time.perf_counter()
     options = session.RunOptions(
         path=path, impls=impl or [], suites=suite or [], case_files=[str(p) for p in inputs],
@@ -178,10 +175,9 @@ def compare(
     reached = CoverageOf(chosen.jobs(), settings.device.type != "cpu")
     sinks = _sinks(outputs, settings.run_id, failing, details_max, reached)
     started = time.perf_counter()
-    total = chosen.rows()
     typer.echo(_announced(chosen, settings), err=True)
-    with _progress(total, enabled=True) as bar:
-        task = bar.add_task("comparing", total=total)
+    with _progress(chosen.rows(), enabled=True) as bar:
+        task = bar.add_task("comparing", total=chosen.rows())
         result = session.run(chosen, settings, sinks, lambda outcome: bar.advance(task))
     _ended(result, failing, outputs, reached, quiet, settings,
            (time.perf_counter() - started, started - generating))
@@ -284,6 +280,16 @@ def _ended(result, failing, outputs: dict[str, Path], reached, quiet: bool, sett
                           settings.workers if settings.isolation == "process" else 1), err=True)
     if code:
         raise typer.Exit(code)
+
+
+def _outputs(inputs: list[Path], details_max: int, outputs: dict[str, Path | None]
+             ) -> dict[str, Path]:
+    """compare's output files, each checked before any work (see session.check_outputs)."""
+    from diffcheck import session
+
+    if details_max < 1:
+        raise UsageError(f"--details-max must be at least 1, got {details_max}")
+    return session.check_outputs(outputs, inputs)
 
 
 def _sinks(outputs: dict[str, Path], run_id: str, failing, details_max: int,
