@@ -329,17 +329,10 @@ def _fail_on(text: str):
 @app.command("list")
 @exit_codes
 def list_(
-    what: Annotated[
-        str, typer.Argument(help="paths, suites, cases or implementations (default: paths, "
-                            "suites and implementations).")
-    ] = "all",
-    path: Annotated[str, typer.Option(help="Only this path (`all`: every path).")] = "all",
-    seed: Annotated[int, typer.Option(help="Seed the listed cases are generated with.")] = 0,
-    domain: Annotated[
-        str | None,
-        typer.Option(help="Show this path's declared domain instead: every dimension, its "
-                     "partitions and how a generated batch reaches each."),
-    ] = None,
+    what: options.ListWhat = "all",
+    path: options.ListPath = "all",
+    seed: options.ListSeed = 0,
+    domain: options.ListDomain = None,
 ) -> None:
     """Show the kernel paths with their call signatures, the named suites and their cases,
     and the registered implementations; or (--domain PATH) a path's input domain."""
@@ -352,20 +345,12 @@ def list_(
 @app.command()
 @exit_codes
 def export(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the .npz case files into.")],
-    suite: Annotated[
-        str, typer.Option(help="Suite to export (of a scenario suite: every step).")
-    ] = "edge",
-    path: Annotated[str, typer.Option(help="Kernel path (`diffcheck list paths`) or all.")
-                    ] = "all",
-    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 0,
-    invalid_fill: Annotated[
-        int | None, typer.Option(help="Fill value stored in the cases (default: each path's "
-                                 "contract's own).")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Overwrite files in the folder that hold other cases.")
-    ] = False,
+    out_dir: options.ExportOutDir,
+    suite: options.ExportSuite = "edge",
+    path: options.KernelPath = "all",
+    seed: options.ExportSeed = 0,
+    invalid_fill: options.ExportInvalidFill = None,
+    force: options.ExportForce = False,
 ) -> None:
     """Write a suite's cases as .npz files, to edit, share or replay with --cases.
 

@@ -298,3 +298,39 @@ BenchColumnPrograms = Annotated[
     list[int] | None, typer.Option(help="Sweep: programs per row across its columns "
                                    "(default 1, 2, 4, 8, 16).")
 ]
+
+# -- list only ----------------------------------------------------------------
+
+ListWhat = Annotated[
+    str, typer.Argument(help="paths, suites, cases or implementations (default: paths, "
+                        "suites and implementations).")
+]
+
+ListPath = Annotated[str, typer.Option(help="Only this path (`all`: every path).")]
+
+ListSeed = Annotated[int, typer.Option(help="Seed the listed cases are generated with.")]
+
+ListDomain = Annotated[
+    str | None,
+    typer.Option(help="Show this path's declared domain instead: every dimension, its "
+                 "partitions and how a generated batch reaches each."),
+]
+
+# -- export only --------------------------------------------------------------
+
+ExportOutDir = Annotated[Path, typer.Argument(help="Folder to write the .npz case files into.")]
+
+ExportSuite = Annotated[
+    str, typer.Option(help="Suite to export (of a scenario suite: every step).")
+]
+
+ExportSeed = Annotated[int, typer.Option(help="Seed of the generated suite.")]
+
+ExportInvalidFill = Annotated[
+    int | None, typer.Option(help="Fill value stored in the cases (default: each path's "
+                             "contract's own).")
+]
+
+ExportForce = Annotated[
+    bool, typer.Option(help="Overwrite files in the folder that hold other cases.")
+]

@@ -62,3 +62,17 @@ def test_no_module_of_diffcheck_imports_itself_through_others():
     assert {"diffcheck.runner", "diffcheck.report", "diffcheck.fastcheck"} <= graph.keys()
     assert "diffcheck.report" in graph["diffcheck.runner"]  # the graph sees real imports
     assert cycle(graph) == [], " -> ".join(cycle(graph))
+
+
+def test_no_function_of_diffcheck_is_over_60_lines_and_the_cli_only_parses_and_prints():
+    """Issue 24's measure of a core one can read: functions short enough to hold in one
+    view, and a command line that parses and prints while the work lives in the modules."""
+    long = []
+    for file in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    long.append(f"{module_name(file)}.{node.name}: {length} lines")
+    assert not long, long
+    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 500
