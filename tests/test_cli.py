@@ -497,3 +497,47 @@ def test_an_option_that_commands_share_has_one_help_and_one_default():
     assert min(DEFAULT_FAIL_ON, key=lambda s: s.severity) == Status.DIVERGENCE
     fail_on = next(p for p in group.commands["compare"].params if p.name == "fail_on")
     assert fail_on.show_default.startswith("divergence")
+
+
+def _readme_options_table() -> dict[str, tuple[str, str]]:
+    """The README's table of compare options: {--option: (meaning, default)}."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = text.split("`diffcheck compare` options (see `diffcheck compare --help`):", 1)[1]
+    rows = {}
+    for line in table.strip().splitlines():
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+        found = re.match(r"`(--[a-z-]+)", cells[0])
+        if found:
+            rows[found.group(1)] = (cells[1], cells[-1])
+    return rows
+
+
+def test_the_readme_lists_every_compare_option_with_its_real_default():
+    """Issue 24: the README's option table and the defaults the code uses cannot drift."""
+    import typer.main
+
+    command = typer.main.get_command(app).commands["compare"]
+    table = _readme_options_table()
+    options = {p.opts[0]: p for p in command.params if p.opts[0].startswith("--")
+               and p.opts[0] != "--help"}
+    assert set(options) == set(table), set(options) ^ set(table)
+    checked = 0
+    for name, param in options.items():
+        shown = table[name][1]
+        literal = shown.strip("`")
+        if shown in ("none", "on", "off"):
+            expected = {"none": None, "on": True, "off": False}[shown]
+            assert param.default in ((expected, []) if expected is None else (expected,)), name
+        elif shown.startswith("`") and shown.endswith("`") and "`" not in literal:
+            assert str(param.default) == literal, (name, param.default, shown)
+        elif shown.replace(".", "", 1).isdigit():
+            assert float(param.default) == float(shown), (name, param.default, shown)
+        else:
+            continue  # said in words (each path's own, on a GPU, ...)
+        checked += 1
+    assert checked >= 15
