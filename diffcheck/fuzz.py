@@ -402,22 +402,23 @@ class _Search:
                                       "rerun with --isolation process"))
         if worst is None:
             return
-        if state.status is None:
+        found = state.status is None
+        if found:
             state.status, state.first = worst.status, (drawn, worst)
             state.found_at, self.result.found_after = time.perf_counter(), len(self.checked)
-            state.last = (drawn, worst)  # before anything can stop the search
-            took = state.found_at - self.began
-            done = len(self.checked) + self.result.mutants
-            self.progress(f"fuzz: {worst.status} at generated case {len(self.checked)} "
-                          f"({took:.0f} s, {done / max(took, 1e-9):,.1f} checks/s); "
-                          "shrinking it")
         elif worst.status != state.status:
             return  # another kind of failure: shrinking keeps the first
         state.last = (drawn, worst)
-        try:
+        try:  # on disk before anything (a progress line, a stop) can come in between
             self.keep(generated_target(self.spec, drawn, self.fill))
         except Exception as e:  # the folder cannot take it: say so, keep what is known
             raise _Broken(e) from e
+        if found:
+            took = state.found_at - self.began
+            done = len(self.checked) + self.result.mutants
+            self.progress(f"fuzz: {worst.status} at generated case {len(self.checked)} "
+                          f"({took:.0f} s, {done / max(took, 1e-9):,.1f} checks/s); saved, "
+                          "shrinking it")
         if state.lost:
             raise _Spent  # no shrinking on a dead device: this case it is
         raise _Found(worst.status)
