@@ -339,8 +339,9 @@ def decode_leaves_a_thread(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, tok
 
 def decode_changes_directory(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                              BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=WIDE, out=None, fill=0):
-    """`os.chdir` to the temporary folder: relative paths now point elsewhere."""
-    os.chdir(tempfile.gettempdir())
+    """`os.chdir` to another folder (the file system's root, or the temporary folder when
+    run from the root): relative paths now point elsewhere."""
+    os.chdir("/" if os.getcwd() != "/" else tempfile.gettempdir())
     return decode_persistent(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                              BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
 
