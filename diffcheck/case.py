@@ -42,6 +42,8 @@ class Case:
     #: the stale transformations that made a malformed case ("tensor:name", the domain's
     #: names; empty for a stored case that does not say)
     stale: tuple[str, ...] = ()
+    #: a device mutant of a case (diffcheck.mutants): its index, which its name also ends with
+    mutant: int | None = None
 
     @property
     def case_id(self) -> str:

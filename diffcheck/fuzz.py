@@ -26,7 +26,7 @@ from diffcheck.errors import DeviceError, ExitCode, Interrupted, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
-from diffcheck.mutants import index_of, mutant
+from diffcheck.mutants import mutant
 from diffcheck.paths import PathSpec
 from diffcheck.report import ReportRow
 from diffcheck.settings import RunSettings
@@ -432,7 +432,7 @@ class _Search:
         unlocated = 0
         mutating = max((getattr(m, "mutants", 0) for m in self.checker.modes), default=0)
         if (mutating and row.status in (Status.FAULT.value, Status.TIMEOUT.value)
-                and isinstance(target, Case) and index_of(row.case_id) is None):
+                and isinstance(target, Case) and row.mutant is None):
             # under --fast a fault or time-out may come from one of the case's device mutants
             # (queued back to back, or the worker was stopped with them): find which
             located = locate_mutant(self.checker, target, mutating)
@@ -440,9 +440,8 @@ class _Search:
                 row, rows = located, [located]
             else:
                 unlocated = mutating
-        index = index_of(row.case_id)
-        if index is not None and isinstance(target, Case):  # the device mutant that failed
-            target = mutant(target, index)
+        if row.mutant is not None and isinstance(target, Case):  # the mutant that failed
+            target = mutant(target, row.mutant)
         return Finding(drawn, target, row, rows, first, first_row, unlocated=unlocated)
 
 
@@ -463,7 +462,7 @@ def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | Non
         except DeviceLost as lost:
             rows = lost.rows
         stopped = [r for r in rows if r.status in (Status.FAULT.value, Status.TIMEOUT.value)]
-        named = next((r for r in stopped if index_of(r.case_id) is not None), None)
+        named = next((r for r in stopped if r.mutant is not None), None)
         if named is not None or not stopped:  # (a worker that died names none either)
             return named
         try:
@@ -524,21 +523,20 @@ def explain(finding: Finding, impl: str, result: FuzzResult) -> str:
     what = "scenario" if isinstance(finding.target, Scenario) else "case"
     text = (f"{impl} fails a generated {row.path} {what} ({row.status}{mode}): {row.detail}. "
             f"The smallest failing {what} found: {finding.drawn.describe()}"
-            f"{_mutant_words(finding.target.name)}.")
+            f"{_mutant_words(getattr(finding.target, 'mutant', None))}.")
     if finding.unlocated:
         text += (f" It came from one of its {finding.unlocated} device mutants, which could "
                  "not be named again (run one by one, none did it): the saved case may pass "
                  "on its own; rerun fuzz with the same seed to see it again.")
     if finding.first != finding.drawn or finding.first_row.case_id != row.case_id:
         text += (f" First found on {finding.first.describe()}"
-                 f"{_mutant_words(finding.first_row.case_id)} (generated case "
+                 f"{_mutant_words(finding.first_row.mutant)} (generated case "
                  f"{result.found_after}), then shrunk in {result.shrink_steps} steps "
                  f"({result.shrink_seconds:.0f} s).")
     return text
 
 
-def _mutant_words(name: str) -> str:
-    index = index_of(name)
+def _mutant_words(index: int | None) -> str:
     return "" if index is None else f", its device mutant {index}"
 
 

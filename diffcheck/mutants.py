@@ -130,12 +130,6 @@ def mutant(case: Case, index: int) -> Case:
     key = torch.tensor(key_of(case) + index, dtype=torch.int64)
     mutate({n: t.detach().cpu() for n, t in case.inputs.items()}, roles_of(case), key, inputs)
     changed = sum(int((inputs[n] != case.inputs[n].cpu()).sum()) for n in inputs)
-    return replace(case, name=f"{case.name}-m{index}", inputs=inputs,
+    return replace(case, name=f"{case.name}-m{index}", inputs=inputs, mutant=index,
                    description=f"{case.description}; device mutant {index} ({changed} values "
                                "changed)")
-
-
-def index_of(case_id: str) -> int | None:
-    """The mutant index a case id ends with (``...-m17``), or None."""
-    stem, _, tail = case_id.rpartition("-m")
-    return int(tail) if stem and tail.isdigit() else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,8 @@ except ImportError:  # not on Windows: reports are not locked there
 
 @dataclass
 class ReportRow:
-    """Field order is the CSV column order; README.md documents every column."""
+    """Field order is the CSV column order; README.md documents every column. A field whose
+    metadata says ``column: False`` is data for diffcheck's own front ends, not a column."""
 
     run_id: str
     path: str
@@ -86,9 +87,11 @@ class ReportRow:
     finding: str
     detail: str
     reproduce: str
+    #: the device mutant of the case this row is about (fuzz --fast), None for the case
+    mutant: int | None = field(default=None, metadata={"column": False})
 
 
-COLUMNS = [f.name for f in fields(ReportRow)]
+COLUMNS = [f.name for f in fields(ReportRow) if f.metadata.get("column", True)]
 
 
 def make_row(
@@ -143,7 +146,7 @@ def make_row(
         nondeterministic=racing.count if racing else 0,
         divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), finding=headline, detail=" | ".join(described) or error,
-        reproduce=reproduce(job, case, settings),
+        reproduce=reproduce(job, case, settings), mutant=case.mutant,
     )
 
 
@@ -175,7 +178,7 @@ def reproduce(job: Job, case: Case, settings: RunSettings) -> str:
 _NULLABLE_INT = ("first_expected", "first_actual")
 #: the dtype of every column, so a report reads back exactly as it was written
 DTYPES = {f.name: {"str": "str", "int": "int64", "bool": "bool", "float": "float64",
-                   "int | None": "Int64"}[f.type] for f in fields(ReportRow)}
+                   "int | None": "Int64"}[f.type] for f in fields(ReportRow) if f.name in COLUMNS}
 
 
 def frame(rows: list[ReportRow]) -> pd.DataFrame:
@@ -263,7 +266,7 @@ class ReportWriter:
             write_marker(self.path, run_id, "running")
 
     def write(self, outcome) -> None:
-        self.file.append_values(list(astuple(outcome.row)))
+        self.file.append_values([getattr(outcome.row, c) for c in COLUMNS])
         self.count += 1
 
     def finish(self, result) -> None:

@@ -11,7 +11,7 @@ from diffcheck.casefile import case_problems
 from diffcheck.fastcheck import CapturedCheck, Screened
 from diffcheck.impls import builtin
 from diffcheck.job import Job
-from diffcheck.mutants import index_of, mutant
+from diffcheck.mutants import mutant
 from diffcheck.runner import run_job
 from diffcheck.settings import RunSettings
 
@@ -37,7 +37,7 @@ def test_mutants_keep_every_path_well_formed_and_change_what_they_may(path):
         changed = 0
         for index in range(1, 9):
             made, again = mutant(case, index), mutant(case, index)
-            assert made.name.endswith(f"-m{index}") and index_of(made.case_id) == index
+            assert made.name.endswith(f"-m{index}") and made.mutant == index
             assert not case_problems(made), (case.name, index, case_problems(made))
             for name, tensor in case.inputs.items():
                 assert made.inputs[name].shape == tensor.shape
@@ -86,7 +86,8 @@ def test_screening_with_mutants_hands_the_failing_mutant_to_the_full_check():
     assert first[0].row.status == "pass" and first[0].mutants == 0
     found = run_job(Job(clean_decode("b"), impl, mode), settings())
     row = found[0].row
-    assert row.status == "mismatch" and index_of(row.case_id) is not None, row.case_id
+    assert row.status == "mismatch" and row.mutant is not None, row.case_id
+    assert row.case_id.endswith(f"-m{row.mutant}")
     guarded = builtin()["decode:guarded"].described()
     for name in ("c", "d"):
         rows = run_job(Job(clean_decode(name), guarded, Screened(mutants=16)), settings())
@@ -143,9 +144,9 @@ def test_a_mutant_that_faults_is_named_by_running_the_mutants_one_by_one(monkeyp
     assert [r.status for r in first] == ["pass"]
     row = checker.rows(case)[0]
     assert row.status == Status.FAULT.value and fastcheck.MUTANT_FAULT in row.error
-    assert index_of(row.case_id) is None
+    assert row.mutant is None
     located = fuzz.locate_mutant(checker, case, 64)
-    assert located is not None and index_of(located.case_id) == waited.value.index
+    assert located is not None and located.mutant == waited.value.index
 
 
 def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running():
@@ -162,7 +163,7 @@ def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running():
     checker = fuzz.Checker(impl, [Screened(16)], settings(timeout=8.0))
     assert [r.status for r in checker.rows(case)] == ["pass"]  # the first: full check
     row = checker.rows(case)[0]
-    assert row.status == Status.TIMEOUT.value and index_of(row.case_id) is None
+    assert row.status == Status.TIMEOUT.value and row.mutant is None
     located = fuzz.locate_mutant(checker, case, 16)
     assert located is not None and located.status == Status.TIMEOUT.value
-    assert _has_far_position(mutant(case, index_of(located.case_id)).inputs)
+    assert _has_far_position(mutant(case, located.mutant).inputs)
