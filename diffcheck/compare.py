@@ -8,7 +8,7 @@ import bisect
 import torch
 
 from diffcheck.buffers import POISON, Buffer, Staged
-from diffcheck.findings import EXAMPLES, Example, Finding
+from diffcheck.findings import EXAMPLES, Example, Finding, FoundBy
 from diffcheck.status import Status
 
 
@@ -89,7 +89,7 @@ def writes_outside_out(staged: Staged, when: str = "") -> list[Finding]:
             first = examples[0]
             findings.append(Finding(Status.OOB_WRITE, buf.name, n_before + n_after,
                                     first.offset, first.location, first.expected, first.actual,
-                                    found_by="redzone-write", examples=tuple(examples),
+                                    found_by=FoundBy.REDZONE_WRITE, examples=tuple(examples),
                                     when=when))
         if n_inside:
             hits = torch.nonzero(inside).flatten()[:EXAMPLES].tolist()
@@ -99,7 +99,7 @@ def writes_outside_out(staged: Staged, when: str = "") -> list[Finding]:
             first = examples[0]
             findings.append(Finding(Status.INPUT_WRITE, buf.name, n_inside, first.offset,
                                     first.location, first.expected, first.actual,
-                                    found_by="staged-copy", examples=examples, when=when))
+                                    found_by=FoundBy.STAGED_COPY, examples=examples, when=when))
     staged.restore()
     # the output's own margins first: the usual culprit
     findings.sort(key=lambda f: (f.kind != Status.OOB_WRITE, f.buffer != "out"))
@@ -170,7 +170,7 @@ def diverged(replayed: torch.Tensor, eager: torch.Tensor, locate: RegionLocator,
 
 
 def nondeterministic(first: torch.Tensor, again: torch.Tensor, locate: RegionLocator,
-                     when: str, found_by: str = "reruns") -> Finding | None:
+                     when: str, found_by: FoundBy = FoundBy.RERUNS) -> Finding | None:
     """Two runs on identical inputs (same red zones) whose outputs differ; or, found by
     ``second-look``, one output that changed after its call returned."""
     first, again = first.reshape(-1), again.reshape(-1)

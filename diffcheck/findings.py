@@ -8,6 +8,7 @@ numbers and locations from findings, and their text from ``describe``; nobody re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from diffcheck.status import Status
 
@@ -27,6 +28,26 @@ class Example:
     actual: int | None = None
 
 
+class FoundBy(str, Enum):
+    """What saw a finding: it names the check in the report's ``*_found_by`` columns."""
+
+    NOTHING = ""
+    INTERPRETER = "interpreter"  # the interpreter sandbox saw the address (CPU)
+    INSTRUMENTED = "instrumented"  # the kernel's own bounds checks (a GPU's compiled code)
+    REDZONE_TAG = "redzone-tag"  # a tag from a margin reached the output
+    REDZONE_DIFF = "redzone-diff"  # the constant and the tagged filling gave other outputs
+    REDZONE_PLAUSIBLE = "redzone-plausible"  # a plausible margin value changed the output
+    REDZONE_WRITE = "redzone-write"  # a margin changed
+    STAGED_COPY = "staged-copy"  # an input changed against its staged copy
+    RERUNS = "reruns"  # identical runs, different outputs
+    SECOND_LOOK = "second-look"  # the output changed after the call returned
+    PROCESS_STATE = "process-state"  # the process changed (RNG, directory, threads...)
+    FREED_MEMORY = "freed-memory"  # a replay wrote memory freed since capture
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Finding:
     """One kind of difference in one buffer: how many elements, and the first of them."""
@@ -39,11 +60,8 @@ class Finding:
     location: str
     expected: int | None = None
     actual: int | None = None
-    #: how it was found: interpreter, instrumented (the kernel's own bounds checks, on a
-    #: GPU), redzone-tag, redzone-diff, redzone-write (an
-    #: out-of-bounds access), staged-copy (an input write), reruns (nondeterminism),
-    #: process-state (a side effect)
-    found_by: str = ""
+    #: how it was found (a plain string from an outside Bounds checker compares alike)
+    found_by: FoundBy | str = FoundBy.NOTHING
     #: the first few elements or accesses, for --details
     examples: tuple[Example, ...] = ()
     #: which call or run showed it, when not the row's own first call ("warm-up call",
@@ -80,7 +98,8 @@ def _describe(finding: Finding, checked: int) -> str:
         now = f", now {finding.actual}" if finding.actual is not None else ""
         return (f"Out-of-bounds write: {finding.location}, {finding.count} elements{now}, "
                 f"found by {finding.found_by}")
-    if finding.kind == Status.INPUT_WRITE and finding.found_by in ("interpreter", "instrumented"):
+    if finding.kind == Status.INPUT_WRITE and finding.found_by in (FoundBy.INTERPRETER,
+                                                                   FoundBy.INSTRUMENTED):
         return (f"Input written: {finding.location}, {finding.count} lanes (inputs are "
                 "read-only, even when put back before the call returns), found by "
                 f"{finding.found_by}")
@@ -93,7 +112,7 @@ def _describe(finding: Finding, checked: int) -> str:
     if finding.kind == Status.OOB_READ:
         return (f"Out-of-bounds read: {finding.location}, {finding.count} lanes or elements, "
                 f"found by {finding.found_by}")
-    if finding.kind == Status.NONDETERMINISTIC and finding.found_by == "second-look":
+    if finding.kind == Status.NONDETERMINISTIC and finding.found_by == FoundBy.SECOND_LOOK:
         return (f"Output changed after the call returned: {finding.count} elements, first at "
                 f"{finding.location}: {finding.expected} then {finding.actual} (a writer still "
                 "running: a thread, another stream)")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffcheck.findings import FoundBy
 from diffcheck.sandbox import Access, Bounds
 
 #: int64 words per site: [lanes, lowest address, highest, first program] for the lanes out of
@@ -44,7 +45,7 @@ MAX_SITES = 1 << 14
 #: aligned, room for any element size)
 SCRATCH = MAX_SITES * WORDS
 INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
-FOUND_BY = "instrumented"
+FOUND_BY = FoundBy.INSTRUMENTED
 
 #: tl functions that access memory: kind of access, position of the mask (None: no mask)
 MEMORY = {"load": ("read", 1), "store": ("write", 2), "atomic_add": ("write", 2),

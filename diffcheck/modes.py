@@ -29,7 +29,7 @@ from diffcheck.buffers import Staged
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import writes_outside_out
 from diffcheck.errors import CaseTooLarge, UsageError
-from diffcheck.findings import Finding
+from diffcheck.findings import Finding, FoundBy
 from diffcheck.graphs import new_graph
 from diffcheck.status import Status
 
@@ -128,7 +128,7 @@ def _checked(step: Step, staged: Staged, when: str, action: Callable[[], object]
     if effects:
         process_state.restore(before)
         step.findings.append(Finding(Status.SIDE_EFFECT, "process", len(effects), 0,
-                                     "; ".join(effects), found_by="process-state", when=when))
+                                     "; ".join(effects), found_by=FoundBy.PROCESS_STATE, when=when))
         step.left_running += process_state.started_since(before)
     step.findings += writes_outside_out(staged, when)
     return done
@@ -326,7 +326,7 @@ def _freed_memory_used(graph, poisoned, step: Step) -> None:
             step.findings.append(Finding(
                 Status.OOB_WRITE, "freed memory", freed.written, 0,
                 f"{freed.what}: the replay wrote into it",
-                found_by="freed-memory"))
+                found_by=FoundBy.FREED_MEMORY))
         else:
             step.notes.append(f"the graph points at memory freed since capture: {freed.what}")
     if poisoned is not None:
@@ -336,7 +336,7 @@ def _freed_memory_used(graph, poisoned, step: Step) -> None:
                 Status.OOB_WRITE, "freed memory", count, 0,
                 f"the replay wrote {count} bytes into memory freed since capture ({where}): "
                 "a tensor the graph points at was freed (a launcher's cached tensor or a "
-                "workspace shared with eager calls, reallocated)", found_by="freed-memory"))
+                "workspace shared with eager calls, reallocated)", found_by=FoundBy.FREED_MEMORY))
 
 
 class Replay(Mode):

@@ -9,7 +9,7 @@ import torch
 from diffcheck import tags
 from diffcheck.buffers import Buffer, Staged
 from diffcheck.compare import RegionLocator, out_of_bounds_label
-from diffcheck.findings import EXAMPLES, Example, Finding
+from diffcheck.findings import EXAMPLES, Example, Finding, FoundBy
 from diffcheck.sandbox import Access, Extent
 from diffcheck.status import Status
 
@@ -133,10 +133,10 @@ def from_fillings(
     if examples:
         first_tag = examples[0]
         return Finding(Status.OOB_READ, first_tag.buffer, int(hits.numel()), first_tag.offset,
-                       first_tag.location, found_by="redzone-tag",
+                       first_tag.location, found_by=FoundBy.REDZONE_TAG,
                        examples=tuple(examples)), explained
     examples = [Example("out", at, f"output depends on red-zone contents at {locate(at)}",
                         int(a[at]), int(b[at])) for at in hits[:EXAMPLES].tolist()]
     return Finding(Status.OOB_READ, "?", int(hits.numel()), first,
                    f"output depends on red-zone contents, first at {locate(first)}",
-                   found_by="redzone-diff", examples=tuple(examples)), False
+                   found_by=FoundBy.REDZONE_DIFF, examples=tuple(examples)), False

@@ -17,14 +17,14 @@ from collections.abc import Callable
 import torch
 
 from diffcheck.compare import RegionLocator, nondeterministic
-from diffcheck.findings import EXAMPLES, Example, Finding
+from diffcheck.findings import EXAMPLES, Example, Finding, FoundBy
 from diffcheck.modes import Step
 from diffcheck.status import Status
 
 #: probe(filling, again) -> row i's step under a filling (None when it did not run that far);
 #: ``again`` asks for a second, separate run of the same filling
 Probe = Callable[[str, bool], "Step | None"]
-FOUND_BY = "redzone-plausible"
+FOUND_BY = FoundBy.REDZONE_PLAUSIBLE
 
 
 def _writes(step: Step) -> frozenset:
@@ -82,7 +82,7 @@ def _steady(probe: Probe, filling: str, locate: RegionLocator
                             "reruns")
     return None, race or Finding(Status.NONDETERMINISTIC, "out", 1, 0,
                                  f"{filling} filling, run twice: extra outputs or writes differ",
-                                 found_by="reruns")
+                                 found_by=FoundBy.RERUNS)
 
 
 def _label(staged, name: str, sides: list[str]) -> tuple[str, int]:

@@ -33,7 +33,7 @@ from diffcheck.compare import (
     nondeterministic,
 )
 from diffcheck.errors import CaseTimeout, CaseTooLarge
-from diffcheck.findings import Comparison, Finding
+from diffcheck.findings import Comparison, Finding, FoundBy
 from diffcheck.instrument import Instrumented
 from diffcheck.job import Job
 from diffcheck.modes import LARGEST, Step, requests_of, second_look
@@ -500,7 +500,7 @@ class Judge:
                                                label, buffer=name)[1]
             if step.late_out is not None:  # a writer still running after the call returned
                 late = "a second look after the call returned"
-                moved = nondeterministic(step.out, step.late_out, locate, "", "second-look")
+                moved = nondeterministic(step.out, step.late_out, locate, "", FoundBy.SECOND_LOOK)
                 findings += [_during(moved, label)] if moved else []
                 _, found = compare_output(step.late_out, *expected["out"], locate,
                                           case.well_formed, late)
@@ -551,7 +551,7 @@ class Judge:
                                     f"{twin.label(self.settings.device)}, then "
                                     f"{rerun.label(self.settings.device)}")
             if race is not None:
-                return ([read] if read.found_by == "redzone-tag" else []) + [race] + found
+                return ([read] if read.found_by == FoundBy.REDZONE_TAG else []) + [race] + found
         return [read] + found
 
 

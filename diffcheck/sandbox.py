@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from diffcheck.errors import DeviceError
+from diffcheck.findings import FoundBy
 
 #: triton versions whose interpreter internals this module was written against: [low, high)
 SUPPORTED = ((3, 4), (3, 10))
@@ -67,7 +68,7 @@ class Access:
     program: tuple[int, int, int]
     #: what saw it: the interpreter sandbox, or the compiled kernel's own checks
     #: (diffcheck.instrument)
-    found_by: str = "interpreter"
+    found_by: FoundBy | str = FoundBy.INTERPRETER
     #: the access in the kernel's source ("kernel line N"), where the checker knows it
     where: str = ""
 
