@@ -499,45 +499,55 @@ def test_an_option_that_commands_share_has_one_help_and_one_default():
     assert fail_on.show_default.startswith("divergence")
 
 
-def _readme_options_table() -> dict[str, tuple[str, str]]:
-    """The README's table of compare options: {--option: (meaning, default)}."""
+def _readme_options_tables() -> list[dict[str, tuple[str, str]]]:
+    """The README's option tables (compare's, then fuzz's): {--option: (meaning, default)};
+    a row naming several options ("as for compare") gives each of them."""
     import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = text.split("`diffcheck compare` options (see `diffcheck compare --help`):", 1)[1]
-    rows = {}
-    for line in table.strip().splitlines():
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
-        found = re.match(r"`(--[a-z-]+)", cells[0])
-        if found:
-            rows[found.group(1)] = (cells[1], cells[-1])
-    return rows
+    tables = []
+    for table in text.split("| option | meaning | default |\n")[1:]:
+        rows = {}
+        for line in table.splitlines()[1:]:
+            if not line.startswith("|"):
+                break
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+            for name in re.findall(r"`(--[a-z-]+)", cells[0]):
+                rows[name] = (cells[1], cells[-1])
+        tables.append(rows)
+    return tables
 
 
-def test_the_readme_lists_every_compare_option_with_its_real_default():
-    """Issue 24: the README's option table and the defaults the code uses cannot drift."""
+def _agrees(param, shown: str) -> bool | None:
+    """Whether a README default cell says the option's default; None when it says it in
+    words (each path's own, on a GPU, as for compare, ...)."""
+    literal = shown.strip("`")
+    if shown == "required":
+        return param.required
+    if shown in ("none", "on", "off"):
+        expected = {"none": None, "on": True, "off": False}[shown]
+        return param.default in ((expected, []) if expected is None else (expected,))
+    if shown.startswith("`") and shown.endswith("`") and "`" not in literal:
+        return str(param.default) == literal
+    if shown.replace(".", "", 1).isdigit():
+        if param.default is None:  # a default that depends on another option
+            return str(shown) in str(param.show_default)
+        return float(param.default) == float(shown)
+    return None
+
+
+@pytest.mark.parametrize("command, table, at_least", [("compare", 0, 15), ("fuzz", 1, 8)])
+def test_the_readme_lists_every_option_with_its_real_default(command, table, at_least):
+    """Issue 24: the README's option tables and the defaults the code uses cannot drift."""
     import typer.main
 
-    command = typer.main.get_command(app).commands["compare"]
-    table = _readme_options_table()
-    options = {p.opts[0]: p for p in command.params if p.opts[0].startswith("--")
+    params = typer.main.get_command(app).commands[command].params
+    rows = _readme_options_tables()[table]
+    options = {p.opts[0]: p for p in params if p.opts[0].startswith("--")
                and p.opts[0] != "--help"}
-    assert set(options) == set(table), set(options) ^ set(table)
-    checked = 0
-    for name, param in options.items():
-        shown = table[name][1]
-        literal = shown.strip("`")
-        if shown in ("none", "on", "off"):
-            expected = {"none": None, "on": True, "off": False}[shown]
-            assert param.default in ((expected, []) if expected is None else (expected,)), name
-        elif shown.startswith("`") and shown.endswith("`") and "`" not in literal:
-            assert str(param.default) == literal, (name, param.default, shown)
-        elif shown.replace(".", "", 1).isdigit():
-            assert float(param.default) == float(shown), (name, param.default, shown)
-        else:
-            continue  # said in words (each path's own, on a GPU, ...)
-        checked += 1
-    assert checked >= 15
+    assert set(options) == set(rows), set(options) ^ set(rows)
+    said = {name: _agrees(param, rows[name][1]) for name, param in options.items()}
+    wrong = [(n, options[n].default, rows[n][1]) for n, ok in said.items() if ok is False]
+    assert not wrong, wrong
+    assert sum(ok is True for ok in said.values()) >= at_least, said
