@@ -55,10 +55,10 @@ def _call_lines(spec) -> Iterator[str]:
 def _suite_lines(spec, cases: bool, seed: int):
     """A path's suites, one line each, and (``cases``) every case of each."""
     for name, builder in spec.suites().items():
-        scenarios = getattr(builder, "scenarios", False)
+        scenarios = builder.scenarios
         kind = "scenarios (replay)" if scenarios else "cases"
         yield f"suite {name:<17} {spec.name:<11} {len(builder.names)} {kind}"
-        if cases and getattr(builder, "gpu_sized", False):
+        if cases and builder.gpu_sized:
             for name in builder.names:  # gigabytes each: named, not built
                 yield f"  {name:<40} (GPU-sized: built when run)"
         elif cases:

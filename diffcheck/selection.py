@@ -116,7 +116,7 @@ def build_suites(
             if builder is None:
                 continue
             own = known_paths()[path].fill if fill is None else fill  # each contract's own
-            built = (builder(run_seed, own, graph_size) if getattr(builder, "scenarios", False)
+            built = (builder(run_seed, own, graph_size) if builder.scenarios
                      else builder(run_seed, own))
             for target in built:
                 for case in target.steps if isinstance(target, Scenario) else [target]:
