@@ -91,14 +91,17 @@ class Staged:
     def all(self) -> list[Buffer]:
         return [*self.buffers.values(), self.out]
 
-    def release(self) -> None:
+    def release(self, arena: bool = True) -> None:
         """Let the allocation go once its run is over: the judge reads only the buffers'
         layout (names, margins, spans, shapes), and a case of gigabytes must not stay staged
         once per filling. The tensors become meta tensors of the same shapes: reading data
-        from them afterwards raises instead of reading freed memory."""
-        self.arena, self.expected = _meta(self.arena), _meta(self.expected)
-        for buf in self.all():
-            buf.alloc, buf.view = _meta(buf.alloc), _meta(buf.view)
+        from them afterwards raises instead of reading freed memory. ``arena`` False lets
+        only the kept copy go (see runner.execute: why the arena lives one run longer)."""
+        self.expected = _meta(self.expected)
+        if arena:
+            self.arena = _meta(self.arena)
+            for buf in self.all():
+                buf.alloc, buf.view = _meta(buf.alloc), _meta(buf.view)
 
     def names(self) -> list[str]:
         """Buffer names by tag id."""

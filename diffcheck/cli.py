@@ -160,10 +160,10 @@ def compare(
     from diffcheck.coverage import CoverageOf
     from diffcheck.selection import case_files
 
-    failing = _fail_on(fail_on)
+    failing = _checked_options(fail_on, invalid_fill, timeout, details_max)
     inputs = case_files([*(cases or []), *(case_paths or [])])
-    outputs = _outputs(inputs, details_max, {"--report": report, "--details": details,
-                       "--junit": junit, "--summary-md": summary_md, "--coverage": coverage})
+    outputs = session.check_outputs({"--report": report, "--details": details, "--junit": junit,
+                                     "--summary-md": summary_md, "--coverage": coverage}, inputs)
     generating = time.perf_counter()
     options = session.RunOptions(
         path=path, impls=impl or [], suites=suite or [], case_files=[str(p) for p in inputs],
@@ -225,8 +225,8 @@ def fuzz(
 @exit_codes
 def call(
     path: options.KernelPath = "all",
-    impl: options.Impls = None,
-    suite: options.Suites = None,
+    impl: options.CallImpls = None,
+    suite: options.CallSuites = None,
     case_paths: options.CasePaths = None,
     cases: options.Cases = None,
     case: options.CaseGlobs = None,
@@ -249,6 +249,8 @@ def call(
     from diffcheck.plain import call_each
     from diffcheck.selection import case_files
 
+    if invalid_fill not in (None, 0, -1):
+        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
     modes.select(mode)  # an unknown mode is still a usage error
     inputs = case_files([*(cases or []), *(case_paths or [])])
     if call_each(path, impl or [], suite or [], [str(p) for p in inputs], case or [], seed,
@@ -282,14 +284,17 @@ def _ended(result, failing, outputs: dict[str, Path], reached, quiet: bool, sett
         raise typer.Exit(code)
 
 
-def _outputs(inputs: list[Path], details_max: int, outputs: dict[str, Path | None]
-             ) -> dict[str, Path]:
-    """compare's output files, each checked before any work (see session.check_outputs)."""
-    from diffcheck import session
+def _checked_options(fail_on: str, invalid_fill: int | None, timeout: float,
+                     details_max: int) -> frozenset:
+    """compare's options that need nothing else to be checked, in the order a user reads
+    their errors; the statuses that fail the run."""
+    from diffcheck.executors import check_fill_and_timeout
 
+    failing = _fail_on(fail_on)
+    check_fill_and_timeout(invalid_fill, timeout)
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
-    return session.check_outputs(outputs, inputs)
+    return failing
 
 
 def _sinks(outputs: dict[str, Path], run_id: str, failing, details_max: int,

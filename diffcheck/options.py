@@ -27,6 +27,19 @@ Impls = Annotated[
                  "list`."),
 ]
 
+CallImpls = Annotated[
+    list[str] | None,
+    typer.Option(help="Implementation to call (repeatable): a registered name, module:function "
+                 "or file.py:function; default: the ones registered as safe."),
+]
+
+CallSuites = Annotated[
+    list[str] | None,
+    typer.Option(help="Named suite (repeatable; `diffcheck list suites` lists them); default "
+                 "smoke, domain, domain-replay, stale, replay and glm52, unless --cases is "
+                 "given (production-domain, even on a GPU, only when named)."),
+]
+
 Suites = Annotated[
     list[str] | None,
     typer.Option(help="Named suite (repeatable; `diffcheck list suites` lists them); default "

@@ -136,13 +136,13 @@ def make_row(
         stray_writes=stray.count if stray else 0, first_stray=stray.location if stray else "",
         oob_writes=sum(f.count for f in comparison.findings if f.kind == Status.OOB_WRITE),
         first_oob_write=oob.location if oob else "",
-        oob_write_found_by=",".join(sorted({f.found_by for f in comparison.findings
+        oob_write_found_by=",".join(sorted({str(f.found_by) for f in comparison.findings
                                             if f.kind == Status.OOB_WRITE})),
         input_writes=sum(f.count for f in comparison.findings if f.kind == Status.INPUT_WRITE),
         first_input_write=written.location if written else "",
         side_effects=effect.location if effect else "",
         oob_reads=read.count if read else 0, first_oob_read=read.location if read else "",
-        oob_read_found_by=read.found_by if read else "",
+        oob_read_found_by=str(read.found_by) if read else "",
         nondeterministic=racing.count if racing else 0,
         divergences=diverging.count if diverging else 0, fillings=fillings, error=error,
         elapsed_ms=round(elapsed_ms, 3), finding=headline, detail=" | ".join(described) or error,
@@ -300,7 +300,7 @@ class DetailsWriter:
                 records.append({
                     "run_id": row.run_id, "path": row.path, "implementation": row.implementation,
                     "mode": row.mode, "case_id": row.case_id, "kind": finding.kind.value,
-                    "found_by": finding.found_by, "buffer": example.buffer,
+                    "found_by": str(finding.found_by), "buffer": example.buffer,
                     "offset": example.offset, "location": example.location,
                     "expected": example.expected, "actual": example.actual,
                 })

@@ -135,6 +135,52 @@ def raised_explicitly(error: BaseException) -> bool:
     return dis.opname[code.co_code[tb.tb_lasti]] in ("RAISE_VARARGS", "RERAISE")
 
 
+def _staged_for_run(case: Case, spec, settings: RunSettings, plan: RunPlan,
+                    later: tuple) -> Staged:
+    """The case staged for one run; then the last run's arena goes (see _hand_over). Where
+    both do not fit, the last run's arena goes first and staging is tried again."""
+    out_size = spec.workspace_size(case.intended_inputs(), case.k)
+
+    def staging() -> Staged:
+        return stage(settings.on_device(case), case.columns, out_size, settings.device,
+                     plan.filling, spec.names, tuple(t.role for t in spec.tensors), later)
+
+    try:
+        staged = staging()
+    except OUT_OF_MEMORY as e:
+        if not settings._staged_before:
+            raise too_large(case, settings.device, e) from None
+        _release_before(settings)
+        try:
+            staged = staging()
+        except OUT_OF_MEMORY as again:
+            raise too_large(case, settings.device, again) from None
+    _release_before(settings)
+    return staged
+
+
+def _hand_over(steps: list[Step], settings: RunSettings) -> None:
+    """What the judge needs of a run's stagings is their layout: each kept copy goes now, each
+    arena once the next run has staged its own. Freed at once, the next run's arena would get
+    the same addresses from the allocator, and a launcher that kept a pointer from its last
+    call (a cached tensor, a graph of its own) would find the right data there."""
+    stagings = {id(s.staged): s.staged for s in steps if s.staged is not None}
+    for staged in stagings.values():
+        staged.release(arena=False)
+    settings._staged_before.extend(stagings.values())
+
+
+def _release_before(settings: RunSettings) -> None:
+    """Let the last run's stagings go (see the end of execute)."""
+    for before in settings._staged_before:
+        before.release()
+    if settings._staged_before and settings.device.type == "cuda":
+        settings._staged_before.clear()
+        gc.collect()
+        torch.cuda.empty_cache()
+    settings._staged_before.clear()
+
+
 def _bounds_checker(spec, settings: RunSettings) -> Bounds | None:
     """What sees every access of a run: the instrumented kernels (a GPU's default), the
     interpreter sandbox (the CPU's), or nothing (red zones only)."""
@@ -172,13 +218,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
         isinstance(job.case, Scenario) and plan.filling.startswith("plausible")) else ()
 
     def stage_case(case: Case, seen: bool = True) -> Staged:
-        out_size = spec.workspace_size(case.intended_inputs(), case.k)
-        try:
-            staged = stage(settings.on_device(case), case.columns, out_size, settings.device,
-                           plan.filling, spec.names, tuple(t.role for t in spec.tensors),
-                           later)
-        except OUT_OF_MEMORY as e:
-            raise too_large(case, settings.device, e) from None
+        staged = _staged_for_run(case, spec, settings, plan, later)
         if seen:  # a real batch of the run, not the larger one between capture and replay
             LARGEST[case.path] = max(LARGEST.get(case.path, 0), requests_of(case))
         if sandbox is not None:
@@ -207,9 +247,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
             for step in steps:  # a writer still running shows by now
                 if step.staged is not None and step.staged.watched is step:
                     second_look(step.staged)
-    for step in steps:  # what the judge needs of a staging is its layout
-        if step.staged is not None:
-            step.staged.release()
+    _hand_over(steps, settings)
     if isinstance(sandbox, Instrumented) and steps:
         steps[0].notes += _instrumentation_notes(sandbox, steps)
     return steps

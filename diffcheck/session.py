@@ -102,9 +102,9 @@ def select_for(options: RunOptions) -> tuple[torch.device, Selection]:
     chosen = []
     for name in [options.modes] if isinstance(options.modes, str) else list(options.modes):
         chosen += [m for m in modes.select(name) if m.name not in {c.name for c in chosen}]
-    shard = parse_shard(options.shard)
     device = backend.resolve(options.device)
     backend.prepare(device)
+    shard = parse_shard(options.shard)
     selection = select(options.path, list(options.impls), list(options.suites),
                        list(options.case_files), list(options.case_patterns), chosen,
                        options.seed, options.invalid_fill, options.max_cases,

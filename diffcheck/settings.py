@@ -103,6 +103,9 @@ class RunSettings:
     _uploaded: dict[tuple[int, bool], tuple[Case, dict[str, torch.Tensor]]] = field(
         default_factory=dict
     )
+    #: the last run's stagings, their arenas kept until the next run has staged its own
+    #: (runner.execute): two runs in a row never get the same addresses
+    _staged_before: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fillings = self.fillings or default_fillings(self.device, self.interpreter_check)
@@ -133,9 +136,12 @@ class RunSettings:
         if kept is None or kept[0] is not case:
             source = case.intended if intended else case.inputs
             self._uploaded.pop(key, None)
-            while self._uploaded and (len(self._uploaded) >= UPLOADS_KEPT or _bytes(
+            # earlier cases' uploads go first (before uploading the new); the same case's
+            # other one (its inputs and its intended batch) stays
+            others = [k for k, (kept_case, _) in self._uploaded.items() if kept_case is not case]
+            while others and (len(self._uploaded) >= UPLOADS_KEPT or _bytes(
                     self._uploaded.values()) + _bytes([(case, source)]) > UPLOAD_BYTES_KEPT):
-                self._uploaded.pop(next(iter(self._uploaded)))  # before uploading the new
+                self._uploaded.pop(others.pop(0))
             kept = (case, {n: t.to(self.device) for n, t in source.items()})
             self._uploaded[key] = kept
         return kept[1]

@@ -202,3 +202,40 @@ def test_a_gpu_worker_of_an_interpreting_parent_compiles_tritons_own_helpers(tmp
     assert _helper_type_in_a_worker("cuda", tmp_path) == "JITFunction"
     assert _helper_type_in_a_worker("cpu", tmp_path) == "InterpretedFunction"
     assert os.environ["TRITON_INTERPRET"] == "1"  # the parent's own setting is back
+
+
+def test_a_staging_with_no_room_beside_the_last_runs_arena_lets_it_go_and_stages_again(
+        monkeypatch):
+    """The last run's arena is kept until the next run has staged (runner.execute); where
+    both do not fit, it goes first and staging is tried again: the row is judged."""
+    from diffcheck import runner
+
+    real_stage, refused = runner.stage, []
+
+    def stage(*args, **kwargs):
+        settings_now = live[0]
+        if settings_now._staged_before and not refused:
+            refused.append(len(settings_now._staged_before))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.71 GiB.")
+        return real_stage(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "stage", stage)
+    live = [settings(fillings=2)]
+    case = suite_cases("decode", "smoke")[0]
+    rows = run_all([Job(case, find("decode:guarded"), Eager())], live[0])
+    assert refused == [1] and [r.status for r in rows] == ["pass"], [r.error for r in rows]
+
+
+def test_a_malformed_cases_inputs_and_intended_batch_stay_uploaded_together(monkeypatch):
+    """Past the byte budget the uploads of earlier cases go, never the same case's other one
+    (its inputs for staging, its intended batch for the reference): the next job of the case
+    would upload it again."""
+    from diffcheck import settings as run_settings
+
+    case = next(c for c in suite_cases("decode", "stale") if c.intended is not None)
+    monkeypatch.setattr(run_settings, "UPLOAD_BYTES_KEPT", 1)
+    settings = RunSettings(CPU, "t", 0)
+    inputs = settings.on_device(case)
+    intended = settings.on_device(case, intended=True)
+    assert settings.on_device(case) is inputs
+    assert settings.on_device(case, intended=True) is intended
