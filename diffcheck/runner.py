@@ -150,7 +150,7 @@ def _staged_for_run(case: Case, spec, settings: RunSettings, plan: RunPlan,
     except OUT_OF_MEMORY as e:
         if not settings._staged_before:
             raise too_large(case, settings.device, e) from None
-        _release_before(settings)
+        _release_before(settings, reclaim=True)
         try:
             staged = staging()
         except OUT_OF_MEMORY as again:
@@ -170,15 +170,15 @@ def _hand_over(steps: list[Step], settings: RunSettings) -> None:
     settings._staged_before.extend(stagings.values())
 
 
-def _release_before(settings: RunSettings) -> None:
-    """Let the last run's stagings go (see the end of execute)."""
+def _release_before(settings: RunSettings, reclaim: bool = False) -> None:
+    """Let the last run's stagings go (see _hand_over); ``reclaim`` (a staging that did not
+    fit) also returns the cached device memory before staging is tried again."""
     for before in settings._staged_before:
         before.release()
-    if settings._staged_before and settings.device.type == "cuda":
-        settings._staged_before.clear()
+    settings._staged_before.clear()
+    if reclaim and settings.device.type == "cuda":
         gc.collect()
         torch.cuda.empty_cache()
-    settings._staged_before.clear()
 
 
 def _bounds_checker(spec, settings: RunSettings) -> Bounds | None:
