@@ -78,8 +78,6 @@ def serve(conn: Connection, config: dict) -> None:
     settings = RunSettings(**config)
     for module in settings.plugins:  # paths registered at run time in the parent
         importlib.import_module(module)
-    if settings.device.type != "cpu":  # compile for the device even if the parent interprets
-        os.environ.pop("TRITON_INTERPRET", None)
     try:
         backend.prepare(settings.device)
         if settings.device.type == "cuda":
