@@ -23,6 +23,7 @@ from diffcheck.errors import (
     ExitCode,
     UsageError,
 )
+from diffcheck.status import parse_fail_on
 
 #: click's usage error (vendored by newer typers), found through what typer exports
 _ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -245,16 +246,10 @@ def call(
     case (elements checked, mismatched, written outside the regions). Exit codes: 0 all as
     expected, 1 a mismatch, stray write or error, 4 usage error, 5 nothing selected.
     """
-    from diffcheck import modes
     from diffcheck.plain import call_each
-    from diffcheck.selection import case_files
 
-    if invalid_fill not in (None, 0, -1):
-        raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
-    modes.select(mode)  # an unknown mode is still a usage error
-    inputs = case_files([*(cases or []), *(case_paths or [])])
-    if call_each(path, impl or [], suite or [], [str(p) for p in inputs], case or [], seed,
-                 invalid_fill, graph_size, device, typer.echo):
+    if call_each(path, impl or [], suite or [], [*(cases or []), *(case_paths or [])],
+                 case or [], seed, invalid_fill, graph_size, device, mode, typer.echo):
         raise typer.Exit(ExitCode.FAILURES)
 
 
@@ -290,7 +285,7 @@ def _checked_options(fail_on: str, invalid_fill: int | None, timeout: float,
     their errors; the statuses that fail the run."""
     from diffcheck.executors import check_fill_and_timeout
 
-    failing = _fail_on(fail_on)
+    failing = parse_fail_on(fail_on)
     check_fill_and_timeout(invalid_fill, timeout)
     if details_max < 1:
         raise UsageError(f"--details-max must be at least 1, got {details_max}")
@@ -323,12 +318,6 @@ def _announced(chosen, settings) -> str:
     return (f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
             f"{len(chosen.modes)} modes = {chosen.rows()} rows on "
             f"{backend.describe(settings.device)}{isolated}")
-
-
-def _fail_on(text: str):
-    from diffcheck.status import parse_fail_on
-
-    return parse_fail_on(text)
 
 
 @app.command("list")
@@ -405,7 +394,7 @@ def report_summarize(
     from diffcheck.regress import load
 
     rows = load(report)
-    typer.echo(markdown_summary(rows, _fail_on(fail_on), ending=rows.attrs["incomplete"]),
+    typer.echo(markdown_summary(rows, parse_fail_on(fail_on), ending=rows.attrs["incomplete"]),
                nl=False)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -89,21 +90,25 @@ def call_plainly(job: Job, case: Case, settings: RunSettings) -> PlainResult:
     return PlainResult(case.case_id, name, int(mask.sum()), mismatches, stray)
 
 
-def call_each(path: str, impls: list[str], suites: list[str], case_files: list[str],
+def call_each(path: str, impls: list[str], suites: list[str], cases: list[Path],
               case_patterns: list[str], seed: int, invalid_fill: int | None,
-              graph_size: int | None, device: str, show: Callable[[str], None]) -> bool:
+              graph_size: int | None, device: str, mode: str,
+              show: Callable[[str], None]) -> bool:
     """`diffcheck call`: every selected case called once, plainly, one line each to
-    ``show``; True when any failed (a mismatch, a stray write or an error)."""
+    ``show``; True when any failed (a mismatch, a stray write or an error). ``mode`` is
+    only checked (a reproduce command's --mode is accepted): the call is always eager."""
     from diffcheck import backend, modes
     from diffcheck.errors import UsageError
     from diffcheck.executors import settings_for
-    from diffcheck.selection import select
+    from diffcheck.selection import case_files, select
 
     if invalid_fill not in (None, 0, -1):
         raise UsageError(f"--invalid-fill must be 0 or -1, got {invalid_fill}")
+    modes.select(mode)  # an unknown mode is still a usage error
     dev = backend.resolve(device)
     backend.prepare(dev)
-    chosen = select(path, impls, suites, case_files, case_patterns, modes.select("eager"),
+    files = [str(p) for p in case_files(cases)]
+    chosen = select(path, impls, suites, files, case_patterns, modes.select("eager"),
                     seed, invalid_fill, None, graph_size)
     settings = settings_for(chosen.impls, dev, seed, invalid_fill, interpreter_check=False,
                             isolation="none")
