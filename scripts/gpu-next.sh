@@ -36,6 +36,6 @@ fi
 if wants 4; then
 step "4. bench: the full check at 4K and 128K"
 timeout 120 python3 -m diffcheck bench --path decode --regime 4k --regime 128k \
-  --report "$OUT/bench.csv" 2>&1 | grep -E "device|check|reference" | head -n 12
+  --report "$OUT/bench.csv" 2>&1 | grep -E "device|check|reference|instrument" | head -n 16
 fi
 step "done"
