@@ -16,8 +16,9 @@ reads whose values reach the output. A kernel that validates what it reads (a re
 R, a position inside the context) turns both into its fill, so two *plausible* fillings exist
 too (``plausible-a``, ``plausible-b``): small values of the buffer's role that pass such checks
 and differ between the two, so a read past a per-token or per-request buffer changes what the
-kernel writes. ``plausible-a:kv_indptr.after,out`` is filling A with those margins (a buffer
-name alone: both of its margins) filled as in B; the runner uses it to name the margin read.
+kernel writes. ``Filling("plausible-a", {"kv_indptr.after", "out"})`` is filling A with those
+margins (a buffer name alone: both of its margins) filled as in B; the runner uses such probes
+to name the margin read.
 """
 
 from __future__ import annotations
@@ -164,6 +165,36 @@ def margin_for(tensors: dict[str, torch.Tensor]) -> int:
 
 
 FILLINGS = ("constant", "tags", "plausible-a", "plausible-b")
+
+
+@dataclass(frozen=True)
+class Filling:
+    """What a staging's margins hold: one of FILLINGS, and for ``plausible-a`` the margins
+    filled as in B instead (the probes that name which margin a kernel read). Its text (in
+    labels and details) is ``plausible-a:kv_indptr.after,out``."""
+
+    base: str = "constant"
+    #: margins filled as in B: a buffer's name (both margins) or ``name.before``/``name.after``
+    flipped: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.base not in FILLINGS or (self.flipped and self.base != "plausible-a"):
+            raise ValueError(f"unknown filling {self}; known: {', '.join(FILLINGS)}, or "
+                             "plausible-a with margins flipped to B")
+
+    @property
+    def plausible(self) -> bool:
+        return self.base.startswith("plausible")
+
+    def with_b(self, margin: str) -> Filling:
+        """This filling with one more margin (``name`` or ``name.side``) filled as in B."""
+        return Filling(self.base, self.flipped | {margin})
+
+    def __str__(self) -> str:
+        return f"{self.base}:{','.join(sorted(self.flipped))}" if self.flipped else self.base
+
+
+CONSTANT, TAGS, PLAUSIBLE_A, PLAUSIBLE_B = (Filling(name) for name in FILLINGS)
 #: roles whose plausible margins follow the buffer's own first and last values (offsets,
 #: lengths); every other role's margins hold small ids, positions or slots
 EDGE_ROLES = ("indptr", "lengths", "counts")
@@ -187,15 +218,6 @@ def plausible_values(role: str, side: str, variant: str, first: int, last: int) 
     if role in ("slots", "table"):
         return 1 + int(b)
     return int(b)
-
-
-def parse_filling(filling: str) -> tuple[str, frozenset[str]]:
-    """(base filling, margins flipped to B) of ``plausible-a:name.side,name``."""
-    base, _, flipped = filling.partition(":")
-    if base not in FILLINGS or (flipped and base != "plausible-a"):
-        raise ValueError(f"unknown filling {filling!r}; known: {', '.join(FILLINGS)}, or "
-                         "plausible-a:<buffer>[.before|.after],...")
-    return base, frozenset(filter(None, flipped.split(",")))
 
 
 def _flipped(flips: frozenset[str], name: str, side: str) -> bool:
@@ -227,7 +249,7 @@ _ARENAS: dict[tuple, ArenaLayout] = {}
 _ARENAS_KEPT = 32
 
 
-def arena_layout(device: torch.device, filling: str, spans: tuple[int, ...],
+def arena_layout(device: torch.device, filling: Filling, spans: tuple[int, ...],
                  margin: int, plausible: tuple[tuple[str, str, int, int], ...] = ()
                  ) -> ArenaLayout:
     """The (cached) layout of buffers with ``spans`` elements, the last one ``out``.
@@ -235,7 +257,7 @@ def arena_layout(device: torch.device, filling: str, spans: tuple[int, ...],
     ``plausible`` (plausible fillings only): each buffer's (name, role, first value, last
     value), in ``spans`` order.
     """
-    base, flips = parse_filling(filling)
+    base, flips = filling.base, filling.flipped
     key = (str(device), filling, spans, margin, plausible)
     found = _ARENAS.get(key)
     if found is not None:
@@ -275,7 +297,7 @@ def stage(
     columns: dict[str, int],
     out_size: int,
     device: torch.device,
-    filling: str = "constant",
+    filling: Filling = CONSTANT,
     order: tuple[str, ...] = (),
     roles: tuple[str, ...] = (),
     later: tuple[dict[str, torch.Tensor], ...] = (),
@@ -291,7 +313,7 @@ def stage(
     names = list(order) or list(inputs)
     sources = [inputs[n] for n in names]
     plausible: tuple = ()
-    if filling.startswith("plausible"):
+    if filling.plausible:
         plausible = tuple(_edges(name, role, [inputs[name], *(step[name] for step in later
                                                               if name in step)])
                           for name, role in

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from diffcheck import backend, mutants
-from diffcheck.buffers import EDGE_ROLES, POISON, Staged, stage
+from diffcheck.buffers import EDGE_ROLES, PLAUSIBLE_B, POISON, Staged, stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
 from diffcheck.findings import Comparison
@@ -93,9 +93,9 @@ class CapturedCheck:
         self._locate(names, device)
         # plausible margins of offsets and lengths follow each case's own first and last
         # values (buffers._edges): refreshed from the sources in the graph, not frozen
-        self.edges = [(staged, plan.filling == "plausible-b", name, role)
+        self.edges = [(staged, plan.filling == PLAUSIBLE_B, name, role)
                       for staged, plan in zip(self.stagings, plans, strict=True)
-                      if plan.filling.startswith("plausible")
+                      if plan.filling.plausible
                       for name, role in zip(spec.names, roles, strict=True)
                       if role in EDGE_ROLES and self.sources[name].numel()]
         self.calls = [bind(spec, impl, fn, s, contract) for s in self.stagings]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from diffcheck.buffers import PLAUSIBLE_A, PLAUSIBLE_B, Filling
 from diffcheck.compare import RegionLocator, nondeterministic
 from diffcheck.findings import EXAMPLES, Example, Finding, FoundBy
 from diffcheck.modes import Step
@@ -23,7 +24,7 @@ from diffcheck.status import Status
 
 #: probe(filling, again) -> row i's step under a filling (None when it did not run that far);
 #: ``again`` asks for a second, separate run of the same filling
-Probe = Callable[[str, bool], "Step | None"]
+Probe = Callable[[Filling, bool], "Step | None"]
 FOUND_BY = FoundBy.REDZONE_PLAUSIBLE
 
 
@@ -68,7 +69,7 @@ def _difference(a: Step, other: Step, locate: RegionLocator
     return count, f"the call then made a {kind.value} into {buffer}", ()
 
 
-def _steady(probe: Probe, filling: str, locate: RegionLocator
+def _steady(probe: Probe, filling: Filling, locate: RegionLocator
             ) -> tuple[Step | None, Finding | None]:
     """A probe run twice: its step when both runs agree; else the nondeterminism they show
     (a race must never name a buffer)."""
@@ -114,7 +115,7 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
     """
     if same(a, b):
         return []
-    for filling, first in (("plausible-a", a), ("plausible-b", b)):
+    for filling, first in ((PLAUSIBLE_A, a), (PLAUSIBLE_B, b)):
         again = probe(filling, False)
         if again is None:
             return []
@@ -126,14 +127,15 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
     names = [buf.name for buf in staged.all()]
     findings = []
     for name in names:
-        flipped, race = _steady(probe, f"plausible-a:{name}", locate)
+        flipped, race = _steady(probe, PLAUSIBLE_A.with_b(name), locate)
         if race is not None:
             return [race]
         if flipped is None or same(a, flipped):
             continue
         sides = []
         for side in ("before", "after"):
-            one, race = _steady(probe, f"plausible-a:{name}.{side}", locate)
+            one, race = _steady(probe, PLAUSIBLE_A.with_b(f"{name}.{side}"),
+                                 locate)
             if race is not None:
                 return [race]
             if one is not None and not same(a, one):
@@ -146,7 +148,7 @@ def judge(a: Step, b: Step, locate: RegionLocator, probe: Probe, when: str) -> l
             examples[0].expected if examples else None,
             examples[0].actual if examples else None,
             found_by=FOUND_BY, examples=examples, when=when))
-    last = probe("plausible-a", True)
+    last = probe(PLAUSIBLE_A, True)
     if last is not None and not same(a, last):
         race = nondeterministic(a.out, last.out, locate, "plausible-a filling, once more after "
                                 "the probes", "reruns")

@@ -23,7 +23,7 @@ import torch
 import triton
 
 from diffcheck import backend, plausible, tags, tuning
-from diffcheck.buffers import FILLINGS, POISON, Staged, stage
+from diffcheck.buffers import CONSTANT, POISON, Filling, Staged, stage
 from diffcheck.calls import Contract, bind, contract_of
 from diffcheck.case import Case, Scenario, first_case
 from diffcheck.compare import (
@@ -215,7 +215,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     fn = settings.implementation(job.impl)
     # a replay loads later steps into the first step's staging: plausible margins fit them all
     later = tuple(step.inputs for step in job.case.steps[1:]) if (
-        isinstance(job.case, Scenario) and plan.filling.startswith("plausible")) else ()
+        isinstance(job.case, Scenario) and plan.filling.plausible) else ()
 
     def stage_case(case: Case, seen: bool = True) -> Staged:
         staged = _staged_for_run(case, spec, settings, plan, later)
@@ -234,7 +234,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
         for step in job.mode.run(job.case, stage_case,
                                  lambda st: bind(spec, job.impl, fn, st, contract),
                                  settings.device, guard,
-                                 compare_eager=plan.filling == FILLINGS[0]):
+                                 compare_eager=plan.filling == CONSTANT):
             if isinstance(sandbox, Instrumented) and not step.fault:
                 sandbox.collect()
             if sandbox is not None:
@@ -458,7 +458,7 @@ class Judge:
         #: the plausible fillings' runs (A, B), made before ``runs``
         self.plausible_runs: list[Run] = []
         #: runs under mixed plausible fillings, by filling (diffcheck.plausible)
-        self.probes: dict[str, Run] = {}
+        self.probes: dict[tuple[Filling, bool], Run] = {}
         self.referencing = 0.0
 
     def label(self, run: Run) -> str:
@@ -600,10 +600,10 @@ class Judge:
         return [_during(f, run.label(self.settings.device)) for run in self.plausible_runs
                 if i < len(run.steps) for f in run.steps[i].findings]
 
-    def probe(self, filling: str, again: bool = False) -> Run:
+    def probe(self, filling: Filling, again: bool = False) -> Run:
         """The job's mode run once more under ``filling`` (kept for the job's other rows);
         ``again``: a second such run."""
-        key = f"{filling}#again" if again else filling
+        key = (filling, again)
         if key not in self.probes:
             steps = execute(self.job, self.settings, self.contract, RunPlan(filling))
             number = len(RUNS) + len(self.reruns) + len(self.probes) + 1
@@ -629,7 +629,7 @@ class Judge:
                                lambda filling, again: self.step_of(filling, i, mask, again),
                                "plausible fillings A and B")
 
-    def step_of(self, filling: str, i: int, mask: torch.Tensor,
+    def step_of(self, filling: Filling, i: int, mask: torch.Tensor,
                 again: bool = False) -> Step | None:
         """Row ``i``'s step of a probe run (None when that run did not get there)."""
         run = self.probe(filling, again)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffcheck import backend, tuning
+from diffcheck.buffers import CONSTANT, PLAUSIBLE_A, PLAUSIBLE_B, TAGS, Filling
 from diffcheck.case import Case
 from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import UsageError
@@ -25,7 +26,7 @@ from diffcheck.impls import Implementation
 class RunPlan:
     """One run of a job's mode: the red-zone filling and the interpreter's program order."""
 
-    filling: str
+    filling: Filling
     order: str = "launched"
 
     def label(self, device: torch.device) -> str:
@@ -34,8 +35,7 @@ class RunPlan:
 
 
 #: the runs every job makes (--fillings N makes the first N)
-RUNS = (RunPlan("constant"), RunPlan("tags", "reversed"), RunPlan("plausible-a"),
-        RunPlan("plausible-b"))
+RUNS = (RunPlan(CONSTANT), RunPlan(TAGS, "reversed"), RunPlan(PLAUSIBLE_A), RunPlan(PLAUSIBLE_B))
 #: how many of RUNS are judged one by one against the reference; the plausible ones are only
 #: compared with each other (a kernel's answer on plausible margins has no reference)
 JUDGED_RUNS = 2
@@ -55,7 +55,7 @@ def default_instrument(device: torch.device) -> bool:
     return not backend.interpreted(device)
 #: runs made only when the first two outputs differ in a way no tag explains: each filling
 #: again, in the other program order, then the first run as it was
-RERUNS = (RunPlan("constant", "reversed"), RunPlan("tags"), RunPlan("constant"))
+RERUNS = (RunPlan(CONSTANT, "reversed"), RunPlan(TAGS), RunPlan(CONSTANT))
 
 
 def new_run_id() -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_impl, run_cases, suite_cases
 
-from diffcheck.buffers import MARGIN_VALUE, parse_filling, stage
+from diffcheck.buffers import MARGIN_VALUE, PLAUSIBLE_A, PLAUSIBLE_B, Filling, stage
 from diffcheck.executors import settings_for
 from diffcheck.impls import find
 from diffcheck.paths import get_path
@@ -56,7 +56,7 @@ def test_plausible_values_pass_a_kernels_checks_and_differ_between_a_and_b():
     inputs = case.kernel_inputs()
     roles = tuple(t.role for t in spec.tensors)
     a, b = (stage(inputs, case.columns, 64, torch.device("cpu"), f, spec.names, roles)
-            for f in ("plausible-a", "plausible-b"))
+            for f in (PLAUSIBLE_A, PLAUSIBLE_B))
     requests = inputs["kv_indptr"].numel() - 1
     for name in spec.names:
         after_a, after_b = a.buffers[name].after(), b.buffers[name].after()
@@ -67,11 +67,15 @@ def test_plausible_values_pass_a_kernels_checks_and_differ_between_a_and_b():
     assert a.buffers["kv_indptr"].after()[0] == last  # rows past the end are empty under A
     assert b.buffers["kv_indptr"].after()[0] == last + 1  # and one entry long under B
     mixed = stage(inputs, case.columns, 64, torch.device("cpu"),
-                  "plausible-a:kv_indptr.after", spec.names, roles)
+                  PLAUSIBLE_A.with_b("kv_indptr.after"), spec.names, roles)
     assert torch.equal(mixed.buffers["kv_indptr"].after(), b.buffers["kv_indptr"].after())
     assert torch.equal(mixed.buffers["kv_indptr"].before(), a.buffers["kv_indptr"].before())
+    assert str(PLAUSIBLE_A.with_b("kv_indptr.after").with_b("out")) == (
+        "plausible-a:kv_indptr.after,out")  # as labels and details name it
     with pytest.raises(ValueError, match="unknown filling"):
-        parse_filling("plausible-b:kv_indptr")
+        PLAUSIBLE_B.with_b("kv_indptr")
+    with pytest.raises(ValueError, match="unknown filling"):
+        Filling("plausible-c")
 
 
 def _faults_on_a_red_zone(sparse_kv_indptr, token_to_seq_idxs, topk_indices, kv_indices,
