@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from diffcheck import backend
-from diffcheck.buffers import stage
+from diffcheck.buffers import CONSTANT, stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
 from diffcheck.defaults import MAX_LAUNCHES
@@ -187,7 +187,7 @@ def bench_path(case: Case, regime: str, impls: list[Implementation], device: tor
     spec = get_path(case.path)
     moved, peak = bytes_moved(case), peak_of(device)
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
-                   "constant", spec.names)
+                   CONSTANT, spec.names)
     calls = [bind(spec, impl, impl.load(), staged, contract_of(spec, impl, case, None))
              for impl in impls]
     graphs = [_captured(call, launches, device) for call in calls]
@@ -373,7 +373,7 @@ def sweep_path(case: Case, regime: str, impls: list[Implementation], device: tor
     spec = get_path(case.path)
     moved = bytes_moved(case)
     staged = stage(case.inputs, case.columns, spec.workspace_size(case.inputs, case.k), device,
-                   "constant", spec.names)
+                   CONSTANT, spec.names)
     args = spec.call_args(staged.tensors())
     expected, mask = spec.expected(staged.tensors(), case.k, case.fill, case.scalars,
                                    staged.out.span)["out"]

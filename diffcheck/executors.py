@@ -21,16 +21,15 @@ from multiprocessing.connection import wait
 
 import torch
 
-from diffcheck import backend
+from diffcheck import backend, heartbeat, mutants
 from diffcheck.defaults import TIMEOUT
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
-from diffcheck.outcome import Outcome, ended
+from diffcheck.outcome import Outcome, timed_out
 from diffcheck.report import ReportRow
 from diffcheck.runner import run_job
 from diffcheck.settings import RunSettings, new_run_id
-from diffcheck.status import Status
 from diffcheck.worker import Worker, case_recipe
 
 ISOLATIONS = ("auto", "process", "none")
@@ -146,12 +145,6 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> list[Outcome]:
-    why = (f"ran past the {settings.timeout:g} s time limit (--timeout); a loop bound or index "
-           "read from outside a tensor can run away")
-    return ended(job, settings, Status.TIMEOUT, why, elapsed_ms)
-
-
 class InProcess:
     """Runs each job here, under the SIGALRM time limit."""
 
@@ -161,12 +154,16 @@ class InProcess:
         self.lost: Outcome | None = None
 
     def run(self, job: Job) -> list[Outcome]:
-        start = time.perf_counter()
+        start, noted = time.perf_counter(), []
+        heartbeat.listen(noted.append)  # the device mutant running, for a time-out to name
         try:
             with time_limit(self.settings.timeout):
                 outcomes = run_job(job, self.settings)
         except CaseTimeout:
-            return timed_out(job, self.settings, (time.perf_counter() - start) * 1e3)
+            return timed_out(mutants.running(job, noted[-1] if noted else None), self.settings,
+                             (time.perf_counter() - start) * 1e3)
+        finally:
+            heartbeat.listen(None)
         faulted = any(o.lost_device() for o in outcomes)
         if faulted and self.settings.device.type != "cpu":
             self.lost = outcomes[0]
@@ -227,10 +224,11 @@ def _in_workers(jobs: list[Job], settings: RunSettings,
             waited = max(min(limits), 0.0) if settings.timeout > 0 else None
             answered = wait([w.conn for w in in_flight], timeout=waited)
             for worker in list(in_flight):
-                if worker.conn in answered:
-                    finished[in_flight.pop(worker)] = worker.collect()
-                elif worker.overdue(time.perf_counter()):
-                    finished[in_flight.pop(worker)] = worker.timed_out()
+                outcomes = worker.collect() if worker.conn in answered else None
+                if outcomes is None and worker.overdue(time.perf_counter()):
+                    outcomes = worker.timed_out()
+                if outcomes is not None:
+                    finished[in_flight.pop(worker)] = outcomes
             while emitted in finished:
                 for outcome in finished.pop(emitted):
                     rows.append(outcome.row)

@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 
-from diffcheck import backend, mutants
+from diffcheck import backend, heartbeat, mutants
 from diffcheck.buffers import EDGE_ROLES, PLAUSIBLE_B, POISON, Staged, stage
 from diffcheck.calls import bind, contract_of
 from diffcheck.case import Case
@@ -189,13 +188,14 @@ class CapturedCheck:
             self.graph.replay(sync=False)
         return dict(zip(COUNTERS, self.counters.tolist(), strict=True))
 
-    def first_failing_mutant(self, case: Case, count: int, one_by_one: bool = False,
-                             progress: str | None = None) -> int | None:
+    def first_failing_mutant(self, case: Case, count: int, one_by_one: bool = False
+                             ) -> int | None:
         """Mutants 1..count of ``case`` (a check built with ``mutating``): the index of the
         first one any counter counts on, or None. The replays are queued back to back and the
         log read once per LOG mutants; a device fault then names no mutant (MutantFault with
         index None), so ``one_by_one`` waits for each replay to name the one that faulted
-        (and writes its index to the file ``progress``, if given, for a time-out to name)."""
+        (and tells the index of each before it runs, for a time-out or a death to name:
+        diffcheck.heartbeat)."""
         if self.base is None:
             raise ValueError("this captured check was built without mutants")
         done = 0
@@ -205,8 +205,8 @@ class CapturedCheck:
                 self._load(case, 1 + done)
                 with backend.interpreter_as_on_gpu(self.device):
                     for j in range(chunk):
-                        if progress is not None and one_by_one:
-                            Path(progress).write_text(str(1 + done + j))
+                        if one_by_one:
+                            heartbeat.mutant(1 + done + j)
                         try:
                             self.graph.replay(sync=one_by_one)
                         except Exception as e:
@@ -310,10 +310,8 @@ class Screened(Eager):
 
     screened = True
 
-    def __init__(self, mutants: int = 0, one_by_one: bool = False,
-                 progress: str | None = None) -> None:
-        #: ``progress``: a file that holds the index of the mutant replaying (one by one)
-        self.mutants, self.one_by_one, self.progress = mutants, one_by_one, progress
+    def __init__(self, mutants: int = 0, one_by_one: bool = False) -> None:
+        self.mutants, self.one_by_one = mutants, one_by_one
 
 
 #: every this-many screened cases of an implementation get the full check anyway
@@ -348,9 +346,7 @@ def screened(job: Job, settings: RunSettings) -> list[Outcome] | Case | None:
         counts = None if check is None else check.run(case)
         if counts is None or any(counts.values()):
             return None
-        failing = (check.first_failing_mutant(case, count, one_by_one,
-                                              getattr(job.mode, "progress", None))
-                   if count else None)
+        failing = check.first_failing_mutant(case, count, one_by_one) if count else None
     except MutantFault as e:  # the mutant's fault row, or the case's when it is not known
         if e.index is None:
             return _faulted(job, settings, e.error, began, f"{MUTANT_FAULT} 1..{count}")

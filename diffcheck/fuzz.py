@@ -155,10 +155,13 @@ class Checker:
             return outcomes
         worker = self.worker
         worker.send(job)
-        limit = self.settings.timeout
-        if worker.conn.poll(limit if limit > 0 else None):
-            return worker.collect()
-        return worker.timed_out()
+        while True:
+            left = self.settings.timeout - (time.perf_counter() - worker.sent)
+            if not worker.conn.poll(max(left, 0.0) if self.settings.timeout > 0 else None):
+                return worker.timed_out()
+            outcomes = worker.collect()
+            if outcomes is not None:  # (None: it told which device mutant it runs)
+                return outcomes
 
     def close(self) -> None:
         if self.worker is not None:
@@ -447,34 +450,26 @@ class _Search:
 
 def locate_mutant(checker: Checker, target: Case, count: int) -> ReportRow | None:
     """The row of the device mutant of ``target`` that faulted the device or ran past the
-    time limit: its mutants again in a fresh worker, each waited for, the index of the one
-    running kept in a file (a fault then names its mutant; a time-out or a dead worker leaves
-    the file, and that mutant gets the full check). None when none does it again."""
-    import tempfile
-
+    time limit: its mutants again in a fresh worker, each waited for and each announced
+    before it runs (diffcheck.heartbeat), so a fault, a time-out or a dead worker names its
+    mutant. A time-out may be the sum of many mutants' time: the one named is checked alone
+    to keep it. None when none does it again."""
     from diffcheck.fastcheck import Screened
     from diffcheck.modes import Eager
 
-    with tempfile.TemporaryDirectory(prefix="diffcheck-mutant-") as folder:
-        progress = str(Path(folder) / "running")
-        try:
-            rows = checker.rows(target, [Screened(count, one_by_one=True, progress=progress)])
-        except DeviceLost as lost:
-            rows = lost.rows
-        stopped = [r for r in rows if r.status in (Status.FAULT.value, Status.TIMEOUT.value)]
-        named = next((r for r in stopped if r.mutant is not None), None)
-        if named is not None or not stopped:  # (a worker that died names none either)
-            return named
-        try:
-            index = int(Path(progress).read_text())
-        except (OSError, ValueError):
-            return None
+    stops = (Status.FAULT.value, Status.TIMEOUT.value)
     try:
-        again = checker.rows(mutant(target, index), [Eager()])
+        rows = checker.rows(target, [Screened(count, one_by_one=True)])
+    except DeviceLost as lost:
+        rows = lost.rows
+    named = next((r for r in rows if r.status in stops and r.mutant is not None), None)
+    if named is None or named.status == Status.FAULT.value:
+        return named
+    try:
+        again = checker.rows(mutant(target, named.mutant), [Eager()])
     except DeviceLost as lost:
         again = lost.rows
-    return next((r for r in again if r.status in (Status.FAULT.value, Status.TIMEOUT.value)),
-                None)
+    return next((r for r in again if r.status in stops), None)
 
 
 def replay_saved(folder: Path, spec: PathSpec, checker: Checker, fail_on: frozenset[Status],

@@ -24,6 +24,7 @@ from dataclasses import replace
 import torch
 
 from diffcheck.case import Case
+from diffcheck.job import Job
 
 #: the roles whose values mutants change
 MUTABLE = ("positions", "slots")
@@ -133,3 +134,11 @@ def mutant(case: Case, index: int) -> Case:
     return replace(case, name=f"{case.name}-m{index}", inputs=inputs, mutant=index,
                    description=f"{case.description}; device mutant {index} ({changed} values "
                                "changed)")
+
+
+def running(job: Job, index: int | None) -> Job:
+    """``job`` as the row of a job stopped while its device mutant ``index`` ran names it
+    (diffcheck.heartbeat; None: no mutant was running)."""
+    if index is None or not isinstance(job.case, Case):
+        return job
+    return replace(job, case=mutant(job.case, index))

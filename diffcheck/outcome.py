@@ -67,3 +67,10 @@ def ended(job: Job, settings: RunSettings, status: Status, why: str,
     return [Outcome(make_row(job, case, settings, contract, Comparison(0, ()), why,
                              elapsed_ms, 0, status))
             for case in job.mode.rows(job.case)]
+
+
+def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> list[Outcome]:
+    """The rows of a job stopped at the time limit."""
+    why = (f"ran past the {settings.timeout:g} s time limit (--timeout); a loop bound or index "
+           "read from outside a tensor can run away")
+    return ended(job, settings, Status.TIMEOUT, why, elapsed_ms)

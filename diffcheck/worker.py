@@ -22,11 +22,12 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from diffcheck import heartbeat, mutants
 from diffcheck.case import Case, Scenario
 from diffcheck.casefile import load_any
 from diffcheck.errors import DeviceError
 from diffcheck.job import Job
-from diffcheck.outcome import Outcome, ended
+from diffcheck.outcome import Outcome, ended, timed_out
 from diffcheck.runner import run_job
 from diffcheck.settings import RunSettings
 from diffcheck.status import Status
@@ -39,15 +40,26 @@ CASE_ELEMENTS_KEPT = 1 << 26
 
 
 def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
-    """How a worker gets the case: rebuilt from its suite or file, or sent whole."""
+    """How a worker gets the case: rebuilt from its suite or file, or sent whole (a case
+    built outside the registered suites, or changed since, as a device mutant is)."""
     if case.source:
         return ("file", case.source)
-    if isinstance(case, Scenario) and case.suite:
+    if not _in_suite(case):
+        return ("case", case)
+    if isinstance(case, Scenario):
         return ("scenario", case.path, case.suite, case.name, run_seed, case.steps[0].fill,
                 case.graph)
-    if case.suite:
-        return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
-    return ("case", case)
+    return ("suite", case.path, case.suite, case.name, run_seed, case.fill)
+
+
+def _in_suite(case: Case | Scenario) -> bool:
+    """Whether the case is a layout of a registered suite, as built from it."""
+    from diffcheck.paths import get_path
+
+    if not case.suite or getattr(case, "mutant", None) is not None:
+        return False
+    suite = get_path(case.path).suites().get(case.suite)
+    return suite is not None and case.name in suite.layouts
 
 
 def rebuild(recipe: tuple) -> Case | Scenario:
@@ -85,6 +97,7 @@ def serve(conn: Connection, config: dict) -> None:
     except Exception as e:
         conn.send(("broken", f"{type(e).__name__}: {e}"))
         return
+    heartbeat.listen(lambda index: conn.send(("mutant", index)))
     conn.send(("ready", None))
     own_threads = set(threading.enumerate())
     built: dict[tuple, Case | Scenario] = {}
@@ -161,6 +174,8 @@ class Worker:
         self.job: Job | None = None
         self.recipe: tuple | None = None
         self.sent = 0.0
+        #: the device mutant the job in flight last said it runs (diffcheck.heartbeat)
+        self.mutant: int | None = None
         #: recipes of the cases it was last sent (it likely keeps them built)
         self.kept: list[tuple] = []
 
@@ -239,14 +254,15 @@ class Worker:
             self._await_ready()
         assert self.conn is not None
         self.job, self.recipe = job, case_recipe(job.case, self.settings.run_seed)
-        self.sent = time.perf_counter()
+        self.sent, self.mutant = time.perf_counter(), None
         self.conn.send((self.recipe, job.impl, job.mode))
 
     def overdue(self, now: float) -> bool:
         return self.settings.timeout > 0 and now - self.sent > self.settings.timeout
 
-    def collect(self) -> list[Outcome]:
-        """The rows of the job in flight, once the worker answered or died."""
+    def collect(self) -> list[Outcome] | None:
+        """The rows of the job in flight, once the worker answered or died; None when it
+        only told which device mutant it runs (then the job is still in flight)."""
         job, elapsed_ms = self.job, (time.perf_counter() - self.sent) * 1e3
         assert job is not None and self.conn is not None
         try:
@@ -254,7 +270,11 @@ class Worker:
         except (EOFError, ConnectionError, OSError):
             why = f"{self.death()} during the call{self._leftovers()}"
             self.stop()
-            return ended(job, self.settings, Status.FAULT, why, elapsed_ms)
+            return ended(mutants.running(job, self.mutant), self.settings, Status.FAULT, why,
+                         elapsed_ms)
+        if kind == "mutant":
+            self.mutant = payload
+            return None
         if kind == "crash":
             self.stop()
             raise RuntimeError(f"worker failed inside diffcheck:\n{payload}")
@@ -276,9 +296,7 @@ class Worker:
         job, elapsed_ms = self.job, (time.perf_counter() - self.sent) * 1e3
         assert job is not None
         self.stop()
-        why = (f"ran past the {self.settings.timeout:g} s time limit (--timeout); a loop bound "
-               "or index read from outside a tensor can run away")
-        return ended(job, self.settings, Status.TIMEOUT, why, elapsed_ms)
+        return timed_out(mutants.running(job, self.mutant), self.settings, elapsed_ms)
 
     def _leftovers(self) -> str:
         """Who may have caused a death: this implementation's own leftover threads."""

@@ -16,8 +16,8 @@ from diffcheck.runner import run_job
 from diffcheck.settings import RunSettings
 
 
-def settings(fillings: int = 2, timeout: float = 60.0) -> RunSettings:
-    return RunSettings(CPU, "test", 0, None, False, fillings, timeout, "none")
+def settings(fillings: int = 2, timeout: float = 60.0, isolation: str = "none") -> RunSettings:
+    return RunSettings(CPU, "test", 0, None, False, fillings, timeout, isolation)
 
 
 def clean_decode(name: str = "clean"):
@@ -149,9 +149,11 @@ def test_a_mutant_that_faults_is_named_by_running_the_mutants_one_by_one(monkeyp
     assert located is not None and located.mutant == waited.value.index
 
 
-def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running():
-    """A time-out stops the check of every queued mutant: run one by one, the index of the one
-    running is kept in a file, and that mutant's full check runs past the limit again."""
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running(isolation):
+    """A time-out stops the check of every queued mutant: run one by one, each mutant is
+    announced to the parent before it runs (diffcheck.heartbeat), so the time-out row names
+    the one running, and that mutant's full check runs past the limit again."""
     from diffcheck import fuzz
     from diffcheck.status import Status
 
@@ -160,7 +162,7 @@ def test_a_mutant_that_runs_away_is_named_by_the_index_it_was_running():
     case = clean_decode("hang")
     # 8 s: the full check of the first case and each mutant finish well inside it on a
     # loaded 2-core machine (4 s failed once with both xdist workers busy)
-    checker = fuzz.Checker(impl, [Screened(16)], settings(timeout=8.0))
+    checker = fuzz.Checker(impl, [Screened(16)], settings(timeout=8.0, isolation=isolation))
     assert [r.status for r in checker.rows(case)] == ["pass"]  # the first: full check
     row = checker.rows(case)[0]
     assert row.status == Status.TIMEOUT.value and row.mutant is None
