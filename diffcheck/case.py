@@ -114,3 +114,9 @@ class Scenario:
 def first_case(target: Case | Scenario) -> Case:
     """The case itself, or a scenario's first step (the one a contract is read from)."""
     return target.steps[0] if isinstance(target, Scenario) else target
+
+
+def elements(target: Case | Scenario) -> int:
+    """How many input elements the target holds on the host (every step's)."""
+    steps = target.steps if isinstance(target, Scenario) else [target]
+    return sum(t.numel() for step in steps for t in step.inputs.values())

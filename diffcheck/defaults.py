@@ -10,3 +10,7 @@ FAST_MUTANTS = 2048
 
 #: the most launches `bench` captures into one graph (each keeps its own arguments)
 MAX_LAUNCHES = 1024
+
+#: input elements of the cases a worker keeps built between jobs (the latest one it keeps
+#: whatever its size); a larger case runs for every implementation in a row instead
+CASE_ELEMENTS_KEPT = 1 << 26

@@ -10,8 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffcheck.case import Case, Scenario
+from diffcheck.case import Case, Scenario, elements
 from diffcheck.casefile import case_problems, load_any, max_elements
+from diffcheck.defaults import CASE_ELEMENTS_KEPT
 from diffcheck.errors import CaseFileError, NothingSelectedError, UnknownNameError, UsageError
 from diffcheck.impls import Implementation, defaults, find
 from diffcheck.job import Job
@@ -146,9 +147,16 @@ class Selection:
 
     def _all_jobs(self) -> list[Job]:
         """Implementation by implementation: a worker that one implementation left unfit (a
-        thread still running) is replaced once, not before every job of another."""
-        return [Job(case, impl, mode) for impl in self.impls for case in self.cases
-                if impl.path == case.path for mode in self.modes if mode.rows(case)]
+        thread still running) is replaced once, not before every job of another. A case too
+        large for a worker to keep (production-domain's gigabytes) runs last, for every
+        implementation in a row, so that a worker builds it once, not once for each."""
+        large = {id(case) for case in self.cases if elements(case) > CASE_ELEMENTS_KEPT}
+        jobs = [Job(case, impl, mode) for impl in self.impls for case in self.cases
+                if id(case) not in large and impl.path == case.path
+                for mode in self.modes if mode.rows(case)]
+        return jobs + [Job(case, impl, mode) for case in self.cases if id(case) in large
+                       for impl in self.impls if impl.path == case.path
+                       for mode in self.modes if mode.rows(case)]
 
     def jobs(self) -> list[Job]:
         """Every (target, implementation, mode) with at least one row (replay needs a

@@ -23,8 +23,9 @@ from multiprocessing.connection import Connection
 import torch
 
 from diffcheck import heartbeat, mutants
-from diffcheck.case import Case, Scenario
+from diffcheck.case import Case, Scenario, elements
 from diffcheck.casefile import load_any
+from diffcheck.defaults import CASE_ELEMENTS_KEPT
 from diffcheck.errors import DeviceError
 from diffcheck.job import Job
 from diffcheck.outcome import Outcome, ended, timed_out
@@ -36,7 +37,6 @@ from diffcheck.status import Status
 WORKER_START_LIMIT = 180.0
 #: int32 elements of built cases a worker keeps (256 MiB): every case of a run comes back once
 #: per implementation, and production cases take a second to build
-CASE_ELEMENTS_KEPT = 1 << 26
 
 
 def case_recipe(case: Case | Scenario, run_seed: int) -> tuple:
@@ -79,6 +79,28 @@ def rebuild(recipe: tuple) -> Case | Scenario:
     return recipe[1]
 
 
+class Built:
+    """The cases a worker keeps built between jobs: the latest whatever its size, and the
+    ones before it up to CASE_ELEMENTS_KEPT input elements (most recently used last)."""
+
+    def __init__(self, budget: int = CASE_ELEMENTS_KEPT) -> None:
+        self.budget = budget
+        self.cases: dict[tuple, Case | Scenario] = {}
+
+    def get(self, recipe: tuple) -> Case | Scenario:
+        """The recipe's case, kept or built now."""
+        if recipe[0] == "case":  # sent whole: it is its own recipe and may not hash
+            return rebuild(recipe)
+        case = self.cases.pop(recipe, None)
+        if case is None:
+            case = rebuild(recipe)
+        self.cases[recipe] = case
+        while len(self.cases) > 1 and sum(map(elements, self.cases.values())) - \
+                elements(case) > self.budget:
+            self.cases.pop(next(iter(self.cases)))
+        return case
+
+
 def serve(conn: Connection, config: dict) -> None:
     """Worker main loop: receive (recipe, impl, mode), send back its Outcomes, until None.
 
@@ -100,7 +122,7 @@ def serve(conn: Connection, config: dict) -> None:
     heartbeat.listen(lambda index: conn.send(("mutant", index)))
     conn.send(("ready", None))
     own_threads = set(threading.enumerate())
-    built: dict[tuple, Case | Scenario] = {}
+    built = Built()
     while True:
         message = conn.recv()
         if message is None:
@@ -108,16 +130,7 @@ def serve(conn: Connection, config: dict) -> None:
         recipe, impl, mode = message
         try:
             began = time.perf_counter()
-            # A case sent whole is itself the recipe and may not hash: it is never kept.
-            keep = recipe[0] != "case"
-            case = built.pop(recipe, None) if keep else None
-            if case is None:
-                case = rebuild(recipe)
-            if keep:
-                built[recipe] = case  # most recent last
-                while len(built) > 1 and sum(map(_elements, built.values())) > \
-                        CASE_ELEMENTS_KEPT:
-                    built.pop(next(iter(built)))
+            case = built.get(recipe)
             rebuilt = time.perf_counter() - began
             outcomes = run_job(Job(case, impl, mode), settings)
             if outcomes and outcomes[0].timing is not None:
@@ -133,10 +146,6 @@ def serve(conn: Connection, config: dict) -> None:
         if any(o.lost_device() for o in outcomes):
             return
 
-
-def _elements(target: Case | Scenario) -> int:
-    steps = target.steps if isinstance(target, Scenario) else [target]
-    return sum(t.numel() for step in steps for t in step.inputs.values())
 
 
 @contextlib.contextmanager
