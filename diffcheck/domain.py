@@ -385,12 +385,17 @@ def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
     serving (a [T, K] top-k buffer of 2^20 tokens; vLLM PR #16806), reached by a strided view
     that wide (fixtures/layouts.py PAST_INT32_ROWS)."""
     parts = (
-        Partition("contiguous", "rows packed back to back", {}),
-        Partition("strided", "a [:, :n] view of a wider buffer", {widen: 16}),
+        Partition("contiguous", "rows packed back to back", {}, values=(0,)),
+        Partition("strided", "a [:, :n] view of a wider buffer", {widen: 16}, values=(16, 64)),
     )
-    if huge:
-        parts += (Partition("offset-past-2^31", "a row starting past 2^31 elements (vLLM "
-                            "PR #16806: 8 GiB and more)", {widen: -1}, gpu=True),)
+    if huge:  # positions: the top-k buffers engines slice [:, :K] out of wider ones
+        parts += (
+            Partition("stride-not-multiple-of-16", "a row stride Triton does not specialize "
+                      "as divisible by 16: a kernel that assumes it (a tl.multiple_of hint, a "
+                      "stride rounded to a tile) misplaces rows", {widen: 3}, values=(1, 3, 7)),
+            Partition("offset-past-2^31", "a row starting past 2^31 elements (vLLM PR #16806: "
+                      "8 GiB and more)", {widen: -1}, gpu=True),
+        )
 
     def classify(probe: Probe) -> set[str]:
         buffer = probe.seen.get(tensor)
@@ -400,6 +405,8 @@ def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
         given = probe.columns.get(tensor, buffer.shape[1])
         found = {"strided" if given < buffer.shape[1] or stride[0] > buffer.shape[1]
                  else "contiguous"}
+        if huge and buffer.shape[0] > 1 and stride[0] % 16:
+            found.add("stride-not-multiple-of-16")
         if (buffer.shape[0] - 1) * stride[0] >= 1 << 31:
             found.add("offset-past-2^31")
         return found

@@ -15,6 +15,10 @@ a hand-made case in its partition catches it:
   128 divides K (the suites use 256 to 2048).
 - blocktable_int32_row_offset: the table's and the top-k buffer's row offsets in int32, wrong
   only for tables past 2^31 elements (GPU-sized); blocktable_int64_row_offset is its twin.
+- blocktable_stride_by_16: the top-k buffer's row stride taken as a multiple of 16 (rounded
+  down, as a tile-aligned copy would), right for contiguous rows and [:, :K] views of buffers
+  16 or 64 columns wider (the suites'), wrong for a stride of K + 3. It stands in on the CPU
+  for a kernel whose tl.multiple_of(stride, 16) hint lies, which the interpreter ignores.
 
 EXPECTED names each broken kernel's status on the case that catches it; CORRECT lists the
 kernels that must pass everything.
@@ -40,6 +44,9 @@ EXPECTED = {
     # table instead, wrong values alone; those between still fault.) The CPU cannot hold
     # such a table, so no suite or CPU test can show it.
     "blocktable_int32_row_offset": "fault",
+    # rows read from the wrong place: other positions, other slots (a row past the end of a
+    # small buffer would read past it, but each row's start moves back, never forward)
+    "blocktable_stride_by_16": "mismatch",
 }
 #: kernels without a bug (they must pass everything)
 CORRECT = ("blocktable_int64_row_offset",)
@@ -50,7 +57,7 @@ PATH_OF = {name: name.split("_")[0] for name in (*EXPECTED, *CORRECT)}
 
 # Bug selectors (globals a compiled kernel reads must be constexpr)
 (RIGHT, PAGE_BY_SHIFT, ZERO_IS_NULL, INT32_ROWS, MINUS_ONE_BLOCK,
- TRUSTS_CU) = (tl.constexpr(i) for i in range(6))
+ TRUSTS_CU, STRIDE_BY_16) = (tl.constexpr(i) for i in range(7))
 
 #: the tile width decode_fixed_tile hard-codes
 FIXED_TILE = 128
@@ -72,6 +79,8 @@ def _blocktable_kernel(req_ptr, table_ptr, topk_ptr, seq_ptr, out_ptr, counts_pt
     seq_len = 0
     if BOUNDED:
         seq_len = tl.load(seq_ptr + req, mask=known, other=0)
+    if BUG == STRIDE_BY_16:  # the bug: the top-k rows taken as 16-aligned
+        ti_s0 = ti_s0 // 16 * 16
     if BUG == INT32_ROWS:  # the bug: both row offsets in int32
         table_row = table_ptr + req * bt_s0
         topk_row = topk_ptr + token * ti_s0
@@ -157,6 +166,17 @@ def blocktable_int32_row_offset(req_id, block_table, token_indices, BLOCK_SIZE=6
     return _blocktable(req_id, block_table, token_indices, BLOCK_SIZE, BLOCK_STRIDE_ROWS,
                        NUM_TOPK_TOKENS, BLOCK_N, out, fill, layer_id, seq_lens,
                        return_valid_counts, INT32_ROWS)
+
+
+def blocktable_stride_by_16(req_id, block_table, token_indices, BLOCK_SIZE=64,
+                            BLOCK_STRIDE_ROWS=None, NUM_TOPK_TOKENS=2048, BLOCK_N=128,
+                            out=None, fill=-1, layer_id=0, seq_lens=None,
+                            return_valid_counts=False):
+    """The top-k buffer's row stride rounded down to a multiple of 16 in the kernel: exact
+    for every stride the named suites use, wrong for one Triton does not see as aligned."""
+    return _blocktable(req_id, block_table, token_indices, BLOCK_SIZE, BLOCK_STRIDE_ROWS,
+                       NUM_TOPK_TOKENS, BLOCK_N, out, fill, layer_id, seq_lens,
+                       return_valid_counts, STRIDE_BY_16)
 
 
 def blocktable_int64_row_offset(req_id, block_table, token_indices, BLOCK_SIZE=64,
