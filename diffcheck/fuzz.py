@@ -218,6 +218,7 @@ def strategy_for(spec: PathSpec, scenarios: bool, limits, mixed: bool = False):
     """The Hypothesis strategy of the path: batches, replay plans, or (``mixed``) either."""
     from hypothesis import strategies as st
 
+    from diffcheck.fixtures.derived import replay_spoilers
     from diffcheck.fixtures.generated import batches, plans
 
     if spec.generators is None:
@@ -229,10 +230,12 @@ def strategy_for(spec: PathSpec, scenarios: bool, limits, mixed: bool = False):
     if scenarios and gen.scenario is None:
         raise UsageError(f"path {spec.name} generates no replay scenarios; fuzz it with "
                          "--mode eager or capture")
-    calls = batches(gen, limits, domain_of(spec))
-    if mixed and gen.scenario is not None:
-        return st.one_of(calls, plans(gen, limits))
-    return plans(gen, limits) if scenarios else calls
+    domain = domain_of(spec)
+    calls = batches(gen, limits, domain)
+    if gen.scenario is None or not (mixed or scenarios):
+        return calls
+    replays = plans(gen, limits, domain, replay_spoilers(domain, gen))
+    return st.one_of(calls, replays) if mixed else replays
 
 
 def generates_scenarios(spec: PathSpec) -> bool:

@@ -19,7 +19,9 @@ from test_cli import error_line, invoke
 
 from diffcheck.case import Scenario
 from diffcheck.casefile import case_problems, load_any, save_scenario
+from diffcheck.domain import domain_of
 from diffcheck.errors import ExitCode
+from diffcheck.fixtures.derived import replay_spoilers
 from diffcheck.fixtures.generated import CPU_LIMITS, batches, plans
 from diffcheck.fuzz import Budget
 from diffcheck.modes import Replay
@@ -138,9 +140,11 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
     gen = spec.generators()
     kinds = set()
 
+    domain = domain_of(spec)  # as fuzz draws them: by the declared domain's partitions
+
     @settings(max_examples=60, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(batches(gen, CPU_LIMITS))
+    @given(batches(gen, CPU_LIMITS, domain))
     def check(batch):
         case = gen.layout(batch).case(path, "", batch.seed, spec.fill)
         assert not case_problems(case), (batch, case_problems(case))
@@ -160,12 +164,16 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
     if gen.scenario is None:
         return
 
-    stale = set()
+    stale, spoilers, ks = set(), set(), set()
+    generic = replay_spoilers(domain, gen)
+    assert generic  # the domain's stale transformations reach replayed steps too
 
-    @settings(max_examples=25, deadline=None, database=None,
+    @settings(max_examples=40, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(plans(gen, CPU_LIMITS))
+    @given(plans(gen, CPU_LIMITS, domain, generic))
     def check_plan(plan):
+        spoilers.update(s for _, _, s, _ in plan.steps if s)
+        ks.add(plan.k)
         scenario = gen.scenario(plan).case(path, "", plan.seed, spec.fill)
         assert len(scenario.steps) == len(plan.steps) + (2 if plan.second else 1)
         assert sorted(set(scenario.sizes)) == sorted({plan.graph, plan.second} - {0})
@@ -175,6 +183,7 @@ def test_generated_cases_and_scenarios_are_well_formed_for_every_path(path):
 
     check_plan()
     assert stale == {True, False}  # stale steps among the fresh ones
+    assert spoilers & set(generic) and len(ks) > 1, (spoilers, ks)
 
 
 def test_budgets_parse_times_and_counts():
