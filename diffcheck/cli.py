@@ -361,12 +361,13 @@ def main() -> None:
     non-daemon threads that would keep it alive after the run: they do not get to. SIGTERM
     (a CI job cancelled, a scheduler's time limit) stops a run as Ctrl-C does: finished rows
     kept, every report marked incomplete, a fuzz finding saved; exit 2."""
-    from diffcheck.stops import install_stop_handlers
+    from diffcheck.stops import closing, install_stop_handlers
 
     install_stop_handlers()
     try:
         app()
     except SystemExit as e:
+        closing()
         stray = [t.name for t in threading.enumerate()
                  if t is not threading.main_thread() and not t.daemon and t.is_alive()]
         if not stray:

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable
 
 #: the stop the handlers below raised last, and how many they raised: only that one is sent
-#: again when swallowed (a kernel's own KeyboardInterrupt in a ``__del__`` is not a stop)
-_STOPS: dict[str, object] = {"raised": None, "count": 0}
+#: again when swallowed (a kernel's own KeyboardInterrupt in a ``__del__`` is not a stop);
+#: ``closing``: the run has ended and its exit status is set (see closing)
+_STOPS: dict[str, object] = {"raised": None, "count": 0, "closing": False}
 
 
 def _stop(signum, frame) -> None:
@@ -41,7 +42,7 @@ def _stop_again(previous: Callable) -> Callable:
         count = _STOPS["count"]
 
         def again() -> None:
-            if _STOPS["count"] == count:  # no stop landed since
+            if _STOPS["count"] == count and not _STOPS["closing"]:  # no stop landed since
                 os.kill(os.getpid(), signum)
 
         timer = threading.Timer(0.01, again)
@@ -55,3 +56,14 @@ def install_stop_handlers() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     sys.unraisablehook = _stop_again(sys.unraisablehook)
+
+
+def closing() -> None:
+    """The run has ended and its exit status is set: a stop swallowed from now on (a second
+    SIGTERM during the interpreter's exit, in an atexit callback that joins worker processes)
+    is not sent again, where Python may already have put the default handlers back and the
+    signal would kill the process instead of its exit status 2). Later stops are ignored:
+    the status stands, and what is left to do (joining workers) is bounded."""
+    _STOPS["closing"] = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

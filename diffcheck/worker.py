@@ -101,12 +101,17 @@ class Built:
         return case
 
 
-def serve(conn: Connection, config: dict) -> None:
+def serve(conn: Connection, config: dict, environment: dict[str, str] | None = None) -> None:
     """Worker main loop: receive (recipe, impl, mode), send back its Outcomes, until None.
 
-    After a device fault the worker answers and exits: its context cannot run anything more.
+    ``environment``: the parent's, taken over first (a child forked from the fork server
+    has the server's). After a device fault the worker answers and exits: its context cannot
+    run anything more.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     from diffcheck import backend
 
     settings = RunSettings(**config)
@@ -165,12 +170,36 @@ def environment_for(device: torch.device):
             os.environ["TRITON_INTERPRET"] = saved
 
 
+#: what the fork server imports once: a worker forked from it starts in milliseconds, where a
+#: spawned one imports torch and triton again (a second here, more on a GPU host), and a
+#: fault or a time-out replaces the worker
+PRELOAD = ["torch", "triton", "diffcheck.worker"]
+#: whether TRITON_INTERPRET was set when this process's fork server started (empty: none yet)
+_SERVER_INTERPRETS: list[bool] = []
+
+
+def worker_context(device: torch.device):
+    """The multiprocessing context a worker for ``device`` starts from: a fork server that
+    has imported torch and triton, started in the environment that device wants (see
+    environment_for); spawn where the platform has none, or for a device that wants the
+    other interpreter setting than the server's (the server's imports keep theirs). Call it
+    inside ``environment_for``. Neither imports CUDA in the parent: a forked child is clean."""
+    methods = multiprocessing.get_all_start_methods()
+    interprets = bool(os.environ.get("TRITON_INTERPRET"))
+    if "forkserver" not in methods or _SERVER_INTERPRETS not in ([], [interprets]):
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    if not _SERVER_INTERPRETS:
+        context.set_forkserver_preload(PRELOAD)
+        _SERVER_INTERPRETS.append(interprets)
+    return context
+
+
 class Worker:
     """The parent's handle on one worker process: start, send a job, collect its rows."""
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.context = multiprocessing.get_context("spawn")
         self.process = None
         self.conn: Connection | None = None
         self.ready = False
@@ -187,20 +216,34 @@ class Worker:
         self.mutant: int | None = None
         #: recipes of the cases it was last sent (it likely keeps them built)
         self.kept: list[tuple] = []
+        #: processes started so far, and one started ahead to replace the next (see launch)
+        self.launches = 0
+        self.spare: tuple | None = None
 
     # -- life ---------------------------------------------------------------------------------
     def launch(self) -> None:
-        """Start the process (not waiting for it to be ready)."""
+        """Start the process (not waiting for it to be ready). A worker replaced once (a
+        fault, a time-out, leftover threads) is likely replaced again: from then on a spare
+        is started beside it, so the next replacement is ready when it is needed."""
         self._began = time.perf_counter()
-        parent, child = self.context.Pipe()
-        process = self.context.Process(
-            target=serve, args=(child, self.settings.config()), daemon=True,
-            name="diffcheck-worker")
+        started = self.spare or self._start()
+        self.spare = self._start() if self.launches else None
+        self.launches += 1
+        self.process, self.conn = started
+        self.ready, self.kept = False, []
+
+    def _start(self) -> tuple:
+        """A new worker process and the parent's end of its pipe."""
         with environment_for(self.settings.device):
+            context = worker_context(self.settings.device)
+            parent, child = context.Pipe()
+            # the child takes this environment over: a forked one has the server's
+            process = context.Process(
+                target=serve, args=(child, self.settings.config(), dict(os.environ)),
+                daemon=True, name="diffcheck-worker")
             process.start()  # a script using this API needs `if __name__ == "__main__":`
         child.close()
-        self.process, self.conn, self.ready = process, parent, False
-        self.kept = []
+        return process, parent
 
     def _await_ready(self) -> None:
         assert self.conn is not None
@@ -249,6 +292,12 @@ class Worker:
                 self.conn.send(None)
             self.process.join(5)
         self.stop()
+        if self.spare is not None:
+            process, conn = self.spare
+            process.kill()
+            process.join(5)
+            conn.close()
+            self.spare = None
 
     # -- jobs ---------------------------------------------------------------------------------
     def send(self, job: Job) -> None:
