@@ -362,21 +362,23 @@ def main() -> None:
     (a CI job cancelled, a scheduler's time limit) stops a run as Ctrl-C does: finished rows
     kept, every report marked incomplete, a fuzz finding saved; exit 2."""
     from diffcheck.stops import closing, install_stop_handlers
+    from diffcheck.worker import use_fork_server
 
     install_stop_handlers()
+    use_fork_server()  # this process's output stays where it is: workers may fork
     try:
         app()
     except SystemExit as e:
-        closing()
+        status = closing(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
         stray = [t.name for t in threading.enumerate()
                  if t is not threading.main_thread() and not t.daemon and t.is_alive()]
         if not stray:
-            raise
+            raise SystemExit(status) from None
         _err(f"threads left running by a kernel ({', '.join(stray[:3])}) would keep "
              "diffcheck alive; it exits without them")
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        os._exit(status)
 
 
 report_app = typer.Typer(cls=_Commands, no_args_is_help=True,

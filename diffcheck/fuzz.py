@@ -162,6 +162,8 @@ class Checker:
             outcomes = worker.collect()
             if outcomes is not None:  # (None: it told which device mutant it runs)
                 return outcomes
+            if worker.overdue(time.perf_counter()):  # its notes must not keep it going
+                return worker.timed_out()
 
     def close(self) -> None:
         if self.worker is not None:

@@ -58,12 +58,18 @@ def install_stop_handlers() -> None:
     sys.unraisablehook = _stop_again(sys.unraisablehook)
 
 
-def closing() -> None:
-    """The run has ended and its exit status is set: a stop swallowed from now on (a second
-    SIGTERM during the interpreter's exit, in an atexit callback that joins worker processes)
-    is not sent again, where Python may already have put the default handlers back and the
-    signal would kill the process instead of its exit status 2). Later stops are ignored:
-    the status stands, and what is left to do (joining workers) is bounded."""
+def closing(status: int) -> int:
+    """The run has ended with exit ``status``: the status to exit with. A stop raised during
+    the run makes a 0 a 2 (one swallowed where Python ignores exceptions must not end as a
+    pass). From now on a stop is not sent again (Python may already have put the default
+    handlers back, and the signal would kill the process instead), and another SIGTERM or
+    Ctrl-C exits at once with that status (what is left, joining processes, may hang)."""
+    final = 2 if status == 0 and _STOPS["raised"] is not None else status
     _STOPS["closing"] = True
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def leave(signum, frame) -> None:
+        os._exit(final)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)
+    return final

@@ -101,17 +101,26 @@ class Built:
         return case
 
 
-def serve(conn: Connection, config: dict, environment: dict[str, str] | None = None) -> None:
+def serve(conn: Connection, config: dict, parent: tuple | None = None) -> None:
     """Worker main loop: receive (recipe, impl, mode), send back its Outcomes, until None.
 
-    ``environment``: the parent's, taken over first (a child forked from the fork server
-    has the server's). After a device fault the worker answers and exits: its context cannot
-    run anything more.
+    ``parent``: the parent's environment, import path and this module's file, taken over
+    first (a child forked from the fork server has the server's); a worker that imported
+    another diffcheck than its parent's says so and ends. After a device fault the worker
+    answers and exits: its context cannot run anything more.
     """
+    import sys
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if environment is not None:
+    if parent is not None:
+        environment, path, module = parent
         os.environ.clear()
         os.environ.update(environment)
+        sys.path[:] = path
+        if os.path.realpath(module) != os.path.realpath(__file__):
+            conn.send(("broken", f"the worker imported diffcheck from {__file__}, its parent "
+                                 f"from {module}; run diffcheck from another directory"))
+            return
     from diffcheck import backend
 
     settings = RunSettings(**config)
@@ -176,22 +185,39 @@ def environment_for(device: torch.device):
 PRELOAD = ["torch", "triton", "diffcheck.worker"]
 #: whether TRITON_INTERPRET was set when this process's fork server started (empty: none yet)
 _SERVER_INTERPRETS: list[bool] = []
+#: whether this process starts workers from a fork server (see use_fork_server)
+_FORK_SERVER = [False]
+
+
+def use_fork_server() -> None:
+    """Start workers from a fork server from now on. For a process whose standard output and
+    error stay where they are, as the CLI's do: a forked worker writes to the server's (a
+    pytest session that captures each test's output would see it land in the first test's)."""
+    _FORK_SERVER[0] = True
 
 
 def worker_context(device: torch.device):
     """The multiprocessing context a worker for ``device`` starts from: a fork server that
-    has imported torch and triton, started in the environment that device wants (see
-    environment_for); spawn where the platform has none, or for a device that wants the
-    other interpreter setting than the server's (the server's imports keep theirs). Call it
-    inside ``environment_for``. Neither imports CUDA in the parent: a forked child is clean."""
+    has imported torch and triton from this process's import path, started in the environment
+    that device wants (see environment_for); spawn unless use_fork_server was called, where
+    the platform has none, or for a device that wants the other interpreter setting than the
+    server's (the server's imports keep theirs). Call it inside ``environment_for``. Neither
+    imports CUDA in the parent: a forked child is clean."""
+    import sys
+
     methods = multiprocessing.get_all_start_methods()
     interprets = bool(os.environ.get("TRITON_INTERPRET"))
-    if "forkserver" not in methods or _SERVER_INTERPRETS not in ([], [interprets]):
+    if not _FORK_SERVER[0] or "forkserver" not in methods or \
+            _SERVER_INTERPRETS not in ([], [interprets]):
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     if not _SERVER_INTERPRETS:
         context.set_forkserver_preload(PRELOAD)
         _SERVER_INTERPRETS.append(interprets)
+        # the server imports from this process's path, never from its working directory
+        # (started as `python -c`, it would put that first); it starts on the first start()
+        os.environ["PYTHONSAFEPATH"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     return context
 
 
@@ -226,22 +252,37 @@ class Worker:
         fault, a time-out, leftover threads) is likely replaced again: from then on a spare
         is started beside it, so the next replacement is ready when it is needed."""
         self._began = time.perf_counter()
+        if self.spare is not None and not self.spare[0].is_alive():  # (killed meanwhile)
+            self._drop_spare()
         started = self.spare or self._start()
-        self.spare = self._start() if self.launches else None
+        # not on a GPU: a spare would hold a second device context all run long
+        self.spare = self._start() if self.launches and self.settings.device.type == "cpu" \
+            else None
         self.launches += 1
         self.process, self.conn = started
         self.ready, self.kept = False, []
 
     def _start(self) -> tuple:
         """A new worker process and the parent's end of its pipe."""
+        import sys
+
         with environment_for(self.settings.device):
-            context = worker_context(self.settings.device)
-            parent, child = context.Pipe()
-            # the child takes this environment over: a forked one has the server's
-            process = context.Process(
-                target=serve, args=(child, self.settings.config(), dict(os.environ)),
-                daemon=True, name="diffcheck-worker")
-            process.start()  # a script using this API needs `if __name__ == "__main__":`
+            # the child takes this environment and import path over (a forked one has the
+            # server's), and checks it runs this diffcheck
+            mine = (dict(os.environ), list(sys.path), __file__)
+            saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+            try:
+                context = worker_context(self.settings.device)
+                parent, child = context.Pipe()
+                process = context.Process(target=serve, args=(child, self.settings.config(), mine),
+                                          daemon=True, name="diffcheck-worker")
+                process.start()  # a script using this API needs `if __name__ == "__main__":`
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
         child.close()
         return process, parent
 
@@ -292,6 +333,9 @@ class Worker:
                 self.conn.send(None)
             self.process.join(5)
         self.stop()
+        self._drop_spare()
+
+    def _drop_spare(self) -> None:
         if self.spare is not None:
             process, conn = self.spare
             process.kill()
@@ -313,7 +357,15 @@ class Worker:
         assert self.conn is not None
         self.job, self.recipe = job, case_recipe(job.case, self.settings.run_seed)
         self.sent, self.mutant = time.perf_counter(), None
-        self.conn.send((self.recipe, job.impl, job.mode))
+        try:
+            self.conn.send((self.recipe, job.impl, job.mode))
+        except OSError:  # it died after saying it was ready (a spare killed meanwhile)
+            recipe = self.recipe
+            self.stop()
+            self.launch()
+            self._await_ready()
+            self.job, self.recipe, self.sent = job, recipe, time.perf_counter()
+            self.conn.send((recipe, job.impl, job.mode))
 
     def overdue(self, now: float) -> bool:
         return self.settings.timeout > 0 and now - self.sent > self.settings.timeout

@@ -26,6 +26,9 @@ if __name__ == "__main__":
     from diffcheck.job import Job
     from diffcheck.modes import Eager
     from diffcheck.settings import RunSettings
+    from diffcheck.worker import use_fork_server
+
+    use_fork_server()  # as the CLI does
 
     impl = Implementation("decode:faults-on-k512", "broken_kernels:decode_faults_on_k512",
                           False, "faults at K=512", outside=True).described()

@@ -270,3 +270,69 @@ def test_a_case_too_large_to_keep_runs_for_every_implementation_in_a_row(monkeyp
     other = ("suite", "decode", "edge", suite_cases("decode", "edge")[0].name, 0, 0)
     built.get(other)
     assert recipes[large.name] not in built.cases  # no longer the latest: too large to keep
+
+
+def test_a_spare_worker_killed_meanwhile_is_replaced_and_the_job_runs(monkeypatch):
+    """From the first replacement on a worker keeps a spare; one killed meanwhile (the OOM
+    killer) must not end the run with a broken pipe: a fresh worker takes the job."""
+    import signal
+    import time
+
+    from diffcheck import worker
+
+    monkeypatch.setattr(worker, "_FORK_SERVER", [True])
+    job = Job(suite_cases("decode", "smoke")[0], find("decode:pid"), Eager())
+    handle = worker.Worker(settings(isolation="process"))
+    try:
+        handle.send(job)
+        assert [o.row.status for o in handle.collect()] == ["pass"]
+        handle.stop()  # as after a fault
+        handle.send(job)
+        assert [o.row.status for o in handle.collect()] == ["pass"]
+        assert handle.spare is not None  # replaced once: a spare waits
+        time.sleep(1.0)  # it has said it is ready
+        os.kill(handle.spare[0].pid, signal.SIGKILL)
+        time.sleep(0.3)
+        handle.stop()
+        handle.send(job)
+        assert [o.row.status for o in handle.collect()] == ["pass"]
+    finally:
+        handle.close()
+    assert handle.spare is None
+
+
+def test_a_worker_that_imported_another_diffcheck_says_so(monkeypatch):
+    """A fork server started as `python -c` once imported diffcheck from the working
+    directory: a worker checks its diffcheck is its parent's and says which two it found."""
+    import multiprocessing
+    import signal
+    import sys
+
+    from diffcheck import worker
+
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # serve runs in this process
+    parent, child = multiprocessing.Pipe()
+    worker.serve(child, settings().config(),
+                 (dict(os.environ), list(sys.path), "/elsewhere/diffcheck/worker.py"))
+    kind, text = parent.recv()
+    assert kind == "broken" and "/elsewhere/diffcheck/worker.py" in text
+
+
+def test_a_stop_swallowed_during_a_run_never_exits_0(monkeypatch):
+    """A SIGTERM raised where Python ignores exceptions and never sent again: the run ends 2,
+    not 0; later stops leave at once with that status (stops.closing)."""
+    import signal
+
+    from diffcheck import stops
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setitem(stops._STOPS, "raised", None)
+    monkeypatch.setitem(stops._STOPS, "closing", False)
+    try:
+        assert stops.closing(0) == 0 and stops.closing(1) == 1
+        monkeypatch.setitem(stops._STOPS, "raised", KeyboardInterrupt("terminated (SIGTERM)"))
+        assert stops.closing(0) == 2 and stops.closing(1) == 1
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
