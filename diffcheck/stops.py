@@ -61,15 +61,16 @@ def install_stop_handlers() -> None:
 def closing(status: int) -> int:
     """The run has ended with exit ``status``: the status to exit with. A stop raised during
     the run makes a 0 a 2 (one swallowed where Python ignores exceptions must not end as a
-    pass). From now on a stop is not sent again (Python may already have put the default
-    handlers back, and the signal would kill the process instead), and another SIGTERM or
-    Ctrl-C exits at once with that status (what is left, joining processes, may hang)."""
+    pass). From now on a stop is not sent again: SIGTERM is ignored (Python puts the default
+    handler back for its last steps, and a SIGTERM landing there would kill the process
+    instead of its status), and Ctrl-C leaves at once with the status (what is left, joining
+    processes, may hang)."""
     final = 2 if status == 0 and _STOPS["raised"] is not None else status
     _STOPS["closing"] = True
 
     def leave(signum, frame) -> None:
         os._exit(final)
 
-    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, leave)
     return final

@@ -332,7 +332,8 @@ def test_a_stop_swallowed_during_a_run_never_exits_0(monkeypatch):
         assert stops.closing(0) == 0 and stops.closing(1) == 1
         monkeypatch.setitem(stops._STOPS, "raised", KeyboardInterrupt("terminated (SIGTERM)"))
         assert stops.closing(0) == 2 and stops.closing(1) == 1
-        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) not in (signal.SIG_DFL, signal.SIG_IGN)
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
