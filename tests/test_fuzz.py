@@ -402,3 +402,15 @@ def test_sigterm_while_shrinking_keeps_the_smallest_failing_case(tmp_path, signa
     saved = list((tmp_path / "found").glob("*.npz"))
     assert len(saved) == 1, saved
     assert load_any(saved[0]).path == "blocktable"
+
+
+@pytest.mark.parametrize("path", sorted(known_paths()))
+def test_fuzz_draws_every_row_stride_the_domain_declares(path):
+    """Contiguous rows, a 16-aligned wider buffer and a stride Triton does not see as
+    aligned: each a partition of the domain, each drawn (the contiguous one once was not)."""
+    from diffcheck.fixtures.generated import domain_draws
+
+    spec = get_path(path)
+    groups = domain_draws(domain_of(spec), spec.generators(), CPU_LIMITS)["extra_cols"]
+    widths = {w for group in groups for w in group}
+    assert 0 in widths and 16 in widths and any(w % 16 for w in widths), groups
