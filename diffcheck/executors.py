@@ -224,9 +224,7 @@ def _in_workers(jobs: list[Job], settings: RunSettings,
             waited = max(min(limits), 0.0) if settings.timeout > 0 else None
             answered = wait([w.conn for w in in_flight], timeout=waited)
             for worker in list(in_flight):
-                outcomes = worker.collect() if worker.conn in answered else None
-                if outcomes is None and worker.overdue(time.perf_counter()):
-                    outcomes = worker.timed_out()
+                outcomes = worker.outcome(worker.conn in answered)
                 if outcomes is not None:
                     finished[in_flight.pop(worker)] = outcomes
             while emitted in finished:

@@ -157,13 +157,10 @@ class Checker:
         worker.send(job)
         while True:
             left = self.settings.timeout - (time.perf_counter() - worker.sent)
-            if not worker.conn.poll(max(left, 0.0) if self.settings.timeout > 0 else None):
-                return worker.timed_out()
-            outcomes = worker.collect()
-            if outcomes is not None:  # (None: it told which device mutant it runs)
+            outcomes = worker.outcome(
+                worker.conn.poll(max(left, 0.0) if self.settings.timeout > 0 else None))
+            if outcomes is not None:
                 return outcomes
-            if worker.overdue(time.perf_counter()):  # its notes must not keep it going
-                return worker.timed_out()
 
     def close(self) -> None:
         if self.worker is not None:

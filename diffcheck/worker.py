@@ -15,6 +15,7 @@ import importlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -109,8 +110,6 @@ def serve(conn: Connection, config: dict, parent: tuple | None = None) -> None:
     another diffcheck than its parent's says so and ends. After a device fault the worker
     answers and exits: its context cannot run anything more.
     """
-    import sys
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if parent is not None:
         environment, path, module = parent
@@ -170,13 +169,26 @@ def environment_for(device: torch.device):
     variable set, ``triton.language``'s own jit helpers (tl.sum, tl.cdiv, tl.max...) become
     interpreted functions, and a compiled kernel that calls one fails in the code generator
     with a bare AssertionError (a parent that interprets: a test session, a CPU fuzz).
+    It yields that environment, which the worker takes over (``serve``: a child forked from
+    the fork server has the server's). While it lasts, a process started imports from this
+    process's path, never from its working directory first (a fork server starts as
+    ``python -c`` and would put the directory first).
     """
-    saved = os.environ.pop("TRITON_INTERPRET", None) if device.type != "cpu" else None
+    saved = {key: os.environ.get(key) for key in ("TRITON_INTERPRET", "PYTHONPATH",
+                                                  "PYTHONSAFEPATH")}
+    if device.type != "cpu":
+        os.environ.pop("TRITON_INTERPRET", None)
+    inherited = dict(os.environ)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     try:
-        yield
+        yield inherited
     finally:
-        if saved is not None:
-            os.environ["TRITON_INTERPRET"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 #: what the fork server imports once: a worker forked from it starts in milliseconds, where a
@@ -203,8 +215,6 @@ def worker_context(device: torch.device):
     the platform has none, or for a device that wants the other interpreter setting than the
     server's (the server's imports keep theirs). Call it inside ``environment_for``. Neither
     imports CUDA in the parent: a forked child is clean."""
-    import sys
-
     methods = multiprocessing.get_all_start_methods()
     interprets = bool(os.environ.get("TRITON_INTERPRET"))
     if not _FORK_SERVER[0] or "forkserver" not in methods or \
@@ -214,10 +224,6 @@ def worker_context(device: torch.device):
     if not _SERVER_INTERPRETS:
         context.set_forkserver_preload(PRELOAD)
         _SERVER_INTERPRETS.append(interprets)
-        # the server imports from this process's path, never from its working directory
-        # (started as `python -c`, it would put that first); it starts on the first start()
-        os.environ["PYTHONSAFEPATH"] = "1"
-        os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     return context
 
 
@@ -263,26 +269,16 @@ class Worker:
         self.ready, self.kept = False, []
 
     def _start(self) -> tuple:
-        """A new worker process and the parent's end of its pipe."""
-        import sys
-
-        with environment_for(self.settings.device):
-            # the child takes this environment and import path over (a forked one has the
-            # server's), and checks it runs this diffcheck
-            mine = (dict(os.environ), list(sys.path), __file__)
-            saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
-            try:
-                context = worker_context(self.settings.device)
-                parent, child = context.Pipe()
-                process = context.Process(target=serve, args=(child, self.settings.config(), mine),
-                                          daemon=True, name="diffcheck-worker")
-                process.start()  # a script using this API needs `if __name__ == "__main__":`
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        """A new worker process and the parent's end of its pipe; the child takes this
+        process's environment and import path over, and checks it runs this diffcheck."""
+        with environment_for(self.settings.device) as inherited:
+            context = worker_context(self.settings.device)
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=serve, args=(child, self.settings.config(),
+                                    (inherited, list(sys.path), __file__)),
+                daemon=True, name="diffcheck-worker")
+            process.start()  # a script using this API needs `if __name__ == "__main__":`
         child.close()
         return process, parent
 
@@ -346,29 +342,39 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------
     def send(self, job: Job) -> None:
         """Send a job, first replacing the worker if it is gone or holds another
-        implementation's leftover threads."""
+        implementation's leftover threads; once more to a fresh worker when it died after
+        saying it was ready (a spare killed meanwhile)."""
         if self.left_by is not None and self.left_by[0] != job.impl.name:
             self.stop()
-        if not self.alive():
-            self.stop()
-            self.launch()
-        if not self.ready:
-            self._await_ready()
-        assert self.conn is not None
-        self.job, self.recipe = job, case_recipe(job.case, self.settings.run_seed)
-        self.sent, self.mutant = time.perf_counter(), None
-        try:
-            self.conn.send((self.recipe, job.impl, job.mode))
-        except OSError:  # it died after saying it was ready (a spare killed meanwhile)
-            recipe = self.recipe
-            self.stop()
-            self.launch()
-            self._await_ready()
-            self.job, self.recipe, self.sent = job, recipe, time.perf_counter()
-            self.conn.send((recipe, job.impl, job.mode))
+        recipe = case_recipe(job.case, self.settings.run_seed)
+        for attempt in (1, 2):
+            if not self.alive():
+                self.stop()
+                self.launch()
+            if not self.ready:
+                self._await_ready()
+            assert self.conn is not None
+            self.job, self.recipe = job, recipe
+            self.sent, self.mutant = time.perf_counter(), None
+            try:
+                self.conn.send((recipe, job.impl, job.mode))
+                return
+            except OSError:
+                if attempt == 2:
+                    raise
+                self.stop()
 
     def overdue(self, now: float) -> bool:
         return self.settings.timeout > 0 and now - self.sent > self.settings.timeout
+
+    def outcome(self, answered: bool) -> list[Outcome] | None:
+        """The rows of the job in flight once it answered (``answered``: its pipe has a
+        message) or ran past the time limit; None while it runs (its notes on which device
+        mutant it runs never keep it past the limit)."""
+        outcomes = self.collect() if answered else None
+        if outcomes is None and self.overdue(time.perf_counter()):
+            return self.timed_out()
+        return outcomes
 
     def collect(self) -> list[Outcome] | None:
         """The rows of the job in flight, once the worker answered or died; None when it
