@@ -262,11 +262,13 @@ def test_an_extra_output_shorter_than_intended_is_judged_not_an_internal_error(t
 
 
 @pytest.mark.slow
-def test_the_api_without_suites_catches_a_planted_kernel():
-    """diffcheck.api.check with no suites= runs the same default as the CLI."""
+@pytest.mark.parametrize("kernel", ["blocktable_page_by_shift", "blocktable_stride_by_16"])
+def test_the_api_without_suites_catches_a_planted_kernel(kernel):
+    """diffcheck.api.check with no suites= runs the same default as the CLI (a page size and
+    a row stride no named suite had)."""
     from diffcheck.api import check
 
-    report = check(f"{KERNELS}:blocktable_page_by_shift", path="blocktable")
+    report = check(f"{KERNELS}:{kernel}", path="blocktable")
     assert "mismatch" in set(report["status"])
     assert {"domain", "domain-replay"} <= set(report["suite"])
 
