@@ -346,6 +346,8 @@ class _Search:
         self.result = FuzzResult(coverage=Coverage(gpu=run_settings is not None
                                                    and run_settings.device.type != "cpu"))
         self.checked: dict[object, list[ReportRow]] = {}
+        #: drawn records whose failure is their intended batch's (see rows_of)
+        self.intended: set = set()
         self.state = _State()
         self.began = self.shown = time.perf_counter()
 
@@ -382,6 +384,7 @@ class _Search:
         try:
             target = generated_target(self.spec, drawn, self.fill)
             rows = self.checker.rows(target)
+            rows = self._intended_rows(drawn, target, rows)
         except DeviceLost as lost:  # the fault is the finding; nothing more can run
             rows = lost.rows
             state.lost = True
@@ -393,6 +396,27 @@ class _Search:
             _steer(self.spec, target, result.coverage, getattr(self.checker, "impl", None))
         self.report(time.perf_counter())
         return rows
+
+    def _intended_rows(self, drawn, target: Case | Scenario,
+                       rows: list[ReportRow]) -> list[ReportRow]:
+        """A stale case's output differs from its intended batch's (stale_sensitive, no
+        failure of its own): its intended batch is checked too, as a well-formed call. A
+        kernel wrong on that batch (a page size, a table the stale draw came with) is then a
+        failure, where otherwise half the draws could never show it."""
+        if (not isinstance(target, Case) or target.well_formed
+                or worst_failing(rows, self.fail_on) is not None
+                or not any(row.status == Status.STALE_SENSITIVE.value for row in rows)):
+            return rows
+        fresh = self.checker.rows(target.fresh())
+        if worst_failing(fresh, self.fail_on) is None:
+            return rows
+        self.intended.add(drawn)
+        return fresh
+
+    def target_of(self, drawn) -> Case | Scenario:
+        """What a drawn record's rows judged: its case, or the intended batch of it."""
+        target = generated_target(self.spec, drawn, self.fill)
+        return target.fresh() if drawn in self.intended else target
 
     def check(self, drawn) -> None:
         """Hypothesis' test: raises _Found for a failure of the first kind found."""
@@ -415,7 +439,7 @@ class _Search:
             return  # another kind of failure: shrinking keeps the first
         state.last = (drawn, worst)
         try:  # on disk before anything (a progress line, a stop) can come in between
-            self.keep(generated_target(self.spec, drawn, self.fill))
+            self.keep(self.target_of(drawn))
         except Exception as e:  # the folder cannot take it: say so, keep what is known
             raise _Broken(e) from e
         if found:
@@ -432,7 +456,7 @@ class _Search:
         """The smallest failing case found, its rows, and the first one."""
         drawn, row = self.state.last
         first, first_row = self.state.first
-        target = generated_target(self.spec, drawn, self.fill)
+        target = self.target_of(drawn)
         rows = self.checked[drawn]
         unlocated = 0
         mutating = max((getattr(m, "mutants", 0) for m in self.checker.modes), default=0)

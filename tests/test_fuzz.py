@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import domain_kernels
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -414,3 +415,62 @@ def test_fuzz_draws_every_row_stride_the_domain_declares(path):
     groups = domain_draws(domain_of(spec), spec.generators(), CPU_LIMITS)["extra_cols"]
     widths = {w for group in groups for w in group}
     assert 0 in widths and 16 in widths and any(w % 16 for w in widths), groups
+
+
+def test_a_stale_draw_that_differs_is_checked_as_its_intended_batch_too():
+    """A kernel wrong for pages of 48 differs from the intended output on a stale draw as on
+    any other (stale_sensitive, no failure); the intended batch, checked as a well-formed call,
+    is its mismatch, and the case kept is that batch, which fails again when replayed."""
+    from conftest import CPU, make_impl
+
+    from diffcheck.executors import settings_for
+    from diffcheck.fixtures.generated import Batch
+    from diffcheck.fuzz import Checker, _Search
+    from diffcheck.modes import Eager
+    from diffcheck.status import DEFAULT_FAIL_ON
+
+    impl = make_impl("blocktable:blocktable_page_by_shift",
+                     "domain_kernels:blocktable_page_by_shift")
+    checker = Checker(impl, [Eager()], settings_for([impl], CPU, 0, isolation="none"))
+    scalars = (("page_size", 48), ("stride_rows", 0), ("layer_id", 0), ("bounded", 0),
+               ("valid_counts", 0))
+    drawn = Batch(k=256, contexts=(300, 40), drafts=(1, 1), oddities=(), shuffled=True,
+                  extra_rows=0, extra_cols=0, padding=0, slot_base=0,
+                  spoiler="token_indices:leftover", scalars=scalars, without_out=False, seed=5)
+    search = _Search(get_path("blocktable"), checker, Budget(cases=10), -1, DEFAULT_FAIL_ON,
+                     0.0, lambda line: None, lambda target: None)
+    stale = search.target_of(drawn)
+    assert not stale.well_formed
+    rows = checker.rows(stale)
+    assert {r.status for r in rows} == {"stale_sensitive"}
+    assert {r.status for r in search._intended_rows(drawn, stale, rows)} == {"mismatch"}
+    intended = search.target_of(drawn)
+    assert intended.well_formed and intended.scalars["page_size"] == 48
+    assert {r.status for r in checker.rows(intended)} == {"mismatch"}
+    # a correct kernel's stale draw stays what it was: nothing more to find in its batch
+    right = make_impl("blocktable:blocktable_int64_row_offset",
+                      "domain_kernels:blocktable_int64_row_offset")
+    fine = _Search(get_path("blocktable"), Checker(right, [Eager()], checker.settings),
+                   Budget(cases=10), -1, DEFAULT_FAIL_ON, 0.0, lambda line: None,
+                   lambda target: None)
+    kept = fine.checker.rows(stale)
+    assert fine._intended_rows(drawn, stale, kept) is kept
+    assert not fine.target_of(drawn).well_formed
+
+
+#: every planted kernel of the domain (tests/domain_kernels.py) the CPU can show
+DOMAIN_PLANTED = [name for name in domain_kernels.EXPECTED if name not in domain_kernels.GPU_ONLY]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", DOMAIN_PLANTED)
+def test_fuzz_under_its_defaults_finds_each_planted_domain_kernel(tmp_path, kernel):
+    """Issue 21: from an empty regression folder, within 5 minutes on this CPU."""
+    path = domain_kernels.PATH_OF[kernel]
+    done = run("fuzz", "--impl", f"domain_kernels:{kernel}", "--path", path, "--budget", "300s",
+               "--shrink-time", "5", "--save-to", "found", cwd=tmp_path)
+    assert done.returncode == ExitCode.FAILURES, done.stdout + done.stderr[-3000:]
+    found = re.search(r"fuzz: (\w+) after (\d+) generated cases \((\d+) s\)", done.stdout)
+    assert found and int(found.group(3)) <= 300, done.stdout
+    assert found.group(1) in (domain_kernels.EXPECTED[kernel], "mismatch", "oob_read",
+                              "oob_write", "stray_write"), done.stdout
