@@ -81,6 +81,7 @@ class Copy:
 
     fn: object
     pointers: tuple[str, ...]
+    reverse: bool = False
 
 
 class Uncheckable(Exception):
@@ -88,9 +89,9 @@ class Uncheckable(Exception):
 
 
 _sites: list[Site] = []
-#: (id of the kernel, its tensor arguments) -> (the kernel, kept so its id stays its own; the
-#: copy, or why there is none)
-_copies: dict[tuple[int, tuple[str, ...]], tuple[object, Copy | str]] = {}
+#: (id of the kernel, its tensor arguments, programs reversed) -> (the kernel, kept so its id
+#: stays its own; the copy, or why there is none)
+_copies: dict[tuple[int, tuple[str, ...], bool], tuple[object, Copy | str]] = {}
 _guards: dict[int, dict[str, object]] = {}
 _buffers: dict[str, torch.Tensor] = {}
 _folder: list[str] = []
@@ -168,6 +169,12 @@ def _dc_guard(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {pa
 
 
 @triton.jit
+def _dc_reversed_pid(axis: tl.constexpr):
+    # the programs of a grid in the other order: the hardware dispatches low ids first
+    return tl.num_programs(axis) - 1 - tl.program_id(axis)
+
+
+@triton.jit
 def _dc_note(ptr, _dc_found, SITE: tl.constexpr, {params}):
     # no mask to clear (atomic_cas): a lane out of bounds goes to diffcheck's scratch word
     ok = _dc_check(ptr, None, _dc_found, SITE, True, {params})
@@ -192,7 +199,7 @@ def _guards_for(n: int) -> dict[str, object]:
                           SCRATCH=SCRATCH)
     scope, path = _write_module(text, f"guards{n}")
     exec(compile(text, path, "exec"), scope)  # noqa: S102 - our own generated source
-    _guards[n] = {name: scope[name] for name in ("_dc_guard", "_dc_note")}
+    _guards[n] = {name: scope[name] for name in ("_dc_guard", "_dc_note", "_dc_reversed_pid")}
     return _guards[n]
 
 
@@ -233,8 +240,9 @@ class _Rewriter(ast.NodeTransformer):
     """Adds the checks to one jit function's body (see the module docstring)."""
 
     def __init__(self, name: str, first_line: int, scope: dict, n: int,
-                 callee) -> None:
+                 callee, reverse: bool = False) -> None:
         self.name, self.first_line, self.scope, self.n = name, first_line, scope, n
+        self.reverse = reverse  # tl.program_id(a) becomes num_programs(a) - 1 - program_id(a)
         self.callee = callee  # jit function -> the name its instrumented copy goes by
         self.extras = [ast.keyword(arg=x, value=ast.Name(id=x, ctx=ast.Load()))
                        for x in _extra_names(n)]
@@ -251,6 +259,9 @@ class _Rewriter(ast.NodeTransformer):
             return node
         if name in MEMORY:
             return self._checked(node, name)
+        if name == "program_id" and self.reverse:
+            node.func = ast.Name(id="_dc_reversed_pid", ctx=ast.Load())
+            return node
         if (isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store")
                 and target is None):
             raise Uncheckable(f"it calls .{node.func.attr}() on a local object (a tensor "
@@ -304,9 +315,11 @@ class _Rewriter(ast.NodeTransformer):
         return node
 
 
-def _instrumented(kernel, n: int, top: bool, made: dict[int, tuple[str, object]]) -> object:
+def _instrumented(kernel, n: int, top: bool, made: dict[int, tuple[str, object]],
+                  reverse: bool = False) -> object:
     """The instrumented copy of ``kernel`` (a jit function) checking against ``n`` extents;
-    ``made`` holds the copies of the jit functions it calls, made once per launch's copy."""
+    ``made`` holds the copies of the jit functions it calls, made once per launch's copy;
+    ``reverse``: its programs take their ids in the other order (see Instrumented)."""
     tree, first_line = _source(kernel)
     fn = kernel.fn
     scope = dict(fn.__globals__)
@@ -315,12 +328,13 @@ def _instrumented(kernel, n: int, top: bool, made: dict[int, tuple[str, object]]
 
     def callee(target) -> str:
         if id(target) not in made:
-            made[id(target)] = (f"_dc_fn_{len(made)}", _instrumented(target, n, False, made))
+            made[id(target)] = (f"_dc_fn_{len(made)}",
+                                _instrumented(target, n, False, made, reverse))
         name, instrumented = made[id(target)]
         scope[name] = instrumented
         return name
 
-    tree = _Rewriter(fn.__name__, first_line, scope, n, callee).visit(tree)
+    tree = _Rewriter(fn.__name__, first_line, scope, n, callee, reverse).visit(tree)
     tree.decorator_list = []
     extra = _extra_names(n)
     tree.args.args += [ast.arg(arg=x) for x in extra]
@@ -351,13 +365,15 @@ def _instrumented(kernel, n: int, top: bool, made: dict[int, tuple[str, object]]
     return made
 
 
-def copy_of(kernel, pointers: tuple[str, ...]) -> Copy | str:
-    """The kernel's instrumented copy for launches whose tensor arguments are ``pointers``,
-    or why there is none (made once per kernel and set of tensor arguments)."""
-    key = (id(kernel), pointers)
+def copy_of(kernel, pointers: tuple[str, ...], reverse: bool = False) -> Copy | str:
+    """The kernel's instrumented copy for launches whose tensor arguments are ``pointers``
+    (programs in the other order with ``reverse``), or why there is none (made once per
+    kernel, set of tensor arguments and order)."""
+    key = (id(kernel), pointers, reverse)
     if key not in _copies:
         try:
-            made: Copy | str = Copy(_instrumented(kernel, len(pointers), True, {}), pointers)
+            made: Copy | str = Copy(_instrumented(kernel, len(pointers), True, {}, reverse),
+                                    pointers, reverse)
         except (Uncheckable, SyntaxError) as e:
             made = f"{_name(kernel)} is not instrumented: {e}"
         except Exception as e:  # a construct the rewrite does not know (tl.load(*args))
@@ -418,6 +434,9 @@ class Instrumented(Bounds):
     notes: list[str] = field(default_factory=list)
     #: launches that ran an instrumented copy
     launches: int = 0
+    #: the copies' programs take their ids in the other order: a GPU dispatches low ids
+    #: first, so a race between programs shows as the interpreter's reversed order shows it
+    reverse: bool = False
 
     def __enter__(self) -> Instrumented:
         from diffcheck import backend
@@ -454,7 +473,7 @@ class Instrumented(Bounds):
         if passed:  # called through a constexpr argument: its accesses are not rewritten
             self._note(f"{_name(kernel)}: the jit function passed as {', '.join(passed)} is "
                        "not instrumented (its reads are found by red zones only)")
-        made = copy_of(kernel, tuple(n for n, _ in tensors))
+        made = copy_of(kernel, tuple(n for n, _ in tensors), self.reverse)
         if isinstance(made, str):
             self._note(made)
             return self._saved(kernel, *args, grid=grid, warmup=False, **kwargs)
@@ -472,8 +491,9 @@ class Instrumented(Bounds):
             launched = self._saved(made.fn, *args, grid=grid, warmup=False, **kwargs, **extras)
         except _compile_errors() as e:  # diffcheck's copy, not the kernel: run it as written
             why = f"{_name(kernel)} is not instrumented: its copy does not compile ({e})"
-            _copies[(id(kernel), made.pointers)] = (kernel, why.splitlines()[0][:300])
-            self._note(_copies[(id(kernel), made.pointers)][1])
+            key = (id(kernel), made.pointers, made.reverse)
+            _copies[key] = (kernel, why.splitlines()[0][:300])
+            self._note(_copies[key][1])
             return self._saved(kernel, *args, grid=grid, warmup=False, **kwargs)
         self.launches += 1
         return launched

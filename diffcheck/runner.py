@@ -80,8 +80,8 @@ class Run:
     number: int
     steps: list[Step]
 
-    def label(self, device: torch.device) -> str:
-        return f"run {self.number}: {self.plan.label(device)}"
+    def label(self, device: torch.device, instrumented: bool = False) -> str:
+        return f"run {self.number}: {self.plan.label(device, instrumented)}"
 
 
 def guard(step: Step, action: Callable[[], object]) -> bool:
@@ -181,11 +181,14 @@ def _release_before(settings: RunSettings, reclaim: bool = False) -> None:
         torch.cuda.empty_cache()
 
 
-def _bounds_checker(spec, settings: RunSettings) -> Bounds | None:
-    """What sees every access of a run: the instrumented kernels (a GPU's default), the
-    interpreter sandbox (the CPU's), or nothing (red zones only)."""
+def _bounds_checker(spec, settings: RunSettings, plan: RunPlan) -> Bounds | None:
+    """What sees every access of a run: the instrumented kernels (a GPU's default, whose
+    programs then run in the plan's order), the interpreter sandbox (the CPU's), or nothing
+    (red zones only)."""
     if settings.instrument:
-        return Instrumented([], device=settings.device)
+        return Instrumented([], device=settings.device,
+                            reverse=plan.order == "reversed"
+                            and not backend.interpreted(settings.device))
     if settings.interpreter_check and backend.interpreted(settings.device):
         ids = {name: i for i, name in enumerate((*spec.names, "out"))}
         return Sandbox([], tag=lambda name, off: tags.encode(ids.get(name, len(ids)), off))
@@ -211,7 +214,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     """
     spec = get_path(job.case.path)
     tuning.install()  # launches counted (a refusal is a raise before the first)
-    sandbox = _bounds_checker(spec, settings)
+    sandbox = _bounds_checker(spec, settings, plan)
     fn = settings.implementation(job.impl)
     # a replay loads later steps into the first step's staging: plausible margins fit them all
     later = tuple(step.inputs for step in job.case.steps[1:]) if (
@@ -412,7 +415,8 @@ def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
     sandbox reports it on CPU) and the fault a note; elsewhere the row is a fault."""
     if not any(f.kind == Status.OOB_READ for found in early for f in found):
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-    note = (f"then {run.label(settings.device)} faulted the device (the read's red-zone "
+    shown = run.label(settings.device, bool(settings.instrument))
+    note = (f"then {shown} faulted the device (the read's red-zone "
             f"value used as an index): {faulted.error}")
     outcomes = []
     judge = Judge(job, settings, contract, [])
@@ -463,7 +467,8 @@ class Judge:
 
     def label(self, run: Run) -> str:
         """How a finding names the run that showed it; the first run goes without saying."""
-        return "" if run.number == 1 else run.label(self.settings.device)
+        return "" if run.number == 1 else run.label(self.settings.device,
+                                                    bool(self.settings.instrument))
 
     def row(self, i: int, case: Case, early: list[Finding] | None = None) -> Outcome:
         """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
@@ -585,9 +590,10 @@ class Judge:
             _, judged = compare_output(again.out, expected, mask, locate, case.well_formed,
                                        self.label(rerun))
             found += judged + [_during(f, self.label(rerun)) for f in again.findings]
+            on = bool(self.settings.instrument)
             race = nondeterministic(twin.steps[i].out, again.out, locate,
-                                    f"{twin.label(self.settings.device)}, then "
-                                    f"{rerun.label(self.settings.device)}")
+                                    f"{twin.label(self.settings.device, on)}, then "
+                                    f"{rerun.label(self.settings.device, on)}")
             if race is not None:
                 return ([read] if read.found_by == FoundBy.REDZONE_TAG else []) + [race] + found
         return [read] + found

@@ -29,8 +29,11 @@ class RunPlan:
     filling: Filling
     order: str = "launched"
 
-    def label(self, device: torch.device) -> str:
-        order = f", programs {self.order}" if backend.interpreted(device) else ""
+    def label(self, device: torch.device, instrumented: bool = False) -> str:
+        """How findings name the run; the order where diffcheck sets it (the interpreter,
+        or instrumented copies, whose program ids it reverses)."""
+        shown = backend.interpreted(device) or instrumented
+        order = f", programs {self.order}" if shown else ""
         return f"{self.filling} filling{order}"
 
 

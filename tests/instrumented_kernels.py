@@ -108,3 +108,17 @@ def copy_through_function_argument(src, dst, n, FN: tl.constexpr, BLOCK: tl.cons
     offs = tl.arange(0, BLOCK)
     v = FN(src, offs)
     tl.store(dst + offs, v, mask=offs < n)
+
+
+@triton.jit
+def _own_id():
+    return tl.program_id(0)
+
+
+@triton.jit
+def last_writer(dst, n):
+    """Every program writes its id into dst[0] and dst[1 + its id]: dst[0] is the id of the
+    program that ran last (a race the order of the programs decides)."""
+    pid = tl.program_id(axis=0)
+    tl.store(dst + 0, pid)
+    tl.store(dst + 1 + _own_id(), pid, mask=pid < n)

@@ -45,6 +45,39 @@ def launched(kernel, grid, *args, extents, **kwargs):
     return accesses, checker
 
 
+def test_reversed_copies_run_the_programs_in_the_other_order():
+    """On a GPU diffcheck cannot order the programs as the interpreter does; instrumented
+    copies that take their ids in reverse (called functions included) make a race between
+    programs resolve the other way, as the interpreter's reversed order does on the CPU."""
+    _, _, _, dst, found = buffers()
+    for reverse, last in ((False, 6), (True, 0)):
+        dst.zero_()
+        with Instrumented(list(found), device=CPU, reverse=reverse) as checker:
+            ik.last_writer[(7,)](dst, 7)
+            assert checker.collect() == []
+        assert checker.launches == 1
+        # the interpreter runs ids 0..6 in turn: with reversed ids the last to run is 0
+        assert dst.tolist() == [last, 0, 1, 2, 3, 4, 5, 6], reverse
+
+
+def test_the_programs_are_reversed_only_where_the_interpreter_cannot_order_them():
+    from diffcheck.paths import get_path
+    from diffcheck.runner import _bounds_checker
+    from diffcheck.settings import RUNS
+
+    spec = get_path("decode")
+    settings = RunSettings(CPU, "test", 0, None, False, 2, 60.0, "none", instrument=True)
+    assert [_bounds_checker(spec, settings, plan).reverse for plan in RUNS[:2]] == [False,
+                                                                                    False]
+    assert RUNS[1].order == "reversed"  # the interpreter reverses that run itself
+    gpu = RunSettings(torch.device("cuda"), "test", 0, isolation="none")
+    assert gpu.instrument  # the default where kernels are compiled
+    assert [_bounds_checker(spec, gpu, plan).reverse for plan in RUNS[:2]] == [False, True]
+    assert RUNS[1].label(CPU, True).endswith("programs reversed")
+    assert RUNS[1].label(torch.device("cuda"), True).endswith("programs reversed")
+    assert RUNS[1].label(torch.device("cuda"), False) == f"{RUNS[1].filling} filling"
+
+
 def test_a_read_past_the_end_in_a_called_jit_function_is_named_and_yields_other():
     _, _, src, dst, found = buffers()
     accesses, checker = launched(ik.copy_through_callee, (1,), src, dst, 8, extents=found,
