@@ -5,6 +5,7 @@
 #   1. issue 24: the cuda tests not yet rerun since the renovation (on 2026-12-07 these passed
 #      on an H100: safe, unguarded, fault, stale, broken, without-instrumentation, bounded x2,
 #      glm52, host read; the parity test the session before)
+#   1b. the tests that changed after the last GPU run (reversed program ids on a GPU)
 #   2. issue 22: the GPU default without instrumentation, then with it (what it costs the run;
 #      212 s with it on 2026-12-07, target 60 s)
 #   3. issue 21: `fuzz --fast --budget 60s` on every planted kernel (scripts/fuzz_reach.sh;
@@ -13,7 +14,7 @@
 #      profile of compare in this process (pstats file and its top lines)
 #   bash scripts/gpu-next.sh 1; bash scripts/gpu-next.sh 2; ...
 set -uo pipefail
-STEPS=" ${1:-1 2 3 4} "
+STEPS=" ${1:-1 1b 2 3 4} "
 . scripts/gpu-env.sh
 step() { echo "== $1 ($(date +%T))"; }
 wants() { [[ "$STEPS" == *" $1 "* ]]; }
@@ -24,6 +25,12 @@ step "1. the cuda tests not rerun since the renovation"
 timeout 560 python3 -m pytest -q -m cuda tests/test_gpu.py --durations=12 -p no:cacheprovider \
   --tb=short -k "default_command or leftover_thread or memcheck or captured_check or \
   fuzz_on_the_gpu or device_mutant or issue25 or autotune" 2>&1 | tee "$OUT/pytest-cuda.log" | tail -n 40
+fi
+if wants 1b; then
+step "1b. tests that changed on 2026-12-07: the broken kernels with reversed program ids, the planted domain kernels"
+timeout 560 python3 -m pytest -q -m cuda tests/test_gpu.py --durations=6 -p no:cacheprovider \
+  --tb=short -k "broken_kernels_are_caught or planted_domain_kernel" 2>&1 | \
+  tee "$OUT/pytest-cuda-1b.log" | tail -n 40
 fi
 if wants 2; then
 step "2. the GPU default without instrumentation, then with it"

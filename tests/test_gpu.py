@@ -498,3 +498,25 @@ def test_a_bug_in_one_autotune_config_is_caught_and_named_on_the_gpu(tmp_path):
     caught = df[df["status"] == "oob_read"]
     assert set(caught["mode"]) == {"eager", "capture", "replay"}
     assert caught["config"].str.startswith("2/2 _tuned_body: BLOCK_N=256").all()
+
+
+def test_every_planted_domain_kernel_fails_the_domain_suite_on_the_gpu(tmp_path):
+    """tests/domain_kernels.py's kernels (each a class only the declared domain holds) fail
+    the `domain` suite on a GPU as on the CPU, where the compiled code runs; the fixed tile's
+    spill into the next request's region is a race there, which the reversed program ids of
+    the instrumented copies decide the other way once."""
+    import domain_kernels
+
+    kernels = os.path.join(os.path.dirname(__file__), "domain_kernels.py")
+    missed = {}
+    for name in domain_kernels.EXPECTED:
+        if name in domain_kernels.GPU_ONLY:
+            continue
+        report = tmp_path / f"{name}.csv"
+        done = run_cli("compare", "--device", "cuda", "--impl", f"{kernels}:{name}", "--path",
+                       domain_kernels.PATH_OF[name], "--suite", "domain", "--report", report,
+                       "--quiet")
+        statuses = set(pd.read_csv(report)["status"]) if report.exists() else set()
+        if done.returncode != 1 or statuses <= {"pass", "stale_sensitive"}:
+            missed[name] = (done.returncode, sorted(statuses), done.stderr[-500:])
+    assert not missed, missed
