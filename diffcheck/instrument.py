@@ -134,7 +134,8 @@ import triton.language as tl
 
 
 @triton.jit
-def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {params}):
+def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
+              REVERSED: tl.constexpr, {params}):
     a = ptr.to(tl.int64)
     e = (ptr + 1).to(tl.int64) - a
     # every condition a block of a's shape (a scalar and a block combined with & is an int32
@@ -148,6 +149,8 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {pa
     bad = live & (ok == 0)
     slot = _dc_found + SITE * {WORDS} + zero
     pid = zero + tl.program_id(0)
+    if REVERSED:  # the id the kernel itself sees
+        pid = zero + (tl.num_programs(0) - 1 - tl.program_id(0))
     tl.atomic_add(slot, zero + 1, mask=bad)
     tl.atomic_min(slot + 1, a, mask=bad)
     tl.atomic_max(slot + 2, a, mask=bad)
@@ -164,8 +167,9 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {pa
 
 
 @triton.jit
-def _dc_guard(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr, {params}):
-    return _dc_check(ptr, mask, _dc_found, SITE, STORE, {params})
+def _dc_guard(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
+              REVERSED: tl.constexpr, {params}):
+    return _dc_check(ptr, mask, _dc_found, SITE, STORE, REVERSED, {params})
 
 
 @triton.jit
@@ -175,9 +179,9 @@ def _dc_reversed_pid(axis: tl.constexpr):
 
 
 @triton.jit
-def _dc_note(ptr, _dc_found, SITE: tl.constexpr, {params}):
+def _dc_note(ptr, _dc_found, SITE: tl.constexpr, REVERSED: tl.constexpr, {params}):
     # no mask to clear (atomic_cas): a lane out of bounds goes to diffcheck's scratch word
-    ok = _dc_check(ptr, None, _dc_found, SITE, True, {params})
+    ok = _dc_check(ptr, None, _dc_found, SITE, True, REVERSED, {params})
     a = ptr.to(tl.int64)
     e = (ptr + 1).to(tl.int64) - a
     scratch = (_dc_found + {SCRATCH}).to(tl.int64)
@@ -287,7 +291,7 @@ class _Rewriter(ast.NodeTransformer):
         if mask_at is None:  # atomic_cas has no mask: the check only records
             call = ast.Call(func=ast.Name(id="_dc_note", ctx=ast.Load()),
                             args=[pointer, ast.Name(id="_dc_found", ctx=ast.Load()),
-                                  ast.Constant(site)],
+                                  ast.Constant(site), ast.Constant(self.reverse)],
                             keywords=extras[1:])
             if node.args:
                 node.args[0] = call
@@ -304,7 +308,7 @@ class _Rewriter(ast.NodeTransformer):
             func=ast.Name(id="_dc_guard", ctx=ast.Load()),
             args=[copy.deepcopy(pointer), mask if mask is not None else ast.Constant(None),
                   ast.Name(id="_dc_found", ctx=ast.Load()), ast.Constant(site),
-                  ast.Constant(kind == "write")],
+                  ast.Constant(kind == "write"), ast.Constant(self.reverse)],
             keywords=extras[1:])
         if len(node.args) > mask_at:
             node.args[mask_at] = guard

@@ -58,6 +58,12 @@ def test_reversed_copies_run_the_programs_in_the_other_order():
         assert checker.launches == 1
         # the interpreter runs ids 0..6 in turn: with reversed ids the last to run is 0
         assert dst.tolist() == [last, 0, 1, 2, 3, 4, 5, 6], reverse
+        # a write past the end by the kernel's program 7 is named as program 7 either way
+        with Instrumented(list(found), device=CPU, reverse=reverse) as checker:
+            ik.last_writer[(8,)](dst, 8)
+            [wrote] = checker.collect()
+        assert (wrote.kind, wrote.buffer, wrote.offset, wrote.program) == (
+            "write", "dst", 8, (7, 0, 0)), reverse
 
 
 def test_the_programs_are_reversed_only_where_the_interpreter_cannot_order_them():
