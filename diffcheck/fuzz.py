@@ -407,7 +407,11 @@ class _Search:
                 or worst_failing(rows, self.fail_on) is not None
                 or not any(row.status == Status.STALE_SENSITIVE.value for row in rows)):
             return rows
-        fresh = self.checker.rows(target.fresh())
+        try:
+            fresh = self.checker.rows(target.fresh())
+        except DeviceLost:  # the intended batch faulted the device: it is the finding
+            self.intended.add(drawn)
+            raise
         if worst_failing(fresh, self.fail_on) is None:
             return rows
         self.intended.add(drawn)
@@ -416,7 +420,11 @@ class _Search:
     def target_of(self, drawn) -> Case | Scenario:
         """What a drawn record's rows judged: its case, or the intended batch of it."""
         target = generated_target(self.spec, drawn, self.fill)
-        return target.fresh() if drawn in self.intended else target
+        if drawn not in self.intended:
+            return target
+        fresh = target.fresh()
+        fresh.description = f"the intended batch of a stale draw ({target.description})"
+        return fresh
 
     def check(self, drawn) -> None:
         """Hypothesis' test: raises _Found for a failure of the first kind found."""

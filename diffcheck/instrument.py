@@ -477,7 +477,12 @@ class Instrumented(Bounds):
         if passed:  # called through a constexpr argument: its accesses are not rewritten
             self._note(f"{_name(kernel)}: the jit function passed as {', '.join(passed)} is "
                        "not instrumented (its reads are found by red zones only)")
-        made = copy_of(kernel, tuple(n for n, _ in tensors), self.reverse)
+        # a jit function passed as an argument keeps its own program ids: the kernel's must
+        # agree with them, so such a launch is not reversed
+        made = copy_of(kernel, tuple(n for n, _ in tensors), self.reverse and not passed)
+        if passed and self.reverse:
+            self._note(f"{_name(kernel)}: its programs were not reversed (a jit function is "
+                       "passed to it as an argument)")
         if isinstance(made, str):
             self._note(made)
             return self._saved(kernel, *args, grid=grid, warmup=False, **kwargs)

@@ -603,7 +603,7 @@ class Judge:
         """What the plausible runs' calls did besides their outputs (side effects, writes
         outside the output): a thread or a changed setting shows on a process's first call,
         which is now one of theirs."""
-        return [_during(f, run.label(self.settings.device)) for run in self.plausible_runs
+        return [_during(f, self.label(run)) for run in self.plausible_runs
                 if i < len(run.steps) for f in run.steps[i].findings]
 
     def probe(self, filling: Filling, again: bool = False) -> Run:

@@ -446,6 +446,7 @@ def test_a_stale_draw_that_differs_is_checked_as_its_intended_batch_too():
     assert {r.status for r in search._intended_rows(drawn, stale, rows)} == {"mismatch"}
     intended = search.target_of(drawn)
     assert intended.well_formed and intended.scalars["page_size"] == 48
+    assert intended.description.startswith("the intended batch of a stale draw")
     assert {r.status for r in checker.rows(intended)} == {"mismatch"}
     # a correct kernel's stale draw stays what it was: nothing more to find in its batch
     right = make_impl("blocktable:blocktable_int64_row_offset",

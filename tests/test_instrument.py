@@ -161,6 +161,13 @@ def test_a_jit_function_passed_as_an_argument_is_named_as_unchecked():
     assert dst.tolist() == list(range(8))
     assert checker.notes == ["copy_through_function_argument: the jit function passed as FN "
                              "is not instrumented (its reads are found by red zones only)"]
+    # its program ids would disagree with the kernel's: such a launch is never reversed
+    dst.zero_()
+    with Instrumented(list(found), device=CPU, reverse=True) as checker:
+        ik.copy_through_function_argument[(1,)](src, dst, 8, FN=ik._peek, BLOCK=8)
+    assert dst.tolist() == list(range(8)) and checker.launches == 1
+    assert "copy_through_function_argument: its programs were not reversed" in \
+        " ".join(checker.notes)
 
 
 def test_a_reinterpreted_tensor_is_its_base_s_extent():
