@@ -150,7 +150,7 @@ def _dc_check(ptr, mask, _dc_found, SITE: tl.constexpr, STORE: tl.constexpr,
     slot = _dc_found + SITE * {WORDS} + zero
     pid = zero + tl.program_id(0)
     if REVERSED:  # the id the kernel itself sees
-        pid = zero + (tl.num_programs(0) - 1 - tl.program_id(0))
+        pid = zero + _dc_reversed_pid(0)
     tl.atomic_add(slot, zero + 1, mask=bad)
     tl.atomic_min(slot + 1, a, mask=bad)
     tl.atomic_max(slot + 2, a, mask=bad)

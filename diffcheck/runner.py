@@ -80,8 +80,8 @@ class Run:
     number: int
     steps: list[Step]
 
-    def label(self, device: torch.device, instrumented: bool = False) -> str:
-        return f"run {self.number}: {self.plan.label(device, instrumented)}"
+    def label(self, settings: RunSettings) -> str:
+        return f"run {self.number}: {self.plan.label(settings)}"
 
 
 def guard(step: Step, action: Callable[[], object]) -> bool:
@@ -415,8 +415,7 @@ def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
     sandbox reports it on CPU) and the fault a note; elsewhere the row is a fault."""
     if not any(f.kind == Status.OOB_READ for found in early for f in found):
         return ended(job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-    shown = run.label(settings.device, bool(settings.instrument))
-    note = (f"then {shown} faulted the device (the read's red-zone "
+    note = (f"then {run.label(settings)} faulted the device (the read's red-zone "
             f"value used as an index): {faulted.error}")
     outcomes = []
     judge = Judge(job, settings, contract, [])
@@ -467,8 +466,7 @@ class Judge:
 
     def label(self, run: Run) -> str:
         """How a finding names the run that showed it; the first run goes without saying."""
-        return "" if run.number == 1 else run.label(self.settings.device,
-                                                    bool(self.settings.instrument))
+        return "" if run.number == 1 else run.label(self.settings)
 
     def row(self, i: int, case: Case, early: list[Finding] | None = None) -> Outcome:
         """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
@@ -590,10 +588,9 @@ class Judge:
             _, judged = compare_output(again.out, expected, mask, locate, case.well_formed,
                                        self.label(rerun))
             found += judged + [_during(f, self.label(rerun)) for f in again.findings]
-            on = bool(self.settings.instrument)
             race = nondeterministic(twin.steps[i].out, again.out, locate,
-                                    f"{twin.label(self.settings.device, on)}, then "
-                                    f"{rerun.label(self.settings.device, on)}")
+                                    f"{twin.label(self.settings)}, then "
+                                    f"{rerun.label(self.settings)}")
             if race is not None:
                 return ([read] if read.found_by == FoundBy.REDZONE_TAG else []) + [race] + found
         return [read] + found

@@ -29,10 +29,10 @@ class RunPlan:
     filling: Filling
     order: str = "launched"
 
-    def label(self, device: torch.device, instrumented: bool = False) -> str:
+    def label(self, settings: RunSettings) -> str:
         """How findings name the run; the order where diffcheck sets it (the interpreter,
         or instrumented copies, whose program ids it reverses)."""
-        shown = backend.interpreted(device) or instrumented
+        shown = backend.interpreted(settings.device) or bool(settings.instrument)
         order = f", programs {self.order}" if shown else ""
         return f"{self.filling} filling{order}"
 

@@ -79,9 +79,10 @@ def test_the_programs_are_reversed_only_where_the_interpreter_cannot_order_them(
     gpu = RunSettings(torch.device("cuda"), "test", 0, isolation="none")
     assert gpu.instrument  # the default where kernels are compiled
     assert [_bounds_checker(spec, gpu, plan).reverse for plan in RUNS[:2]] == [False, True]
-    assert RUNS[1].label(CPU, True).endswith("programs reversed")
-    assert RUNS[1].label(torch.device("cuda"), True).endswith("programs reversed")
-    assert RUNS[1].label(torch.device("cuda"), False) == f"{RUNS[1].filling} filling"
+    assert RUNS[1].label(settings).endswith("programs reversed")
+    assert RUNS[1].label(gpu).endswith("programs reversed")
+    plain = RunSettings(torch.device("cuda"), "test", 0, isolation="none", instrument=False)
+    assert RUNS[1].label(plain) == f"{RUNS[1].filling} filling"
 
 
 def test_a_read_past_the_end_in_a_called_jit_function_is_named_and_yields_other():
