@@ -256,14 +256,14 @@ class Worker:
     def launch(self) -> None:
         """Start the process (not waiting for it to be ready). A worker replaced once (a
         fault, a time-out, leftover threads) is likely replaced again: from then on a spare
-        is started beside it, so the next replacement is ready when it is needed."""
+        is started beside it, so the next replacement is ready when it is needed. On a GPU
+        the spare holds a second device context (about half a GiB) from then on: a run that
+        faults once likely faults again, and a cold start costs seconds a fault."""
         self._began = time.perf_counter()
         if self.spare is not None and not self.spare[0].is_alive():  # (killed meanwhile)
             self._drop_spare()
         started = self.spare or self._start()
-        # not on a GPU: a spare would hold a second device context all run long
-        self.spare = self._start() if self.launches and self.settings.device.type == "cpu" \
-            else None
+        self.spare = self._start() if self.launches else None
         self.launches += 1
         self.process, self.conn = started
         self.ready, self.kept = False, []

@@ -5,6 +5,7 @@
 #   CPU (issue 21: each within 5 minutes): bash scripts/fuzz_reach.sh
 #   GPU (each within 60 s):               bash scripts/fuzz_reach.sh --fast --budget 60s
 # Extra arguments go to every fuzz command (default budget 300s, shrinking cut to 5 s).
+# JOBS=N runs N searches at once (each slower for sharing the machine; lines keep their order).
 set -uo pipefail
 export PYTHONPATH=$PWD/tests${PYTHONPATH:+:$PYTHONPATH}
 KERNELS="blocktable_page_by_shift:blocktable blocktable_zero_block_is_null:blocktable
@@ -20,7 +21,14 @@ reach() {  # module, kernel, path, extra arguments
     grep -E "^fuzz: [a-z_]+ after|^fuzz: no failure" | head -n 1)
   printf '%-34s %s\n' "$2" "${found:-fuzz: no result (error or time-out)}"
 }
-for entry in $KERNELS; do
-  reach domain_kernels "${entry%%:*}" "${entry##*:}" "$@"
+JOBS=${JOBS:-1}
+n=0
+for entry in $KERNELS fuzz_kernels/blocktable_slot_through_float:blocktable; do
+  module=domain_kernels kernel=${entry%%:*}
+  [[ "$kernel" == */* ]] && module=${kernel%%/*} kernel=${kernel##*/}
+  n=$((n + 1))
+  reach "$module" "$kernel" "${entry##*:}" "$@" > "$folder/line-$n" &
+  (( n % JOBS == 0 )) && wait
 done
-reach fuzz_kernels blocktable_slot_through_float blocktable "$@"
+wait
+cat "$folder"/line-*

@@ -5,49 +5,46 @@
 #   1. issue 24: the cuda tests not yet rerun since the renovation (on 2026-12-07 these passed
 #      on an H100: safe, unguarded, fault, stale, broken, without-instrumentation, bounded x2,
 #      glm52, host read; the parity test the session before)
-#   1b. the tests that changed after the last GPU run (reversed program ids on a GPU)
-#   2. issue 22: the GPU default without instrumentation, then with it (what it costs the run;
-#      212 s with it on 2026-12-07, target 60 s)
+#      and the tests that changed after the last GPU run (reversed program ids on a GPU);
+#      four pytest workers share the GPU
+#   2. issue 22: the GPU default, instrumented (212 s on 2026-12-07, target 60 s)
 #   3. issue 21: `fuzz --fast --budget 60s` on every planted kernel (scripts/fuzz_reach.sh;
 #      on 2026-12-07, before fuzz checked a stale draw's intended batch, 2 of 7 were found)
-#   4. issue 23: bench (the full, captured and instrumented check at 4K and 128K) and a
-#      profile of compare in this process (pstats file and its top lines)
+#   4. issue 23: bench (the full, captured and instrumented check at 4K and 128K), what a
+#      kernel faulting on every other row costs (scripts/fault_cost.py), and a profile of
+#      compare on decode's default suites in this process (pstats file and its top lines)
 #   bash scripts/gpu-next.sh 1; bash scripts/gpu-next.sh 2; ...
 set -uo pipefail
-STEPS=" ${1:-1 1b 2 3 4} "
+STEPS=" ${1:-1 2 3 4} "
 . scripts/gpu-env.sh
 step() { echo "== $1 ($(date +%T))"; }
 wants() { [[ "$STEPS" == *" $1 "* ]]; }
 timed() { /usr/bin/time -f "wall %e s" timeout "$1" python3 -m diffcheck "${@:2}" 2>&1 | \
   grep -v "^  " | tail -n 8; }
 if wants 1; then
-step "1. the cuda tests not rerun since the renovation"
-timeout 560 python3 -m pytest -q -m cuda tests/test_gpu.py --durations=12 -p no:cacheprovider \
+step "1. the cuda tests not rerun since the renovation, and those changed since (four at a time)"
+timeout 570 python3 -m pytest -q -n 4 -m cuda tests/test_gpu.py --durations=20 -p no:cacheprovider \
   --tb=short -k "default_command or leftover_thread or memcheck or captured_check or \
-  fuzz_on_the_gpu or device_mutant or issue25 or autotune" 2>&1 | tee "$OUT/pytest-cuda.log" | tail -n 40
-fi
-if wants 1b; then
-step "1b. tests that changed on 2026-12-07: the broken kernels with reversed program ids, the planted domain kernels"
-timeout 560 python3 -m pytest -q -m cuda tests/test_gpu.py --durations=6 -p no:cacheprovider \
-  --tb=short -k "broken_kernels_are_caught or planted_domain_kernel" 2>&1 | \
-  tee "$OUT/pytest-cuda-1b.log" | tail -n 40
+  fuzz_on_the_gpu or device_mutant or issue25 or autotune or broken_kernels_are_caught or \
+  planted_domain_kernel" 2>&1 | tee "$OUT/pytest-cuda.log" | tail -n 60
 fi
 if wants 2; then
-step "2. the GPU default without instrumentation, then with it"
-timed 280 compare --no-instrument --report "$OUT/default-plain.csv" --quiet
-timed 280 compare --report "$OUT/default.csv" --quiet
+step "2. the GPU default (instrumented)"
+timed 400 compare --report "$OUT/default.csv" --quiet
 fi
 if wants 3; then
-step "3. fuzz --fast on each planted kernel (60 s each)"
-PYTHON=python3 timeout 580 bash scripts/fuzz_reach.sh --fast --budget 60s 2>&1 | tee "$OUT/reach.log"
+step "3. fuzz --fast on each planted kernel (60 s each, all at once)"
+JOBS=${JOBS:-7} PYTHON=python3 timeout 580 bash scripts/fuzz_reach.sh --fast --budget 60s 2>&1 | tee "$OUT/reach.log"
 fi
 if wants 4; then
-step "4. bench, then a profile of compare"
+step "4. bench, what faults cost, then a profile of compare on decode's default suites"
 timeout 120 python3 -m diffcheck bench --path decode --regime 4k --regime 128k \
   --report "$OUT/bench.csv" 2>&1 | tee "$OUT/bench.log" | tail -n 26
-timeout 150 python3 -m cProfile -o "$OUT/compare.pstats" -m diffcheck compare --path decode \
-  --suite smoke --suite domain --isolation none --report "$OUT/profiled.csv" --quiet 2>&1 | tail -n 3
-python3 -c "import pstats; pstats.Stats('$OUT/compare.pstats').sort_stats('tottime').print_stats(22)" \
-  2>&1 | tail -n 34
+timeout 120 python3 scripts/fault_cost.py 200 cuda 2>&1 | tail -n 3
+timeout 200 python3 -m cProfile -o "$OUT/compare.pstats" -m diffcheck compare --path decode \
+  --isolation none --report "$OUT/profiled.csv" --quiet 2>&1 | tail -n 3
+python3 -c "import pstats; s = pstats.Stats('$OUT/compare.pstats'); \
+  s.sort_stats('tottime').print_stats(25); s.sort_stats('cumulative').print_stats(45)" 2>&1 | \
+  grep -v "^$" > "$OUT/profile.txt"; head -c 6000 "$OUT/profile.txt"
 fi
 step "done"
