@@ -172,8 +172,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def describe(device: torch.device) -> str:
-    """The device column of the report."""
+def describe(device: torch.device, pinned: str = "") -> str:
+    """The device column of the report; ``pinned``: the device (of several, --devices) the
+    worker that ran the row was pinned to."""
+    where = f" (device {pinned})" if pinned else ""
     if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return "cpu:triton-interpreter"
+        return f"cuda:{torch.cuda.get_device_name(device)}{where}"
+    return f"cpu:triton-interpreter{where}"

@@ -144,6 +144,7 @@ def compare(
     timeout: options.Timeout = TIMEOUT,
     isolation: options.Isolation = "auto",
     jobs: options.Jobs = 0,
+    devices: options.Devices = None,
     details: options.Details = None,
     details_max: options.DetailsMax = 20,
     junit: options.Junit = None,
@@ -171,7 +172,8 @@ def compare(
         case_patterns=case or [], modes=mode, seed=seed, invalid_fill=invalid_fill,
         max_cases=max_cases, graph_size=graph_size, shard=shard, device=device,
         interpreter_check=interpreter_check, fillings=fillings, timeout=timeout,
-        isolation=isolation, workers=jobs, instrument=instrument, configs=configs)
+        isolation=isolation, workers=jobs, instrument=instrument, configs=configs,
+        devices=devices)
     chosen, settings = session.prepare(options)
     reached = CoverageOf(chosen.jobs(), settings.device.type != "cpu")
     sinks = _sinks(outputs, settings.run_id, failing, details_max, reached)
@@ -315,6 +317,8 @@ def _announced(chosen, settings) -> str:
     count = settings.workers
     isolated = (f", in {count} worker process{'es' if count > 1 else ''}"
                 if settings.isolation == "process" else ", in this process")
+    if settings.devices:
+        isolated += f", one per device ({','.join(settings.devices)})"
     return (f"diffcheck: {len(chosen.cases)} cases x {len(chosen.impls)} implementations x "
             f"{len(chosen.modes)} modes = {chosen.rows()} rows on "
             f"{backend.describe(settings.device)}{isolated}")

@@ -1,7 +1,8 @@
 """Where jobs run: in worker processes that may die (diffcheck.worker), or in this process.
 
 With isolation ``process`` (the default) jobs are spread over worker processes, several on a
-CPU (the interpreter is single-threaded), one on a GPU. In this process (``--isolation
+CPU (the interpreter is single-threaded), one on a GPU, one per GPU with ``--devices``
+(diffcheck.devices). In this process (``--isolation
 none``, for debugging) the time limit is a SIGALRM timer that raises between interpreter
 steps; it cannot stop a GPU kernel that never returns, nor a kernel that ends the process.
 
@@ -23,6 +24,7 @@ import torch
 
 from diffcheck import backend, heartbeat, mutants
 from diffcheck.defaults import TIMEOUT
+from diffcheck.devices import parse_devices
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
@@ -81,11 +83,12 @@ def settings_for(
     impls: list[Implementation], device: torch.device, seed: int,
     fill_override: int | None = None, interpreter_check: bool = True, fillings: int = 0,
     timeout: float = TIMEOUT, isolation: str = "auto", workers: int = 0,
-    instrument: bool | None = None, configs: str = "all",
+    instrument: bool | None = None, configs: str = "all", devices: str | None = None,
 ) -> RunSettings:
     """Settings of one run, with isolation resolved and every implementation imported here
     first, so one that does not import is a usage error before any row runs. ``workers`` 0
-    takes the default for the device; ``fillings`` 0 too (see settings.default_fillings)."""
+    takes the default for the device; ``fillings`` 0 too (see settings.default_fillings).
+    ``devices`` (--devices): one worker per device listed."""
     from diffcheck.paths import runtime_modules
     from diffcheck.settings import FILLING_CHOICES, default_fillings
 
@@ -104,8 +107,12 @@ def settings_for(
         raise UsageError(f"--isolation: {e}") from None
     if workers < 0:
         raise UsageError(f"--jobs must be 0 (one per core) or more, got {workers}")
+    settings.devices = parse_devices(devices, device)
+    if settings.devices and (workers or settings.isolation == "none"):
+        raise UsageError("--devices runs one worker process per device: drop "
+                         f"{'--jobs' if workers else '--isolation none'}")
     settings.workers = 1 if settings.isolation == "none" else (
-        workers or default_workers(device))
+        len(settings.devices) or workers or default_workers(device))
     for implementation in impls:
         fn = settings.implementation(implementation)
         compiled = backend.compiled_kernels(fn) if backend.interpreted(device) else []
@@ -203,7 +210,8 @@ def _in_workers(jobs: list[Job], settings: RunSettings,
                 on_outcome: Callable[[Outcome], None]) -> list[ReportRow]:
     """Jobs spread over ``settings.workers`` worker processes, each job under its time limit;
     finished jobs are held until every earlier one is done, so rows keep the job order."""
-    workers = [Worker(settings) for _ in range(max(1, min(settings.workers, len(jobs))))]
+    pins = settings.devices or ("",) * settings.workers
+    workers = [Worker(settings, pin) for pin in pins[: max(1, len(jobs))]]
     for worker in workers:
         worker.launch()  # they import torch and triton side by side
     recipes = [case_recipe(job.case, settings.run_seed) for job in jobs]

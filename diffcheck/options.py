@@ -151,6 +151,14 @@ Report = Annotated[
 
 MaxCases = Annotated[int | None, typer.Option(help="Run at most this many cases.")]
 
+Devices = Annotated[
+    str | None,
+    typer.Option(help="Spread the run over several GPUs, one worker process each: all, N (the "
+                 "first N) or a list such as 0,2,5 (as this process numbers them); rows merge "
+                 "into one report, whose device column names each row's device. On the CPU, "
+                 "N workers stand for devices. Not with --jobs or --isolation none."),
+]
+
 Jobs = Annotated[
     int,
     typer.Option(help="Worker processes side by side; 0: one per core on a CPU (up to 4), "

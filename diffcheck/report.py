@@ -122,7 +122,8 @@ def make_row(
         described[0] if described else error)
     return ReportRow(
         run_id=settings.run_id, path=case.path, implementation=job.impl.name,
-        impl_safe=job.impl.safe, mode=job.mode.name, device=backend.describe(settings.device),
+        impl_safe=job.impl.safe, mode=job.mode.name,
+        device=backend.describe(settings.device, settings.pinned),
         suite=case.suite or "file", case_id=case.case_id,
         seed=case.seed if case.source else settings.run_seed, fill=contract.fill,
         rows=requests, tokens=tokens, k=case.k,

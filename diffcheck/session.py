@@ -90,6 +90,8 @@ class RunOptions:
     workers: int = 0
     instrument: bool | None = None
     configs: str = "all"
+    #: --devices: all, N or a list such as 0,2,5 (one worker per device); None: one device
+    devices: str | None = None
 
 
 def select_for(options: RunOptions) -> tuple[torch.device, Selection]:
@@ -120,7 +122,7 @@ def settings_of(options: RunOptions, device: torch.device, selection: Selection)
     return settings_for(selection.impls, device, options.seed, options.invalid_fill,
                         options.interpreter_check, options.fillings, options.timeout,
                         options.isolation, options.workers, options.instrument,
-                        options.configs)
+                        options.configs, options.devices)
 
 
 def prepare(options: RunOptions) -> tuple[Selection, RunSettings]:

@@ -99,6 +99,11 @@ class RunSettings:
     instrument: bool | None = None
     #: configs of an autotuned kernel each row runs under: every one (0) or the first N
     configs: int = tuning.ALL_CONFIGS
+    #: the devices the run's workers are spread over, one worker each (--devices; as this
+    #: process numbers them); () for one device
+    devices: tuple[str, ...] = ()
+    #: in a worker pinned to one of them: which (the report's device column names it)
+    pinned: str = ""
     _loaded: dict[str, Callable] = field(default_factory=dict)
     _references: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(
         default_factory=dict
@@ -154,7 +159,7 @@ class RunSettings:
         """The plain settings, to start a worker with the same ones."""
         return {f: getattr(self, f) for f in (
             "device", "run_id", "run_seed", "fill_override", "interpreter_check", "instrument",
-            "configs", "fillings",
+            "configs", "fillings", "devices", "pinned",
             "timeout", "isolation", "workers", "plugins")}
 
 

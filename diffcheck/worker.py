@@ -11,6 +11,7 @@ one left threads running, so one implementation's leftovers never spoil another'
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from diffcheck import heartbeat, mutants
 from diffcheck.case import Case, Scenario, elements
 from diffcheck.casefile import load_any
 from diffcheck.defaults import CASE_ELEMENTS_KEPT
+from diffcheck.devices import pinned_environment
 from diffcheck.errors import DeviceError
 from diffcheck.job import Job
 from diffcheck.outcome import Outcome, ended, timed_out
@@ -230,8 +232,13 @@ def worker_context(device: torch.device):
 class Worker:
     """The parent's handle on one worker process: start, send a job, collect its rows."""
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(self, settings: RunSettings, pin: str = "") -> None:
+        if pin:  # the rows it makes here too (a fault, a time-out) name its device
+            settings = copy.copy(settings)
+            settings.pinned = pin
         self.settings = settings
+        #: the device (of --devices) this worker and its spares are pinned to; "" for none
+        self.pin = pin
         self.process = None
         self.conn: Connection | None = None
         self.ready = False
@@ -274,9 +281,11 @@ class Worker:
         with environment_for(self.settings.device) as inherited:
             context = worker_context(self.settings.device)
             parent, child = context.Pipe()
+            config = self.settings.config()
+            if self.pin:
+                inherited = pinned_environment(inherited, self.settings.device, self.pin)
             process = context.Process(
-                target=serve, args=(child, self.settings.config(),
-                                    (inherited, list(sys.path), __file__)),
+                target=serve, args=(child, config, (inherited, list(sys.path), __file__)),
                 daemon=True, name="diffcheck-worker")
             process.start()  # a script using this API needs `if __name__ == "__main__":`
         child.close()

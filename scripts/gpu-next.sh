@@ -26,7 +26,7 @@ step "1. the cuda tests not rerun since the renovation, and those changed since 
 timeout 570 python3 -m pytest -q -n 4 -m cuda tests/test_gpu.py --durations=20 -p no:cacheprovider \
   --tb=short -k "default_command or leftover_thread or memcheck or captured_check or \
   fuzz_on_the_gpu or device_mutant or issue25 or autotune or broken_kernels_are_caught or \
-  planted_domain_kernel" 2>&1 | tee "$OUT/pytest-cuda.log" | tail -n 60
+  planted_domain_kernel or devices_all" 2>&1 | tee "$OUT/pytest-cuda.log" | tail -n 60
 fi
 if wants 2; then
 step "2. the GPU default (instrumented)"

@@ -520,3 +520,21 @@ def test_every_planted_domain_kernel_fails_the_domain_suite_on_the_gpu(tmp_path)
         if done.returncode != 1 or statuses <= {"pass", "stale_sensitive"}:
             missed[name] = (done.returncode, sorted(statuses), done.stderr[-500:])
     assert not missed, missed
+
+
+def test_devices_all_spreads_over_every_visible_gpu_and_names_each_rows_device(tmp_path):
+    """Issue 27 on whatever host runs it: one worker per visible GPU, every row's device
+    named, the same statuses as one device."""
+    count = torch.cuda.device_count()
+    spread, single = tmp_path / "spread.csv", tmp_path / "single.csv"
+    args = ["compare", "--device", "cuda", "--path", "decode", "--suite", "smoke", "--quiet"]
+    done = run_cli(*args, "--devices", "all", "--report", spread)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"one per device ({','.join(map(str, range(count)))})" in done.stderr
+    assert run_cli(*args, "--report", single).returncode == 0
+    keep(spread, "devices-all.csv")
+    rows, one = pd.read_csv(spread), pd.read_csv(single)
+    named = {f"cuda:{torch.cuda.get_device_name(i)} (device {i})" for i in range(count)}
+    assert set(rows["device"]) <= named and len(set(rows["device"])) == min(count, len(rows))
+    assert list(rows["status"]) == list(one["status"])
+    assert list(rows["case_id"]) == list(one["case_id"])
