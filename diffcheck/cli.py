@@ -208,6 +208,8 @@ def fuzz(
     isolation: options.Isolation = "auto",
     fast: options.FuzzFast = False,
     mutants: options.FuzzMutants = None,
+    devices: options.FuzzDevices = None,
+    keep_going: options.FuzzKeepGoing = False,
 ) -> None:
     """Generate cases (or replay scenarios) against the reference with every check on, stop
     at the first failure or the budget, shrink the failure to a minimal case and save it.

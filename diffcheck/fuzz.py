@@ -23,6 +23,7 @@ from pathlib import Path
 from diffcheck.case import Case, Scenario
 from diffcheck.defaults import FAST_MUTANTS, TIMEOUT
 from diffcheck.errors import DeviceError, ExitCode, Interrupted, UsageError
+from diffcheck.fuzz_devices import pinned_slot, write_progress
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
 from diffcheck.modes import Mode
@@ -357,6 +358,8 @@ class _Search:
             return
         self.shown = now
         result, state = self.result, self.state
+        write_progress(len(self.checked) + result.mutants, now - self.began,
+                       state.found_at is not None)
         if state.found_at is None:
             elapsed = now - self.began
             done = len(self.checked) + result.mutants
@@ -580,8 +583,10 @@ def saved_name(finding: Finding, impl: str) -> str:
 
 def shrinking_name(path: str, impl: str) -> str:
     """Where the smallest failing case so far is kept while shrinking runs (replaced by the
-    finding's own file once it ends; left, and replayed next time, when the run is killed)."""
-    return f"{path}-shrinking-{_safe(impl)}.npz"
+    finding's own file once it ends; left, and replayed next time, when the run is killed);
+    each search of fuzz --devices has its own."""
+    slot = pinned_slot()
+    return f"{path}-shrinking-{_safe(impl)}{f'-device{slot}' if slot else ''}.npz"
 
 
 @dataclass
@@ -607,6 +612,8 @@ class FuzzOptions:
     isolation: str = "auto"
     fast: bool = False
     mutants: int | None = None
+    devices: str | None = None
+    keep_going: bool = False
 
 
 @dataclass
@@ -697,9 +704,12 @@ def _set_up(o: FuzzOptions) -> _Setup:
     implementation = find(o.impl, spec.name)
     if implementation.path != spec.name:
         raise UsageError(f"--impl {o.impl} follows path {implementation.path}, not {spec.name}")
+    if o.keep_going and not o.devices:
+        raise UsageError("--keep-going lets the other searches of --devices go on: give "
+                         "--devices too")
     settings = settings_for([implementation], dev, o.seed, o.invalid_fill, o.interpreter_check,
-                            o.fillings, o.timeout, o.isolation, workers=1,
-                            instrument=o.instrument, configs=o.configs)
+                            o.fillings, o.timeout, o.isolation, workers=0 if o.devices else 1,
+                            instrument=o.instrument, configs=o.configs, devices=o.devices)
     production = o.size == "production" or (o.size == "auto" and dev.type != "cpu")
     return _Setup(spec, implementation, settings, chosen, full_modes, scenario_modes,
                    scenarios, mixed, budget, GPU_LIMITS if production else CPU_LIMITS,
@@ -714,6 +724,10 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
     from diffcheck.casefile import save_case, save_scenario
 
     search = _set_up(o)
+    if search.settings.devices:
+        from diffcheck.fuzz_devices import run_on_devices
+
+        return run_on_devices(o, search.settings.devices, search.settings.device, say, show)
     spec, shown = search.spec, o.impl  # as the user wrote it: reproduce runs from there
     checker = Checker(search.implementation, search.modes, search.settings,
                       search.scenario_modes)

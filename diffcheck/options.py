@@ -261,6 +261,19 @@ FuzzMutants = Annotated[
                              show_default=f"{FAST_MUTANTS} with --fast")
 ]
 
+FuzzDevices = Annotated[
+    str | None,
+    typer.Option(help="One search per device, side by side: all, N (the first N) or a list "
+                 "such as 0,2,5; the i-th listed searches from --seed + i, all save to the "
+                 "same --save-to, and the first failure found stops the others (unless "
+                 "--keep-going). On the CPU, N searches stand for devices.")
+]
+
+FuzzKeepGoing = Annotated[
+    bool, typer.Option(help="With --devices: let every search run its budget after one "
+                       "finds a failure.")
+]
+
 # -- bench only ---------------------------------------------------------------
 
 BenchImpl = Annotated[

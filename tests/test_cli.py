@@ -470,7 +470,7 @@ def test_a_kernels_own_keyboard_interrupt_in_a_del_is_not_made_a_stop(tmp_path):
 
 #: options whose meaning differs between the commands that take them
 DIFFERENT = {("fuzz", "impl"), ("fuzz", "path"), ("fuzz", "seed"), ("fuzz", "mode"),
-             ("call", "mode"), ("call", "impl"), ("call", "suite")}
+             ("call", "mode"), ("call", "impl"), ("call", "suite"), ("fuzz", "devices")}
 
 
 def test_an_option_that_commands_share_has_one_help_and_one_default():

@@ -97,3 +97,76 @@ def test_compare_devices_announces_them_and_names_each_rows_device(tmp_path, fou
     bad = CliRunner().invoke(app, ["compare", "--device", "cpu", "--devices", "9", "--report",
                                    str(tmp_path / "x.csv")])
     assert bad.exit_code == 4 and "only 4" in bad.output
+
+
+# -- fuzz --devices -------------------------------------------------------------------------
+
+def test_each_search_gets_every_option_as_given_and_a_seed_of_its_own():
+    import typer.main
+
+    from diffcheck.fuzz import FuzzOptions
+    from diffcheck.fuzz_devices import _arguments
+
+    options = FuzzOptions(impl="decode:guarded", seed=3, fast=True, interpreter_check=False,
+                          budget="2m", devices="0,1", keep_going=True, fillings=4)
+    words = _arguments(options, 4)
+    assert words[words.index("--seed") + 1] == "4"
+    assert words[words.index("--impl") + 1] == "decode:guarded"
+    assert {"--fast", "--no-interpreter-check"} <= set(words)
+    assert words[words.index("--budget") + 1] == "2m"
+    assert "--devices" not in words and "--keep-going" not in words
+    # every field is one of fuzz's options, so the mapping cannot drift from the CLI
+    params = typer.main.get_command(app).commands["fuzz"].params
+    flags = {o for p in params for o in [*p.opts, *p.secondary_opts]}
+    from dataclasses import fields
+
+    assert {"--" + f.name.replace("_", "-") for f in fields(FuzzOptions)} <= flags
+
+
+def test_summed_progress_and_the_exit_code_that_matters(tmp_path):
+    from diffcheck.errors import ExitCode
+    from diffcheck.fuzz_devices import _summed, _worst
+
+    (tmp_path / "0.json").write_text('{"checks": 30, "elapsed": 10.0, "shrinking": false}')
+    (tmp_path / "1.json").write_text('{"checks": 10, "elapsed": 5.0, "shrinking": false}')
+    assert _summed(tmp_path, ("0", "1", "2")) == \
+        "fuzz: 3 devices together: 40 checks (5.0 checks/s)"
+    assert _worst([0, 2, 1], stopped=True) == ExitCode.FAILURES
+    assert _worst([0, 2], stopped=False) == ExitCode.INTERRUPTED
+    assert _worst([0, 4, 2], stopped=False) == ExitCode.USAGE
+    assert _worst([0, 0], stopped=False) == ExitCode.OK
+
+
+def test_fuzz_over_two_devices_stops_both_at_the_first_finding_and_keeps_it(tmp_path):
+    """Two stand-in devices search a planted kernel (a fixed tile: found within seconds);
+    the first finding stops the other search, the run exits 1, every finding is saved
+    whole in the one folder, and no search's shrinking file is left behind."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
+         "domain_kernels:decode_fixed_tile", "--path", "decode", "--devices", "2", "--budget",
+         "150s", "--shrink-time", "3", "--save-to", str(tmp_path / "found"), "--device",
+         "cpu"], env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "fuzz: 2 searches, one per device (0,1), seeds 0 to 1" in done.stderr
+    assert "found a failure; stopping the other searches" in done.stderr
+    assert "[device 0] " in done.stderr + done.stdout and "[device 1] " in done.stderr
+    saved = sorted(p.name for p in (tmp_path / "found").iterdir())
+    assert saved and all("-shrinking-" not in name for name in saved), saved
+    assert any(line.startswith("[device ") and "saved: " in line
+               for line in done.stdout.splitlines())
+    from diffcheck.casefile import load_any
+
+    for path in (tmp_path / "found").iterdir():
+        load_any(path)  # whole files, each readable
+
+
+def test_keep_going_needs_devices(tmp_path):
+    done = CliRunner().invoke(app, ["fuzz", "--impl", "decode:guarded", "--keep-going",
+                                    "--device", "cpu", "--save-to", str(tmp_path)])
+    assert done.exit_code == 4 and "--keep-going" in done.output
