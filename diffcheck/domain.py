@@ -513,6 +513,26 @@ def scalar_dimension(scalar) -> Dimension:
     return choice_dimension(scalar.name, scalar.doc, values)
 
 
+def pool_dimension(slots: str, bound: str) -> Dimension:
+    """A slot table of exactly the slots in use, or a pool (engines allocate the table once,
+    and slots of earlier batches stay past the last request's): a kernel that ends the last
+    request at the table's size instead of at ``bound``'s last offset reads the red zone in
+    the first and stale slots in the second."""
+    parts = (
+        Partition("exact", f"as long as {bound}'s last offset", {}),
+        Partition("pooled", f"stale slots past {bound}'s last offset", {"pooled": True}),
+    )
+
+    def classify(probe: Probe) -> set[str]:
+        table, offsets = probe.values.get(slots), probe.values.get(bound)
+        if table is None or offsets is None or offsets.ndim != 1 or not offsets.size:
+            return set()
+        return {"pooled" if table.size > int(offsets[-1]) else "exact"}
+
+    return Dimension(f"{slots}.pool", "values", f"what {slots} holds past the last request",
+                     parts, classify)
+
+
 def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = ()
                     ) -> list[Dimension]:
     """The generic dimensions of one tensor, from its role."""
@@ -552,6 +572,10 @@ def domain_of(spec) -> Domain:
             context_dimension(gen.longest if gen else None)]
     for tensor in spec.tensors:
         dims += role_dimensions(tensor, oddities, tuple(gen.table) if gen else ())
+    bound = next((t.name for t in spec.tensors if t.role == "indptr" and t.offsets), None)
+    if gen is not None and gen.pooled and bound is not None:
+        dims += [pool_dimension(t.name, bound) for t in spec.tensors
+                 if t.role == "slots" and t.ndim == 1]
     if gen is not None and gen.scenario is not None:
         dims.append(capture_dimension(gen.captures))
     domain = Domain(spec.name, tuple(dims))

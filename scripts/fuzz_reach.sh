@@ -10,7 +10,8 @@ set -uo pipefail
 export PYTHONPATH=$PWD/tests${PYTHONPATH:+:$PYTHONPATH}
 KERNELS="blocktable_page_by_shift:blocktable blocktable_zero_block_is_null:blocktable
   prefill_minus_one_block:prefill prefill_trusts_cu_seqlens:prefill decode_fixed_tile:decode
-  blocktable_stride_by_16:blocktable"
+  blocktable_stride_by_16:blocktable blocktable_page_by_reciprocal:blocktable
+  decode_ends_at_the_table:decode"
 PYTHON=${PYTHON:-python3}
 folder=$(mktemp -d)
 trap 'rm -rf "$folder"' EXIT

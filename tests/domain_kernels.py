@@ -19,6 +19,12 @@ a hand-made case in its partition catches it:
   down, as a tile-aligned copy would), right for contiguous rows and [:, :K] views of buffers
   16 or 64 columns wider (the suites'), wrong for a stride of K + 3. It stands in on the CPU
   for a kernel whose tl.multiple_of(stride, 16) hint lies, which the interpreter ignores.
+- blocktable_page_by_reciprocal: page = position * ceil(2^20 / P) >> 20, a division by a
+  multiply: exact for powers of two, right for the other page sizes at small positions only
+  (672 goes wrong at 2687; 48 past 32K), so it needs those pages with far contexts.
+- decode_ends_at_the_table: the last request's context taken as the slot table's size minus
+  its start: right for a table of exactly the slots in use (the suites' eager cases), wrong
+  for a pool with stale slots past the last request, as engines allocate it.
 
 EXPECTED names each broken kernel's status on the case that catches it; CORRECT lists the
 kernels that must pass everything.
@@ -47,6 +53,9 @@ EXPECTED = {
     # rows read from the wrong place: other positions, other slots (a row past the end of a
     # small buffer would read past it, but each row's start moves back, never forward)
     "blocktable_stride_by_16": "mismatch",
+    "blocktable_page_by_reciprocal": "mismatch",
+    # a position past the last request's context reads a stale slot of the pool
+    "decode_ends_at_the_table": "mismatch",
 }
 #: kernels without a bug (they must pass everything)
 CORRECT = ("blocktable_int64_row_offset",)
@@ -57,7 +66,7 @@ PATH_OF = {name: name.split("_")[0] for name in (*EXPECTED, *CORRECT)}
 
 # Bug selectors (globals a compiled kernel reads must be constexpr)
 (RIGHT, PAGE_BY_SHIFT, ZERO_IS_NULL, INT32_ROWS, MINUS_ONE_BLOCK,
- TRUSTS_CU, STRIDE_BY_16) = (tl.constexpr(i) for i in range(7))
+ TRUSTS_CU, STRIDE_BY_16, RECIPROCAL) = (tl.constexpr(i) for i in range(8))
 
 #: the tile width decode_fixed_tile hard-codes
 FIXED_TILE = 128
@@ -96,6 +105,9 @@ def _blocktable_kernel(req_ptr, table_ptr, topk_ptr, seq_ptr, out_ptr, counts_pt
         if BUG == PAGE_BY_SHIFT:  # the bug: exact for powers of two only
             page = pos >> SHIFT
             offset = pos & (PAGE - 1)
+        elif BUG == RECIPROCAL:  # the bug: a multiply for the division, exact for 2^n only
+            page = ((pos.to(tl.int64) * (((1 << 20) + PAGE - 1) // PAGE)) >> 20).to(tl.int32)
+            offset = pos - page * PAGE
         else:
             page = pos // PAGE
             offset = pos % PAGE
@@ -177,6 +189,17 @@ def blocktable_stride_by_16(req_id, block_table, token_indices, BLOCK_SIZE=64,
     return _blocktable(req_id, block_table, token_indices, BLOCK_SIZE, BLOCK_STRIDE_ROWS,
                        NUM_TOPK_TOKENS, BLOCK_N, out, fill, layer_id, seq_lens,
                        return_valid_counts, STRIDE_BY_16)
+
+
+def blocktable_page_by_reciprocal(req_id, block_table, token_indices, BLOCK_SIZE=64,
+                                  BLOCK_STRIDE_ROWS=None, NUM_TOPK_TOKENS=2048, BLOCK_N=128,
+                                  out=None, fill=-1, layer_id=0, seq_lens=None,
+                                  return_valid_counts=False):
+    """Divides a position by the page with a multiply by ceil(2^20 / P) and a shift: exact
+    for powers of two, off by one page near a page's end once the position is large."""
+    return _blocktable(req_id, block_table, token_indices, BLOCK_SIZE, BLOCK_STRIDE_ROWS,
+                       NUM_TOPK_TOKENS, BLOCK_N, out, fill, layer_id, seq_lens,
+                       return_valid_counts, RECIPROCAL)
 
 
 def blocktable_int64_row_offset(req_id, block_table, token_indices, BLOCK_SIZE=64,
@@ -268,10 +291,13 @@ def prefill_trusts_cu_seqlens(dsa_qo_indptr, dsa_kv_indptr, token_to_seq_idxs, t
 # -- decode ----------------------------------------------------------------------------------
 @triton.jit
 def _decode_kernel(kv_indptr_ptr, region_ptr, slots_ptr, topk_ptr, out_ptr, num_rows, num_kv,
-                   num_out, ti_s0, ti_s1, fill, K: tl.constexpr, TILE: tl.constexpr):
+                   num_out, num_requests, ti_s0, ti_s1, fill, K: tl.constexpr,
+                   TILE: tl.constexpr, FULL_TILES: tl.constexpr, OPEN_END: tl.constexpr):
     req = tl.program_id(0)
     kv_start = tl.load(kv_indptr_ptr + req).to(tl.int64)
     ctx = tl.load(kv_indptr_ptr + req + 1).to(tl.int64) - kv_start
+    if OPEN_END:  # the bug: the last request runs to the end of the slot table
+        ctx = tl.where(req == num_requests - 1, num_kv - kv_start, ctx)
     out_start = tl.load(region_ptr + req).to(tl.int64)
     length = tl.minimum(tl.load(region_ptr + req + 1).to(tl.int64) - out_start, K)
     first = tl.minimum(tl.maximum(-out_start, 0), K).to(tl.int32)
@@ -279,7 +305,7 @@ def _decode_kernel(kv_indptr_ptr, region_ptr, slots_ptr, topk_ptr, out_ptr, num_
     readable = req < num_rows
     row = topk_ptr + req.to(tl.int64) * ti_s0
     dst = out_ptr + out_start
-    if readable & (first == 0) & (last == K):
+    if FULL_TILES and readable & (first == 0) & (last == K):
         # the bug: a full row is taken as whole tiles (right only when TILE divides K)
         for col0 in range(0, K, TILE):
             cols = col0 + tl.arange(0, TILE)
@@ -310,6 +336,26 @@ def decode_fixed_tile(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_in
     if requests > 0:
         _decode_kernel[(requests,)](
             kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
-            kv_indices.numel(), out.numel(), token_indices.stride(0), token_indices.stride(1),
-            fill, K=NUM_TOPK_TOKENS, TILE=FIXED_TILE)
+            kv_indices.numel(), out.numel(), requests, token_indices.stride(0),
+            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, TILE=FIXED_TILE, FULL_TILES=True,
+            OPEN_END=False)
+    return out
+
+
+def decode_ends_at_the_table(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                             token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128,
+                             out=None, fill=0):
+    """Masked tiles throughout, but the last request's context is the slot table's size minus
+    its start instead of kv_indptr[R] minus it: right while the table holds exactly the slots
+    in use, and past the last context it reads the stale slots of a pooled table."""
+    requests = min(kv_indptr.shape[0], page_kv_indptr.shape[0]) - 1
+    if out is None:
+        out = torch.empty(max(page_kv_indptr.shape[0] - 1, 0) * NUM_TOPK_TOKENS,
+                          dtype=torch.int32, device=kv_indptr.device)
+    if requests > 0:
+        _decode_kernel[(requests,)](
+            kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
+            kv_indices.numel(), out.numel(), requests, token_indices.stride(0),
+            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, TILE=FIXED_TILE,
+            FULL_TILES=False, OPEN_END=True)
     return out

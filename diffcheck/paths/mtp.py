@@ -94,7 +94,8 @@ def _generators():
 
     return Generators(generated_layout, spoilers=tuple(SPOILERS), drafts=4,
                       scenario=generated_scenario, capacity=capacity, smallest_graph=6,
-                      stale_steps=STALE_STEPS, captures=("padded", "dummy", "zeros"))
+                      stale_steps=STALE_STEPS, captures=("padded", "dummy", "zeros"),
+                      pooled=True)
 
 
 PATH = PathSpec(
