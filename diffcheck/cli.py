@@ -161,7 +161,6 @@ def compare(
     from diffcheck import session
     from diffcheck.coverage import CoverageOf
     from diffcheck.selection import case_files
-
     failing = _checked_options(fail_on, invalid_fill, timeout, details_max)
     inputs = case_files([*(cases or []), *(case_paths or [])])
     outputs = session.check_outputs({"--report": report, "--details": details, "--junit": junit,
@@ -172,8 +171,7 @@ def compare(
         case_patterns=case or [], modes=mode, seed=seed, invalid_fill=invalid_fill,
         max_cases=max_cases, graph_size=graph_size, shard=shard, device=device,
         interpreter_check=interpreter_check, fillings=fillings, timeout=timeout,
-        isolation=isolation, workers=jobs, instrument=instrument, configs=configs,
-        devices=devices)
+        isolation=isolation, workers=jobs, instrument=instrument, configs=configs, devices=devices)
     chosen, settings = session.prepare(options)
     reached = CoverageOf(chosen.jobs(), settings.device.type != "cpu")
     sinks = _sinks(outputs, settings.run_id, failing, details_max, reached)
