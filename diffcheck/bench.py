@@ -20,6 +20,7 @@ the device's peak where it is known.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -69,6 +70,8 @@ class BenchRow:
     #: what the ratio compares against, and median / that median
     versus: str = ""
     ratio: float | None = None
+    #: the device (of --devices) it was timed on; "" for the run's one device
+    device: str = ""
 
 
 #: how the top-k positions of a row are ordered: as an indexer's top-k leaves them (shuffled,
@@ -458,6 +461,7 @@ class BenchOptions:
     block_n: list[int] | None = None
     warps: list[int] | None = None
     column_programs: list[int] | None = None
+    devices: str | None = None
 
 
 def _checked(o: BenchOptions) -> torch.device:
@@ -549,15 +553,46 @@ def _time_path(o: BenchOptions, spec, chosen: list[Implementation], dev: torch.d
 def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]) -> None:
     """`diffcheck bench` from its options: time every chosen kernel (or sweep launch shapes)
     on each regime, print the table, write the CSV. ``say`` gets progress lines (stderr),
-    ``show`` the tables (stdout)."""
+    ``show`` the tables (stdout). With --devices, the same on each device in turn, then the
+    medians side by side."""
     import pandas as pd
 
-    from diffcheck.errors import NothingSelectedError, UsageError
-    from diffcheck.paths import select_paths
-    from diffcheck.settings import RunSettings, new_run_id
+    from diffcheck.devices import parse_devices
+    from diffcheck.errors import NothingSelectedError
 
     dev = _checked(o)
     backend.prepare(dev)
+    results: list = []
+    for slot in parse_devices(o.devices, dev) or ("",):
+        here = torch.device(dev.type, int(slot)) if slot and dev.type == "cuda" else dev
+        with torch.cuda.device(here) if here.type == "cuda" else contextlib.nullcontext():
+            timed = _time_every_path(o, here, say)
+        if not timed:
+            raise NothingSelectedError("nothing to time (check --path and --impl)")
+        state = clocks(here)
+        show(f"device: {backend.describe(here, slot)}{'; ' + state if state else ''}; "
+             f"{o.rows} rows, K={o.k}, positions {o.positions}")
+        show(sweep_table(timed) if o.sweep else table(timed))
+        if not o.sweep:
+            for line in checks_per_second(timed):
+                show(line)
+        for row in timed:
+            row.device = slot
+        results += timed
+    if o.devices and not o.sweep:
+        show(side_by_side(results))
+    if o.report is not None:
+        o.report.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([asdict(r) for r in results]).to_csv(o.report, index=False)
+        say(f"report: {o.report}")
+
+
+def _time_every_path(o: BenchOptions, dev: torch.device, say: Callable[[str], None]) -> list:
+    """Every chosen path's rows (or sweep rows) on ``dev``."""
+    from diffcheck.errors import UsageError
+    from diffcheck.paths import select_paths
+    from diffcheck.settings import RunSettings, new_run_id
+
     timer = Timer(dev, o.warmup, o.repeats)
     settings = RunSettings(dev, new_run_id(), 0, isolation="none")
     results: list = []
@@ -580,16 +615,24 @@ def run(o: BenchOptions, say: Callable[[str], None], show: Callable[[str], None]
                                           o.column_programs or [1, 2, 4, 8, 16])
                 continue
             results += _time_path(o, spec, chosen, dev, timer, settings, say)
-    if not results:
-        raise NothingSelectedError("nothing to time (check --path and --impl)")
-    state = clocks(dev)
-    show(f"device: {backend.describe(dev)}{'; ' + state if state else ''}; {o.rows} rows, "
-         f"K={o.k}, positions {o.positions}")
-    show(sweep_table(results) if o.sweep else table(results))
-    if not o.sweep:
-        for line in checks_per_second(results):
-            show(line)
-    if o.report is not None:
-        o.report.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([asdict(r) for r in results]).to_csv(o.report, index=False)
-        say(f"report: {o.report}")
+    return results
+
+
+def side_by_side(rows: list[BenchRow]) -> str:
+    """Each timed item's median on every device, and the slowest over the fastest: a card
+    that alone is slow shows."""
+    slots = list(dict.fromkeys(r.device for r in rows))
+    medians: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        medians.setdefault((r.path, r.regime, r.item, r.how), {})[r.device] = r.median_us
+    head = f"{'path':<10} {'regime':<6} {'item':<26} {'how':<16}" + \
+        "".join(f" {'device ' + s:>12}" for s in slots) + "  slowest/fastest"
+    lines = ["median us by device", head]
+    for (path, regime, item, how), by in medians.items():
+        times = [by.get(s) for s in slots]
+        known = [t for t in times if t is not None]
+        spread = max(known) / min(known) if known and min(known) > 0 else float("nan")
+        lines.append(f"{path:<10} {regime:<6} {item[:26]:<26} {how:<16}" + "".join(
+            f" {t:>12.2f}" if t is not None else f" {'-':>12}" for t in times) +
+            f"  {spread:.2f}x")
+    return "\n".join(lines)

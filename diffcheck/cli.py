@@ -476,6 +476,7 @@ def bench(
     block_n: options.BenchBlockN = None,
     warps: options.BenchWarps = None,
     column_programs: options.BenchColumnPrograms = None,
+    devices: options.BenchDevices = None,
 ) -> None:
     """Time each implementation (eager, per launch in a graph), the reference and one
     memory-safety check on production shapes; medians, bandwidth, ratios. With --sweep, time

@@ -297,6 +297,13 @@ BenchK = Annotated[int, typer.Option(help="NUM_TOPK_TOKENS.")]
 
 BenchQ = Annotated[int, typer.Option(help="MTP draft tokens per request.")]
 
+BenchDevices = Annotated[
+    str | None,
+    typer.Option(help="Time on several GPUs in turn (all, N or a list such as 0,2,5) and "
+                 "print each item's median side by side, to spot a slow card; the CSV gets "
+                 "a device column. On the CPU, N turns stand for devices.")
+]
+
 BenchDevice = Annotated[
     str, typer.Option(help="auto or cuda; cpu times the Triton interpreter (only when "
                       "asked for: not a GPU speed).")

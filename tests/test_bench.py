@@ -110,3 +110,27 @@ def test_bench_bounds_every_size_before_allocating(args, text):
     assert result.exit_code == ExitCode.USAGE and text in error_line(result)
     assert time.monotonic() - started < 10
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20  # KB
+
+
+def test_bench_over_two_devices_times_each_and_puts_them_side_by_side(tmp_path, monkeypatch):
+    """Issue 27: bench --devices times the same items on each device in turn (the CPU's
+    stand-ins here), the CSV names each row's device, and a table sets them side by side."""
+    from diffcheck import devices
+
+    monkeypatch.setattr(devices, "_available", lambda device: 2)
+    report = tmp_path / "d.csv"
+    result = invoke("bench", "--device", "cpu", "--path", "decode", "--impl", "decode:guarded",
+                    "--rows", "2", "--k", "256", "--regime", "4k", "--repeats", "1",
+                    "--warmup", "0", "--launches", "1", "--no-check", "--devices", "2",
+                    "--report", report)
+    assert result.exit_code == ExitCode.OK, result.output
+    df = pd.read_csv(report, dtype={"device": str})
+    assert set(df["device"]) == {"0", "1"}
+    first = df[df["device"] == "0"][["item", "how"]].values.tolist()
+    assert first == df[df["device"] == "1"][["item", "how"]].values.tolist()
+    assert "median us by device" in result.output
+    assert "cpu:triton-interpreter (device 1)" in result.output
+    table = result.output.split("median us by device", 1)[1].splitlines()
+    assert "device 0" in table[1] and "device 1" in table[1]
+    row = next(line for line in table if "decode:guarded" in line and " graph " in line)
+    assert row.rstrip().endswith("x") and len(row.split()) == 7  # two medians, the spread

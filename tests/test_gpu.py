@@ -538,3 +538,10 @@ def test_devices_all_spreads_over_every_visible_gpu_and_names_each_rows_device(t
     assert set(rows["device"]) <= named and len(set(rows["device"])) == min(count, len(rows))
     assert list(rows["status"]) == list(one["status"])
     assert list(rows["case_id"]) == list(one["case_id"])
+    timed = tmp_path / "bench.csv"
+    done = run_cli("bench", "--path", "decode", "--impl", "decode:guarded", "--regime", "4k",
+                   "--repeats", "5", "--no-check", "--devices", "all", "--report", timed)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "median us by device" in done.stdout
+    assert set(pd.read_csv(timed, dtype={"device": str})["device"]) == \
+        {str(i) for i in range(count)}
