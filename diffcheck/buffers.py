@@ -23,6 +23,7 @@ to name the margin read.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -63,9 +64,21 @@ class Buffer:
 
 
 def _meta(tensor: torch.Tensor) -> torch.Tensor:
-    """A tensor of ``tensor``'s shape, strides and dtype that holds no memory."""
-    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
-                               device="meta")
+    """A tensor of ``tensor``'s shape, strides and dtype that holds no memory; one per layout,
+    kept (holding nothing, it is never written, and every staging of a case's shape releases
+    into the same ones: each made anew was a torch call on the host of every check)."""
+    key = (tuple(tensor.shape), tensor.stride(), tensor.dtype)
+    made = _METAS.get(key)
+    if made is None:
+        if len(_METAS) >= _METAS_KEPT:
+            _METAS.pop(next(iter(_METAS)))
+        made = _METAS[key] = torch.empty_strided(tensor.shape, tensor.stride(),
+                                                 dtype=tensor.dtype, device="meta")
+    return made
+
+
+_METAS: dict[tuple, torch.Tensor] = {}
+_METAS_KEPT = 512
 
 
 @dataclass
@@ -154,8 +167,35 @@ def _edges(name: str, role: str, tensors: list[torch.Tensor]) -> tuple[str, str,
     tensors = [t for t in tensors if t.numel()]
     if role not in EDGE_ROLES or not tensors:
         return name, role, 0, 0
-    edges = [torch.stack([t.reshape(-1)[0], t.reshape(-1)[-1]]).tolist() for t in tensors]
+    edges = [_first_and_last(t) for t in tensors]
     return name, role, int(min(e[0] for e in edges)), int(max(e[1] for e in edges))
+
+
+def _first_and_last(tensor: torch.Tensor) -> tuple[int, int]:
+    """A tensor's first and last element, read once per tensor and version (a case's upload
+    stays on the device for all its checks; each read is a device sync)."""
+    kept = _EDGES.get(id(tensor))
+    if kept is not None and kept[0]() is tensor and kept[1] == tensor._version:
+        return kept[2]
+    flat = tensor.reshape(-1)
+    first, last = torch.stack([flat[0], flat[-1]]).tolist()
+    if len(_EDGES) >= _EDGES_KEPT:
+        _EDGES.pop(next(iter(_EDGES)))
+    _EDGES[id(tensor)] = (weakref.ref(tensor), tensor._version, (first, last))
+    return first, last
+
+
+#: id -> (the tensor, weakly; its version; its first and last element)
+_EDGES: dict[int, tuple] = {}
+_EDGES_KEPT = 256
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def margin_for(tensors: dict[str, torch.Tensor]) -> int:
@@ -328,11 +368,13 @@ def stage(
         pieces += [layout.pieces[2 * i], source, layout.pieces[2 * i + 1]]
     arena = torch.cat(pieces)
     buffers = []
+    # every buffer's allocation in one call, each view straight from the arena: staging runs
+    # on the host of every check, where each torch call is a dispatch
+    allocs = arena.split([2 * margin + span for span in layout.spans])
     for i, name in enumerate((*names, "out")):
-        span, start = layout.spans[i], layout.starts[i]
-        alloc = arena[start : start + 2 * margin + span]
-        shape = sources[i].shape if i < len(sources) else (span,)
-        view = alloc[margin : margin + span].view(shape)
+        span, start, alloc = layout.spans[i], layout.starts[i], allocs[i]
+        shape = tuple(sources[i].shape) if i < len(sources) else (span,)
+        view = arena.as_strided(shape, _contiguous_strides(shape), start + margin)
         if name in columns:
             view = view[:, : columns[name]]
         buffers.append(Buffer(name, alloc, margin, span, view, pristine=layout.margins[i],
