@@ -34,7 +34,7 @@ timed 400 compare --report "$OUT/default.csv" --quiet
 fi
 if wants 3; then
 step "3. fuzz --fast on each planted kernel (60 s each, all at once)"
-JOBS=${JOBS:-7} PYTHON=python3 timeout 580 bash scripts/fuzz_reach.sh --fast --budget 60s 2>&1 | tee "$OUT/reach.log"
+JOBS=${JOBS:-9} PYTHON=python3 timeout 580 bash scripts/fuzz_reach.sh --fast --budget 60s 2>&1 | tee "$OUT/reach.log"
 fi
 if wants 4; then
 step "4. bench, what faults cost, then a profile of compare on decode's default suites"
