@@ -2,7 +2,10 @@
 # What the open issues wait for on a GPU, most needed first, one device call per step (each
 # under the 10-minute limit of a call, each with its own limit, so a hang costs only its
 # step). From the repository root, with .whl carried; logs and reports in ${OUT:-gpu-out}/.
-#   1. issue 24: the cuda tests not yet rerun since the renovation (on 2026-12-07 these passed
+#   1. issue 24: the cuda tests not yet rerun since the renovation (2026-12-07, late: 13 of 16
+#      passed on an H100 (issue 25's, autotune, leftover thread, devices_all among them) and one
+#      of memcheck x2, captured_check, device_mutant, fuzz_on_the_gpu, broken_kernels failed,
+#      unnamed: rerun those six with -rf first; on 2026-12-07, earlier, these passed
 #      on an H100: safe, unguarded, fault, stale, broken, without-instrumentation, bounded x2,
 #      glm52, host read; the parity test the session before)
 #      and the tests that changed after the last GPU run (reversed program ids on a GPU);
