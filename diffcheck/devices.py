@@ -17,19 +17,22 @@ import torch
 
 from diffcheck.errors import UsageError
 
-#: the variables a GPU process is pinned through, by platform (ROCm honours both)
+#: the variable a GPU process is pinned through (ROCm's torch honours it too)
 VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _available(device: torch.device) -> int:
     """How many devices a run on ``device`` may spread over: the GPUs this process sees, or
     the CPU's cores (workers standing for devices)."""
-    if device.type == "cpu":
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
-    return torch.cuda.device_count()
+    return cpu_cores() if device.type == "cpu" else torch.cuda.device_count()
 
 
 def parse_devices(text: str | None, device: torch.device) -> tuple[str, ...]:

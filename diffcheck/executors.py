@@ -13,7 +13,6 @@ is lost on Ctrl-C, a dead worker or a crash of diffcheck itself.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ import torch
 
 from diffcheck import backend, heartbeat, mutants
 from diffcheck.defaults import TIMEOUT
-from diffcheck.devices import parse_devices
+from diffcheck.devices import cpu_cores, parse_devices
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
 from diffcheck.job import Job
@@ -51,11 +50,7 @@ def default_workers(device: torch.device) -> int:
     and timings must not share it)."""
     if device.type != "cpu":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    return max(1, min(cpu_cores(), 4))
 
 
 def check_fill_and_timeout(invalid_fill: int | None, timeout: float) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def run_on_devices(options, slots: tuple[str, ...], device, say: Callable[[str],
     for _, _, threads in searches:
         for thread in threads:
             thread.join()
+    shutil.rmtree(folder, ignore_errors=True)
     return _worst(list(codes.values()), stopped=stopping)
 
 

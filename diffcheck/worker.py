@@ -236,9 +236,8 @@ class Worker:
         if pin:  # the rows it makes here too (a fault, a time-out) name its device
             settings = copy.copy(settings)
             settings.pinned = pin
+        #: settings.pinned: the device (of --devices) it and its spares are pinned to, or ""
         self.settings = settings
-        #: the device (of --devices) this worker and its spares are pinned to; "" for none
-        self.pin = pin
         self.process = None
         self.conn: Connection | None = None
         self.ready = False
@@ -281,11 +280,12 @@ class Worker:
         with environment_for(self.settings.device) as inherited:
             context = worker_context(self.settings.device)
             parent, child = context.Pipe()
-            config = self.settings.config()
-            if self.pin:
-                inherited = pinned_environment(inherited, self.settings.device, self.pin)
+            if self.settings.pinned:
+                inherited = pinned_environment(inherited, self.settings.device,
+                                               self.settings.pinned)
             process = context.Process(
-                target=serve, args=(child, config, (inherited, list(sys.path), __file__)),
+                target=serve, args=(child, self.settings.config(),
+                                    (inherited, list(sys.path), __file__)),
                 daemon=True, name="diffcheck-worker")
             process.start()  # a script using this API needs `if __name__ == "__main__":`
         child.close()

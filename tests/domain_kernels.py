@@ -324,22 +324,28 @@ def _decode_kernel(kv_indptr_ptr, region_ptr, slots_ptr, topk_ptr, out_ptr, num_
             tl.store(dst + cols, tl.where(valid, slot, fill), mask=write)
 
 
+def _decode(kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out, fill, full_tiles,
+            open_end):
+    requests = min(kv_indptr.shape[0], page_kv_indptr.shape[0]) - 1
+    if out is None:
+        out = torch.empty(max(page_kv_indptr.shape[0] - 1, 0) * k, dtype=torch.int32,
+                          device=kv_indptr.device)
+    if requests > 0:
+        _decode_kernel[(requests,)](
+            kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
+            kv_indices.numel(), out.numel(), requests, token_indices.stride(0),
+            token_indices.stride(1), fill, K=k, TILE=FIXED_TILE, FULL_TILES=full_tiles,
+            OPEN_END=open_end)
+    return out
+
+
 def decode_fixed_tile(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                       BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
     """Ignores BLOCK_N and converts a full row (region of K) in unmasked tiles of a hard-coded
     128 columns: right when 128 divides K; at K = 320 the last tile reads 64 columns past the
     row and writes 64 past the region."""
-    requests = min(kv_indptr.shape[0], page_kv_indptr.shape[0]) - 1
-    if out is None:
-        out = torch.empty(max(page_kv_indptr.shape[0] - 1, 0) * NUM_TOPK_TOKENS,
-                          dtype=torch.int32, device=kv_indptr.device)
-    if requests > 0:
-        _decode_kernel[(requests,)](
-            kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
-            kv_indices.numel(), out.numel(), requests, token_indices.stride(0),
-            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, TILE=FIXED_TILE, FULL_TILES=True,
-            OPEN_END=False)
-    return out
+    return _decode(kv_indptr, page_kv_indptr, kv_indices, token_indices, NUM_TOPK_TOKENS, out,
+                   fill, full_tiles=True, open_end=False)
 
 
 def decode_ends_at_the_table(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
@@ -348,14 +354,5 @@ def decode_ends_at_the_table(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
     """Masked tiles throughout, but the last request's context is the slot table's size minus
     its start instead of kv_indptr[R] minus it: right while the table holds exactly the slots
     in use, and past the last context it reads the stale slots of a pooled table."""
-    requests = min(kv_indptr.shape[0], page_kv_indptr.shape[0]) - 1
-    if out is None:
-        out = torch.empty(max(page_kv_indptr.shape[0] - 1, 0) * NUM_TOPK_TOKENS,
-                          dtype=torch.int32, device=kv_indptr.device)
-    if requests > 0:
-        _decode_kernel[(requests,)](
-            kv_indptr, page_kv_indptr, kv_indices, token_indices, out, token_indices.shape[0],
-            kv_indices.numel(), out.numel(), requests, token_indices.stride(0),
-            token_indices.stride(1), fill, K=NUM_TOPK_TOKENS, TILE=FIXED_TILE,
-            FULL_TILES=False, OPEN_END=True)
-    return out
+    return _decode(kv_indptr, page_kv_indptr, kv_indices, token_indices, NUM_TOPK_TOKENS, out,
+                   fill, full_tiles=False, open_end=True)
