@@ -1,6 +1,7 @@
 """The interpreter's fast paths (diffcheck.interpreter_speed): the same answers, triton's own
 functions back afterwards, and a jit helper's call no longer patching triton.language again."""
 
+import pytest
 import torch
 import triton
 import triton.language as tl
@@ -81,3 +82,45 @@ def test_a_triton_whose_patch_is_never_undone_patches_every_time(monkeypatch):
         for scope in reversed(scopes):  # what triton 3.6 undoes itself
             scope.restore()
     assert calls == ["_helper_kernel"] * 3
+
+
+def _fields(value) -> dict:
+    return {k: str(v) for k, v in vars(value).items()}
+
+
+def test_tensors_and_block_types_of_one_shape_share_their_fields_and_triton_is_restored():
+    core = tl.core
+    inits = (core.tensor.__init__, core.block_type.__init__)
+    block = core.block_type(tl.int32, [core.constexpr(4), 8])
+    plain = [_fields(core.tensor(None, block)), _fields(block),
+             _fields(core.tensor(None, tl.int64))]
+    pointers = _fields(core.block_type(tl.pointer_type(tl.float16), [4, 8]))
+    with faster_interpreter():
+        assert (core.tensor.__init__, core.block_type.__init__) != inits
+        for _ in range(2):  # the first builds, the second shares
+            shared_block = core.block_type(tl.int32, [core.constexpr(4), 8])
+            shared = [_fields(core.tensor(None, shared_block)), _fields(shared_block),
+                      _fields(core.tensor(None, tl.int64))]
+            assert shared == plain
+        for _ in range(2):
+            assert _fields(core.block_type(tl.pointer_type(tl.float16), [4, 8])) == pointers
+        with pytest.raises(ValueError, match="power of 2"):
+            core.block_type(tl.int32, [3])  # still checked
+        with pytest.raises(AssertionError):  # refused as without diffcheck, shared or not
+            core.block_type(tl.int32, (4, 8))
+    assert (core.tensor.__init__, core.block_type.__init__) == inits
+
+
+def test_a_triton_whose_constructors_set_other_fields_builds_every_time(monkeypatch):
+    core = tl.core
+    real = core.tensor.__init__
+
+    def with_more(self, handle, type):
+        real(self, handle, type)
+        self.extra = id(self)  # a field the sharing does not know: never shared
+
+    monkeypatch.setattr(core.tensor, "__init__", with_more)
+    block = core.block_type(tl.int32, [16])
+    with faster_interpreter():
+        made = [core.tensor(None, block) for _ in range(3)]
+    assert [m.extra for m in made] == [id(m) for m in made]
