@@ -56,12 +56,17 @@ def writes_outside_out(staged: Staged, when: str = "") -> list[Finding]:
     write) or into an input buffer (input write: inputs are read-only).
 
     One comparison over the whole allocation and one host synchronisation when nothing
-    changed; only a changed buffer is looked at closely. The staged values are put back, so
+    changed (on a CPU, two comparisons and no mask); only a changed buffer is looked at
+    closely. The staged values are put back, so
     the next call (a replay step, a rerun, the eager call after a replay) is judged on its own
     writes and sees the inputs it should.
     """
     start, end = staged.out_span()
-    changed = staged.arena != staged.expected
+    arena, expected = staged.arena, staged.expected
+    if arena.device.type == "cpu" and torch.equal(arena[:start], expected[:start]) and \
+            torch.equal(arena[end:], expected[end:]):
+        return []  # the usual answer on a CPU, without a mask of the whole allocation
+    changed = arena != expected
     changed[start:end] = False
     if not bool(changed.any()):
         return []

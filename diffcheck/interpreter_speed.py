@@ -65,9 +65,17 @@ def faster_interpreter() -> Iterator[None]:
         except TypeError:  # an unhashable dtype: asked each time
             return get_np_dtype(tt_dtype)
 
+    #: (id, size) of a helper's globals -> the ids of the language modules among them
+    modules_in: dict[tuple[int, int], frozenset[int]] = {}
+
     def patch_once(fn):
-        seen = {id(value) for value in fn.__globals__.values()
-                if inspect.ismodule(value) and value in languages}
+        names = fn.__globals__
+        key = (id(names), len(names))
+        seen = modules_in.get(key)
+        if seen is None:
+            seen = modules_in[key] = frozenset(
+                id(value) for value in names.values()
+                if inspect.ismodule(value) and value in languages)
         if seen and seen <= patched:
             return _Unpatched()
         scope = patch_lang(fn)

@@ -35,7 +35,7 @@ from diffcheck.compare import (
 from diffcheck.errors import CaseTimeout, CaseTooLarge
 from diffcheck.findings import Comparison, Finding, FoundBy
 from diffcheck.instrument import Instrumented
-from diffcheck.job import Job
+from diffcheck.job import Job, in_job_order, parts, row_jobs
 from diffcheck.modes import LARGEST, Step, requests_of, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.outcome import Outcome, ended, is_device_fault, one_line
@@ -241,7 +241,8 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
             if isinstance(sandbox, Instrumented) and not step.fault:
                 sandbox.collect()
             if sandbox is not None:
-                step.accesses = sandbox.accesses[seen:]
+                warm_up = step.warmed_by.accesses if step.warmed_by is not None else []
+                step.accesses = warm_up + sandbox.accesses[seen:]
                 seen = len(sandbox.accesses)
             steps.append(step)
             if step.fault:
@@ -254,6 +255,11 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     if isinstance(sandbox, Instrumented) and steps:
         steps[0].notes += _instrumentation_notes(sandbox, steps)
     return steps
+
+
+class RunAsParts(Exception):  # noqa: N818 - a request, not an error
+    """A fused job's parts would run differently (one raised, which ends its runs early):
+    it runs as its two jobs instead."""
 
 
 class RerunFaulted(Exception):
@@ -276,13 +282,15 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     the run goes on with the next job; what the implementation allocates is its own error.
     """
     try:
-        return _every_config(job, settings)
+        return in_job_order(job, _every_config(job, settings))
+    except RunAsParts:
+        return [outcome for part in parts(job) for outcome in run_job(part, settings)]
     except CaseTooLarge as e:
         why = str(e)
     gc.collect()  # outside the except clause: its traceback no longer holds the tensors
     if settings.device.type == "cuda":
         torch.cuda.empty_cache()
-    return ended(job, settings, Status.ERROR, why, 0.0)
+    return in_job_order(job, ended(job, settings, Status.ERROR, why, 0.0))
 
 
 #: what running out of memory raises (torch's own for a device, Python's for the host)
@@ -388,7 +396,10 @@ def _run_once(job: Job, settings: RunSettings) -> list[Outcome]:
                      stop.step.elapsed_ms)
     for number, plan in enumerate(plans[:JUDGED_RUNS], start=1):
         judge.runs.append(Run(plan, number, execute(job, settings, contract, plan)))
-        if any(step.error for step in judge.runs[-1].steps):
+        errors = [bool(step.error) for step in judge.runs[-1].steps]
+        if any(errors):
+            if len(parts(job)) > 1 and not all(errors) and number < len(plans[:JUDGED_RUNS]):
+                raise RunAsParts  # a part that raised stops its runs, not the other's
             break
     faulted = next((s for s in judge.runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
@@ -420,16 +431,17 @@ def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
     outcomes = []
     judge = Judge(job, settings, contract, [])
     judge.plausible_runs = plausible_runs
-    for i, (case, found) in enumerate(zip(job.mode.rows(job.case), early, strict=True)):
+    for i, ((row_job, case), found) in enumerate(zip(row_jobs(job), early, strict=True)):
         found = [*found, *judge.plausible_findings(i)]
         if any(f.kind == Status.OOB_READ for f in found):
-            row = make_row(job, case, settings, contract, Comparison(0, tuple(found), (note,)),
-                           "", faulted.elapsed_ms, len(RUNS))
+            row = make_row(row_job, case, settings, contract,
+                           Comparison(0, tuple(found), (note,)), "", faulted.elapsed_ms,
+                           len(RUNS))
             outcomes.append(Outcome(row, tuple(found), device_lost=True))
         else:
             outcomes += [dataclasses.replace(o, device_lost=True) for o in ended(
                 job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-                if o.row.case_id == case.case_id][:1]
+                if o.row.case_id == case.case_id and o.row.mode == row_job.mode.name][:1]
     return outcomes
 
 
@@ -463,6 +475,8 @@ class Judge:
         #: runs under mixed plausible fillings, by filling (diffcheck.plausible)
         self.probes: dict[tuple[Filling, bool], Run] = {}
         self.referencing = 0.0
+        #: each row's job (a fused job's rows belong to its parts) and case
+        self.row_jobs = row_jobs(job)
 
     def label(self, run: Run) -> str:
         """How a finding names the run that showed it; the first run goes without saying."""
@@ -472,7 +486,7 @@ class Judge:
         """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
         steps = [(run, run.steps[i]) for run in self.runs[:JUDGED_RUNS] if i < len(run.steps)]
         if not steps:
-            return Outcome(make_row(self.job, case, self.settings, self.contract,
+            return Outcome(make_row(self.row_jobs[i][0], case, self.settings, self.contract,
                                     Comparison(0, ()), "not run: the mode ended before this row",
                                     0.0, 0))
         first = steps[0][1]
@@ -510,7 +524,7 @@ class Judge:
         notes = tuple(dict.fromkeys(note for run in self.runs + self.plausible_runs
                                     for k in {0, i} if k < len(run.steps)
                                     for note in run.steps[k].notes))
-        row = make_row(self.job, case, self.settings, self.contract,
+        row = make_row(self.row_jobs[i][0], case, self.settings, self.contract,
                        Comparison(checked, merged, notes), error, first.elapsed_ms,
                        len(self.runs) + len(self.plausible_runs), ends_as)
         return Outcome(row, merged)
@@ -548,9 +562,10 @@ class Judge:
                 findings += [_during(f, label) for f in found]
             if step.eager_out is not None:
                 freed = "the graph uses memory freed since capture: " + "; ".join(step.kept)
+                means = self.row_jobs[i][0].mode.divergence_means
                 divergence = diverged(step.out, step.eager_out, locate,
                                       None if step.kept else step.earlier_outs,
-                                      freed if step.kept else self.job.mode.divergence_means)
+                                      freed if step.kept else means)
                 findings += [_during(divergence, label)] if divergence else []
         if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
             findings += self.across_runs(i, case, locate, *expected["out"])

@@ -89,6 +89,12 @@ class Bounds:
         self._starts = np.array([e.start for e in self.extents], dtype=np.uint64)
         self._ends = np.array([e.start + e.nbytes for e in self.extents], dtype=np.uint64)
         self._read_only = np.array([e.read_only for e in self.extents], dtype=bool)
+        # for outside(): starts in order, and the furthest end of any extent starting there
+        # or before (an element is inside some extent iff that end reaches past it)
+        order = np.argsort(self._starts, kind="stable")
+        self._sorted_starts = self._starts[order]
+        self._furthest_ends = np.maximum.accumulate(self._ends[order]) if len(order) else \
+            self._ends
 
     def admit(self, name: str, tensor) -> Extent | None:
         """Add the bytes a launch argument can address, unless a known extent holds them;
@@ -148,9 +154,13 @@ class Sandbox(Bounds):
     # -- checking ---------------------------------------------------------------------------
     def outside(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
         """True for addresses whose element is not wholly inside any extent."""
-        a = addresses.astype(np.uint64)[..., None]
-        inside = (a >= self._starts) & (a + np.uint64(itemsize) <= self._ends)
-        return ~inside.any(axis=-1)
+        if not len(self._sorted_starts):
+            return np.ones(addresses.shape, dtype=bool)
+        a = addresses.astype(np.uint64)
+        last = np.searchsorted(self._sorted_starts, a, side="right") - 1
+        end = a + np.uint64(itemsize)  # wraps past 2**64 for a wild negative address
+        inside = (last >= 0) & (self._furthest_ends[np.maximum(last, 0)] >= end) & (end > a)
+        return ~inside
 
     def into_inputs(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
         """True for addresses that touch a live read-only extent (an input of the call)."""

@@ -6,6 +6,9 @@ host-side state that changes from call to call. test_graphs.py ties each to what
 must report.
 """
 
+import os
+import time
+
 import torch
 import triton
 import triton.language as tl
@@ -95,3 +98,25 @@ def decode_functional_prologue(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
         torch.int32)
     return decode_pid(qo_indptr, kv, page, kv_indices, token_indices,
                       BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+def _when_captured(action):
+    def wrapper(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+        if torch.cuda.is_current_stream_capturing():
+            action()
+        return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+    return wrapper
+
+
+def _hang() -> None:
+    while True:
+        time.sleep(0.05)
+
+
+#: correct when called, but ends its process (or never returns) while a graph captures it:
+#: the eager row of the same case passes all the same
+decode_exits_when_captured = _when_captured(lambda: os._exit(3))
+decode_hangs_when_captured = _when_captured(_hang)

@@ -79,3 +79,24 @@ def test_a_mask_built_from_a_block_and_a_scalar_runs_as_on_a_gpu():
         sandbox.admit("x_ptr", x)
         masked[(1,)](x, 3, BLOCK=8)
     assert x.tolist() == [0, 1, 2, 3, 4, 0, 0, 0] and not sandbox.accesses
+
+
+def test_an_element_is_outside_exactly_when_no_single_extent_holds_it_whole():
+    """Nested, overlapping, touching and empty extents; addresses before, between, straddling
+    and after them, and wild negative ones (an address within an element of 2**64)."""
+    import numpy as np
+
+    from diffcheck.sandbox import Extent
+
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        spans = [(int(s), int(n)) for s, n in zip(rng.integers(0, 256, rng.integers(0, 7)),
+                                                   rng.integers(0, 64, 7), strict=False)]
+        sandbox = Sandbox([Extent(f"t{i}", s, n) for i, (s, n) in enumerate(spans)])
+        itemsize = int(rng.choice([1, 2, 4, 8]))
+        addresses = np.concatenate([rng.integers(-16, 340, 64), np.arange(-8, 0)]).astype(
+            np.int64)
+        found = sandbox.outside(addresses, itemsize)
+        for address, out in zip(addresses.tolist(), found.tolist(), strict=True):
+            whole = any(s <= address and address + itemsize <= s + n for s, n in spans)
+            assert out == (not whole), (trial, spans, address, itemsize)
