@@ -26,7 +26,7 @@ from diffcheck.defaults import TIMEOUT
 from diffcheck.devices import cpu_cores, parse_devices
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
-from diffcheck.job import Job, ended_early, fused, parts
+from diffcheck.job import Job, fused
 from diffcheck.outcome import Outcome, timed_out
 from diffcheck.report import ReportRow
 from diffcheck.runner import run_job
@@ -156,14 +156,6 @@ class InProcess:
         self.lost: Outcome | None = None
 
     def run(self, job: Job) -> list[Outcome]:
-        """The job's rows; a fused job that ended early runs again as its parts (on a CPU:
-        a GPU's context is gone after a fault, and run_all fuses nothing there)."""
-        outcomes = self._run(job)
-        if len(parts(job)) > 1 and ended_early(outcomes) and self.lost is None:
-            outcomes = [outcome for part in parts(job) for outcome in self._run(part)]
-        return outcomes
-
-    def _run(self, job: Job) -> list[Outcome]:
         start, noted = time.perf_counter(), []
         heartbeat.listen(noted.append)  # the device mutant running, for a time-out to name
         try:
@@ -191,8 +183,10 @@ def run_all(
     """Run every job; rows reach ``on_outcome`` in job order. Ctrl-C raises Interrupted
     carrying the finished rows."""
     jobs = list(jobs)
-    if settings.isolation == "process" or settings.device.type == "cpu":
-        jobs = fused(jobs)  # where a fused job that faults can run again as its parts
+    if settings.isolation == "process":
+        # a fused job that faults or hangs runs again as its parts in a fresh worker (in this
+        # process, what the first attempt left behind would be the parts' starting state)
+        jobs = fused(jobs)
     if settings.isolation == "process":
         return _in_workers(jobs, settings, on_outcome)
     rows: list[ReportRow] = []

@@ -272,8 +272,11 @@ class EagerThenCapture(Mode):
     the capture's warm-up, which a Capture job makes on a fresh staging of the same case as
     its first call, so both rows are what the two jobs give (a call fewer, a staging fewer).
     Its rows go eager then capture for each case; the runner puts them back in the two
-    jobs' order. A fused job that faults or runs out of time is run again as its two jobs
-    (diffcheck.executors), so that a clean eager row never ends with a capture's fault."""
+    jobs' order. A fused job that faults or runs out of time runs again as its two jobs in a
+    fresh worker (diffcheck.worker), so that a clean eager row never ends with a capture's
+    fault; one that raises in its capture only keeps those rows and runs its eager job
+    again (diffcheck.runner); an implementation that reaches an autotuner or heuristics
+    runs as two jobs (their configs and values are a job's, not a row's)."""
 
     name = "eager+capture"
 
@@ -295,6 +298,7 @@ class EagerThenCapture(Mode):
             yield _finish(eager, staged, start)
             if eager.fault:
                 return
+            second_look(staged)  # as an Eager job's, before capture runs the launcher again
             captured, start = warm_up, time.perf_counter()
             if not captured.error:
                 captured.eager_out = eager.out

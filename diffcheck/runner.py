@@ -258,8 +258,23 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
 
 
 class RunAsParts(Exception):  # noqa: N818 - a request, not an error
-    """A fused job's parts would run differently (one raised, which ends its runs early):
-    it runs as its two jobs instead."""
+    """A fused job's parts run differently from here: ``done`` holds the rows of the parts
+    that are finished (one that raised ends its runs, as its own job would), the others run
+    again as jobs of their own."""
+
+    def __init__(self, done: list[Outcome] | None = None) -> None:
+        super().__init__()
+        self.done = done or []
+
+
+def _parts_that_raised(judge: Judge, rows: list[Case], early: list[list[Finding]]
+                       ) -> RunAsParts:
+    """The rows of every part of a fused job whose first run raised somewhere: what its own
+    job gives (a job whose call raised stops after that run)."""
+    raised = {judge.row_jobs[i][0].mode.name
+              for i, step in enumerate(judge.runs[0].steps) if step.error}
+    return RunAsParts([judge.row(i, case, early[i]) for i, case in enumerate(rows)
+                       if judge.row_jobs[i][0].mode.name in raised])
 
 
 class RerunFaulted(Exception):
@@ -281,10 +296,21 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     the red-zoned allocation and its copy) ends the job's rows as ``error`` saying so, and
     the run goes on with the next job; what the implementation allocates is its own error.
     """
-    try:
-        return in_job_order(job, _every_config(job, settings))
-    except RunAsParts:
+    fused = len(parts(job)) > 1
+    if fused:
+        settings.implementation(job.impl)  # imported first: its autotuners exist from then on
+    if fused and tuning.present():
         return [outcome for part in parts(job) for outcome in run_job(part, settings)]
+    try:
+        outcomes = _every_config(job, settings)
+        if fused and any(o.heuristics or o.row.configs for o in outcomes):
+            raise RunAsParts  # an autotuner or heuristics made at the first call
+        return in_job_order(job, outcomes)
+    except RunAsParts as split:
+        done = {outcome.row.mode for outcome in split.done}
+        return in_job_order(job, split.done + [
+            outcome for part in parts(job) if part.mode.name not in done
+            for outcome in run_job(part, settings)])
     except CaseTooLarge as e:
         why = str(e)
     gc.collect()  # outside the except clause: its traceback no longer holds the tensors
@@ -399,7 +425,7 @@ def _run_once(job: Job, settings: RunSettings) -> list[Outcome]:
         errors = [bool(step.error) for step in judge.runs[-1].steps]
         if any(errors):
             if len(parts(job)) > 1 and not all(errors) and number < len(plans[:JUDGED_RUNS]):
-                raise RunAsParts  # a part that raised stops its runs, not the other's
+                raise _parts_that_raised(judge, rows, early)
             break
     faulted = next((s for s in judge.runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
