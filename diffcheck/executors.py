@@ -26,7 +26,7 @@ from diffcheck.defaults import TIMEOUT
 from diffcheck.devices import cpu_cores, parse_devices
 from diffcheck.errors import CaseTimeout, DeviceError, UsageError
 from diffcheck.impls import Implementation
-from diffcheck.job import Job, fused
+from diffcheck.job import Job
 from diffcheck.outcome import Outcome, timed_out
 from diffcheck.report import ReportRow
 from diffcheck.runner import run_job
@@ -183,10 +183,6 @@ def run_all(
     """Run every job; rows reach ``on_outcome`` in job order. Ctrl-C raises Interrupted
     carrying the finished rows."""
     jobs = list(jobs)
-    if settings.isolation == "process":
-        # a fused job that faults or hangs runs again as its parts in a fresh worker (in this
-        # process, what the first attempt left behind would be the parts' starting state)
-        jobs = fused(jobs)
     if settings.isolation == "process":
         return _in_workers(jobs, settings, on_outcome)
     rows: list[ReportRow] = []

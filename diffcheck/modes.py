@@ -17,7 +17,6 @@ buffers still hold its state; the runner compares it before asking for the next.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ from diffcheck.findings import Finding, FoundBy
 from diffcheck.graphs import new_graph
 from diffcheck.status import Status
 
-#: how findings name a Capture job's first call
-WARM_UP = "the warm-up call before capture"
 #: seconds a thread the call left running gets to finish before its writes are looked for
 LATE_WRITER_WAIT = 0.25
 #: stage(case, seen=True) -> the case's buffers, red-zoned, output poisoned; ``seen``: the
@@ -89,9 +86,6 @@ class Step:
     kept: list[str] = field(default_factory=list)
     #: the error was the implementation's own raise or assert (not a failed operation)
     explicit: bool = False
-    #: the earlier Step whose call also served this row as its warm-up (EagerThenCapture):
-    #: its accesses count for this row too
-    warmed_by: Step | None = None
 
 
 class Mode:
@@ -105,10 +99,6 @@ class Mode:
     def rows(self, target: Case | Scenario) -> list[Case]:
         """The cases this mode reports a row for, in order."""
         raise NotImplementedError
-
-    def row_modes(self, target: Case | Scenario) -> list[Mode]:
-        """The mode each row is reported as (the same for every row but a fused mode's)."""
-        return [self] * len(self.rows(target))
 
     def run(self, target: Case | Scenario, stage: Stager, bind: Binder,
             device: torch.device, guard: Callable, compare_eager: bool = True) -> Iterator[Step]:
@@ -260,64 +250,12 @@ class Capture(_OneCallPerCase):
     def issue(self, step, staged, call, device, guard):
         # The warm-up (Triton compiles on a first call) is also the eager output for
         # divergence.
-        step.eager_out = _eager_output(staged, call, device, step, guard, WARM_UP)
+        step.eager_out = _eager_output(staged, call, device, step, guard,
+                                       "the warm-up call before capture")
         graph = new_graph(device, check_freed=True)
         if step.eager_out is not None and _captured(staged, graph, call, step, guard,
                                                     "capture"):
             _replayed(staged, graph, device, step, guard)
-
-
-class EagerThenCapture(Mode):
-    """The eager row and the capture row of each case from one staging: the eager call is
-    the capture's warm-up, which a Capture job makes on a fresh staging of the same case as
-    its first call, so both rows are what the two jobs give (a call fewer, a staging fewer).
-    Its rows go eager then capture for each case; the runner puts them back in the two
-    jobs' order. A fused job that faults or runs out of time runs again as its two jobs in a
-    fresh worker (diffcheck.worker), so that a clean eager row never ends with a capture's
-    fault; one that raises in its capture only keeps those rows and runs its eager job
-    again (diffcheck.runner); an implementation that reaches an autotuner or heuristics
-    runs as two jobs (their configs and values are a job's, not a row's)."""
-
-    name = "eager+capture"
-
-    def __init__(self) -> None:
-        self.parts = (Eager(), Capture())
-
-    def rows(self, target: Case | Scenario) -> list[Case]:
-        return [case for case in Eager().rows(target) for _ in self.parts]
-
-    def row_modes(self, target: Case | Scenario) -> list[Mode]:
-        return [part for _ in Eager().rows(target) for part in self.parts]
-
-    def run(self, target, stage, bind, device, guard, compare_eager=True):
-        for case in Eager().rows(target):
-            staged, eager, start = stage(case), Step(case), time.perf_counter()
-            call = bind(staged)
-            _call_eagerly(staged, call, device, eager, guard)
-            warm_up = _as_warm_up(eager)
-            yield _finish(eager, staged, start)
-            if eager.fault:
-                return
-            second_look(staged)  # as an Eager job's, before capture runs the launcher again
-            captured, start = warm_up, time.perf_counter()
-            if not captured.error:
-                captured.eager_out = eager.out
-                graph = new_graph(device, check_freed=True)
-                if _captured(staged, graph, call, captured, guard, "capture"):
-                    _replayed(staged, graph, device, captured, guard)
-            yield _finish(captured, staged, start)
-            if captured.fault:
-                return
-
-
-def _as_warm_up(eager: Step) -> Step:
-    """The capture row's Step as its warm-up call left it: what the eager call showed (its
-    error, the writes it made outside the output) said of the warm-up."""
-    step = Step(eager.case, warmed_by=eager, error=eager.error, ends_as=eager.ends_as,
-                fault=eager.fault, explicit=eager.explicit,
-                left_running=list(eager.left_running))
-    step.findings = [dataclasses.replace(f, when=WARM_UP) for f in eager.findings]
-    return step
 
 
 #: path -> the most requests a case staged in this process had (diffcheck.runner notes

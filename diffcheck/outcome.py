@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from diffcheck.calls import contract_of
 from diffcheck.case import first_case
 from diffcheck.findings import Comparison, Finding
-from diffcheck.job import Job, row_jobs
+from diffcheck.job import Job
 from diffcheck.paths import get_path
 from diffcheck.report import ReportRow, make_row
 from diffcheck.settings import RunSettings
@@ -64,9 +64,9 @@ def ended(job: Job, settings: RunSettings, status: Status, why: str,
     """The rows of a job that did not finish: a device fault, a dead worker or a time-out."""
     contract = contract_of(get_path(job.case.path), job.impl, first_case(job.case),
                            settings.fill_override)
-    return [Outcome(make_row(row_job, case, settings, contract, Comparison(0, ()), why,
+    return [Outcome(make_row(job, case, settings, contract, Comparison(0, ()), why,
                              elapsed_ms, 0, status))
-            for row_job, case in row_jobs(job)]
+            for case in job.mode.rows(job.case)]
 
 
 def timed_out(job: Job, settings: RunSettings, elapsed_ms: float) -> list[Outcome]:

@@ -35,7 +35,7 @@ from diffcheck.compare import (
 from diffcheck.errors import CaseTimeout, CaseTooLarge
 from diffcheck.findings import Comparison, Finding, FoundBy
 from diffcheck.instrument import Instrumented
-from diffcheck.job import Job, in_job_order, parts, row_jobs
+from diffcheck.job import Job
 from diffcheck.modes import LARGEST, Step, requests_of, second_look
 from diffcheck.oob import extents, from_fillings, from_sandbox
 from diffcheck.outcome import Outcome, ended, is_device_fault, one_line
@@ -241,8 +241,7 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
             if isinstance(sandbox, Instrumented) and not step.fault:
                 sandbox.collect()
             if sandbox is not None:
-                warm_up = step.warmed_by.accesses if step.warmed_by is not None else []
-                step.accesses = warm_up + sandbox.accesses[seen:]
+                step.accesses = sandbox.accesses[seen:]
                 seen = len(sandbox.accesses)
             steps.append(step)
             if step.fault:
@@ -255,26 +254,6 @@ def execute(job: Job, settings: RunSettings, contract: Contract, plan: RunPlan) 
     if isinstance(sandbox, Instrumented) and steps:
         steps[0].notes += _instrumentation_notes(sandbox, steps)
     return steps
-
-
-class RunAsParts(Exception):  # noqa: N818 - a request, not an error
-    """A fused job's parts run differently from here: ``done`` holds the rows of the parts
-    that are finished (one that raised ends its runs, as its own job would), the others run
-    again as jobs of their own."""
-
-    def __init__(self, done: list[Outcome] | None = None) -> None:
-        super().__init__()
-        self.done = done or []
-
-
-def _parts_that_raised(judge: Judge, rows: list[Case], early: list[list[Finding]]
-                       ) -> RunAsParts:
-    """The rows of every part of a fused job whose first run raised somewhere: what its own
-    job gives (a job whose call raised stops after that run)."""
-    raised = {judge.row_jobs[i][0].mode.name
-              for i, step in enumerate(judge.runs[0].steps) if step.error}
-    return RunAsParts([judge.row(i, case, early[i]) for i, case in enumerate(rows)
-                       if judge.row_jobs[i][0].mode.name in raised])
 
 
 class RerunFaulted(Exception):
@@ -296,27 +275,14 @@ def run_job(job: Job, settings: RunSettings) -> list[Outcome]:
     the red-zoned allocation and its copy) ends the job's rows as ``error`` saying so, and
     the run goes on with the next job; what the implementation allocates is its own error.
     """
-    fused = len(parts(job)) > 1
-    if fused:
-        settings.implementation(job.impl)  # imported first: its autotuners exist from then on
-    if fused and tuning.present():
-        return [outcome for part in parts(job) for outcome in run_job(part, settings)]
     try:
-        outcomes = _every_config(job, settings)
-        if fused and any(o.heuristics or o.row.configs for o in outcomes):
-            raise RunAsParts  # an autotuner or heuristics made at the first call
-        return in_job_order(job, outcomes)
-    except RunAsParts as split:
-        done = {outcome.row.mode for outcome in split.done}
-        return in_job_order(job, split.done + [
-            outcome for part in parts(job) if part.mode.name not in done
-            for outcome in run_job(part, settings)])
+        return _every_config(job, settings)
     except CaseTooLarge as e:
         why = str(e)
     gc.collect()  # outside the except clause: its traceback no longer holds the tensors
     if settings.device.type == "cuda":
         torch.cuda.empty_cache()
-    return in_job_order(job, ended(job, settings, Status.ERROR, why, 0.0))
+    return ended(job, settings, Status.ERROR, why, 0.0)
 
 
 #: what running out of memory raises (torch's own for a device, Python's for the host)
@@ -422,10 +388,7 @@ def _run_once(job: Job, settings: RunSettings) -> list[Outcome]:
                      stop.step.elapsed_ms)
     for number, plan in enumerate(plans[:JUDGED_RUNS], start=1):
         judge.runs.append(Run(plan, number, execute(job, settings, contract, plan)))
-        errors = [bool(step.error) for step in judge.runs[-1].steps]
-        if any(errors):
-            if len(parts(job)) > 1 and not all(errors) and number < len(plans[:JUDGED_RUNS]):
-                raise _parts_that_raised(judge, rows, early)
+        if any(step.error for step in judge.runs[-1].steps):
             break
     faulted = next((s for s in judge.runs[-1].steps if s.fault), None)
     if faulted is not None:  # the device is gone: nothing in its memory can be compared
@@ -457,17 +420,16 @@ def _read_then_fault(job: Job, settings: RunSettings, contract: Contract,
     outcomes = []
     judge = Judge(job, settings, contract, [])
     judge.plausible_runs = plausible_runs
-    for i, ((row_job, case), found) in enumerate(zip(row_jobs(job), early, strict=True)):
+    for i, (case, found) in enumerate(zip(job.mode.rows(job.case), early, strict=True)):
         found = [*found, *judge.plausible_findings(i)]
         if any(f.kind == Status.OOB_READ for f in found):
-            row = make_row(row_job, case, settings, contract,
-                           Comparison(0, tuple(found), (note,)), "", faulted.elapsed_ms,
-                           len(RUNS))
+            row = make_row(job, case, settings, contract, Comparison(0, tuple(found), (note,)),
+                           "", faulted.elapsed_ms, len(RUNS))
             outcomes.append(Outcome(row, tuple(found), device_lost=True))
         else:
             outcomes += [dataclasses.replace(o, device_lost=True) for o in ended(
                 job, settings, Status.FAULT, faulted.error, faulted.elapsed_ms)
-                if o.row.case_id == case.case_id and o.row.mode == row_job.mode.name][:1]
+                if o.row.case_id == case.case_id][:1]
     return outcomes
 
 
@@ -501,8 +463,6 @@ class Judge:
         #: runs under mixed plausible fillings, by filling (diffcheck.plausible)
         self.probes: dict[tuple[Filling, bool], Run] = {}
         self.referencing = 0.0
-        #: each row's job (a fused job's rows belong to its parts) and case
-        self.row_jobs = row_jobs(job)
 
     def label(self, run: Run) -> str:
         """How a finding names the run that showed it; the first run goes without saying."""
@@ -512,7 +472,7 @@ class Judge:
         """Row ``i``: every judged run's findings, then ``early`` (the plausible runs')."""
         steps = [(run, run.steps[i]) for run in self.runs[:JUDGED_RUNS] if i < len(run.steps)]
         if not steps:
-            return Outcome(make_row(self.row_jobs[i][0], case, self.settings, self.contract,
+            return Outcome(make_row(self.job, case, self.settings, self.contract,
                                     Comparison(0, ()), "not run: the mode ended before this row",
                                     0.0, 0))
         first = steps[0][1]
@@ -550,7 +510,7 @@ class Judge:
         notes = tuple(dict.fromkeys(note for run in self.runs + self.plausible_runs
                                     for k in {0, i} if k < len(run.steps)
                                     for note in run.steps[k].notes))
-        row = make_row(self.row_jobs[i][0], case, self.settings, self.contract,
+        row = make_row(self.job, case, self.settings, self.contract,
                        Comparison(checked, merged, notes), error, first.elapsed_ms,
                        len(self.runs) + len(self.plausible_runs), ends_as)
         return Outcome(row, merged)
@@ -588,10 +548,9 @@ class Judge:
                 findings += [_during(f, label) for f in found]
             if step.eager_out is not None:
                 freed = "the graph uses memory freed since capture: " + "; ".join(step.kept)
-                means = self.row_jobs[i][0].mode.divergence_means
                 divergence = diverged(step.out, step.eager_out, locate,
                                       None if step.kept else step.earlier_outs,
-                                      freed if step.kept else means)
+                                      freed if step.kept else self.job.mode.divergence_means)
                 findings += [_during(divergence, label)] if divergence else []
         if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
             findings += self.across_runs(i, case, locate, *expected["out"])

@@ -25,8 +25,6 @@ The patches are installed once per process and cost a counter when nothing is tu
 from __future__ import annotations
 
 import contextlib
-import gc
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -176,24 +174,6 @@ def _one_timed_call(kernel_call, quantiles=None, **_):
     kernel_call()
     elapsed = (time.perf_counter() - start) * 1e3
     return [elapsed] * len(quantiles) if quantiles else elapsed
-
-
-#: what present() found, and how many modules were loaded then
-_PRESENT = {"modules": -1, "found": False}
-
-
-def present() -> bool:
-    """Whether the process holds an autotuner or a @triton.heuristics kernel: a job's
-    configs and heuristic values are the job's, so a fused job (diffcheck.job.fused) of such
-    an implementation runs as its two jobs. Looked for again once modules were imported."""
-    loaded = len(sys.modules)
-    if loaded != _PRESENT["modules"]:
-        from triton.runtime.autotuner import Autotuner, Heuristics
-
-        _PRESENT["modules"] = loaded
-        _PRESENT["found"] = any(isinstance(o, (Autotuner, Heuristics))
-                                for o in gc.get_objects())
-    return bool(_PRESENT["found"])
 
 
 def install() -> None:

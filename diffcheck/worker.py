@@ -30,7 +30,7 @@ from diffcheck.casefile import load_any
 from diffcheck.defaults import CASE_ELEMENTS_KEPT
 from diffcheck.devices import pinned_environment
 from diffcheck.errors import DeviceError
-from diffcheck.job import Job, ended_early, parts
+from diffcheck.job import Job
 from diffcheck.outcome import Outcome, ended, timed_out
 from diffcheck.runner import run_job
 from diffcheck.settings import RunSettings
@@ -257,10 +257,6 @@ class Worker:
         #: processes started so far, and one started ahead to replace the next (see launch)
         self.launches = 0
         self.spare: tuple | None = None
-        #: a fused job that ended early runs again as its parts: those still to send, and
-        #: the rows of those done (see outcome)
-        self.parts_left: list[Job] | None = None
-        self.parts_done: list[Outcome] = []
 
     # -- life ---------------------------------------------------------------------------------
     def launch(self) -> None:
@@ -384,22 +380,10 @@ class Worker:
         """The rows of the job in flight once it answered (``answered``: its pipe has a
         message) or ran past the time limit; None while it runs (its notes on which device
         mutant it runs never keep it past the limit)."""
-        job = self.job
         outcomes = self.collect() if answered else None
         if outcomes is None and self.overdue(time.perf_counter()):
-            outcomes = self.timed_out()
-        if outcomes is None or job is None:
-            return outcomes
-        if self.parts_left is None and len(parts(job)) > 1 and ended_early(outcomes):
-            self.parts_left, self.parts_done = parts(job), []  # its rows are not kept
-        elif self.parts_left is not None:
-            self.parts_done += outcomes
-        if not self.parts_left:
-            done, self.parts_left, self.parts_done = (
-                outcomes if self.parts_left is None else self.parts_done), None, []
-            return done
-        self.send(self.parts_left.pop(0))  # each part under its own time limit
-        return None
+            return self.timed_out()
+        return outcomes
 
     def collect(self) -> list[Outcome] | None:
         """The rows of the job in flight, once the worker answered or died; None when it

@@ -6,9 +6,6 @@ host-side state that changes from call to call. test_graphs.py ties each to what
 must report.
 """
 
-import os
-import time
-
 import torch
 import triton
 import triton.language as tl
@@ -97,75 +94,4 @@ def decode_functional_prologue(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
     page = torch.cumsum(torch.cat([page_kv_indptr[:1], page_kv_indptr.diff()]), 0).to(
         torch.int32)
     return decode_pid(qo_indptr, kv, page, kv_indices, token_indices,
-                      BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
-
-
-def _when_captured(action):
-    def wrapper(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
-                BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
-        if torch.cuda.is_current_stream_capturing():
-            action()
-        return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
-                          BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
-
-    return wrapper
-
-
-def _hang() -> None:
-    while True:
-        time.sleep(0.05)
-
-
-#: correct when called, but ends its process (or never returns) while a graph captures it:
-#: the eager row of the same case passes all the same
-decode_exits_when_captured = _when_captured(lambda: os._exit(3))
-decode_hangs_when_captured = _when_captured(_hang)
-
-
-_kept: dict = {}
-
-
-def decode_returns_a_kept_buffer(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
-                                 BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None,
-                                 fill=0):
-    """Correct: writes into one buffer it keeps per shape (cleared by a torch op each call,
-    as graph-friendly launchers do) and returns it."""
-    rows = token_indices.shape[0]
-    key = (rows, NUM_TOPK_TOKENS, str(kv_indices.device))
-    if key not in _kept:
-        _kept[key] = torch.empty(rows * NUM_TOPK_TOKENS, dtype=torch.int32,
-                                 device=kv_indices.device)
-    kept = _kept[key]
-    kept.fill_(fill)
-    return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
-                      BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, kept, fill)
-
-
-_set_up = {"done": False}
-
-
-def decode_sets_up_at_first_capture(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
-                                    token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
-                                    BLOCK_N=128, out=None, fill=0):
-    """A one-time set-up made lazily at the process's first capture, copying a Python value
-    to the device (refused while capturing): only that capture raises."""
-    if torch.cuda.is_current_stream_capturing() and not _set_up["done"]:
-        _set_up["done"] = True
-        torch.tensor([fill], dtype=torch.int32, device=kv_indptr.device)
-    return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
-                      BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
-
-
-def decode_heuristic_when_captured(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
-                                   token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
-                                   BLOCK_N=128, out=None, fill=0):
-    """Correct: a @triton.heuristics kernel under capture, a plain one otherwise (each row's
-    heuristic values are its own calls')."""
-    from autotuned_kernels import heuristic_decode
-
-    if torch.cuda.is_current_stream_capturing():
-        return heuristic_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
-                                token_indices, NUM_TOPK_TOKENS=NUM_TOPK_TOKENS, out=out,
-                                fill=fill)
-    return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                       BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)

@@ -150,9 +150,8 @@ def test_interrupt_keeps_finished_rows_and_exits_2(tmp_path, monkeypatch):
     report = tmp_path / "r.csv"
     result = invoke("compare", "--report", report, "--isolation", "none")
     assert result.exit_code == ExitCode.INTERRUPTED
-    # each of the first two jobs made a case's eager and capture rows (diffcheck.job.fused)
-    assert "interrupted after 4 of" in error_line(result)
-    assert pd.read_csv(report)["mode"].tolist() == ["eager", "capture"] * 2
+    assert "interrupted after 2 of" in error_line(result)
+    assert len(pd.read_csv(report)) == 2
 
 
 def test_internal_error_exits_3_and_keeps_rows(tmp_path, monkeypatch):
@@ -162,9 +161,7 @@ def test_internal_error_exits_3_and_keeps_rows(tmp_path, monkeypatch):
 
     def broken_on_second(*args, **kwargs):
         calls.append(1)
-        # the third row's first run: each row compares both runs, and the first job makes
-        # two rows (a case's eager and capture rows, diffcheck.job.fused)
-        if len(calls) == 5:
+        if len(calls) == 3:  # the second row's first run (each row compares both runs)
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
@@ -173,7 +170,7 @@ def test_internal_error_exits_3_and_keeps_rows(tmp_path, monkeypatch):
     result = invoke("compare", "--report", report, "--isolation", "none")
     assert result.exit_code == ExitCode.INTERNAL
     assert "internal error: RuntimeError: boom" in error_line(result)
-    assert len(pd.read_csv(report)) == 2
+    assert len(pd.read_csv(report)) == 1
 
 
 def test_help_documents_exit_codes():
