@@ -552,7 +552,8 @@ class Judge:
                                       None if step.kept else step.earlier_outs,
                                       freed if step.kept else self.job.mode.divergence_means)
                 findings += [_during(divergence, label)] if divergence else []
-        if len(steps) > 1 and steps[0][0] is self.runs[0] and steps[1][0] is self.runs[1]:
+        if (len(steps) > 1 and len(self.runs) > 1 and steps[0][0] is self.runs[0]
+                and steps[1][0] is self.runs[1]):  # (a run that raised somewhere ends the runs)
             findings += self.across_runs(i, case, locate, *expected["out"])
         return checked, findings
 

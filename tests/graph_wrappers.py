@@ -95,3 +95,20 @@ def decode_functional_prologue(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
         torch.int32)
     return decode_pid(qo_indptr, kv, page, kv_indices, token_indices,
                       BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+_short = {"last": False}
+
+
+def decode_refuses_capturing_a_short_batch(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
+                                           token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
+                                           BLOCK_N=128, out=None, fill=0):
+    """Correct when called; refuses to be captured after a warm-up call on fewer than 8 live
+    requests: a scenario's capture rows raise at some steps only."""
+    if torch.cuda.is_current_stream_capturing():
+        if _short["last"]:
+            raise RuntimeError("refuses to capture a batch of fewer than 8 requests")
+    else:
+        _short["last"] = int((kv_indptr[1:] > kv_indptr[:-1]).sum()) < 8
+    return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                      BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
