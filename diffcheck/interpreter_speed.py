@@ -51,10 +51,7 @@ def faster_interpreter() -> Iterator[None]:
         return
     import triton.language as tl
 
-    languages = (tl, tl.core)
     dtypes: dict[object, object] = {}
-    #: ids of the language modules patched by the launch in progress
-    patched: set[int] = set()
 
     def cached_np_dtype(tt_dtype):
         try:
@@ -65,6 +62,24 @@ def faster_interpreter() -> Iterator[None]:
         except TypeError:  # an unhashable dtype: asked each time
             return get_np_dtype(tt_dtype)
 
+    patch_once = _patching_once(patch_lang, (tl, tl.core)) if patch_lang is not None else None
+    interpreter._get_np_dtype = cached_np_dtype
+    if patch_lang is not None:
+        interpreter._patch_lang = patch_once
+    try:
+        with _shared_types(tl.core):
+            yield
+    finally:
+        interpreter._get_np_dtype = get_np_dtype
+        if patch_lang is not None:
+            interpreter._patch_lang = patch_lang
+
+
+def _patching_once(patch_lang, languages: tuple):
+    """``_patch_lang`` that skips a jit helper whose language modules the launch in progress
+    patched already (and tracks when that launch's patch is undone)."""
+    #: ids of the language modules patched by the launch in progress
+    patched: set[int] = set()
     #: (id, size) of a helper's globals -> the ids of the language modules among them
     modules_in: dict[tuple[int, int], frozenset[int]] = {}
 
@@ -91,16 +106,7 @@ def faster_interpreter() -> Iterator[None]:
         scope.restore = restore
         return scope
 
-    interpreter._get_np_dtype = cached_np_dtype
-    if patch_lang is not None:
-        interpreter._patch_lang = patch_once
-    try:
-        with _shared_types(tl.core):
-            yield
-    finally:
-        interpreter._get_np_dtype = get_np_dtype
-        if patch_lang is not None:
-            interpreter._patch_lang = patch_lang
+    return patch_once
 
 
 #: what the two constructors set, checked on their first call (another triton: not shared)
