@@ -156,9 +156,12 @@ class TorchOp:
 
 
 def _frozen_grid(kernel, grid, args: tuple, kwargs: dict) -> tuple[int, ...]:
-    """The grid as the launch evaluated it: a callable grid gets the bound arguments."""
+    """The grid as the launch evaluated it: a callable grid gets the bound arguments (the
+    kernel's own: launch options an autotuner adds, num_warps and the like, are not)."""
     if callable(grid):
-        bound = inspect.signature(kernel.fn).bind_partial(*args, **kwargs)
+        params = inspect.signature(kernel.fn).parameters
+        bound = inspect.signature(kernel.fn).bind_partial(
+            *args, **{name: value for name, value in kwargs.items() if name in params})
         bound.apply_defaults()
         grid = grid(dict(bound.arguments))
     return tuple(int(g) for g in grid)

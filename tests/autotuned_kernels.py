@@ -86,11 +86,16 @@ def _requests(kv_indptr, page_kv_indptr):
     return min(kv_indptr.shape[0], page_kv_indptr.shape[0]) - 1
 
 
-def _launch_tuned(kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out, fill):
+def _launch_tuned(kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices, k, out, fill,
+                  grid_of_meta=False):
     num_requests = _requests(kv_indptr, page_kv_indptr)
     out = workspace(out, max(num_requests, 0), k, kv_indptr)
+    # a grid computed from the config's meta-parameters, as engines write it (one program per
+    # request whatever the tile)
+    grid = (lambda meta: (num_requests * meta["BLOCK_N"] // meta["BLOCK_N"],)) if \
+        grid_of_meta else (num_requests,)
     if num_requests > 0:
-        kernel[(num_requests,)](kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
+        kernel[grid](kv_indptr, page_kv_indptr, kv_indices, token_indices, out,
                                 token_indices.shape[0], kv_indices.numel(), out.numel(),
                                 token_indices.stride(0), token_indices.stride(1), fill, K=k)
     return out
@@ -101,6 +106,13 @@ def tuned_decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices
     """Correct; autotuned over two configs with Triton's own benchmarker."""
     return _launch_tuned(_tuned_kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                          NUM_TOPK_TOKENS, out, fill)
+
+
+def tuned_decode_grid_of_meta(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                              NUM_TOPK_TOKENS=2048, out=None, fill=0):
+    """Correct; autotuned, its grid a function of the config (``lambda meta: ...``)."""
+    return _launch_tuned(_tuned_kernel, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                         NUM_TOPK_TOKENS, out, fill, grid_of_meta=True)
 
 
 def tuned_decode_own_bench(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,

@@ -40,6 +40,15 @@ def test_correct_autotuned_and_heuristic_kernels_pass_the_default_command(name, 
         assert set(df["configs"]) == {2} and set(df["config"]) == {""}
 
 
+def test_an_autotuned_kernel_whose_grid_is_a_function_of_its_config_passes_capture(tmp_path):
+    """The emulated graph evaluates a callable grid on the kernel's own arguments: the
+    launch options an autotuner adds (num_warps, num_stages) are not among them."""
+    result, df = default_run(tmp_path, f"{TUNED}:tuned_decode_grid_of_meta", "decode",
+                             "--suite", "smoke", "--mode", "capture")
+    assert result.exit_code == ExitCode.OK, result.output
+    assert set(df["status"]) == {"pass"} and set(df["configs"]) == {2}
+
+
 def test_correct_autotuned_kernel_passes_stale_and_replay_suites_under_both_configs(tmp_path):
     result, df = default_run(tmp_path, f"{TUNED}:tuned_decode", "decode", "--suite", "smoke",
                              "--suite", "stale", "--suite", "replay", "--mode", "all")
