@@ -159,9 +159,9 @@ def _frozen_grid(kernel, grid, args: tuple, kwargs: dict) -> tuple[int, ...]:
     """The grid as the launch evaluated it: a callable grid gets the bound arguments (the
     kernel's own: launch options an autotuner adds, num_warps and the like, are not)."""
     if callable(grid):
-        params = inspect.signature(kernel.fn).parameters
-        bound = inspect.signature(kernel.fn).bind_partial(
-            *args, **{name: value for name, value in kwargs.items() if name in params})
+        signature = inspect.signature(kernel.fn)
+        bound = signature.bind_partial(*args, **{name: value for name, value in kwargs.items()
+                                                 if name in signature.parameters})
         bound.apply_defaults()
         grid = grid(dict(bound.arguments))
     return tuple(int(g) for g in grid)

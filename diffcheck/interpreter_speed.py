@@ -62,10 +62,9 @@ def faster_interpreter() -> Iterator[None]:
         except TypeError:  # an unhashable dtype: asked each time
             return get_np_dtype(tt_dtype)
 
-    patch_once = _patching_once(patch_lang, (tl, tl.core)) if patch_lang is not None else None
     interpreter._get_np_dtype = cached_np_dtype
     if patch_lang is not None:
-        interpreter._patch_lang = patch_once
+        interpreter._patch_lang = _patching_once(patch_lang, (tl, tl.core))
     try:
         with _shared_types(tl.core):
             yield

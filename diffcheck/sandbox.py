@@ -93,8 +93,7 @@ class Bounds:
         # or before (an element is inside some extent iff that end reaches past it)
         order = np.argsort(self._starts, kind="stable")
         self._sorted_starts = self._starts[order]
-        self._furthest_ends = np.maximum.accumulate(self._ends[order]) if len(order) else \
-            self._ends
+        self._furthest_ends = np.maximum.accumulate(self._ends[order])
 
     def admit(self, name: str, tensor) -> Extent | None:
         """Add the bytes a launch argument can address, unless a known extent holds them;
