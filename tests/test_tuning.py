@@ -30,7 +30,8 @@ def default_run(tmp_path, target, path="decode", *more):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tuned_decode", "tuned_decode_own_bench", "heuristic_decode"])
+@pytest.mark.parametrize("name", ["tuned_decode", "tuned_decode_own_bench", "heuristic_decode",
+                                  "tuned_decode_grid_of_meta"])
 def test_correct_autotuned_and_heuristic_kernels_pass_the_default_command(name, tmp_path):
     result, df = default_run(tmp_path, f"{TUNED}:{name}")
     assert result.exit_code == ExitCode.OK, result.output
