@@ -13,9 +13,11 @@ engines' bug history showed slipping through fixed suites (issue "Find what no s
 - blocktable_slot_through_float: the slot is computed with a float stride (a launcher that
   divides), exact only below 2^24.
 
-And two for the GPU's device mutants (`fuzz --fast`), whose far positions (2^16 past the
-context) only mutants make: decode_faults_on_far_positions reads 2^40 bytes away there, which
-faults a GPU; decode_hangs_on_far_positions loops 10^8 times per such position.
+And two for the GPU's device mutants (`fuzz --fast`), wrong only on far positions that only
+mutants make (2^16 + 4096 past the context and more, below 2^30: the declared domain's far
+positions stop short of it, misbehaving_kernels.MUTANTS_FAR_FROM):
+decode_faults_on_far_positions reads 2^40 bytes away there, which faults a GPU;
+decode_hangs_on_far_positions loops 10^8 times per such position.
 """
 
 import weakref
@@ -43,7 +45,7 @@ def decode_fast_path_for_large_batches(qo_indptr, kv_indptr, page_kv_indptr, kv_
 def decode_faults_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
                                    token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
                                    BLOCK_N=WIDE, out=None, fill=0):
-    """Correct but for a position at least 2^16 past its context: a wild read (a GPU faults)."""
+    """Correct but for a position in the mutants' far band: a wild read (a GPU faults)."""
     return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=FAR_READ)
 
@@ -51,7 +53,7 @@ def decode_faults_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indi
 def decode_hangs_on_far_positions(qo_indptr, kv_indptr, page_kv_indptr, kv_indices,
                                   token_indices, BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048,
                                   BLOCK_N=WIDE, out=None, fill=0):
-    """Correct but for a position at least 2^16 past its context: a loop that runs away."""
+    """Correct but for a position in the mutants' far band: a loop that runs away."""
     return _decode(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                    NUM_TOPK_TOKENS, BLOCK_N, out, fill, bug=FAR_HANG)
 

@@ -32,6 +32,11 @@ WIDE = 1024
 # What the one Triton kernel below does differently (a constexpr, as the compiler needs).
 (CORRECT, NO_CTX_MASK, CONSTANT_FILL, IGNORES_ROW_STRIDE, WRITES_KV_INDICES,
  RACES, BORROWS_KV_INDICES, FAR_READ, FAR_HANG) = (tl.constexpr(i) for i in range(9))
+#: FAR_READ and FAR_HANG act on positions from this far past the context to below 2^30: a band
+#: only fuzz's device mutants reach (a position plus 2^16 to 2^17), above the declared domain's
+#: far positions (2^16 to 2^16 + 4095 past) and below its int32-max ones
+MUTANTS_FAR_FROM, MUTANTS_FAR_TO = 65536 + 4096, 1 << 30
+_FAR_FROM, _FAR_TO = tl.constexpr(MUTANTS_FAR_FROM), tl.constexpr(MUTANTS_FAR_TO)
 
 
 @triton.jit
@@ -82,11 +87,11 @@ def _convert_rows(
                 valid = readable
             valid = valid & (kv_start + pos >= 0) & (kv_start + pos < num_kv)
             slot = tl.load(kv_indices_ptr + kv_start + pos, mask=valid, other=0)
-            if BUG == FAR_READ:  # a position 2^16 past the context read 2^40 bytes away
-                far = readable & (pos >= ctx + 65536)
+            if BUG == FAR_READ:  # a position in the mutants' far band read 2^40 bytes away
+                far = readable & (pos >= ctx + _FAR_FROM) & (pos < _FAR_TO)
                 slot += tl.load(kv_indices_ptr + (pos.to(tl.int64) << 24), mask=far, other=0)
             if BUG == FAR_HANG:  # a loop as long as such a position is large
-                far = readable & (pos >= ctx + 65536)
+                far = readable & (pos >= ctx + _FAR_FROM) & (pos < _FAR_TO)
                 for _ in range(tl.sum(far.to(tl.int32), axis=0) * 100000000):
                     slot += 0
             value = tl.where(valid, slot, fill)

@@ -6,6 +6,7 @@ Run on the graph emulator with the sandbox off (a GPU's view); test_gpu.py runs 
 import pytest
 import torch
 from conftest import CPU, make_impl, suite_cases
+from misbehaving_kernels import MUTANTS_FAR_FROM, MUTANTS_FAR_TO
 
 from diffcheck.casefile import case_problems
 from diffcheck.fastcheck import CapturedCheck, Screened
@@ -95,8 +96,8 @@ def test_screening_with_mutants_hands_the_failing_mutant_to_the_full_check():
 
 
 class _FaultsOnFarPositions:
-    """A graph that behaves as a GPU would for a kernel that reads wild at a position 2^16
-    past its context: the replay of such a mutant 'faults' (the error a CUDA fault raises)."""
+    """A graph that behaves as a GPU would for a kernel that reads wild at a position in the
+    mutants' far band: the replay of such a mutant 'faults' (the error a CUDA fault raises)."""
 
     def __init__(self, real):
         self.real, self.owner = real, None
@@ -111,10 +112,46 @@ class _FaultsOnFarPositions:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
-def _has_far_position(tensors) -> bool:
+def _has_far_position(tensors, k: int | None = None) -> bool:
+    """A position among the first ``k`` of a request's row (the ones a kernel reads) in the
+    band fuzz_kernels' far kernels misbehave on (only mutants make it)."""
     contexts = tensors["kv_indptr"][1:] - tensors["kv_indptr"][:-1]
-    rows = tensors["token_indices"][: contexts.numel()]
-    return bool((rows >= contexts[:, None] + 65536).any())
+    rows = tensors["token_indices"][: contexts.numel(), :k].to(torch.int64)
+    return bool(((rows >= contexts[:, None] + MUTANTS_FAR_FROM) & (rows < MUTANTS_FAR_TO)).any())
+
+
+@pytest.mark.parametrize("limits", ["CPU_LIMITS", "GPU_LIMITS"])
+def test_only_mutants_reach_the_far_band_of_the_far_kernels(limits):
+    """fuzz_kernels' far kernels test how a misbehaving *mutant* is named (test_gpu.py runs
+    `fuzz --fast` on them): a well-formed generated decode case in their band would fault or
+    hang as itself instead, the far-beyond and int32-max positions of the domain included.
+    (A stale case can: its positions are its intended batch's, past the spoiled contexts; it
+    is never screened nor mutated, so the GPU test fixes --seed.)"""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+
+    from diffcheck.domain import domain_of
+    from diffcheck.fixtures import generated
+    from diffcheck.paths import get_path
+
+    spec = get_path("decode")
+    gen, domain = spec.generators(), domain_of(spec)
+    odd = set()
+
+    @hsettings(max_examples=40 if limits == "CPU_LIMITS" else 8, deadline=None,
+               database=None, suppress_health_check=list(HealthCheck))
+    @given(generated.batches(gen, getattr(generated, limits), domain))
+    def check(batch):
+        if batch.spoiler:
+            return
+        case = gen.layout(batch).case("decode", "", batch.seed, spec.fill)
+        odd.update(batch.oddities)
+        assert not _has_far_position(case.inputs, case.k), batch
+
+    check()
+    assert odd & {"far", "max"}  # the domain's own far positions were drawn
+    reached = [i for i in range(1, 65) if _has_far_position(mutant(clean_decode(), i).inputs)]
+    assert reached  # and mutants do reach the band
 
 
 def test_a_mutant_that_faults_is_named_by_running_the_mutants_one_by_one(monkeypatch):
