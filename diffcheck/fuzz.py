@@ -67,6 +67,22 @@ class Budget:
         return f"{self.seconds:g} s" if self.seconds is not None else f"{self.cases} cases"
 
 
+@dataclass(frozen=True)
+class Draws:
+    """One kind of draw a search takes turns with: how large the cases get, and the modes
+    that check them (None: the checker's own)."""
+
+    name: str
+    limits: object
+    modes: tuple[Mode, ...] | None = None
+
+
+#: seconds of one turn when a search takes turns between kinds of draws: small structural
+#: cases (every page size, table and stale form, cheap to draw and check) and production-size
+#: ones (large offsets, device mutants), each kind about half the time
+TURN_SECONDS = 10.0
+
+
 @dataclass
 class Finding:
     """The smallest failing record, its case or scenario, its rows, and what was first found."""
@@ -286,7 +302,7 @@ def fuzz(
     scenarios: bool,
     budget: Budget,
     seed: int,
-    limits,
+    draws,
     fill: int,
     fail_on: frozenset[Status],
     shrink_seconds: float = 60.0,
@@ -295,22 +311,25 @@ def fuzz(
     keep: Callable[[Case | Scenario], None] = lambda target: None,
 ) -> FuzzResult:
     """Generate, check, and shrink the first failure (see the module docstring); ``mixed``
-    draws cases and replay scenarios alike. ``keep`` gets the failing case when it is found
-    and each smaller one shrinking finds, so a run stopped at any point (SIGTERM, a second
-    Ctrl-C, a crash) has saved the smallest so far."""
-    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-    from hypothesis import seed as hypothesis_seed
-
+    draws cases and replay scenarios alike. ``draws`` is the size of the cases (Limits), or
+    kinds of draws (Draws) the search takes turns with, TURN_SECONDS each. ``keep`` gets the
+    failing case when it is found and each smaller one shrinking finds, so a run stopped at
+    any point (SIGTERM, a second Ctrl-C, a crash) has saved the smallest so far."""
+    turns = list(draws) if isinstance(draws, (list, tuple)) else [Draws("", draws)]
     search = _Search(spec, checker, budget, fill, fail_on, shrink_seconds, progress, keep)
-    run = given(strategy_for(spec, scenarios, limits, mixed))(search.check)
-    run = settings(max_examples=10**9, deadline=None, database=None, derandomize=False,
-                   suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-                   report_multiple_bugs=False,
-                   phases=[Phase.explicit, Phase.generate, Phase.shrink])(run)
-    run = hypothesis_seed(seed)(run)
     result, state = search.result, search.state
     try:
-        run()
+        turn = 0
+        while turns:
+            kind = turns[turn % len(turns)]
+            search.take_turn(kind, TURN_SECONDS if len(turns) > 1 else None)
+            try:  # each turn a search of its own, seeded by the turn (the first by --seed)
+                _search_once(spec, scenarios, kind.limits, mixed, search.check,
+                             seed if turn < len(turns) else f"{seed}:{turn}")
+            except _TurnOver:
+                turn += 1
+                continue
+            turns.remove(kind)  # Hypothesis drew all this kind has: the others go on
     except (_Spent, _Found):
         pass
     except KeyboardInterrupt:  # keep what was found: the smallest failing case so far
@@ -329,6 +348,24 @@ def fuzz(
         result.shrink_seconds = time.perf_counter() - state.found_at
         result.elapsed = state.found_at - search.began
     return result
+
+
+def _search_once(spec: PathSpec, scenarios: bool, limits, mixed: bool,
+                 check: Callable[[object], None], seed) -> None:
+    """One Hypothesis search over the path's draws of ``limits``, each checked by ``check``."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    run = given(strategy_for(spec, scenarios, limits, mixed))(check)
+    run = settings(max_examples=10**9, deadline=None, database=None, derandomize=False,
+                   suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+                   report_multiple_bugs=False,
+                   phases=[Phase.explicit, Phase.generate, Phase.shrink])(run)
+    hypothesis_seed(seed)(run)()
+
+
+class _TurnOver(BaseException):
+    """A turn of one kind of draws is over (nothing found): the next kind's search starts."""
 
 
 class _Search:
@@ -351,6 +388,15 @@ class _Search:
         self.intended: set = set()
         self.state = _State()
         self.began = self.shown = time.perf_counter()
+        #: the modes checking the current turn's draws (None: the checker's), and when the
+        #: turn ends (None: with the budget)
+        self.modes: list[Mode] | None = None
+        self.turn_ends: float | None = None
+
+    def take_turn(self, kind: Draws, seconds: float | None) -> None:
+        """Check ``kind``'s draws from now on, for ``seconds`` (None: until the budget)."""
+        self.modes = None if kind.modes is None else list(kind.modes)
+        self.turn_ends = None if seconds is None else time.perf_counter() + seconds
 
     def report(self, now: float) -> None:
         """A progress line, at most every PROGRESS_EVERY seconds."""
@@ -379,6 +425,8 @@ class _Search:
         now, state, result = time.perf_counter(), self.state, self.result
         if state.found_at is None and self.budget.spent(now - self.began, len(self.checked)):
             raise _Spent
+        if state.found_at is None and self.turn_ends is not None and now >= self.turn_ends:
+            raise _TurnOver
         if state.found_at is not None:
             if now - state.found_at >= self.shrink_seconds:
                 return None  # shrinking is over: the smallest so far stays
@@ -386,7 +434,7 @@ class _Search:
         mutants = getattr(self.checker, "mutants", 0)
         try:
             target = generated_target(self.spec, drawn, self.fill)
-            rows = self.checker.rows(target)
+            rows = self.checker.rows(target, self.modes)
             rows = self._intended_rows(drawn, target, rows)
         except DeviceLost as lost:  # the fault is the finding; nothing more can run
             rows = lost.rows
@@ -411,7 +459,7 @@ class _Search:
                 or not any(row.status == Status.STALE_SENSITIVE.value for row in rows)):
             return rows
         try:
-            fresh = self.checker.rows(target.fresh())
+            fresh = self.checker.rows(target.fresh(), self.modes)
         except DeviceLost:  # the intended batch faulted the device: it is the finding
             self.intended.add(drawn)
             raise
@@ -470,7 +518,8 @@ class _Search:
         target = self.target_of(drawn)
         rows = self.checked[drawn]
         unlocated = 0
-        mutating = max((getattr(m, "mutants", 0) for m in self.checker.modes), default=0)
+        mutating = max((getattr(m, "mutants", 0) for m in self.modes or self.checker.modes),
+                       default=0)
         if (mutating and row.status in (Status.FAULT.value, Status.TIMEOUT.value)
                 and isinstance(target, Case) and row.mutant is None):
             # under --fast a fault or time-out may come from one of the case's device mutants
@@ -629,7 +678,8 @@ class _Setup:
     scenarios: bool
     mixed: bool
     budget: Budget
-    limits: object
+    #: what is drawn: one kind, or kinds taken in turns (see fuzz)
+    draws: tuple[Draws, ...]
     fill: int
     failing: frozenset[Status]
 
@@ -697,6 +747,7 @@ def _set_up(o: FuzzOptions) -> _Setup:
         raise UsageError(f"--mutants is a number of device-made mutants per case (0 to "
                          f"{SPAN - 1}) and needs --fast")
     full_modes = chosen + (scenario_modes or [])  # what saved regression cases replay in
+    plain = tuple(chosen)
     if o.fast:
         from diffcheck.fastcheck import Screened
 
@@ -710,9 +761,16 @@ def _set_up(o: FuzzOptions) -> _Setup:
     settings = settings_for([implementation], dev, o.seed, o.invalid_fill, o.interpreter_check,
                             o.fillings, o.timeout, o.isolation, workers=0 if o.devices else 1,
                             instrument=o.instrument, configs=o.configs, devices=o.devices)
-    production = o.size == "production" or (o.size == "auto" and dev.type != "cpu")
+    small = Draws("small", CPU_LIMITS, plain if o.fast else None)
+    production = Draws("production", GPU_LIMITS)
+    if o.size == "auto" and dev.type != "cpu":
+        # production sizes alone draw a few cases a minute: structure (page sizes, tables,
+        # stale forms) comes from small draws, checked in full (not worth a graph a shape)
+        draws = (small, production)
+    else:
+        draws = (production,) if o.size == "production" else (small,)
     return _Setup(spec, implementation, settings, chosen, full_modes, scenario_modes,
-                   scenarios, mixed, budget, GPU_LIMITS if production else CPU_LIMITS,
+                   scenarios, mixed, budget, draws,
                    spec.fill if o.invalid_fill is None else o.invalid_fill, failing)
 
 
@@ -745,8 +803,7 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
                  f"{'scenarios' if search.scenarios else 'cases'} "
                  f"({', '.join(m.name for m in search.modes)})")
         say(f"fuzz: {shown} on {spec.name} on {backend.describe(search.settings.device)}, "
-            f"budget {search.budget}, seed {o.seed}, {drawn} up to "
-            f"{search.limits.requests + search.limits.bulk} requests")
+            f"budget {search.budget}, seed {o.seed}, {drawn} {_sizes(search.draws)}")
         provisional = o.save_to / shrinking_name(spec.name, shown)
 
         def keep(target: Case | Scenario) -> None:
@@ -754,7 +811,7 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
                 step.suite = "fuzz"
             (save_scenario if isinstance(target, Scenario) else save_case)(target, provisional)
 
-        result = fuzz(spec, checker, search.scenarios, search.budget, o.seed, search.limits,
+        result = fuzz(spec, checker, search.scenarios, search.budget, o.seed, search.draws,
                       search.fill, search.failing, o.shrink_time, say, search.mixed, keep)
     finally:
         checker.close()
@@ -770,6 +827,19 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
     if result.interrupted:
         raise Interrupted("interrupted while shrinking: saved the smallest failing case so far")
     return ExitCode.FAILURES
+
+
+def _sizes(draws: tuple[Draws, ...]) -> str:
+    """How large the drawn cases get, in words."""
+    def most(kind: Draws) -> str:
+        return f"up to {kind.limits.requests + kind.limits.bulk} requests"
+
+    if len(draws) == 1:
+        return most(draws[0])
+    turns = ", ".join(f"{kind.name} ({most(kind)}"
+                      f"{', checked in full' if kind.modes is not None else ''})"
+                      for kind in draws)
+    return f"in turns of {TURN_SECONDS:g} s: {turns}"
 
 
 def _save_finding(o: FuzzOptions, spec: PathSpec, result: FuzzResult, provisional: Path,

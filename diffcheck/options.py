@@ -244,7 +244,8 @@ FuzzSaveTo = Annotated[
 FuzzSize = Annotated[
     str, typer.Option(help="small (a few dozen requests, graphs of 16: the CPU "
                       "interpreter), production (up to 512 requests and graphs of 512) "
-                      "or auto: production on a GPU.")
+                      "or auto: small on the CPU; on a GPU both, in turns of 10 s (small "
+                      "draws checked in full under --fast).")
 ]
 
 FuzzFast = Annotated[

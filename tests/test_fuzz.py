@@ -475,3 +475,65 @@ def test_fuzz_under_its_defaults_finds_each_planted_domain_kernel(tmp_path, kern
     assert found and int(found.group(3)) <= 300, done.stdout
     assert found.group(1) in (domain_kernels.EXPECTED[kernel], "mismatch", "oob_read",
                               "oob_write", "stray_write"), done.stdout
+
+
+def test_a_search_takes_turns_between_kinds_of_draws(monkeypatch):
+    """Production-size draws alone give a GPU search a few cases a minute; taking turns with
+    small structural draws (checked by their own modes) gives both kinds about half the time,
+    each turn a search of its own with a seed of its own."""
+    import diffcheck.fuzz as fuzzing
+    from diffcheck.fixtures.generated import Limits
+    from diffcheck.modes import Eager
+    from diffcheck.status import DEFAULT_FAIL_ON
+
+    small_modes = (Eager(),)
+    few = Limits(requests=2)
+
+    class Recording:
+        modes, seen = [Eager()], []
+
+        def rows(self, target, modes=None):
+            self.seen.append(("small" if modes is not None else "few", modes))
+            return []
+
+    monkeypatch.setattr(fuzzing, "TURN_SECONDS", 0.5)
+    searches = []
+    real = fuzzing._search_once
+    monkeypatch.setattr(fuzzing, "_search_once",
+                        lambda *a: (searches.append((a[2], a[-1])), real(*a)))
+    checker = Recording()
+    draws = (fuzzing.Draws("small", CPU_LIMITS, small_modes), fuzzing.Draws("few", few))
+    result = fuzzing.fuzz(get_path("decode"), checker, False, Budget(seconds=3), 7, draws, 0,
+                          DEFAULT_FAIL_ON)
+    assert result.finding is None and result.checked == len(checker.seen)
+    kinds = [kind for kind, _ in checker.seen]
+    turns = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+    assert turns[:4] == ["small", "few", "small", "few"], turns
+    assert all(modes == list(small_modes) for kind, modes in checker.seen if kind == "small")
+    assert [(limits, seed) for limits, seed in searches[:3]] == [
+        (CPU_LIMITS, 7), (few, 7), (CPU_LIMITS, "7:2")]  # seeds: by --seed, then by turn
+
+
+def test_on_a_gpu_fuzz_takes_turns_between_small_and_production_draws(monkeypatch):
+    """The default size on a GPU: small structural draws (checked in full under --fast, not
+    screened) in turns with production-size ones (screened, with device mutants);
+    --size production or small keeps one kind."""
+    import diffcheck.fuzz as fuzzing
+    from diffcheck import backend
+    from diffcheck.fastcheck import Screened
+    from diffcheck.fixtures.generated import GPU_LIMITS
+    from diffcheck.modes import Eager
+
+    monkeypatch.setattr(backend, "resolve", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(backend, "prepare", lambda device: None)
+    fast = fuzzing._set_up(fuzzing.FuzzOptions(impl="decode:guarded", fast=True))
+    small, production = fast.draws
+    assert (small.limits, production.limits) == (CPU_LIMITS, GPU_LIMITS)
+    assert [type(m) for m in small.modes] == [Eager] and production.modes is None
+    assert [type(m) for m in fast.modes] == [Screened]
+    assert "in turns of" in fuzzing._sizes(fast.draws)
+    for size, limits in (("production", GPU_LIMITS), ("small", CPU_LIMITS)):
+        one = fuzzing._set_up(fuzzing.FuzzOptions(impl="decode:guarded", size=size))
+        assert [kind.limits for kind in one.draws] == [limits]
+    plain = fuzzing._set_up(fuzzing.FuzzOptions(impl="decode:guarded"))
+    assert [kind.modes for kind in plain.draws] == [None, None]

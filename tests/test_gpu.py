@@ -448,13 +448,14 @@ def test_a_device_mutant_that_faults_the_device_is_named_and_saved(tmp_path):
     """fuzz --fast queues mutants back to back, so a fault names none of them; the case's
     mutants run again, each waited for, and the one that faulted is the saved case. (The
     kernel faults only in a band of far positions that well-formed generated cases never
-    reach, test_mutants.py; the seed is fixed, as a stale case may.)"""
+    reach, test_mutants.py; the seed is fixed, as a stale case may; production draws only,
+    whose well-formed cases get the mutants.)"""
     env = gpu_env(test_kernels=True)
     done = subprocess.run(
         [sys.executable, "-m", "diffcheck", "fuzz", "--impl",
          "fuzz_kernels:decode_faults_on_far_positions", "--path", "decode", "--budget", "60s",
-         "--fast", "--shrink-time", "15", "--seed", "1"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=600)
+         "--fast", "--shrink-time", "15", "--seed", "1", "--size", "production"], env=env,
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     print(done.stdout)
     assert done.returncode == 1 and "(fault" in done.stdout, done.stdout + done.stderr[-3000:]
     saved = next(x for x in done.stdout.splitlines() if x.startswith("saved: "))
