@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from diffcheck import backend, process_state, tuning
-from diffcheck.buffers import Staged
+from diffcheck.buffers import Staged, quietly
 from diffcheck.case import Case, Scenario
 from diffcheck.compare import writes_outside_out
 from diffcheck.errors import CaseTooLarge, UsageError
@@ -164,7 +164,7 @@ def second_look(staged: Staged) -> None:
         thread.join(LATE_WRITER_WAIT)
     backend.synchronize(staged.arena.device)
     if step.returned_tensor is not None:  # the kernel's own output, copied in at the call
-        staged.out.view.copy_(step.returned_tensor.reshape(-1))
+        quietly(staged.out.view).copy_(step.returned_tensor.reshape(-1))
         step.returned_tensor = None
     if not torch.equal(staged.out.view, step.out):
         step.late_out = staged.out.view.clone()

@@ -112,3 +112,38 @@ def decode_refuses_capturing_a_short_batch(qo_indptr, kv_indptr, page_kv_indptr,
         _short["last"] = int((kv_indptr[1:] > kv_indptr[:-1]).sum()) < 8
     return decode_pid(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
                       BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+
+#: the last metadata a launcher derived from: (data pointer, shape, version) -> its copy
+_derived: dict = {}
+
+
+def _keeps_derived(key_of):
+    def wrapper(qo_indptr, kv_indptr, page_kv_indptr, kv_indices, token_indices,
+                BLOCK_SIZE=1, NUM_TOPK_TOKENS=2048, BLOCK_N=128, out=None, fill=0):
+        if torch.cuda.is_current_stream_capturing():
+            kv = kv_indptr + 0  # captured: a replay derives it again
+        else:
+            key = key_of(kv_indptr)
+            if _derived.get("key") != key:
+                _derived["key"], _derived["kv"] = key, kv_indptr + 0
+            kv = _derived["kv"]
+        return decode_pid(qo_indptr, kv, page_kv_indptr, kv_indices, token_indices,
+                          BLOCK_SIZE, NUM_TOPK_TOKENS, BLOCK_N, out, fill)
+
+    return wrapper
+
+
+#: Derives its kv_indptr once per step for the many layers that share it, and knows a new
+#: step by the tensor's address, shape and torch version counter. Wrong in serving: metadata
+#: an engine's own kernel or a graph replay rewrites in its persistent buffer keeps its
+#: version, and the eager call after such a step uses the step before's offsets.
+decode_keeps_metadata_by_version = _keeps_derived(
+    lambda t: (t.data_ptr(), tuple(t.shape), t._version))
+#: Its correct twin: the same cache keyed by the contents themselves.
+decode_keeps_metadata_by_contents = _keeps_derived(
+    lambda t: (t.data_ptr(), tuple(t.shape), tuple(t.tolist())))
+
+
+def reset_derived() -> None:
+    _derived.clear()

@@ -125,6 +125,24 @@ def test_torch_ops_of_the_wrapper_are_replayed_on_new_metadata():
     assert {r.status for r in rows} == {"pass"}
 
 
+@pytest.mark.parametrize("name,caught", [("decode_keeps_metadata_by_version", True),
+                                         ("decode_keeps_metadata_by_contents", False)])
+def test_metadata_kept_by_its_version_counter_is_caught_after_a_replay(name, caught):
+    """A replay step's metadata lands in the graph's buffers as an engine's own kernels
+    write it, without bumping torch's version counter: the eager call after the replay, on
+    the same buffers, must not see the step before's offsets (diffcheck.buffers.quietly)."""
+    graph_wrappers.reset_derived()
+    impl = make_impl(f"decode:{name}", f"graph_wrappers:{name}")
+    rows = run_modes(impl, suite_cases("decode", "replay"), mode="replay")
+    failing = [r for r in rows if r.status != "pass"]
+    if not caught:
+        assert not failing, [(r.case_id, r.status, r.detail[:200]) for r in failing]
+        return
+    assert failing and {r.status for r in failing} <= {"divergence", "mismatch"}, \
+        [(r.case_id, r.status) for r in failing]
+    assert any("Replay differs from eager" in r.detail for r in failing)
+
+
 def test_emulator_replays_without_running_the_wrapper_again():
     calls = []
     a = torch.arange(8, dtype=torch.int32)
