@@ -116,6 +116,10 @@ def _describe(finding: Finding, checked: int) -> str:
         return (f"Output changed after the call returned: {finding.count} elements, first at "
                 f"{finding.location}: {finding.expected} then {finding.actual} (a writer still "
                 "running: a thread, another stream)")
+    if finding.kind == Status.NONDETERMINISTIC and finding.found_by == FoundBy.INTERPRETER:
+        return (f"Racing programs: {finding.location}, {finding.count} elements with no "
+                "atomic (a GPU runs the programs of a launch at once: the value depends on "
+                f"their timing, a lost update or a last writer), found by {finding.found_by}")
     if finding.kind == Status.NONDETERMINISTIC:
         return (f"Not deterministic: {finding.count} elements differ between runs on identical "
                 f"inputs, first at {finding.location}: {finding.expected} then "

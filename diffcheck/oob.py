@@ -45,6 +45,16 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
                                 first.offset, f"a Triton store into {first.buffer}"
                                 f"[{first.offset}], program {first.program[0]}{_at(first)}",
                                 found_by=first.found_by, examples=examples))
+    races = [a for a in accesses if a.kind == "race"]
+    if races:
+        first = races[0]
+        examples = tuple(Example(a.buffer, a.offset, f"{a.buffer}[{a.offset}], {a.where}, "
+                                 f"{a.lanes} elements") for a in races[:EXAMPLES])
+        findings.append(Finding(Status.NONDETERMINISTIC, first.buffer,
+                                sum(a.lanes for a in races), first.offset,
+                                f"{first.buffer}[{first.offset}], changed by one of "
+                                f"{first.where} of one launch and read or written by the other",
+                                found_by=first.found_by, examples=examples))
     for kind, status in (("read", Status.OOB_READ), ("write", Status.OOB_WRITE)):
         of_kind = [a for a in accesses if a.kind == kind]
         if not of_kind:

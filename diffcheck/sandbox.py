@@ -10,6 +10,14 @@ Tensors a wrapper allocates itself (a scratch buffer) are added as extents when 
 passes them, named after the kernel parameter, so a legitimate scratch is not an
 out-of-bounds access but an overrun of it is.
 
+Races: the interpreter runs a launch's programs one after another, where a GPU runs them at
+once. An element of a writable buffer (the output, a launcher's scratch) that one program of
+a launch changes with a plain store and another program of the same launch also reads or
+writes is recorded (kind "race"): its value depends on the programs' timing on a GPU (a lost
+update of a read-modify-write, two programs writing different values), which no program
+order reproduces. Stores that leave a value as it was are not counts; a launch that uses
+atomics is left to the reruns (atomics with acquire and release order programs correctly).
+
 Limits: an address inside *another* argument's extent passes (the margins diffcheck stages
 around every buffer make that rare: a small overrun lands in a margin); non-Triton code
 (torch ops inside a wrapper) is not checked. The patch is removed on exit, so other code in
@@ -60,7 +68,8 @@ class Extent:
 class Access:
     """Out-of-bounds lanes of one kind, nearest one buffer, first seen at ``offset``."""
 
-    kind: str  # "read", "write" (out of bounds) or "input-write" (into a read-only extent)
+    kind: str  # "read", "write" (out of bounds), "input-write" (into a read-only extent)
+    # or "race" (see the module docstring)
     buffer: str
     offset: int
     size: int
@@ -202,7 +211,11 @@ class Sandbox(Bounds):
             for name, value in named:
                 if isinstance(value, torch.Tensor):
                     sandbox.admit(name, value)
-            return run(kernel, *args, **kwargs)
+            sandbox._launch_begins()
+            try:
+                return run(kernel, *args, **kwargs)
+            finally:
+                sandbox._launch_ends()
 
         kernel_cls.run = admitting_run
         for name, hook in self._hooks(interpreter).items():
@@ -224,15 +237,74 @@ class Sandbox(Bounds):
         if hits.any():
             self.record("input-write", ptrs.data, hits, builder)
 
+    # -- races ------------------------------------------------------------------------------
+    def _launch_begins(self) -> None:
+        #: per access of a writable buffer in this launch: (element addresses, whether a
+        #: store changed them (False: a load), program)
+        self._touches: list[tuple[np.ndarray, bool, int]] = []
+        self._atomics = False
+        writable = ~self._read_only
+        self._writable = (self._starts[writable], self._ends[writable])
+
+    def _touch(self, builder, ptrs, lanes, changed) -> None:
+        """Note the lanes of an in-bounds load (``changed`` False) or store (an array: which
+        lanes change the value there) that fall in a writable buffer."""
+        starts, ends = getattr(self, "_writable", (None, None))
+        if starts is None or not len(starts):
+            return
+        addresses = ptrs.data.astype(np.uint64)
+        lanes = np.broadcast_to(lanes, addresses.shape)
+        a = addresses[lanes]
+        if not a.size:
+            return
+        inside = ((a[:, None] >= starts) & (a[:, None] < ends)).any(axis=1)
+        if not inside.any():
+            return
+        a = a[inside]
+        if changed is not False:  # a store that leaves a value as it was touches nothing
+            a = a[np.broadcast_to(changed, addresses.shape)[lanes][inside]]
+            changed = True
+        if a.size:
+            x, y, z = (int(i) for i in (builder.grid_idx or (0, 0, 0)))
+            self._touches.append((a, changed, x | (y << 21) | (z << 42)))
+
+    def _launch_ends(self) -> None:
+        """Record the elements of this launch that one program changed and another touched."""
+        touches, self._touches = getattr(self, "_touches", []), []
+        if self._atomics or not touches:
+            return
+        changed = [t[0] for t in touches if t[1]]
+        written = np.unique(np.concatenate(changed)) if changed else np.empty(0, np.uint64)
+        if not written.size:
+            return
+        addresses = np.concatenate([t[0] for t in touches])
+        programs = np.concatenate([np.full(t[0].size, t[2], dtype=np.int64) for t in touches])
+        keep = np.isin(addresses, written)
+        pairs = np.unique(np.stack([addresses[keep].astype(np.int64), programs[keep]]), axis=1)
+        elements, count = np.unique(pairs[0], return_counts=True)
+        racy = elements[count > 1]
+        if not racy.size:
+            return
+        first = int(racy[0])
+        who = pairs[1][pairs[0] == first][:2]
+        extent = self.nearest(first)
+        programs_of = [(int(p) & 0x1FFFFF, (int(p) >> 21) & 0x1FFFFF) for p in who]
+        self.accesses.append(Access("race", extent.name, extent.offset_of(first), extent.size,
+                                    int(racy.size), (*programs_of[0], 0),
+                                    where=f"programs {programs_of[0]} and {programs_of[1]}"))
+
     def _hooks(self, interpreter) -> dict[str, Callable]:
         """The interpreter's load, store and atomics, each checking its lanes first: a lane
         outside every extent is recorded and masked off (a read gets its tag instead)."""
         sandbox, TensorHandle = self, interpreter.TensorHandle
         load, store = self._saved["create_masked_load"], self._saved["create_masked_store"]
         rmw, cas = self._saved["create_atomic_rmw"], self._saved["create_atomic_cas"]
+        #: the interpreter's raw masked read (what a store is about to replace), where known
+        read = getattr(getattr(interpreter, "_interpreter", None), "load", None)
 
         def checked_load(builder, ptrs, mask, other, *rest):
             bad = sandbox._bad_lanes(ptrs, mask)
+            sandbox._touch(builder, ptrs, _active(mask) & ~bad, False)
             if not bad.any():
                 return load(builder, ptrs, mask, other, *rest)
             tags = sandbox.record("read", ptrs.data, bad, builder)
@@ -248,9 +320,16 @@ class Sandbox(Bounds):
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
+            lanes = np.broadcast_to(_active(mask) & ~bad, ptrs.data.shape)
+            if read is not None and lanes.any():  # what each lane's store replaces
+                dtype_np = interpreter._get_np_dtype(ptrs.get_element_ty())
+                was = read(ptrs.data, np.ascontiguousarray(lanes),
+                           np.zeros(ptrs.data.shape, dtype_np), dtype_np)
+                sandbox._touch(builder, ptrs, lanes, np.broadcast_to(value.data, was.shape) != was)
             return store(builder, ptrs, value, mask, *rest)
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
+            sandbox._atomics = True
             bad = sandbox._bad_lanes(ptrs, mask)
             sandbox._note_input_stores(builder, ptrs, mask, bad)
             if bad.any():
@@ -259,6 +338,7 @@ class Sandbox(Bounds):
             return rmw(builder, op, ptrs, val, mask, *rest)
 
         def checked_cas(builder, ptrs, cmp, val, *rest):
+            sandbox._atomics = True
             bad = sandbox._bad_lanes(ptrs, None)
             sandbox._note_input_stores(builder, ptrs, None, bad)
             if bad.any():  # no mask to clear: send the bad lanes to a private scratch word
@@ -277,3 +357,8 @@ class Sandbox(Bounds):
         for name, fn in self._saved.items():
             setattr(interpreter.InterpreterBuilder, name, fn)
         interpreter.InterpretedFunction.run = self._saved_run
+
+
+def _active(mask) -> np.ndarray | bool:
+    """The lanes a mask lets through (all, without one)."""
+    return mask.data if mask is not None else True
