@@ -92,3 +92,34 @@ def test_the_same_counts_added_atomically_pass():
     rows = _rows("blocktable_counts_atomic")
     assert rows and {r.status for r in rows} == {Status.PASS.value}, \
         [(r.case_id, r.status, r.detail[:120]) for r in rows if r.status != "pass"]
+
+
+@pytest.mark.slow
+def test_the_default_command_names_the_lost_update_and_passes_its_atomic_twin(tmp_path):
+    """`diffcheck compare` with no options but the kernels: every row of the lost update is
+    a race, and the atomic twin's rows all pass (stale_sensitive on stale metadata)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    tests = Path(__file__).parent
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tests), env.get("PYTHONPATH", "")])
+    report = tmp_path / "r.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcheck", "compare", "--path", "blocktable", "--impl",
+         "racing_kernels:blocktable_counts_lost_update", "--impl",
+         "racing_kernels:blocktable_counts_atomic", "--report", str(report), "--quiet"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=3000)
+    assert done.returncode == 1, done.stderr[-3000:]
+    df = pd.read_csv(report, keep_default_na=False)
+    lost = df[df["implementation"].str.endswith("lost_update")]
+    atomic = df[df["implementation"].str.endswith("atomic")]
+    racing = lost[lost["detail"].str.contains("Racing programs: counts_ptr")]
+    assert set(racing["status"]) == {"nondeterministic"} and set(racing["mode"]) == {
+        "eager", "capture", "replay"}
+    assert set(atomic["status"]) <= {"pass", "stale_sensitive"}, \
+        atomic[~atomic["status"].isin(["pass", "stale_sensitive"])][["case_id", "detail"]]
