@@ -502,6 +502,37 @@ STALE_TRANSFORMS: dict[str, dict[str, str]] = {
 }
 
 
+#: requests per batch: the bands a launcher chooses its launch by (a fast path for one
+#: request, a split grid for medium batches, a persistent grid capped near 4-8 programs per
+#: SM), each with the size its partition is reached at; the largest need a GPU's time
+BATCHES = (
+    ("one", "one request (a single user)", 1, 1, False),
+    ("few", "2 to 31 requests", 2, None, False),
+    ("tens", "32 to 255 requests", 32, 40, False),
+    ("hundreds", "256 to 1023 requests", 256, 300, True),
+    ("thousands", "1024 requests or more (past 8 programs per SM of a 132-SM GPU)", 1024,
+     1100, True),
+)
+
+
+def batch_dimension(counts: Callable[[dict], tuple[int, int]]) -> Dimension:
+    """Requests per batch (``counts``: the path's (requests, output rows) of its tensors)."""
+    parts = tuple(Partition(name, doc, {} if size is None else {"requests": size}, gpu=gpu)
+                  for name, doc, _, size, gpu in BATCHES)
+
+    def classify(probe: Probe) -> set[str]:
+        import torch
+
+        tensors = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in probe.values.items()}
+        requests = counts(tensors)[0]
+        if requests < 1:
+            return set()
+        return {next(name for name, _, low, _, _ in reversed(BATCHES) if requests >= low)}
+
+    return Dimension("requests", "values", "requests per batch (a launcher may pick its launch "
+                     "by the batch size)", parts, classify)
+
+
 def scalar_dimension(scalar) -> Dimension:
     """A scalar's declared partitions (``Scalar.partitions`` with ``Scalar.classify``), or one
     partition per allowed value."""
@@ -569,7 +600,7 @@ def domain_of(spec) -> Domain:
     gen = spec.generators() if spec.generators else None
     oddities = tuple(gen.oddities) if gen else ()
     dims = [k_dimension(), *(scalar_dimension(s) for s in spec.scalars),
-            context_dimension(gen.longest if gen else None)]
+            context_dimension(gen.longest if gen else None), batch_dimension(spec.counts)]
     for tensor in spec.tensors:
         dims += role_dimensions(tensor, oddities, tuple(gen.table) if gen else ())
     bound = next((t.name for t in spec.tensors if t.role == "indptr" and t.offsets), None)
