@@ -579,6 +579,8 @@ def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = 
         dims.append(table_dimension(tensor.name, table))
     if tensor.role == "indptr" and tensor.offsets:
         dims.append(offsets_dimension(tensor.name))
+    if tensor.role == "ids" and tensor.padding:
+        dims.append(padding_dimension(tensor.name))
     if tensor.ndim == 2:
         positions = tensor.role == "positions"
         dims.append(rows_dimension(tensor.name, "extra_cols" if positions else "extra_rows",
@@ -586,6 +588,24 @@ def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = 
     if not tensor.fresh and tensor.role in STALE_TRANSFORMS:
         dims.append(stale_dimension(tensor.name, STALE_TRANSFORMS[tensor.role], tensor.when))
     return dims
+
+
+def padding_dimension(tensor: str) -> Dimension:
+    """Request ids of a well-formed batch: every token a request's, or padding tokens (-1)
+    after them, whose rows the contract wants all FILL (a kernel that skips them leaves
+    whatever the output held)."""
+    parts = (Partition("requests", "every token a request's"),
+             Partition("padding", "padding tokens with id -1 after the real ones",
+                       {"padding": 3}))
+
+    def classify(probe: Probe) -> set[str]:
+        ids = probe.values.get(tensor)
+        if ids is None or not ids.size or probe.stale:
+            return set()
+        return {"padding" if bool((ids == -1).any()) else "requests"}
+
+    return Dimension(f"{tensor}.values", "values", f"{tensor} in a well-formed batch", parts,
+                     classify)
 
 
 def _table_scale(probe: Probe) -> int:

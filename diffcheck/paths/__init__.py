@@ -43,6 +43,9 @@ class Tensor:
     #: an indptr whose offsets can pass 2^24 in serving (a KV slice indptr; not one that
     #: counts output rows)
     offsets: bool = False
+    #: request ids whose -1 marks a padding token, whose result the contract defines (all
+    #: FILL): a well-formed value, not only a stale one
+    padding: bool = False
 
     def __post_init__(self) -> None:
         if self.ndim not in (1, 2) or (self.role and self.role not in ROLES):

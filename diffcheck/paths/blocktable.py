@@ -127,7 +127,7 @@ PATH = PathSpec(
     name="blocktable",
     summary="the vLLM family: request-local top-k positions to KV rows through a block table",
     tensors=(
-        Tensor("req_id", role="ids", doc="int32 [T]: request of token t"),
+        Tensor("req_id", role="ids", doc="int32 [T]: request of token t", padding=True),
         Tensor("block_table", ndim=2, role="table",
                doc="int32 [R, B] (strided): physical block of request r's page b"),
         Tensor("token_indices", ndim=2, role="positions",
