@@ -32,6 +32,7 @@ from diffcheck.paths import PathSpec
 from diffcheck.report import ReportRow
 from diffcheck.settings import RunSettings
 from diffcheck.status import Status
+from diffcheck.stops import deferred_stops
 
 #: seconds between two progress lines
 PROGRESS_EVERY = 2.0
@@ -789,6 +790,7 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
     spec, shown = search.spec, o.impl  # as the user wrote it: reproduce runs from there
     checker = Checker(search.implementation, search.modes, search.settings,
                       search.scenario_modes)
+    result: FuzzResult | None = None
     try:
         replayed, stuck = replay_saved(o.save_to, spec, checker, search.failing,
                                        o.invalid_fill, search.full_modes, say)
@@ -814,14 +816,16 @@ def run(o: FuzzOptions, say: Callable[[str], None], show: Callable[[str], None])
         result = fuzz(spec, checker, search.scenarios, search.budget, o.seed, search.draws,
                       search.fill, search.failing, o.shrink_time, say, search.mixed, keep)
     finally:
-        checker.close()
+        with deferred_stops():  # a finding in hand is saved whole before a stop lands
+            checker.close()
+            if result is not None and result.finding is not None:
+                _save_finding(o, spec, result, provisional, search.settings.device.type, show)
     for line in result.coverage.lines() if result.coverage else ():
         say(f"fuzz: {line}")
     if result.finding is None:
         show(f"fuzz: no failure: {result.counted()} in {result.elapsed:.0f} s "
              f"({result.rate:,.1f} checks/s)")
         return ExitCode.OK
-    _save_finding(o, spec, result, provisional, search.settings.device.type, show)
     if result.broken is not None:
         raise result.broken  # diffcheck's own failure while shrinking: exit 3, said so
     if result.interrupted:

@@ -6,11 +6,12 @@ row, marks every report incomplete, saves a fuzz finding and exits 2, as for Ctr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: the stop the handlers below raised last, and how many they raised: only that one is sent
 #: again when swallowed (a kernel's own KeyboardInterrupt in a ``__del__`` is not a stop);
@@ -49,6 +50,26 @@ def _stop_again(previous: Callable) -> Callable:
         timer.daemon = True
         timer.start()
     return hook
+
+
+@contextlib.contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Inside, Ctrl-C and SIGTERM wait: what must be whole when the run stops (a finding
+    saved under its final name, its provisional file removed) is finished first, then the
+    stop is raised. Outside the main thread (where handlers cannot be set) nothing waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    before = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if came:
+        os.kill(os.getpid(), came[0])  # the stop, now: raised by the handler put back
 
 
 def install_stop_handlers() -> None:

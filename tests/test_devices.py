@@ -157,7 +157,8 @@ def test_fuzz_over_two_devices_stops_both_at_the_first_finding_and_keeps_it(tmp_
     assert "found a failure; stopping the other searches" in done.stderr
     assert "[device 0] " in done.stderr + done.stdout and "[device 1] " in done.stderr
     saved = sorted(p.name for p in (tmp_path / "found").iterdir())
-    assert saved and all("-shrinking-" not in name for name in saved), saved
+    assert saved and all("-shrinking-" not in name for name in saved), \
+        (saved, done.stderr[-3000:], done.stdout[-2000:])
     assert any(line.startswith("[device ") and "saved: " in line
                for line in done.stdout.splitlines())
     from diffcheck.casefile import load_any

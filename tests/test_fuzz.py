@@ -537,3 +537,25 @@ def test_on_a_gpu_fuzz_takes_turns_between_small_and_production_draws(monkeypatc
         assert [kind.limits for kind in one.draws] == [limits]
     plain = fuzzing._set_up(fuzzing.FuzzOptions(impl="decode:guarded"))
     assert [kind.modes for kind in plain.draws] == [None, None]
+
+
+def test_a_stop_waits_until_the_finding_is_saved_whole():
+    """Ctrl-C (a second search's stop, under fuzz --devices) landing while a finding is
+    renamed from its shrinking file would leave that file: the stop waits for the save."""
+    import os
+    import signal
+
+    from diffcheck.stops import deferred_stops, install_stop_handlers
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install_stop_handlers()
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_stops():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("saved")  # reached: the stop waited
+        assert done == ["saved"]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
