@@ -380,10 +380,11 @@ def offsets_dimension(tensor: str) -> Dimension:
                      classify)
 
 
-def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
+def rows_dimension(tensor: str, widen: str, huge: bool, spare: bool = False) -> Dimension:
     """How a 2-D tensor's rows lie; ``huge``: its rows can start past 2^31 elements in
     serving (a [T, K] top-k buffer of 2^20 tokens; vLLM PR #16806), reached by a strided view
-    that wide (fixtures/layouts.py PAST_INT32_ROWS)."""
+    that wide (fixtures/layouts.py PAST_INT32_ROWS); ``spare``: it can hold more rows than
+    the batch has (a persistent buffer passed whole: a grid sized by its rows overruns)."""
     parts = (
         Partition("contiguous", "rows packed back to back", {}, values=(0,)),
         Partition("strided", "a [:, :n] view of a wider buffer", {widen: 16}, values=(16, 64)),
@@ -396,6 +397,10 @@ def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
             Partition("offset-past-2^31", "a row starting past 2^31 elements (vLLM PR #16806: "
                       "8 GiB and more)", {widen: -1}, gpu=True),
         )
+    if spare:
+        parts += (Partition("spare-rows", "more rows than the batch has output rows (a "
+                            "persistent buffer passed whole; rows past the batch hold -1)",
+                            {"extra_rows": 3}),)
 
     def classify(probe: Probe) -> set[str]:
         buffer = probe.seen.get(tensor)
@@ -409,6 +414,8 @@ def rows_dimension(tensor: str, widen: str, huge: bool) -> Dimension:
             found.add("stride-not-multiple-of-16")
         if (buffer.shape[0] - 1) * stride[0] >= 1 << 31:
             found.add("offset-past-2^31")
+        if spare and probe.rows is not None and buffer.shape[0] > len(probe.rows.lengths):
+            found.add("spare-rows")
         return found
 
     return Dimension(f"{tensor}.rows", "values", f"the layout of {tensor}'s rows", parts,
@@ -564,8 +571,8 @@ def pool_dimension(slots: str, bound: str) -> Dimension:
                      parts, classify)
 
 
-def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = ()
-                    ) -> list[Dimension]:
+def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = (),
+                    spare_rows: bool = False) -> list[Dimension]:
     """The generic dimensions of one tensor, from its role."""
     dims: list[Dimension] = []
     if tensor.role == "positions":
@@ -584,7 +591,7 @@ def role_dimensions(tensor, oddities: tuple[str, ...], table: tuple[str, ...] = 
     if tensor.ndim == 2:
         positions = tensor.role == "positions"
         dims.append(rows_dimension(tensor.name, "extra_cols" if positions else "extra_rows",
-                                   huge=positions))
+                                   huge=positions, spare=positions and spare_rows))
     if not tensor.fresh and tensor.role in STALE_TRANSFORMS:
         dims.append(stale_dimension(tensor.name, STALE_TRANSFORMS[tensor.role], tensor.when))
     return dims
@@ -622,7 +629,8 @@ def domain_of(spec) -> Domain:
     dims = [k_dimension(), *(scalar_dimension(s) for s in spec.scalars),
             context_dimension(gen.longest if gen else None), batch_dimension(spec.counts)]
     for tensor in spec.tensors:
-        dims += role_dimensions(tensor, oddities, tuple(gen.table) if gen else ())
+        dims += role_dimensions(tensor, oddities, tuple(gen.table) if gen else (),
+                                bool(gen and gen.spare_rows))
     bound = next((t.name for t in spec.tensors if t.role == "indptr" and t.offsets), None)
     if gen is not None and gen.pooled and bound is not None:
         dims += [pool_dimension(t.name, bound) for t in spec.tensors

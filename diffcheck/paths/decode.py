@@ -98,7 +98,7 @@ def _generators():
     from diffcheck.fixtures.generated import Generators
 
     return Generators(generated_layout, spoilers=tuple(SPOILERS), scenario=generated_scenario,
-                      stale_steps=STALE_STEPS, pooled=True)
+                      stale_steps=STALE_STEPS, pooled=True, spare_rows=True)
 
 
 PATH = PathSpec(

@@ -95,7 +95,7 @@ def _generators():
     return Generators(generated_layout, spoilers=tuple(SPOILERS), drafts=4,
                       scenario=generated_scenario, capacity=capacity, smallest_graph=6,
                       stale_steps=STALE_STEPS, captures=("padded", "dummy", "zeros"),
-                      pooled=True)
+                      pooled=True, spare_rows=True)
 
 
 PATH = PathSpec(
