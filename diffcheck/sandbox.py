@@ -252,7 +252,11 @@ class Sandbox(Bounds):
         starts, ends = getattr(self, "_writable", (None, None))
         if starts is None or not len(starts):
             return
-        addresses = ptrs.data.astype(np.uint64)
+        data = ptrs.data
+        if changed is False and data.size and (  # a load wholly outside them: most are
+                not ((starts <= np.uint64(data.max())) & (ends > np.uint64(data.min()))).any()):
+            return
+        addresses = data.astype(np.uint64)
         lanes = np.broadcast_to(lanes, addresses.shape)
         a = addresses[lanes]
         if not a.size:
@@ -271,24 +275,25 @@ class Sandbox(Bounds):
     def _launch_ends(self) -> None:
         """Record the elements of this launch that one program changed and another touched."""
         touches, self._touches = getattr(self, "_touches", []), []
-        if self._atomics or not touches:
-            return
-        changed = [t[0] for t in touches if t[1]]
-        written = np.unique(np.concatenate(changed)) if changed else np.empty(0, np.uint64)
-        if not written.size:
+        if self._atomics or len({t[2] for t in touches}) < 2 or not any(t[1] for t in touches):
             return
         addresses = np.concatenate([t[0] for t in touches])
         programs = np.concatenate([np.full(t[0].size, t[2], dtype=np.int64) for t in touches])
-        keep = np.isin(addresses, written)
-        pairs = np.unique(np.stack([addresses[keep].astype(np.int64), programs[keep]]), axis=1)
-        elements, count = np.unique(pairs[0], return_counts=True)
-        racy = elements[count > 1]
+        order = np.argsort(addresses, kind="stable")
+        a, p = addresses[order], programs[order]
+        # an element touched by two programs has two neighbours of different programs once
+        # sorted by address; it races when a store of the launch changed it
+        shared = np.unique(a[1:][(a[1:] == a[:-1]) & (p[1:] != p[:-1])])
+        if not shared.size:
+            return
+        changed = np.concatenate([t[0] for t in touches if t[1]])
+        racy = shared[np.isin(shared, changed)]
         if not racy.size:
             return
         first = int(racy[0])
-        who = pairs[1][pairs[0] == first][:2]
+        who = np.unique(p[a == racy[0]])[:2]
         extent = self.nearest(first)
-        programs_of = [(int(p) & 0x1FFFFF, (int(p) >> 21) & 0x1FFFFF) for p in who]
+        programs_of = [(int(q) & 0x1FFFFF, (int(q) >> 21) & 0x1FFFFF) for q in who]
         self.accesses.append(Access("race", extent.name, extent.offset_of(first), extent.size,
                                     int(racy.size), (*programs_of[0], 0),
                                     where=f"programs {programs_of[0]} and {programs_of[1]}"))
