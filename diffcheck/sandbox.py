@@ -328,9 +328,14 @@ class Sandbox(Bounds):
             lanes = np.broadcast_to(_active(mask) & ~bad, ptrs.data.shape)
             if read is not None and lanes.any():  # what each lane's store replaces
                 dtype_np = interpreter._get_np_dtype(ptrs.get_element_ty())
-                was = read(ptrs.data, np.ascontiguousarray(lanes),
-                           np.zeros(ptrs.data.shape, dtype_np), dtype_np)
-                sandbox._touch(builder, ptrs, lanes, np.broadcast_to(value.data, was.shape) != was)
+                try:
+                    was = read(ptrs.data, np.ascontiguousarray(lanes),
+                               np.zeros(ptrs.data.shape, dtype_np), dtype_np)
+                except (TypeError, ValueError):  # another interpreter's raw read: its
+                    was = None  # stores go unrecorded, and no race is claimed
+                if was is not None:
+                    sandbox._touch(builder, ptrs, lanes,
+                                   np.broadcast_to(value.data, was.shape) != was)
             return store(builder, ptrs, value, mask, *rest)
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
