@@ -22,7 +22,8 @@ def extents(staged: Staged) -> list[Extent]:
     buffer but the output is read-only."""
     return [Extent(buf.name, buf.alloc.data_ptr() + buf.margin * buf.alloc.element_size(),
                    buf.span * buf.alloc.element_size(), buf.alloc.element_size(),
-                   read_only=buf is not staged.out, owner=weakref.ref(buf.alloc))
+                   read_only=buf is not staged.out, owner=weakref.ref(buf.alloc),
+                   judged=buf is staged.out)
             for buf in staged.all()]
 
 

@@ -11,12 +11,13 @@ passes them, named after the kernel parameter, so a legitimate scratch is not an
 out-of-bounds access but an overrun of it is.
 
 Races: the interpreter runs a launch's programs one after another, where a GPU runs them at
-once. An element of a writable buffer (the output, a launcher's scratch) that one program of
-a launch changes with a plain store and another program of the same launch also reads or
-writes is recorded (kind "race"): its value depends on the programs' timing on a GPU (a lost
-update of a read-modify-write, two programs writing different values), which no program
-order reproduces. Stores that leave a value as it was are not counts; a launch that uses
-atomics is left to the reruns (atomics with acquire and release order programs correctly).
+once. An element of a writable buffer that two programs of a launch each change with a plain
+store, and whose value is read (a judged output, or an element a program of the launch
+loads), is recorded (kind "race"): the last writer, or a lost update of a read-modify-write,
+depends on the programs' timing on a GPU, which no program order reproduces. Stores that
+leave a value as it was, loads of elements one program changed (the reversed run shows
+those where they matter) and a launch that uses atomics (they can order programs) are not
+counted.
 
 Limits: an address inside *another* argument's extent passes (the margins diffcheck stages
 around every buffer make that rare: a small overrun lands in a margin); non-Triton code
@@ -54,6 +55,8 @@ class Extent:
     #: weak reference to the tensor owning the bytes: once it is gone its memory may hold a
     #: new allocation the kernel may write, so the extent stops being read-only
     owner: Callable[[], object] | None = field(default=None, compare=False, repr=False)
+    #: an output diffcheck judges (its every element's final value is read)
+    judged: bool = False
 
     def offset_of(self, address: int) -> int:
         """Signed element offset from the start (negative before it, >= size past its end)."""
@@ -273,21 +276,29 @@ class Sandbox(Bounds):
             self._touches.append((a, changed, x | (y << 21) | (z << 42)))
 
     def _launch_ends(self) -> None:
-        """Record the elements of this launch that one program changed and another touched."""
+        """Record the elements of this launch that two programs each changed with a store
+        (the last writer or a lost update decides the value), where the value is read: a
+        judged output, or an element a program of the launch loaded. Benign races pass: a
+        second store of the same value, a load whose value is thrown away, a scratch word
+        written by every program and read by none."""
         touches, self._touches = getattr(self, "_touches", []), []
-        if self._atomics or len({t[2] for t in touches}) < 2 or not any(t[1] for t in touches):
+        stores = [t for t in touches if t[1]]
+        if self._atomics or len({t[2] for t in stores}) < 2:
             return
-        addresses = np.concatenate([t[0] for t in touches])
-        programs = np.concatenate([np.full(t[0].size, t[2], dtype=np.int64) for t in touches])
+        addresses = np.concatenate([t[0] for t in stores])
+        programs = np.concatenate([np.full(t[0].size, t[2], dtype=np.int64) for t in stores])
         order = np.argsort(addresses, kind="stable")
         a, p = addresses[order], programs[order]
-        # an element touched by two programs has two neighbours of different programs once
-        # sorted by address; it races when a store of the launch changed it
+        # an element two programs changed has two neighbours of different programs, sorted
         shared = np.unique(a[1:][(a[1:] == a[:-1]) & (p[1:] != p[:-1])])
         if not shared.size:
             return
-        changed = np.concatenate([t[0] for t in touches if t[1]])
-        racy = shared[np.isin(shared, changed)]
+        loads = [t[0] for t in touches if not t[1]]
+        read = np.isin(shared, np.concatenate(loads)) if loads else np.zeros(shared.size, bool)
+        for e in self.extents:
+            if e.judged:
+                read |= (shared >= np.uint64(e.start)) & (shared < np.uint64(e.start + e.nbytes))
+        racy = shared[read]
         if not racy.size:
             return
         first = int(racy[0])

@@ -68,8 +68,8 @@ def deferred_stops() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-    if came:
-        os.kill(os.getpid(), came[0])  # the stop, now: raised by the handler put back
+        if came:  # the stop, now (over an error the body raised): the handler put back raises
+            os.kill(os.getpid(), came[0])
 
 
 def install_stop_handlers() -> None:
