@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import dis
 import gc
+import importlib.util
 import itertools
 import os
 import time
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import triton
 
 from diffcheck import backend, plausible, tags, tuning
 from diffcheck.buffers import CONSTANT, POISON, Filling, Staged, stage
@@ -115,8 +115,13 @@ def guard(step: Step, action: Callable[[], object]) -> bool:
         return False
 
 
-#: packages whose own raise is not the implementation's refusal (a failed op inside them)
-_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, triton, np))
+#: packages whose own raise is not the implementation's refusal (a failed op inside them);
+#: triton's found without importing it: importing triton before TRITON_INTERPRET=1 is set
+#: (backend.prepare) makes triton.language's own jit helpers compiled ones, and a kernel's
+#: tl.sum then fails in this process ("Cannot call @triton.jit'd outside of the scope")
+_LIBRARIES = tuple(os.path.dirname(path) + os.sep for path in (
+    torch.__file__, np.__file__, getattr(importlib.util.find_spec("triton"), "origin", None))
+    if path)
 
 
 def raised_explicitly(error: BaseException) -> bool:

@@ -337,3 +337,26 @@ def test_a_stop_swallowed_during_a_run_never_exits_0(monkeypatch):
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def test_in_process_runs_reach_the_cli_with_triton_not_yet_imported(tmp_path):
+    """`--isolation none` runs kernels in the CLI's own process: importing triton there before
+    TRITON_INTERPRET=1 is set made triton.language's own jit helpers compiled ones, and every
+    kernel with a tl.sum failed ("Cannot call @triton.jit'd outside of the scope of a
+    kernel": the block table's valid counts, a false error)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    probe = subprocess.run([sys.executable, "-c", "import sys, diffcheck.cli, diffcheck.executors,"
+                            " diffcheck.runner; print('triton' in sys.modules)"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert probe.stdout.strip() == "False", probe.stderr[-2000:]
+    report = tmp_path / "r.csv"
+    done = subprocess.run([sys.executable, "-m", "diffcheck", "compare", "--impl",
+                           "blocktable:guarded", "--path", "blocktable", "--suite", "smoke",
+                           "--mode", "eager", "--isolation", "none", "--report", str(report),
+                           "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:] + report.read_text()[-2000:]
