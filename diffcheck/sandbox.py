@@ -275,6 +275,20 @@ class Sandbox(Bounds):
             x, y, z = (int(i) for i in (builder.grid_idx or (0, 0, 0)))
             self._touches.append((a, changed, x | (y << 21) | (z << 42)))
 
+    def _store_touch(self, interpreter, read, builder, ptrs, value, lanes) -> None:
+        """Note a store's in-bounds lanes that change the value there (``read``: the
+        interpreter's raw masked read, None where it has none: no store is recorded)."""
+        lanes = np.broadcast_to(lanes, ptrs.data.shape)
+        if read is None or not lanes.any():
+            return
+        dtype_np = interpreter._get_np_dtype(ptrs.get_element_ty())
+        try:
+            was = read(ptrs.data, np.ascontiguousarray(lanes),
+                       np.zeros(ptrs.data.shape, dtype_np), dtype_np)
+        except (TypeError, ValueError):  # another interpreter's raw read: no race claimed
+            return
+        self._touch(builder, ptrs, lanes, np.broadcast_to(value.data, was.shape) != was)
+
     def _launch_ends(self) -> None:
         """Record the elements of this launch that two programs each changed with a store
         (the last writer or a lost update decides the value), where the value is read: a
@@ -336,17 +350,7 @@ class Sandbox(Bounds):
             if bad.any():
                 sandbox.record("write", ptrs.data, bad, builder)
                 mask = TensorHandle(mask.data & ~bad, mask.dtype)
-            lanes = np.broadcast_to(_active(mask) & ~bad, ptrs.data.shape)
-            if read is not None and lanes.any():  # what each lane's store replaces
-                dtype_np = interpreter._get_np_dtype(ptrs.get_element_ty())
-                try:
-                    was = read(ptrs.data, np.ascontiguousarray(lanes),
-                               np.zeros(ptrs.data.shape, dtype_np), dtype_np)
-                except (TypeError, ValueError):  # another interpreter's raw read: its
-                    was = None  # stores go unrecorded, and no race is claimed
-                if was is not None:
-                    sandbox._touch(builder, ptrs, lanes,
-                                   np.broadcast_to(value.data, was.shape) != was)
+            sandbox._store_touch(interpreter, read, builder, ptrs, value, _active(mask) & ~bad)
             return store(builder, ptrs, value, mask, *rest)
 
         def checked_rmw(builder, op, ptrs, val, mask, *rest):
