@@ -68,7 +68,9 @@ def blocktable_oracle(req_id, block_table, token_indices, seq_lens, page, stride
         valid_here = 0
         for j in range(k):
             p, r = rows[t][j], req[t]
-            ok = p >= 0 and p // page < width and (not bounded or p < lengths[r])
+            # a request id that is negative (padding) or past the table: the row is all FILL
+            ok = 0 <= r < len(table) and p >= 0 and p // page < width and (
+                not bounded or p < lengths[r])
             expected[t * k + j] = table[r][p // page] * (stride or page) + layer * page + \
                 p % page if ok else fill
             valid_here += ok
