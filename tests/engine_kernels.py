@@ -83,11 +83,12 @@ def vllm_convert_checked(req_id, block_table, token_indices, BLOCK_SIZE=64,
                          BLOCK_STRIDE_ROWS=None, NUM_TOPK_TOKENS=2048, BLOCK_N=128):
     """vLLM's call, with a launcher that checks its request ids on the host (outside graph
     capture, where a host read is allowed) and raises on one outside the table, before
-    launching anything: what a careful launcher does with malformed metadata."""
+    launching anything: what a careful launcher does with malformed metadata. -1 is a
+    padding token's id (the contract's all FILL), not malformed."""
     assert req_id.shape[0] == token_indices.shape[0], "req_id and token_indices disagree"
     if not torch.cuda.is_current_stream_capturing() and req_id.numel():
         low, high = int(req_id.min()), int(req_id.max())
-        if low < 0 or high >= block_table.shape[0]:
+        if low < -1 or high >= block_table.shape[0]:
             raise ValueError(f"request ids {low}..{high} outside the block table's "
                              f"{block_table.shape[0]} rows")
     token_indices = token_indices.contiguous()
