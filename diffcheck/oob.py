@@ -53,8 +53,8 @@ def from_sandbox(accesses: list[Access]) -> list[Finding]:
                                  f"{a.lanes} elements") for a in races[:EXAMPLES])
         findings.append(Finding(Status.NONDETERMINISTIC, first.buffer,
                                 sum(a.lanes for a in races), first.offset,
-                                f"{first.buffer}[{first.offset}], changed by one of "
-                                f"{first.where} of one launch and read or written by the other",
+                                f"{first.buffer}[{first.offset}], changed by both "
+                                f"{first.where} of one launch",
                                 found_by=first.found_by, examples=examples))
     for kind, status in (("read", Status.OOB_READ), ("write", Status.OOB_WRITE)):
         of_kind = [a for a in accesses if a.kind == kind]

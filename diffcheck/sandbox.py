@@ -161,6 +161,7 @@ class Sandbox(Bounds):
                 f"the interpreter of triton {triton.__version__} has no {', '.join(missing)}; "
                 "the sandbox cannot check its loads and stores: pass --no-interpreter-check")
         self._index()
+        self._launch_begins()
 
     # -- checking ---------------------------------------------------------------------------
     def outside(self, addresses: np.ndarray, itemsize: int) -> np.ndarray:
@@ -252,8 +253,8 @@ class Sandbox(Bounds):
     def _touch(self, builder, ptrs, lanes, changed) -> None:
         """Note the lanes of an in-bounds load (``changed`` False) or store (an array: which
         lanes change the value there) that fall in a writable buffer."""
-        starts, ends = getattr(self, "_writable", (None, None))
-        if starts is None or not len(starts):
+        starts, ends = self._writable
+        if not len(starts):
             return
         data = ptrs.data
         if changed is False and data.size and (  # a load wholly outside them: most are
@@ -295,7 +296,7 @@ class Sandbox(Bounds):
         judged output, or an element a program of the launch loaded. Benign races pass: a
         second store of the same value, a load whose value is thrown away, a scratch word
         written by every program and read by none."""
-        touches, self._touches = getattr(self, "_touches", []), []
+        touches, self._touches = self._touches, []
         stores = [t for t in touches if t[1]]
         if self._atomics or len({t[2] for t in stores}) < 2:
             return
