@@ -59,3 +59,24 @@ def test_the_default_command_catches_the_batch_kernels(path, tmp_path):
         rows = df[df["implementation"].str.endswith(f":{name}") & df["well_formed"]]
         worst = max(rows["status"], key=ORDER.__getitem__)
         assert worst == EXPECTED[name][1].value, (name, rows["status"].value_counts())
+
+
+#: this session's other classes, each with the status its worst row gets under the default
+OTHERS = {
+    ("blocktable", "racing_kernels:blocktable_counts_lost_update"): Status.NONDETERMINISTIC,
+    ("decode", "graph_wrappers:decode_keeps_metadata_by_version"): Status.DIVERGENCE,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, impl, status", [
+    *((p, f"batch_kernels:{n}", s) for n, (p, s) in EXPECTED.items()),
+    *((p, i, s) for (p, i), s in OTHERS.items())])
+def test_the_python_api_with_no_suites_catches_each_class(path, impl, status):
+    """diffcheck.api.check with no suites runs the CLI's default selection: the batch-size,
+    padding, spare-row, race and version-counter classes are caught there too."""
+    from diffcheck.api import check
+
+    df = check(impl, path=path)
+    worst = max(df[df["well_formed"]]["status"], key=ORDER.__getitem__)
+    assert worst == status.value, df["status"].value_counts()
